@@ -1,0 +1,28 @@
+/*  ly_actor.h: what every actor shares besides its own loop: sending and receiving
+    codec frames (tapped), and the pipe commands every actor answers ($TERM, STATUS,
+    VERBOSE). The skeleton itself is in STYLE.md and followed by each actor file. */
+#ifndef LY_ACTOR_H
+#define LY_ACTOR_H
+
+#include "ly_prelude.h"
+#include "ly_msg.h"
+#include "ly_tap.h"
+
+/*  Sends a message, preceded by routing_id when not NULL (ROUTER sockets). Takes over
+    *msg_p. 0 / -1. */
+int ly_send (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p);
+/*  Receives one message. For ROUTER sockets pass routing_id_p to get the sender's id
+    (caller owns). Returns NULL when the frame is malformed (logged, dropped) or on
+    interrupt. Caller owns. */
+ly_msg_t *ly_recv (zsock_t *sock, ly_tap_t *tap, const char *actor, zframe_t **routing_id_p);
+
+/*  Handles one pipe command. Returns -1 for $TERM (the actor leaves its loop), 0 else.
+    STATUS is answered with the status string; VERBOSE toggles *verbose. */
+int ly_actor_pipe (zsock_t *pipe, const char *actor, bool *verbose, const char *status);
+
+/*  The names of the actors a supervisor can run, NULL-terminated. */
+extern const char *ly_actor_names [];
+/*  The actor function for a name; NULL when unknown. */
+zactor_fn *ly_actor_fn (const char *name);
+
+#endif

@@ -1,0 +1,37 @@
+/*  ly_config.h: configuration from the environment (all optional, see DESIGN.md),
+    loaded and validated once in main before any actor starts. */
+#ifndef LY_CONFIG_H
+#define LY_CONFIG_H
+
+#include "ly_prelude.h"
+#include "ly_log.h"
+
+typedef struct {
+    char *http_addr;        /* LAYERS_HTTP_ADDR, "host:port" */
+    char *http_host;        /* parsed from http_addr */
+    int http_port;          /* parsed from http_addr */
+    char *data_dir;         /* LAYERS_DATA_DIR, absolute path */
+    char *database_url;     /* LAYERS_DATABASE_URL, NULL: embedded PostgreSQL */
+    char *media_url;        /* LAYERS_MEDIA_URL */
+    char *geoip_db;         /* LAYERS_GEOIP_DB, NULL: no geo-IP */
+    char *master_key_file;  /* LAYERS_MASTER_KEY_FILE */
+    char *meta_url;         /* LAYERS_META_URL */
+    char *meta_api_version; /* LAYERS_META_API_VERSION */
+    char *tiktok_url;       /* LAYERS_TIKTOK_URL */
+    char *adservices_url;   /* LAYERS_ADSERVICES_URL */
+    char *model_url;        /* LAYERS_MODEL_URL, NULL: none */
+    char *model_key;        /* LAYERS_MODEL_KEY (secret, never logged) */
+    char *model_kind;       /* LAYERS_MODEL_KIND: openai | anthropic */
+    char *trusted_proxies;  /* LAYERS_TRUSTED_PROXIES, comma-separated addresses */
+    ly_log_level_t log_level;   /* LAYERS_LOG_LEVEL */
+} ly_config_t;
+
+/*  Fills cfg from the environment with defaults; on an invalid value returns -1 and
+    writes one clear sentence naming the variable into err. */
+int ly_config_load (ly_config_t *cfg, char *err, size_t errlen);
+void ly_config_free (ly_config_t *cfg);
+
+/*  The process-wide configuration, set once by main via ly_config_load. */
+extern ly_config_t ly_config;
+
+#endif

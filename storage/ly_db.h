@@ -1,0 +1,37 @@
+/*  ly_db.h: PostgreSQL sessions for each of the server's roles. The admin URL
+    (LAYERS_DATABASE_URL, or the embedded cluster's socket) is used only to migrate and
+    to set up roles; every actor logs in as its own least-privilege role:
+      layers_api      partner API; owns nothing, no BYPASSRLS, tenant set per transaction
+      layers_auth     key and token lookups by hash, nothing else
+      layers_store    inserts events and the relay's queue, cross-tenant (BYPASSRLS)
+      layers_relay    reads events, works the relay queue, cross-tenant (BYPASSRLS)
+      layers_content  content jobs and containers; no privilege on sdk_events
+    Role passwords are derived from the master key (HMAC-SHA256), so no password is
+    stored anywhere. */
+#ifndef LY_DB_H
+#define LY_DB_H
+
+#include "ly_prelude.h"
+
+typedef enum {
+    LY_DB_ADMIN,    /* the admin URL's own user: migrations and role set-up only */
+    LY_DB_API,
+    LY_DB_AUTH,
+    LY_DB_STORE,
+    LY_DB_RELAY,
+    LY_DB_CONTENT
+} ly_db_role_t;
+
+/*  Sets the admin connection string and the master key; from main, once. */
+void ly_db_init (const char *admin_url, const uint8_t master_key [32]);
+const char *ly_db_role_name (ly_db_role_t role);
+/*  A new session as role; NULL on failure with libpq's reason in err. Caller owns
+    (PQfinish). */
+PGconn *ly_db_connect (ly_db_role_t role, char *err, size_t errlen);
+/*  Gives every server role LOGIN and its derived password (SCRAM-hashed client-side).
+    conn is an admin session. 0 / -1. */
+int ly_db_setup_roles (PGconn *conn, char *err, size_t errlen);
+/*  Runs one statement without parameters and checks it succeeded; 0 / -1 (err). */
+int ly_db_exec (PGconn *conn, const char *sql, char *err, size_t errlen);
+
+#endif

@@ -9,11 +9,17 @@
 
 typedef enum { LY_LOG_DEBUG, LY_LOG_INFO, LY_LOG_WARNING, LY_LOG_ERROR } ly_log_level_t;
 
-/*  Process-wide set-up, from main: the minimum level and the process' actor name. */
+/*  Process-wide set-up, from main: the minimum level (INFO until then) and the process'
+    actor name ("layers" until then). */
 void ly_log_init (ly_log_level_t level, const char *process_name);
-int ly_log_level_parse (const char *text, ly_log_level_t *level);   /* 0 / -1 */
+/*  "debug", "info", "warning" or "error", any case. 0 / -1 */
+int ly_log_level_parse (const char *text, ly_log_level_t *level);
 ly_log_level_t ly_log_level (void);
 
+/*  Writes "2026-11-27 08:12:03.123 UTC [pid] LEVEL: actor: message" with one write(2);
+    actor NULL means the process name. The message is scrubbed (see ly_log_scrub), its
+    control characters become spaces, and a line longer than PIPE_BUF (4096) is cut and
+    ends in " [truncated]". Thread-safe; errno is preserved. */
 void ly_log (ly_log_level_t level, const char *actor, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));
 #define ly_debug(actor, ...)   do { if (ly_log_level () <= LY_LOG_DEBUG) ly_log (LY_LOG_DEBUG, actor, __VA_ARGS__); } while (0)
@@ -21,8 +27,28 @@ void ly_log (ly_log_level_t level, const char *actor, const char *format, ...)
 #define ly_warning(actor, ...) ly_log (LY_LOG_WARNING, actor, __VA_ARGS__)
 #define ly_error(actor, ...)   ly_log (LY_LOG_ERROR, actor, __VA_ARGS__)
 
-/*  Masks email addresses, IPv4/IPv6 addresses and phone-like digit runs in place.
-    Exposed for the self-test. */
-void ly_log_scrub (char *line);
+/*  Copies text into out (size bytes, always NUL-terminated when size > 0) with personal
+    data replaced by a token; ly_log runs it over every message (never over the prefix).
+    Returns true when all of text fit, false when out was cut short (never inside a token
+    or a UTF-8 character). Exposed for the self-test and for other redacting code.
+
+    "[email]"  local@domain.tld: a local part of letters, digits and .!#$%&'*+-=?^_`{|}~
+               (or bytes >= 0x80) and a domain of two or more labels whose last label
+               has two or more characters and a letter. Leading ' and ` are not taken as
+               part of the local part, so 'jane@example.com' keeps its quotes.
+    "[ip]"     a dotted quad of octets 0-255, and anything inet_pton accepts as IPv6
+               (compressed, ::ffff:1.2.3.4), not glued to a letter, digit, '_' or '.'.
+               Loopback and unspecified addresses (127.0.0.0/8, 0.0.0.0, ::1, ::) are
+               not personal and are kept.
+    "[phone]"  '+' and 7-15 digits, grouped by single spaces, dashes, dots or
+               parentheses ("+1 (555) 123-4567", "+44 20 7946 0958"); or 9-15 digits
+               standing alone, bare or grouped by dashes, by dots (three groups or more)
+               or after an area code in parentheses ("5551234567", "555-123-4567",
+               "555.123.4567", "(555) 123-4567").
+    Kept as they are: pids, counts and durations up to 8 digits, decimals (12.5ms,
+    1234567890.5), dates and times (2026-11-27 08:12:03.123), versions (4.3.4),
+    ports, UUIDs and hex digests. Because of the phone rule, do not log bare numbers of
+    9-15 digits (byte counts, epoch seconds): log sizes in KiB/MiB, times in ISO form. */
+bool ly_log_scrub (const char *text, char *out, size_t size);
 
 #endif

@@ -1,0 +1,547 @@
+/*  ly_config.c: reads the LAYERS_* environment once, in main, applies the defaults of
+    DESIGN.md and refuses a bad value with one sentence naming the variable. An empty
+    variable counts as unset. Values that may carry credentials (the database and media
+    URLs, the model URL and key) are never repeated in an error. */
+#include "ly_prelude.h"
+#include "ly_config.h"
+
+#define S_VALUE_MAX     200     /* longest value repeated in an error */
+
+ly_config_t ly_config;
+
+
+//  --------------------------------------------------------------------------
+//  Helpers; each returns 0 / -1 and on -1 has written the reason into err
+
+static int
+s_fail (char *err, size_t errlen, const char *format, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+static int
+s_fail (char *err, size_t errlen, const char *format, ...)
+{
+    if (errlen > 0) {
+        va_list args;
+        va_start (args, format);
+        vsnprintf (err, errlen, format, args);
+        va_end (args);
+    }
+    return -1;
+}
+
+//  The variable's value, or NULL when it is unset or empty
+static const char *
+s_env (const char *name)
+{
+    const char *value = getenv (name);
+    return value && *value? value: NULL;
+}
+
+//  Stores a copy of value in *field (which must be NULL)
+static int
+s_set (char **field, const char *value, char *err, size_t errlen)
+{
+    assert (*field == NULL);
+    *field = strdup (value);
+    if (!*field)
+        return s_fail (err, errlen, "out of memory");
+    return 0;
+}
+
+static int
+s_set_printf (char **field, char *err, size_t errlen, const char *format, ...)
+    __attribute__ ((format (printf, 4, 5)));
+
+static int
+s_set_printf (char **field, char *err, size_t errlen, const char *format, ...)
+{
+    assert (*field == NULL);
+    va_list args;
+    va_start (args, format);
+    int rc = vasprintf (field, format, args);
+    va_end (args);
+    if (rc < 0) {
+        *field = NULL;
+        return s_fail (err, errlen, "out of memory");
+    }
+    return 0;
+}
+
+static bool
+s_has_space_or_control (const char *value)
+{
+    for (const unsigned char *c = (const unsigned char *) value; *c; c++)
+        if (*c <= ' ' || *c == 0x7F)
+            return true;
+    return false;
+}
+
+static bool
+s_prefix (const char *value, const char *prefix)
+{
+    return strncasecmp (value, prefix, strlen (prefix)) == 0;
+}
+
+//  Lexical clean-up of an absolute path: no "//", ".", "..", or trailing "/".
+//  Works in place; the result is never longer than the input.
+static void
+s_normalize (char *path)
+{
+    assert (path [0] == '/');
+    char *out = path;
+    const char *in = path;
+    while (*in) {
+        while (*in == '/')
+            in++;
+        const char *start = in;
+        while (*in && *in != '/')
+            in++;
+        size_t len = in - start;
+        if (len == 0 || (len == 1 && start [0] == '.'))
+            continue;
+        if (len == 2 && start [0] == '.' && start [1] == '.') {
+            while (out > path && *--out != '/')
+                ;
+            continue;
+        }
+        *out++ = '/';
+        memmove (out, start, len);
+        out += len;
+    }
+    if (out == path)
+        *out++ = '/';
+    *out = 0;
+}
+
+//  Makes path absolute without requiring that it exist: its real path when it
+//  does, else the real path of its parent plus the last component, else the path
+//  joined to the working directory and cleaned up. Caller owns; NULL with errno.
+static char *
+s_absolute (const char *path)
+{
+    char *real = realpath (path, NULL);
+    if (real)
+        return real;
+
+    char *copy = strdup (path);
+    if (!copy)
+        return NULL;
+    size_t len = strlen (copy);
+    while (len > 1 && copy [len - 1] == '/')
+        copy [--len] = 0;
+    char *slash = strrchr (copy, '/');
+    const char *base = slash? slash + 1: copy;
+    const char *parent = ".";
+    if (slash) {
+        *slash = 0;
+        parent = *copy? copy: "/";
+    }
+    char *result = NULL;
+    if (*base && strcmp (base, ".") != 0 && strcmp (base, "..") != 0
+    &&  (real = realpath (parent, NULL))) {
+        if (asprintf (&result, "%s/%s", streq (real, "/")? "": real, base) < 0)
+            result = NULL;
+        free (real);
+        free (copy);
+        return result;
+    }
+    free (copy);
+
+    if (path [0] == '/')
+        result = strdup (path);
+    else {
+        char *cwd = getcwd (NULL, 0);
+        if (!cwd)
+            return NULL;
+        if (asprintf (&result, "%s/%s", cwd, path) < 0)
+            result = NULL;
+        free (cwd);
+    }
+    if (result)
+        s_normalize (result);
+    return result;
+}
+
+//  Resolves a path variable into *field; a relative value is taken from the
+//  working directory
+static int
+s_set_path (char **field, const char *name, const char *value, char *err, size_t errlen)
+{
+    *field = s_absolute (value);
+    if (!*field)
+        return s_fail (err, errlen, "could not resolve %s \"%.*s\": %s",
+                       name, S_VALUE_MAX, value, strerror (errno));
+    return 0;
+}
+
+//  A host name as RFC 1123 allows it; a dotted number must be an IPv4 address
+static bool
+s_valid_host (const char *host)
+{
+    size_t len = strlen (host);
+    if (len == 0 || len > 253)
+        return false;
+    if (strspn (host, "0123456789.") == len) {
+        struct in_addr addr;
+        return inet_pton (AF_INET, host, &addr) == 1;
+    }
+    const char *label = host;
+    while (true) {
+        size_t size = strspn (label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-");
+        if (size == 0 || size > 63 || label [0] == '-' || label [size - 1] == '-')
+            return false;
+        if (label [size] == 0)
+            return true;
+        if (label [size] != '.')
+            return false;
+        label += size + 1;
+    }
+}
+
+//  An http:// or https:// URL with a host and no spaces. A secret value (one that
+//  may hold a key) is not repeated in the error.
+static int
+s_check_http_url (const char *name, const char *value, bool secret, char *err, size_t errlen)
+{
+    char subject [S_VALUE_MAX + 64];
+    if (secret)
+        snprintf (subject, sizeof subject, "%s", name);
+    else
+        snprintf (subject, sizeof subject, "%s \"%.*s\"", name, S_VALUE_MAX, value);
+
+    size_t scheme = s_prefix (value, "http://")? 7: s_prefix (value, "https://")? 8: 0;
+    if (scheme == 0)
+        return s_fail (err, errlen, "%s must start with http:// or https://", subject);
+    if (s_has_space_or_control (value))
+        return s_fail (err, errlen, "%s must not contain spaces or control characters", subject);
+    char next = value [scheme];
+    if (next == 0 || next == '/' || next == '?' || next == '#' || next == ':')
+        return s_fail (err, errlen, "%s has no host", subject);
+    return 0;
+}
+
+//  A web-service URL variable with a default
+static int
+s_load_http_url (char **field, const char *name, const char *fallback, bool secret,
+                 char *err, size_t errlen)
+{
+    const char *value = s_env (name);
+    if (!value)
+        return fallback? s_set (field, fallback, err, errlen): 0;
+    if (s_check_http_url (name, value, secret, err, errlen))
+        return -1;
+    return s_set (field, value, err, errlen);
+}
+
+
+//  --------------------------------------------------------------------------
+//  One loader per variable
+
+static int
+s_load_http_addr (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_HTTP_ADDR";
+    const char *value = s_env (name);
+    if (!value)
+        value = "127.0.0.1:8080";
+    const char *colon;
+    if (value [0] == '[') {
+        const char *close = strchr (value, ']');
+        if (!close || close [1] != ':')
+            return s_fail (err, errlen, "%s \"%.*s\" is not HOST:PORT", name, S_VALUE_MAX, value);
+        cfg->http_host = strndup (value + 1, close - value - 1);
+        if (!cfg->http_host)
+            return s_fail (err, errlen, "out of memory");
+        struct in6_addr addr;
+        if (inet_pton (AF_INET6, cfg->http_host, &addr) != 1)
+            return s_fail (err, errlen, "%s \"%.*s\" has an invalid IPv6 address in brackets",
+                           name, S_VALUE_MAX, value);
+        colon = close + 1;
+    }
+    else {
+        colon = strrchr (value, ':');
+        if (!colon || colon == value)
+            return s_fail (err, errlen, "%s \"%.*s\" is not HOST:PORT", name, S_VALUE_MAX, value);
+        if (memchr (value, ':', colon - value))
+            return s_fail (err, errlen, "%s \"%.*s\" is not HOST:PORT (write an IPv6 address in brackets, as in [::1]:8080)",
+                           name, S_VALUE_MAX, value);
+        cfg->http_host = strndup (value, colon - value);
+        if (!cfg->http_host)
+            return s_fail (err, errlen, "out of memory");
+        if (!s_valid_host (cfg->http_host))
+            return s_fail (err, errlen, "%s \"%.*s\" has an invalid host name", name, S_VALUE_MAX, value);
+    }
+    const char *port = colon + 1;
+    size_t digits = strspn (port, "0123456789");
+    long number = digits > 0 && digits <= 5 && port [digits] == 0? strtol (port, NULL, 10): 0;
+    if (number < 1 || number > 65535)
+        return s_fail (err, errlen, "%s \"%.*s\" has an invalid port: it must be a number from 1 to 65535",
+                       name, S_VALUE_MAX, value);
+    cfg->http_port = (int) number;
+    return s_set (&cfg->http_addr, value, err, errlen);
+}
+
+static int
+s_load_data_dir (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_DATA_DIR";
+    const char *value = s_env (name);
+    if (!value)
+        value = "./var";
+    if (s_set_path (&cfg->data_dir, name, value, err, errlen))
+        return -1;
+    struct stat st;
+    if (stat (cfg->data_dir, &st) == 0 && !S_ISDIR (st.st_mode))
+        return s_fail (err, errlen, "%s \"%.*s\" is not a directory", name, S_VALUE_MAX, value);
+    return 0;
+}
+
+static int
+s_load_database_url (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_DATABASE_URL";
+    const char *value = s_env (name);
+    if (!value)
+        return 0;                   //  embedded PostgreSQL
+    bool uri = strncmp (value, "postgres://", 11) == 0 || strncmp (value, "postgresql://", 13) == 0;
+    if (!uri && !strchr (value, '='))
+        return s_fail (err, errlen, "%s must start with postgres:// or postgresql://, or be a key=value connection string",
+                       name);
+    //  libpq's reason is not repeated: it may quote a piece of the password
+    char *reason = NULL;
+    PQconninfoOption *options = PQconninfoParse (value, &reason);
+    if (reason)
+        PQfreemem (reason);
+    if (!options)
+        return s_fail (err, errlen, "%s is not a valid PostgreSQL connection %s",
+                       name, uri? "URI": "string");
+    PQconninfoFree (options);
+    return s_set (&cfg->database_url, value, err, errlen);
+}
+
+static int
+s_load_media_url (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_MEDIA_URL";
+    const char *value = s_env (name);
+    if (!value)
+        return s_set_printf (&cfg->media_url, err, errlen, "file://%s/media",
+                             streq (cfg->data_dir, "/")? "": cfg->data_dir);
+    if (s_has_space_or_control (value))
+        return s_fail (err, errlen, "%s must not contain spaces or control characters", name);
+    if (strncmp (value, "file://", 7) == 0) {
+        if (value [7] != '/')
+            return s_fail (err, errlen, "%s needs an absolute path after file://, as in file:///srv/media", name);
+    }
+    else
+    if (strncmp (value, "s3://", 5) == 0) {
+        if (value [5] == 0 || value [5] == '/')
+            return s_fail (err, errlen, "%s needs a bucket after s3://", name);
+    }
+    else
+        return s_fail (err, errlen, "%s must start with file:// or s3://", name);
+    return s_set (&cfg->media_url, value, err, errlen);
+}
+
+static int
+s_load_geoip_db (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_GEOIP_DB";
+    const char *value = s_env (name);
+    if (!value)
+        return 0;                   //  no geo-IP
+    if (s_set_path (&cfg->geoip_db, name, value, err, errlen))
+        return -1;
+    struct stat st;
+    if (stat (cfg->geoip_db, &st) != 0 || access (cfg->geoip_db, R_OK) != 0)
+        return s_fail (err, errlen, "%s \"%.*s\" is not readable: %s",
+                       name, S_VALUE_MAX, value, strerror (errno));
+    if (!S_ISREG (st.st_mode))
+        return s_fail (err, errlen, "%s \"%.*s\" is not a file", name, S_VALUE_MAX, value);
+    return 0;
+}
+
+static int
+s_load_master_key_file (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_MASTER_KEY_FILE";
+    const char *value = s_env (name);
+    if (!value)
+        return s_set_printf (&cfg->master_key_file, err, errlen, "%s/master.key",
+                             streq (cfg->data_dir, "/")? "": cfg->data_dir);
+    if (s_set_path (&cfg->master_key_file, name, value, err, errlen))
+        return -1;
+    struct stat st;
+    if (stat (cfg->master_key_file, &st) == 0 && S_ISDIR (st.st_mode))
+        return s_fail (err, errlen, "%s \"%.*s\" is a directory", name, S_VALUE_MAX, value);
+    return 0;
+}
+
+static int
+s_load_meta_api_version (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_META_API_VERSION";
+    const char *value = s_env (name);
+    if (!value)
+        value = "v21.0";
+    //  ^v[0-9]+\.[0-9]+$
+    size_t major = value [0] == 'v'? strspn (value + 1, "0123456789"): 0;
+    size_t minor = major && value [1 + major] == '.'? strspn (value + 2 + major, "0123456789"): 0;
+    if (!minor || value [2 + major + minor] != 0)
+        return s_fail (err, errlen, "%s \"%.*s\" is not a version like v21.0", name, S_VALUE_MAX, value);
+    return s_set (&cfg->meta_api_version, value, err, errlen);
+}
+
+static int
+s_load_model_key (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_MODEL_KEY";
+    const char *value = s_env (name);
+    if (!value)
+        return 0;
+    //  The key goes into an HTTP header; its value is never repeated
+    if (s_has_space_or_control (value))
+        return s_fail (err, errlen, "%s must not contain spaces or control characters", name);
+    return s_set (&cfg->model_key, value, err, errlen);
+}
+
+static int
+s_load_model_kind (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_MODEL_KIND";
+    const char *value = s_env (name);
+    if (!value)
+        value = "openai";
+    if (strcasecmp (value, "openai") == 0)
+        return s_set (&cfg->model_kind, "openai", err, errlen);
+    if (strcasecmp (value, "anthropic") == 0)
+        return s_set (&cfg->model_kind, "anthropic", err, errlen);
+    return s_fail (err, errlen, "%s \"%.*s\" is not openai or anthropic", name, S_VALUE_MAX, value);
+}
+
+//  Stored without spaces: "10.0.0.1,2001:db8::1"
+static int
+s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_TRUSTED_PROXIES";
+    const char *value = s_env (name);
+    if (!value)
+        return 0;
+    char *list = malloc (strlen (value) + 1);
+    if (!list)
+        return s_fail (err, errlen, "out of memory");
+    size_t size = 0;
+    const char *entry = value;
+    while (true) {
+        const char *end = strchr (entry, ',');
+        if (!end)
+            end = entry + strlen (entry);
+        while (entry < end && (*entry == ' ' || *entry == '\t'))
+            entry++;
+        const char *last = end;
+        while (last > entry && (last [-1] == ' ' || last [-1] == '\t'))
+            last--;
+        char address [INET6_ADDRSTRLEN];
+        size_t len = last - entry;
+        union { struct in_addr v4; struct in6_addr v6; } parsed;
+        if (len == 0) {
+            free (list);
+            return s_fail (err, errlen, "%s \"%.*s\" has an empty entry", name, S_VALUE_MAX, value);
+        }
+        if (len < sizeof address) {
+            memcpy (address, entry, len);
+            address [len] = 0;
+        }
+        if (len >= sizeof address
+        || (inet_pton (AF_INET, address, &parsed.v4) != 1 && inet_pton (AF_INET6, address, &parsed.v6) != 1)) {
+            free (list);
+            return s_fail (err, errlen, "%s entry \"%.*s\" is not an IP address",
+                           name, (int) (len < S_VALUE_MAX? len: S_VALUE_MAX), entry);
+        }
+        if (size)
+            list [size++] = ',';
+        memcpy (list + size, address, len);
+        size += len;
+        if (*end == 0)
+            break;
+        entry = end + 1;
+    }
+    list [size] = 0;
+    cfg->trusted_proxies = list;
+    return 0;
+}
+
+static int
+s_load_log_level (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *name = "LAYERS_LOG_LEVEL";
+    const char *value = s_env (name);
+    cfg->log_level = LY_LOG_INFO;
+    if (value && ly_log_level_parse (value, &cfg->log_level))
+        return s_fail (err, errlen, "%s \"%.*s\" is not debug, info, warning or error",
+                       name, S_VALUE_MAX, value);
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Fills cfg (overwritten: free a loaded one first) from the environment. On -1,
+//  cfg holds nothing and err says which variable is wrong and why.
+
+int
+ly_config_load (ly_config_t *cfg, char *err, size_t errlen)
+{
+    assert (cfg);
+    assert (err || errlen == 0);
+    memset (cfg, 0, sizeof *cfg);
+    if (errlen > 0)
+        err [0] = 0;
+    if (s_load_http_addr (cfg, err, errlen)
+    ||  s_load_data_dir (cfg, err, errlen)
+    ||  s_load_database_url (cfg, err, errlen)
+    ||  s_load_media_url (cfg, err, errlen)
+    ||  s_load_geoip_db (cfg, err, errlen)
+    ||  s_load_master_key_file (cfg, err, errlen)
+    ||  s_load_http_url (&cfg->meta_url, "LAYERS_META_URL",
+                         "https://graph.facebook.com", false, err, errlen)
+    ||  s_load_meta_api_version (cfg, err, errlen)
+    ||  s_load_http_url (&cfg->tiktok_url, "LAYERS_TIKTOK_URL",
+                         "https://business-api.tiktok.com", false, err, errlen)
+    ||  s_load_http_url (&cfg->adservices_url, "LAYERS_ADSERVICES_URL",
+                         "https://api-adservices.apple.com/api/v1/", false, err, errlen)
+    ||  s_load_http_url (&cfg->model_url, "LAYERS_MODEL_URL", NULL, true, err, errlen)
+    ||  s_load_model_key (cfg, err, errlen)
+    ||  s_load_model_kind (cfg, err, errlen)
+    ||  s_load_trusted_proxies (cfg, err, errlen)
+    ||  s_load_log_level (cfg, err, errlen)) {
+        ly_config_free (cfg);
+        return -1;
+    }
+    return 0;
+}
+
+//  Frees every string (the model key is wiped first) and zeroes cfg
+void
+ly_config_free (ly_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    if (cfg->model_key)
+        explicit_bzero (cfg->model_key, strlen (cfg->model_key));
+    free (cfg->http_addr);
+    free (cfg->http_host);
+    free (cfg->data_dir);
+    free (cfg->database_url);
+    free (cfg->media_url);
+    free (cfg->geoip_db);
+    free (cfg->master_key_file);
+    free (cfg->meta_url);
+    free (cfg->meta_api_version);
+    free (cfg->tiktok_url);
+    free (cfg->adservices_url);
+    free (cfg->model_url);
+    free (cfg->model_key);
+    free (cfg->model_kind);
+    free (cfg->trusted_proxies);
+    memset (cfg, 0, sizeof *cfg);
+}

@@ -1,0 +1,97 @@
+/*  ly_actor.c: what every actor shares besides its own loop: tapped sends and receives
+    of codec frames, the common pipe commands, and the table of runnable actors. */
+#include "ly_actor.h"
+#include "ly_log.h"
+#include "ly_gateway.h"
+#include "ly_store.h"
+
+const char *ly_actor_names [] = { "store", "gateway", NULL };
+
+zactor_fn *
+ly_actor_fn (const char *name)
+{
+    if (streq (name, "store"))
+        return ly_store_actor;
+    if (streq (name, "gateway"))
+        return ly_gateway_actor;
+    return NULL;
+}
+
+int
+ly_send (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p)
+{
+    assert (msg_p && *msg_p);
+    ly_tap_publish (tap, "out", *msg_p);
+    zframe_t *frame = ly_msg_encode_frame (*msg_p, false);
+    ly_msg_destroy (msg_p);
+    if (!frame)
+        return -1;
+    if (routing_id) {
+        zframe_t *copy = zframe_dup (routing_id);
+        if (zframe_send (&copy, sock, ZFRAME_MORE | ZFRAME_DONTWAIT) == -1) {
+            zframe_destroy (&copy);
+            zframe_destroy (&frame);
+            return -1;
+        }
+    }
+    if (zframe_send (&frame, sock, ZFRAME_DONTWAIT) == -1) {
+        zframe_destroy (&frame);
+        return -1;
+    }
+    return 0;
+}
+
+ly_msg_t *
+ly_recv (zsock_t *sock, ly_tap_t *tap, const char *actor, zframe_t **routing_id_p)
+{
+    zmsg_t *zmsg = zmsg_recv (sock);
+    if (!zmsg)
+        return NULL;
+    if (routing_id_p) {
+        *routing_id_p = zmsg_pop (zmsg);
+        if (!*routing_id_p) {
+            zmsg_destroy (&zmsg);
+            return NULL;
+        }
+    }
+    ly_msg_t *msg = NULL;
+    zframe_t *frame = zmsg_last (zmsg);
+    if (frame && zmsg_size (zmsg) == 1) {
+        char reason [256] = "";
+        msg = ly_msg_decode (zframe_data (frame), zframe_size (frame), reason, sizeof reason);
+        if (!msg)
+            ly_warning (actor, "dropped malformed frame of %zu bytes: %s",
+                        zframe_size (frame), reason);
+    }
+    else
+        ly_warning (actor, "dropped message of %zu frames, expected one",
+                    zmsg_size (zmsg));
+    zmsg_destroy (&zmsg);
+    if (msg)
+        ly_tap_publish (tap, "in", msg);
+    else
+    if (routing_id_p)
+        zframe_destroy (routing_id_p);
+    return msg;
+}
+
+int
+ly_actor_pipe (zsock_t *pipe, const char *actor, bool *verbose, const char *status)
+{
+    char *command = zstr_recv (pipe);
+    if (!command)
+        return -1;              //  interrupted
+    int rc = 0;
+    if (streq (command, "$TERM"))
+        rc = -1;
+    else
+    if (streq (command, "STATUS"))
+        zstr_send (pipe, status? status: "ok");
+    else
+    if (streq (command, "VERBOSE"))
+        *verbose = !*verbose;
+    else
+        ly_warning (actor, "unknown pipe command \"%s\"", command);
+    zstr_free (&command);
+    return rc;
+}

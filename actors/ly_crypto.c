@@ -1,0 +1,124 @@
+/*  ly_crypto.c: the master key, SHA-256 hex and random tokens, on OpenSSL. */
+#include "ly_crypto.h"
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+static int
+s_hex_value (char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int
+ly_master_key_load (const char *path, bool create, uint8_t key [32], char *err, size_t errlen)
+{
+    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1 && errno == ENOENT && create) {
+        if (RAND_bytes (key, 32) != 1) {
+            snprintf (err, errlen, "could not generate a master key: no randomness");
+            return -1;
+        }
+        char hex [66];
+        for (int i = 0; i < 32; i++)
+            sprintf (hex + 2 * i, "%02x", key [i]);
+        hex [64] = '\n';
+        hex [65] = 0;
+        char *tmp = zsys_sprintf ("%s.tmp.%d", path, (int) getpid ());
+        int out = open (tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int rc = -1;
+        if (out == -1)
+            snprintf (err, errlen, "could not create master key file \"%s\": %s", tmp, strerror (errno));
+        else
+        if (write (out, hex, 65) != 65 || fsync (out)) {
+            snprintf (err, errlen, "could not write master key file \"%s\": %s", tmp, strerror (errno));
+            unlink (tmp);
+        }
+        else
+        if (link (tmp, path) && errno != EEXIST)
+            snprintf (err, errlen, "could not create master key file \"%s\": %s", path, strerror (errno));
+        else
+            rc = 0;
+        if (out != -1) {
+            close (out);
+            unlink (tmp);
+        }
+        zstr_free (&tmp);
+        memset (hex, 0, sizeof hex);
+        if (rc)
+            return -1;
+        //  Another process may have won the race: read back what is there.
+        fd = open (path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd == -1) {
+        snprintf (err, errlen, "could not open master key file \"%s\": %s", path, strerror (errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat (fd, &st) == 0 && (st.st_mode & 077)) {
+        snprintf (err, errlen, "master key file \"%s\" is readable by others (mode %04o); "
+                  "run chmod 600 on it", path, (unsigned) (st.st_mode & 07777));
+        close (fd);
+        return -1;
+    }
+    char hex [80];
+    ssize_t size = read (fd, hex, sizeof hex - 1);
+    close (fd);
+    while (size > 0 && (hex [size - 1] == '\n' || hex [size - 1] == '\r' || hex [size - 1] == ' '))
+        size--;
+    int rc = 0;
+    if (size != 64)
+        rc = -1;
+    for (int i = 0; rc == 0 && i < 32; i++) {
+        int hi = s_hex_value (hex [2 * i]), lo = s_hex_value (hex [2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            rc = -1;
+        else
+            key [i] = (uint8_t) (hi << 4 | lo);
+    }
+    memset (hex, 0, sizeof hex);
+    if (rc)
+        snprintf (err, errlen, "master key file \"%s\" does not hold 64 hex characters", path);
+    return rc;
+}
+
+void
+ly_sha256_hex (const void *data, size_t size, char hex [65])
+{
+    static const char digits [] = "0123456789abcdef";
+    uint8_t digest [32];
+    unsigned int digest_len = 0;
+    EVP_Digest (data, size, digest, &digest_len, EVP_sha256 (), NULL);
+    for (int i = 0; i < 32; i++) {
+        hex [2 * i] = digits [digest [i] >> 4];
+        hex [2 * i + 1] = digits [digest [i] & 15];
+    }
+    hex [64] = 0;
+}
+
+char *
+ly_token_new (const char *prefix)
+{
+    static const char alphabet [] =
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    size_t prefix_len = strlen (prefix);
+    char *token = (char *) malloc (prefix_len + 33);
+    if (!token)
+        return NULL;
+    memcpy (token, prefix, prefix_len);
+    size_t filled = 0;
+    while (filled < 32) {
+        uint8_t bytes [48];
+        if (RAND_bytes (bytes, sizeof bytes) != 1) {
+            free (token);
+            return NULL;
+        }
+        for (size_t i = 0; i < sizeof bytes && filled < 32; i++)
+            if (bytes [i] < 248)            //  248 = 4 * 62: no modulo bias
+                token [prefix_len + filled++] = alphabet [bytes [i] % 62];
+    }
+    token [prefix_len + 32] = 0;
+    return token;
+}

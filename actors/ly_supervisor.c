@@ -1,0 +1,237 @@
+/*  ly_supervisor.c: the process supervisor (see ly_supervisor.h). Signals are blocked
+    and taken synchronously with sigtimedwait, so the loop sleeps until a child dies, a
+    stop is asked for, or the next restart is due. */
+#include "ly_supervisor.h"
+#include "ly_log.h"
+
+#define S_ACTOR "supervisor"
+#define S_BACKOFF_MIN_MSEC 100
+#define S_BACKOFF_MAX_MSEC 5000
+#define S_STABLE_MSEC 10000         /* a child up this long starts again at minimum backoff */
+#define S_GRACE_MSEC 3000           /* SIGTERM to SIGKILL */
+#define S_MAX_CHILDREN 32
+
+typedef struct {
+    char *role;                 /* actor name, owned */
+    pid_t pid;                  /* 0: not running */
+    int64_t started;            /* monotonic msec of the last start */
+    int64_t restart_at;         /* monotonic msec when to start again, 0: not due */
+    int backoff;                /* msec before the next restart */
+    unsigned restarts;          /* how many times it was restarted */
+} s_child_t;
+
+struct _ly_supervisor_t {
+    char *exe;                          /* layersd binary, owned */
+    s_child_t children [S_MAX_CHILDREN];/* the watched processes */
+    size_t count;                       /* children in use */
+};
+
+void
+ly_signals_block (sigset_t *set)
+{
+    sigemptyset (set);
+    sigaddset (set, SIGINT);
+    sigaddset (set, SIGTERM);
+    sigaddset (set, SIGCHLD);
+    sigaddset (set, SIGHUP);
+    pthread_sigmask (SIG_BLOCK, set, NULL);
+    signal (SIGPIPE, SIG_IGN);
+}
+
+ly_supervisor_t *
+ly_supervisor_new (const char *exe)
+{
+    ly_supervisor_t *self = (ly_supervisor_t *) zmalloc (sizeof (ly_supervisor_t));
+    self->exe = strdup (exe);
+    return self;
+}
+
+void
+ly_supervisor_destroy (ly_supervisor_t **self_p)
+{
+    assert (self_p);
+    ly_supervisor_t *self = *self_p;
+    if (self) {
+        for (size_t i = 0; i < self->count; i++)
+            free (self->children [i].role);
+        free (self->exe);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+void
+ly_supervisor_add (ly_supervisor_t *self, const char *role)
+{
+    assert (self->count < S_MAX_CHILDREN);
+    s_child_t *child = &self->children [self->count++];
+    child->role = strdup (role);
+    child->backoff = S_BACKOFF_MIN_MSEC;
+}
+
+static void
+s_start (ly_supervisor_t *self, s_child_t *child)
+{
+    pid_t parent = getpid ();
+    pid_t pid = fork ();
+    if (pid == -1) {
+        ly_error (S_ACTOR, "could not fork actor %s: %s", child->role, strerror (errno));
+        child->restart_at = ly_mono_msec () + child->backoff;
+        return;
+    }
+    if (pid == 0) {
+        //  The child dies with the supervisor, even if the supervisor is killed.
+        prctl (PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid () != parent)
+            _exit (1);
+        sigset_t none;
+        sigemptyset (&none);
+        sigprocmask (SIG_SETMASK, &none, NULL);
+        execl (self->exe, "layersd", "--only", child->role, (char *) NULL);
+        fprintf (stderr, "layersd: could not run \"%s\": %s\n", self->exe, strerror (errno));
+        _exit (127);
+    }
+    child->pid = pid;
+    child->started = ly_mono_msec ();
+    child->restart_at = 0;
+    ly_info (S_ACTOR, "started actor %s (pid %d)", child->role, (int) pid);
+}
+
+static s_child_t *
+s_find (ly_supervisor_t *self, pid_t pid)
+{
+    for (size_t i = 0; i < self->count; i++)
+        if (self->children [i].pid == pid)
+            return &self->children [i];
+    return NULL;
+}
+
+static void
+s_describe_exit (int status, char *text, size_t size)
+{
+    if (WIFSIGNALED (status))
+        snprintf (text, size, "was terminated by signal %d: %s%s", WTERMSIG (status),
+                  strsignal (WTERMSIG (status)), WCOREDUMP (status)? " (core dumped)": "");
+    else
+        snprintf (text, size, "exited with status %d", WEXITSTATUS (status));
+}
+
+//  Reaps every child that ended; schedules restarts unless stopping.
+static void
+s_reap (ly_supervisor_t *self, bool stopping)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid (-1, &status, WNOHANG)) > 0) {
+        s_child_t *child = s_find (self, pid);
+        if (!child)
+            continue;       //  not ours (a helper process): nothing to do
+        char how [128];
+        s_describe_exit (status, how, sizeof how);
+        child->pid = 0;
+        if (stopping) {
+            ly_info (S_ACTOR, "actor %s (pid %d) %s", child->role, (int) pid, how);
+            continue;
+        }
+        int64_t now = ly_mono_msec ();
+        if (now - child->started >= S_STABLE_MSEC)
+            child->backoff = S_BACKOFF_MIN_MSEC;
+        ly_warning (S_ACTOR, "actor %s (pid %d) %s; restarting in %d ms",
+                    child->role, (int) pid, how, child->backoff);
+        child->restart_at = now + child->backoff;
+        child->restarts++;
+        child->backoff *= 2;
+        if (child->backoff > S_BACKOFF_MAX_MSEC)
+            child->backoff = S_BACKOFF_MAX_MSEC;
+    }
+}
+
+static size_t
+s_running (ly_supervisor_t *self)
+{
+    size_t running = 0;
+    for (size_t i = 0; i < self->count; i++)
+        if (self->children [i].pid)
+            running++;
+    return running;
+}
+
+static void
+s_signal_all (ly_supervisor_t *self, int signum)
+{
+    for (size_t i = 0; i < self->count; i++)
+        if (self->children [i].pid)
+            kill (self->children [i].pid, signum);
+}
+
+static void
+s_stop (ly_supervisor_t *self)
+{
+    s_signal_all (self, SIGTERM);
+    sigset_t chld;
+    sigemptyset (&chld);
+    sigaddset (&chld, SIGCHLD);
+    int64_t deadline = ly_mono_msec () + S_GRACE_MSEC;
+    s_reap (self, true);
+    while (s_running (self) && ly_mono_msec () < deadline) {
+        int64_t wait = deadline - ly_mono_msec ();
+        struct timespec timeout = { wait / 1000, (wait % 1000) * 1000000 };
+        sigtimedwait (&chld, NULL, &timeout);
+        s_reap (self, true);
+    }
+    if (s_running (self)) {
+        ly_warning (S_ACTOR, "%zu actors did not stop in %d ms; killing them",
+                    s_running (self), S_GRACE_MSEC);
+        s_signal_all (self, SIGKILL);
+        for (size_t i = 0; i < self->count; i++)
+            if (self->children [i].pid) {
+                waitpid (self->children [i].pid, NULL, 0);
+                self->children [i].pid = 0;
+            }
+    }
+}
+
+int
+ly_supervisor_run (ly_supervisor_t *self)
+{
+    for (size_t i = 0; i < self->count; i++)
+        s_start (self, &self->children [i]);
+
+    sigset_t set;
+    sigemptyset (&set);
+    sigaddset (&set, SIGINT);
+    sigaddset (&set, SIGTERM);
+    sigaddset (&set, SIGCHLD);
+    sigaddset (&set, SIGHUP);
+    while (true) {
+        //  Sleep until a signal or the next restart that is due.
+        int64_t now = ly_mono_msec ();
+        int64_t next = -1;
+        for (size_t i = 0; i < self->count; i++) {
+            s_child_t *child = &self->children [i];
+            if (!child->pid && child->restart_at) {
+                if (child->restart_at <= now)
+                    s_start (self, child);
+                else
+                if (next < 0 || child->restart_at < next)
+                    next = child->restart_at;
+            }
+        }
+        int signum;
+        if (next < 0)
+            signum = sigwaitinfo (&set, NULL);
+        else {
+            int64_t wait = next - now;
+            struct timespec timeout = { wait / 1000, (wait % 1000) * 1000000 };
+            signum = sigtimedwait (&set, NULL, &timeout);
+        }
+        if (signum == SIGINT || signum == SIGTERM) {
+            ly_info (S_ACTOR, "received %s, stopping", signum == SIGINT? "SIGINT": "SIGTERM");
+            break;
+        }
+        if (signum == SIGCHLD)
+            s_reap (self, false);
+    }
+    s_stop (self);
+    return 0;
+}

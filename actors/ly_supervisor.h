@@ -1,0 +1,26 @@
+/*  ly_supervisor.h: starting, watching and restarting actor processes. Each actor runs
+    as `layersd --only ROLE` in a child process; a child that dies is restarted with a
+    capped exponential backoff and the way it died is logged. SIGINT or SIGTERM stops
+    every child (SIGKILL after a grace period) and returns. */
+#ifndef LY_SUPERVISOR_H
+#define LY_SUPERVISOR_H
+
+#include "ly_prelude.h"
+
+typedef struct _ly_supervisor_t ly_supervisor_t;
+
+/*  exe: the layersd binary to run children with. Caller owns the result. */
+ly_supervisor_t *ly_supervisor_new (const char *exe);
+void ly_supervisor_destroy (ly_supervisor_t **self_p);
+/*  Adds one child running `exe --only role [extra args]`. */
+void ly_supervisor_add (ly_supervisor_t *self, const char *role);
+/*  Starts the children and watches them until SIGINT or SIGTERM; then stops them all.
+    The caller must have blocked SIGINT, SIGTERM and SIGCHLD in every thread.
+    Returns 0. */
+int ly_supervisor_run (ly_supervisor_t *self);
+
+/*  Signals a supervisor or --only process waits for, blocked in main before any thread
+    starts. */
+void ly_signals_block (sigset_t *set);
+
+#endif

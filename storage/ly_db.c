@@ -1,0 +1,136 @@
+/*  ly_db.c: PostgreSQL sessions per server role (see ly_db.h). Each role's password is
+    HMAC-SHA256(master key, "layers-db-role:" role), hashed with SCRAM on our side
+    before it is sent, so neither the password nor the key reaches the server's logs. */
+#include "ly_db.h"
+#include <openssl/hmac.h>
+#include <openssl/evp.h>
+
+static char *s_admin_url;                   /* admin connection string, owned */
+static uint8_t s_master_key [32];           /* copy of the master key */
+
+static const char *s_role_names [] = {
+    [LY_DB_ADMIN] = NULL,
+    [LY_DB_API] = "layers_api",
+    [LY_DB_AUTH] = "layers_auth",
+    [LY_DB_STORE] = "layers_store",
+    [LY_DB_RELAY] = "layers_relay",
+    [LY_DB_CONTENT] = "layers_content",
+};
+
+void
+ly_db_init (const char *admin_url, const uint8_t master_key [32])
+{
+    free (s_admin_url);
+    s_admin_url = admin_url? strdup (admin_url): NULL;
+    if (master_key)
+        memcpy (s_master_key, master_key, 32);
+    else
+        memset (s_master_key, 0, sizeof s_master_key);
+}
+
+const char *
+ly_db_role_name (ly_db_role_t role)
+{
+    return s_role_names [role]? s_role_names [role]: "admin";
+}
+
+//  Writes the role's derived password (64 hex chars + NUL) into password.
+static void
+s_role_password (ly_db_role_t role, char password [65])
+{
+    char label [64];
+    snprintf (label, sizeof label, "layers-db-role:%s", s_role_names [role]);
+    uint8_t digest [32];
+    unsigned int digest_len = sizeof digest;
+    HMAC (EVP_sha256 (), s_master_key, sizeof s_master_key,
+          (const uint8_t *) label, strlen (label), digest, &digest_len);
+    for (int i = 0; i < 32; i++)
+        sprintf (password + 2 * i, "%02x", digest [i]);
+    password [64] = 0;
+}
+
+PGconn *
+ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
+{
+    if (!s_admin_url) {
+        snprintf (err, errlen, "no database configured");
+        return NULL;
+    }
+    char password [65] = "";
+    char application [64];
+    snprintf (application, sizeof application, "layers-%s", ly_db_role_name (role));
+    const char *keys [] = { "dbname", "user", "password", "application_name",
+                            "connect_timeout", NULL };
+    const char *values [] = { s_admin_url, NULL, NULL, application, "5", NULL };
+    if (role != LY_DB_ADMIN) {
+        s_role_password (role, password);
+        values [1] = s_role_names [role];
+        values [2] = password;
+    }
+    else {
+        keys [1] = "application_name";      //  keep the URL's own user and password
+        values [1] = application;
+        keys [2] = NULL;
+    }
+    PGconn *conn = PQconnectdbParams (keys, values, 1);
+    memset (password, 0, sizeof password);
+    if (!conn) {
+        snprintf (err, errlen, "out of memory");
+        return NULL;
+    }
+    if (PQstatus (conn) != CONNECTION_OK) {
+        snprintf (err, errlen, "could not connect to the database as %s: %s",
+                  ly_db_role_name (role), PQerrorMessage (conn));
+        size_t len = strlen (err);
+        while (len && (err [len - 1] == '\n' || err [len - 1] == ' '))
+            err [--len] = 0;
+        PQfinish (conn);
+        return NULL;
+    }
+    return conn;
+}
+
+int
+ly_db_exec (PGconn *conn, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res = PQexec (conn, sql);
+    ExecStatusType status = PQresultStatus (res);
+    int rc = 0;
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+        snprintf (err, errlen, "%s", PQresultErrorMessage (res));
+        size_t len = strlen (err);
+        while (len && (err [len - 1] == '\n' || err [len - 1] == ' '))
+            err [--len] = 0;
+        rc = -1;
+    }
+    PQclear (res);
+    return rc;
+}
+
+int
+ly_db_setup_roles (PGconn *conn, char *err, size_t errlen)
+{
+    for (ly_db_role_t role = LY_DB_API; role <= LY_DB_CONTENT; role++) {
+        char password [65];
+        s_role_password (role, password);
+        char *hashed = PQencryptPasswordConn (conn, password, s_role_names [role], NULL);
+        memset (password, 0, sizeof password);
+        if (!hashed) {
+            snprintf (err, errlen, "could not hash the password of %s: %s",
+                      s_role_names [role], PQerrorMessage (conn));
+            return -1;
+        }
+        char *literal = PQescapeLiteral (conn, hashed, strlen (hashed));
+        PQfreemem (hashed);
+        if (!literal) {
+            snprintf (err, errlen, "could not quote a password: %s", PQerrorMessage (conn));
+            return -1;
+        }
+        char sql [512];
+        snprintf (sql, sizeof sql, "ALTER ROLE %s LOGIN PASSWORD %s", s_role_names [role], literal);
+        PQfreemem (literal);
+        if (ly_db_exec (conn, sql, err, errlen))
+            return -1;
+    }
+    return 0;
+}

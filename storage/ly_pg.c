@@ -1,0 +1,306 @@
+/*  ly_pg.c: the embedded PostgreSQL (see ly_pg.h).
+    Layout: $DATA/pg/data is the cluster, $DATA/pg/run its socket directory (or a short
+    directory under /tmp when that path is too long for a unix socket), $DATA/pg/log the
+    server log. PostgreSQL refuses to run as root, so as root every pg_ctl and initdb
+    runs through runuser as `postgres`, which owns $DATA/pg. */
+#include "ly_pg.h"
+#include "ly_crypto.h"
+#include "ly_log.h"
+
+#define S_PGBIN "/usr/lib/postgresql/15/bin"
+#define S_DATABASE "layers"
+
+struct _ly_pg_t {
+    char *root;         /* $DATA/pg, owned */
+    char *cluster;      /* $DATA/pg/data, owned */
+    char *sockdir;      /* socket directory, owned */
+    char *admin_url;    /* conninfo for the superuser, owned */
+    bool running;       /* we started it and have not stopped it */
+};
+
+static char *
+s_sockdir (const char *root)
+{
+    //  sun_path holds 107 bytes; the socket file adds "/.s.PGSQL.5432".
+    char *dir = zsys_sprintf ("%s/run", root);
+    if (strlen (dir) + 16 >= 100) {
+        char hex [65];
+        ly_sha256_hex (root, strlen (root), hex);
+        hex [12] = 0;
+        zstr_free (&dir);
+        dir = zsys_sprintf ("/tmp/layers-pg-%s", hex);
+    }
+    return dir;
+}
+
+static int s_run (const char *log_path, char *const argv []);
+
+//  The cluster's root: $DATA/pg, unless we are root and the postgres user cannot reach
+//  the data directory (a home directory closed to others, say); then a directory of
+//  its own under /var/lib/layers, named after the data directory.
+static char *
+s_root (const char *data_dir)
+{
+    if (geteuid () == 0) {
+        zsys_dir_create ("%s", data_dir);
+        char *argv [] = { "/usr/bin/test", "-x", (char *) data_dir, NULL };
+        if (s_run ("/dev/null", argv) != 0) {
+            char hex [65];
+            ly_sha256_hex (data_dir, strlen (data_dir), hex);
+            hex [16] = 0;
+            return zsys_sprintf ("/var/lib/layers/pg-%s", hex);
+        }
+    }
+    return zsys_sprintf ("%s/pg", data_dir);
+}
+
+char *
+ly_pg_url_for (const char *data_dir)
+{
+    char *root = s_root (data_dir);
+    char *sockdir = s_sockdir (root);
+    char *url = zsys_sprintf ("host='%s' dbname=" S_DATABASE " user=postgres", sockdir);
+    zstr_free (&root);
+    zstr_free (&sockdir);
+    return url;
+}
+
+//  Runs a command, as postgres when we are root, with stdout and stderr appended to
+//  log_path. Returns the exit status, or -1 when it could not run.
+static int
+s_run (const char *log_path, char *const argv [])
+{
+    bool as_postgres = geteuid () == 0;
+    const char *full [32];
+    int n = 0;
+    if (as_postgres) {
+        full [n++] = "/sbin/runuser";
+        full [n++] = "-u";
+        full [n++] = "postgres";
+        full [n++] = "--";
+    }
+    for (int i = 0; argv [i] && n < 31; i++)
+        full [n++] = argv [i];
+    full [n] = NULL;
+
+    pid_t pid = fork ();
+    if (pid == -1)
+        return -1;
+    if (pid == 0) {
+        sigset_t all;
+        sigemptyset (&all);
+        sigprocmask (SIG_SETMASK, &all, NULL);
+        int fd = open (log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd != -1) {
+            dup2 (fd, 1);
+            dup2 (fd, 2);
+            close (fd);
+        }
+        int null = open ("/dev/null", O_RDONLY);
+        if (null != -1)
+            dup2 (null, 0);
+        //  Own process group: a Ctrl-C at the terminal reaches the supervisor only,
+        //  which then stops the server in order.
+        setpgid (0, 0);
+        execv (full [0], (char *const *) full);
+        _exit (127);
+    }
+    int status;
+    while (waitpid (pid, &status, 0) == -1)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED (status)? WEXITSTATUS (status): -1;
+}
+
+//  Makes dir (and parents) owned by postgres when we are root.
+static int
+s_own_dir (const char *dir, mode_t mode, char *err, size_t errlen)
+{
+    if (zsys_dir_create ("%s", dir)) {
+        snprintf (err, errlen, "could not create directory \"%s\": %s", dir, strerror (errno));
+        return -1;
+    }
+    chmod (dir, mode);
+    if (geteuid () == 0) {
+        struct passwd *pw = getpwnam ("postgres");
+        if (!pw) {
+            snprintf (err, errlen, "no \"postgres\" system user to run the embedded "
+                      "PostgreSQL as; install postgresql-15 (tools/deps)");
+            return -1;
+        }
+        if (chown (dir, pw->pw_uid, pw->pw_gid)) {
+            snprintf (err, errlen, "could not give \"%s\" to postgres: %s", dir, strerror (errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static bool
+s_file_exists (const char *format, const char *arg)
+{
+    char path [PATH_MAX];
+    snprintf (path, sizeof path, format, arg);
+    return access (path, F_OK) == 0;
+}
+
+static int
+s_write_conf (ly_pg_t *self, char *err, size_t errlen)
+{
+    char *path = zsys_sprintf ("%s/layers.conf", self->cluster);
+    FILE *file = fopen (path, "w");
+    if (!file) {
+        snprintf (err, errlen, "could not write \"%s\": %s", path, strerror (errno));
+        zstr_free (&path);
+        return -1;
+    }
+    fprintf (file,
+        "# Written by layersd at every start; edits are lost.\n"
+        "listen_addresses = ''\n"
+        "unix_socket_directories = '%s'\n"
+        "unix_socket_permissions = 0700\n"
+        "max_connections = 200\n"
+        "log_min_error_statement = panic\n"
+        "log_line_prefix = '%%m [%%p] '\n",
+        self->sockdir);
+    fclose (file);
+    zstr_free (&path);
+    return 0;
+}
+
+static void
+s_destroy_fields (ly_pg_t *self)
+{
+    zstr_free (&self->root);
+    zstr_free (&self->cluster);
+    zstr_free (&self->sockdir);
+    zstr_free (&self->admin_url);
+    free (self);
+}
+
+ly_pg_t *
+ly_pg_start (const char *data_dir, char *err, size_t errlen)
+{
+    ly_pg_t *self = (ly_pg_t *) zmalloc (sizeof (ly_pg_t));
+    self->root = s_root (data_dir);
+    if (strncmp (self->root, data_dir, strlen (data_dir)))
+        ly_info ("supervisor", "the postgres user cannot reach \"%s\"; the embedded "
+                 "cluster lives in \"%s\"", data_dir, self->root);
+    self->cluster = zsys_sprintf ("%s/data", self->root);
+    self->sockdir = s_sockdir (self->root);
+    self->admin_url = ly_pg_url_for (data_dir);
+    char *log_path = zsys_sprintf ("%s/log", self->root);
+    char *init_log = zsys_sprintf ("%s/initdb.log", self->root);
+    int rc = -1;
+
+    if (s_own_dir (self->root, 0700, err, errlen)
+    ||  s_own_dir (self->sockdir, 0700, err, errlen))
+        goto cleanup;
+    if (geteuid () == 0) {
+        char *argv [] = { "/usr/bin/test", "-w", self->root, NULL };
+        if (s_run ("/dev/null", argv) != 0) {
+            snprintf (err, errlen, "the postgres user cannot write \"%s\"", self->root);
+            goto cleanup;
+        }
+    }
+    if (!s_file_exists ("%s/PG_VERSION", self->cluster)) {
+        ly_info ("supervisor", "initializing PostgreSQL cluster in \"%s\"", self->cluster);
+        char *argv [] = { S_PGBIN "/initdb", "-D", self->cluster, "-U", "postgres",
+                          "--auth=trust", "-E", "UTF8", "--no-locale", NULL };
+        if (s_run (init_log, argv) != 0) {
+            snprintf (err, errlen, "could not initialize PostgreSQL cluster in \"%s\"; see \"%s\"",
+                      self->cluster, init_log);
+            goto cleanup;
+        }
+        char *conf = zsys_sprintf ("%s/postgresql.conf", self->cluster);
+        FILE *file = fopen (conf, "a");
+        if (file) {
+            fprintf (file, "\ninclude_if_exists = 'layers.conf'\n");
+            fclose (file);
+        }
+        zstr_free (&conf);
+    }
+    if (s_write_conf (self, err, errlen))
+        goto cleanup;
+    if (s_file_exists ("%s/postmaster.pid", self->cluster)) {
+        //  Left behind by a supervisor that was killed: stop that server if it runs.
+        char *status_argv [] = { S_PGBIN "/pg_ctl", "status", "-D", self->cluster, NULL };
+        if (s_run ("/dev/null", status_argv) == 0) {
+            ly_warning ("supervisor", "stopping a PostgreSQL left running in \"%s\"", self->cluster);
+            char *stop_argv [] = { S_PGBIN "/pg_ctl", "stop", "-D", self->cluster,
+                                   "-m", "fast", "-w", "-t", "30", NULL };
+            s_run (log_path, stop_argv);
+        }
+    }
+    char *start_argv [] = { S_PGBIN "/pg_ctl", "start", "-D", self->cluster, "-l", log_path,
+                            "-w", "-t", "60", NULL };
+    if (s_run ("/dev/null", start_argv) != 0) {
+        snprintf (err, errlen, "could not start PostgreSQL in \"%s\"; see \"%s\"",
+                  self->cluster, log_path);
+        goto cleanup;
+    }
+    self->running = true;
+
+    //  The application database, on first start.
+    char *postgres_url = zsys_sprintf ("host='%s' dbname=postgres user=postgres", self->sockdir);
+    PGconn *conn = PQconnectdb (postgres_url);
+    zstr_free (&postgres_url);
+    if (PQstatus (conn) != CONNECTION_OK) {
+        snprintf (err, errlen, "could not connect to the embedded PostgreSQL: %s", PQerrorMessage (conn));
+        PQfinish (conn);
+        goto cleanup;
+    }
+    PGresult *res = PQexec (conn, "SELECT 1 FROM pg_database WHERE datname = '" S_DATABASE "'");
+    bool exists = PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1;
+    PQclear (res);
+    if (!exists) {
+        res = PQexec (conn, "CREATE DATABASE " S_DATABASE);
+        if (PQresultStatus (res) != PGRES_COMMAND_OK) {
+            snprintf (err, errlen, "could not create database " S_DATABASE ": %s",
+                      PQresultErrorMessage (res));
+            PQclear (res);
+            PQfinish (conn);
+            goto cleanup;
+        }
+        PQclear (res);
+    }
+    PQfinish (conn);
+    rc = 0;
+
+cleanup:
+    zstr_free (&log_path);
+    zstr_free (&init_log);
+    if (rc) {
+        size_t len = strlen (err);
+        while (len && err [len - 1] == '\n')
+            err [--len] = 0;
+        ly_pg_destroy (&self);
+    }
+    return self;
+}
+
+void
+ly_pg_destroy (ly_pg_t **self_p)
+{
+    assert (self_p);
+    ly_pg_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->running) {
+        char *log_path = zsys_sprintf ("%s/log", self->root);
+        char *argv [] = { S_PGBIN "/pg_ctl", "stop", "-D", self->cluster, "-m", "fast",
+                          "-w", "-t", "30", NULL };
+        if (s_run (log_path, argv) != 0)
+            ly_warning ("supervisor", "could not stop PostgreSQL in \"%s\"; see \"%s\"",
+                        self->cluster, log_path);
+        zstr_free (&log_path);
+    }
+    s_destroy_fields (self);
+    *self_p = NULL;
+}
+
+const char *
+ly_pg_admin_url (ly_pg_t *self)
+{
+    return self->admin_url;
+}

@@ -1,0 +1,25 @@
+/*  ly_pg.h: the embedded PostgreSQL used when LAYERS_DATABASE_URL is unset. A private
+    cluster under $LAYERS_DATA_DIR/pg, initialized on first start, listening on a unix
+    socket only, run as the `postgres` system user when we are root. A cluster left
+    running by a killed supervisor is detected by its postmaster.pid and stopped
+    before a fresh start. */
+#ifndef LY_PG_H
+#define LY_PG_H
+
+#include "ly_prelude.h"
+
+typedef struct _ly_pg_t ly_pg_t;
+
+/*  Initializes (first run) and starts the cluster; NULL on failure (reason in err).
+    Caller owns; ly_pg_destroy stops the server. */
+ly_pg_t *ly_pg_start (const char *data_dir, char *err, size_t errlen);
+/*  Stops the server (fast shutdown) and frees. */
+void ly_pg_destroy (ly_pg_t **self_p);
+/*  The admin connection string (a superuser over the private socket); borrowed. */
+const char *ly_pg_admin_url (ly_pg_t *self);
+
+/*  The admin connection string of the embedded cluster under data_dir, whether or not
+    it runs; caller owns. For layersctl. */
+char *ly_pg_url_for (const char *data_dir);
+
+#endif

@@ -1,0 +1,149 @@
+"""layersd as a user runs it: embedded PostgreSQL, demo credentials, health routes,
+restarts of killed actors, clean stops, and clear errors for bad configuration."""
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+from lyserver import Layersd, binary, http, alive, children_of
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Layersd() as s:
+        yield s
+
+
+def test_help_on_every_binary():
+    for name in ("layersd", "layersctl", "layers-tap"):
+        out = subprocess.run([binary(name), "--help"], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0, out.stderr
+        assert "Usage:" in out.stdout
+
+
+def test_health_and_readiness(server):
+    status, headers, body = http("GET", server.base + "/healthz")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+    status, headers, body = http("GET", server.base + "/readyz")
+    assert status == 200 and json.loads(body)["status"] == "ready"
+    assert headers["Content-Type"].startswith("application/json")
+    assert headers.get("X-Request-Id")
+
+
+def test_unknown_route_and_method(server):
+    status, _, body = http("GET", server.base + "/nope")
+    assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
+    status, _, body = http("POST", server.base + "/healthz", body=b"{}")
+    assert status == 405 and json.loads(body)["error"]["code"] == "method_not_allowed"
+
+
+def test_metrics_are_prometheus_text(server):
+    http("GET", server.base + "/healthz")
+    status, headers, body = http("GET", server.base + "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    assert "# TYPE layers_http_requests_total counter" in text
+    assert 'layers_http_requests_total{route="/healthz",code="200"}' in text
+    assert "# TYPE layers_http_request_duration_seconds histogram" in text
+
+
+def test_demo_credentials(server):
+    path = os.path.join(server.data_dir, "credentials.json")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    creds = server.credentials()
+    assert set(creds) >= {"base_url", "org_id", "project_id", "sdk_key", "api_token"}
+    assert creds["base_url"] == server.base
+    assert creds["sdk_key"] != creds["api_token"]
+    key = os.path.join(server.data_dir, "master.key")
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+
+
+def test_killed_actor_is_restarted(server):
+    for role in ("gateway", "store"):
+        before = server.actors()
+        assert role in before, before
+        os.kill(before[role], signal.SIGKILL)
+        killed = time.monotonic()
+        deadline = killed + 2.0
+        while time.monotonic() < deadline:
+            now = server.actors()
+            if role in now and now[role] != before[role]:
+                try:
+                    if http("GET", server.base + "/readyz", timeout=1)[0] == 200:
+                        break
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        else:
+            pytest.fail(f"{role} not back within 2 s:\n{server.log()[-3000:]}")
+        assert "terminated by signal 9" in server.log()
+
+
+def test_sigterm_leaves_nothing_behind():
+    s = Layersd().start()
+    try:
+        kids = list(s.actors().values())
+        assert len(kids) >= 2
+        pg_pid_file = os.path.join(s.data_dir, "pg", "data", "postmaster.pid")
+        with open(pg_pid_file) as f:
+            pg_pid = int(f.readline())
+        assert alive(pg_pid)
+        started = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(10)
+        assert time.monotonic() - started < 5.0
+        assert s.proc.returncode == 0, s.log()
+        for pid in kids:
+            assert not alive(pid), f"actor {pid} survived"
+        assert not alive(pg_pid), "PostgreSQL survived"
+        assert not os.path.exists(pg_pid_file)
+        s.check_sanitizers()
+    finally:
+        s.cleanup()
+
+
+def test_killed_supervisor_is_recovered_on_next_start():
+    s = Layersd().start()
+    try:
+        kids = list(s.actors().values())
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait(5)
+        # actors die with their supervisor
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in kids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(p) for p in kids)
+        # PostgreSQL was left running; the next start must stop or adopt it
+        creds = s.credentials()
+        s.start()
+        assert s.credentials() == creds, "demo credentials must be created once"
+        assert "left running" in s.log()
+    finally:
+        s.cleanup()
+
+
+@pytest.mark.parametrize("name,value", [
+    ("LAYERS_HTTP_ADDR", "no-port"),
+    ("LAYERS_LOG_LEVEL", "loud"),
+    ("LAYERS_MODEL_KIND", "gpt"),
+    ("LAYERS_MEDIA_URL", "ftp://x"),
+])
+def test_bad_configuration_is_named(name, value):
+    out = subprocess.run([binary("layersd")], env=dict(os.environ, **{name: value},
+                         LAYERS_DATA_DIR="/tmp/layers-never-created"),
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2
+    assert name in out.stderr
+    assert not os.path.exists("/tmp/layers-never-created")
+
+
+def test_second_supervisor_on_same_data_dir_is_refused(server):
+    out = subprocess.run([binary("layersd")], env=server.env, capture_output=True,
+                         text=True, timeout=20)
+    assert out.returncode != 0
+    assert "another layersd" in out.stderr

@@ -1,0 +1,115 @@
+"""layers-tap shows live actor frames as JSON lines; the frames on the tap sockets are
+plain msgpack, readable by an independent implementation (pyzmq + python3-msgpack)."""
+import glob
+import json
+import os
+import subprocess
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from lyserver import Layersd, binary, http
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Layersd() as s:
+        yield s
+
+
+class Traffic:
+    """Keeps /readyz busy (gateway PING -> store, PONG back) until stopped."""
+
+    def __init__(self, server):
+        self.server = server
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stopping.is_set():
+            try:
+                http("GET", self.server.base + "/readyz", timeout=2)
+            except OSError:
+                pass
+            self.stopping.wait(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join()
+
+
+def run_tap(server, *args):
+    return subprocess.run([binary("layers-tap"), *args], env=server.env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_tap_prints_live_frames(server):
+    with Traffic(server):
+        out = run_tap(server, "--count", "8", "--timeout", "30")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(lines) == 8
+    seen = set()
+    for line in lines:
+        assert set(line) == {"time", "actor", "pid", "direction", "type", "fields"}
+        assert line["time"].endswith("Z")
+        seen.add((line["actor"], line["direction"], line["type"]))
+        if line["type"] == "PING":
+            assert line["fields"]["sender"] == "gateway"
+            assert isinstance(line["fields"]["request_id"], int)
+    assert ("gateway", "out", "PING") in seen or ("store", "in", "PING") in seen
+    assert ("store", "out", "PONG") in seen or ("gateway", "in", "PONG") in seen
+
+
+def test_tap_filter_and_actor_selection(server):
+    with Traffic(server):
+        out = run_tap(server, "--filter", "PONG", "--count", "3", "--timeout", "30", "store")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(lines) == 3
+    assert all(l["type"] == "PONG" and l["actor"] == "store" for l in lines)
+    assert all(l["fields"]["db_ok"] is True for l in lines)
+
+
+def test_tap_timeout_without_traffic_fails_count(server):
+    out = run_tap(server, "--filter", "ERROR", "--count", "1", "--timeout", "1")
+    assert out.returncode == 1
+
+
+def test_tap_frames_are_plain_msgpack(server):
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.LINGER, 0)
+    endpoints = glob.glob(os.path.join(server.data_dir, "tap", "*.*"))
+    assert endpoints
+    for path in endpoints:
+        sub.connect("ipc://" + path)
+    frames = []
+    try:
+        with Traffic(server):
+            deadline = time.monotonic() + 20
+            while len(frames) < 6 and time.monotonic() < deadline:
+                if sub.poll(200):
+                    frames.append(sub.recv())
+    finally:
+        sub.close()
+        ctx.term()
+    assert len(frames) >= 6
+    for raw in frames:
+        tap = msgpack.unpackb(raw, raw=False)
+        version, usec, actor, pid, direction, message = tap
+        assert version == 1
+        assert abs(usec / 1e6 - time.time()) < 60
+        assert actor in ("gateway", "store")
+        assert direction in ("in", "out")
+        assert message[0] == 1              # protocol version
+        assert message[1] in (1, 2)         # PING, PONG
+        assert isinstance(message[2], int)  # request_id

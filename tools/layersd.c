@@ -1,0 +1,258 @@
+/*  layersd: the Layers server. Without options it is the supervisor: it starts the
+    embedded PostgreSQL (unless LAYERS_DATABASE_URL is set), applies migrations, creates
+    the demo workspace on first start, and runs every actor in its own process.
+    `--only ROLE` runs one actor in this process, for scale-out; `--threads` runs every
+    actor as a thread of one process, for tests. */
+#include "ly_prelude.h"
+#include "ly_actor.h"
+#include "ly_bootstrap.h"
+#include "ly_config.h"
+#include "ly_crypto.h"
+#include "ly_db.h"
+#include "ly_log.h"
+#include "ly_metrics.h"
+#include "ly_migrate.h"
+#include "ly_pg.h"
+#include "ly_supervisor.h"
+#include "ly_topology.h"
+#include <curl/curl.h>
+
+static void
+s_usage (FILE *out)
+{
+    fprintf (out,
+"Usage: layersd [OPTIONS]\n"
+"\n"
+"Runs the Layers server: the event flow (SDK ingest, durable store, relay to ad\n"
+"networks), the partner API and content generation, as actors on ZeroMQ.\n"
+"\n"
+"Without options layersd is the supervisor: it starts an embedded PostgreSQL under\n"
+"$LAYERS_DATA_DIR/pg (unless LAYERS_DATABASE_URL is set), applies migrations, creates a\n"
+"demo workspace on first start ($LAYERS_DATA_DIR/credentials.json), and runs each actor\n"
+"in its own process, restarting any that dies. SIGINT or SIGTERM stops everything.\n"
+"\n"
+"Options:\n"
+"  --only ROLE          run one actor in this process (scale-out); ROLE is one of:\n"
+"                       store, gateway\n"
+"  --connect NAME=ADDR  use ADDR (tcp://HOST:PORT or ipc://PATH) for endpoint NAME;\n"
+"                       repeatable; endpoints: store\n"
+"  --threads            run every actor as a thread of this one process\n"
+"  --help               show this help and exit\n"
+"  --version            show the version and exit\n"
+"\n"
+"Environment (all optional):\n"
+"  LAYERS_HTTP_ADDR         HTTP listen address (127.0.0.1:8080)\n"
+"  LAYERS_DATA_DIR          data directory (./var)\n"
+"  LAYERS_DATABASE_URL      PostgreSQL admin URL (unset: embedded PostgreSQL)\n"
+"  LAYERS_MEDIA_URL         media store, file:// or s3:// (file://$LAYERS_DATA_DIR/media)\n"
+"  LAYERS_GEOIP_DB          a MaxMind .mmdb file for geo-IP regions\n"
+"  LAYERS_MASTER_KEY_FILE   master key for secrets ($LAYERS_DATA_DIR/master.key, made 0600)\n"
+"  LAYERS_META_URL, LAYERS_META_API_VERSION, LAYERS_TIKTOK_URL, LAYERS_ADSERVICES_URL\n"
+"                           ad-network endpoints\n"
+"  LAYERS_MODEL_URL, LAYERS_MODEL_KEY, LAYERS_MODEL_KIND (openai|anthropic)\n"
+"                           model provider for content generation\n"
+"  LAYERS_TRUSTED_PROXIES   proxies whose X-Forwarded-For is believed (comma list)\n"
+"  LAYERS_LOG_LEVEL         debug, info, warning or error (info)\n");
+}
+
+//  Starts one actor in this process and waits for SIGINT/SIGTERM.
+static int
+s_run_only (const char *role, const sigset_t *signals)
+{
+    zactor_fn *fn = ly_actor_fn (role);
+    zactor_t *actor = zactor_new (fn, NULL);
+    if (!actor) {
+        ly_error (role, "could not start the %s actor", role);
+        return 1;
+    }
+    int signum;
+    do
+        signum = sigwaitinfo (signals, NULL);
+    while (signum != SIGINT && signum != SIGTERM);
+    zactor_destroy (&actor);
+    return 0;
+}
+
+//  Starts every actor as a thread of this process and waits for SIGINT/SIGTERM.
+static int
+s_run_threads (const sigset_t *signals)
+{
+    zactor_t *actors [16] = { NULL };
+    int count = 0;
+    int rc = 0;
+    for (int i = 0; ly_actor_names [i]; i++) {
+        actors [count] = zactor_new (ly_actor_fn (ly_actor_names [i]), NULL);
+        if (!actors [count]) {
+            ly_error ("supervisor", "could not start the %s actor", ly_actor_names [i]);
+            rc = 1;
+            break;
+        }
+        count++;
+    }
+    if (rc == 0) {
+        int signum;
+        do
+            signum = sigwaitinfo (signals, NULL);
+        while (signum != SIGINT && signum != SIGTERM);
+    }
+    while (count > 0)
+        zactor_destroy (&actors [--count]);
+    return rc;
+}
+
+//  Holds an exclusive lock on the data directory while the supervisor runs.
+static int
+s_lock_data_dir (void)
+{
+    char *path = zsys_sprintf ("%s/layersd.lock", ly_config.data_dir);
+    int fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd == -1 || flock (fd, LOCK_EX | LOCK_NB)) {
+        ly_error ("supervisor", "could not lock \"%s\": %s", path,
+                  errno == EWOULDBLOCK? "another layersd runs with this data directory"
+                                      : strerror (errno));
+        if (fd != -1)
+            close (fd);
+        fd = -1;
+    }
+    zstr_free (&path);
+    return fd;
+}
+
+int
+main (int argc, char *argv [])
+{
+    const char *only = NULL;
+    bool threads = false;
+    char err [1024];
+
+    zsys_handler_set (NULL);        //  signals are ours, taken with sigwait
+    ly_topology_reset ();
+    for (int i = 1; i < argc; i++) {
+        if (streq (argv [i], "--help") || streq (argv [i], "-h")) {
+            s_usage (stdout);
+            return 0;
+        }
+        else
+        if (streq (argv [i], "--version")) {
+            printf ("layersd %s\n", LY_VERSION);
+            return 0;
+        }
+        else
+        if (streq (argv [i], "--only") && i + 1 < argc) {
+            only = argv [++i];
+            if (!ly_actor_fn (only)) {
+                fprintf (stderr, "layersd: unknown actor \"%s\" for --only; see --help\n", only);
+                return 2;
+            }
+        }
+        else
+        if (streq (argv [i], "--connect") && i + 1 < argc) {
+            if (ly_topology_override (argv [++i], err, sizeof err)) {
+                fprintf (stderr, "layersd: %s\n", err);
+                return 2;
+            }
+        }
+        else
+        if (streq (argv [i], "--threads"))
+            threads = true;
+        else {
+            fprintf (stderr, "layersd: unknown or incomplete option \"%s\"; see --help\n", argv [i]);
+            return 2;
+        }
+    }
+    if (ly_config_load (&ly_config, err, sizeof err)) {
+        fprintf (stderr, "layersd: %s\n", err);
+        return 2;
+    }
+    ly_log_init (ly_config.log_level, only? only: "supervisor");
+
+    //  Process-global set-up, once, before any thread starts.
+    sigset_t signals;
+    ly_signals_block (&signals);
+    curl_global_init (CURL_GLOBAL_DEFAULT);
+    zsys_init ();
+    zsys_set_linger (0);
+
+    int rc = 1;
+    int lock_fd = -1;
+    ly_pg_t *pg = NULL;
+    uint8_t master_key [32];
+    if (zsys_dir_create ("%s", ly_config.data_dir)) {
+        ly_error ("supervisor", "could not create data directory \"%s\": %s",
+                  ly_config.data_dir, strerror (errno));
+        goto cleanup;
+    }
+    if (ly_master_key_load (ly_config.master_key_file, !only, master_key, err, sizeof err)) {
+        ly_error (only? only: "supervisor", "%s", err);
+        goto cleanup;
+    }
+    if (only) {
+        //  A supervised child or a scale-out node: the database is given.
+        char *url = ly_config.database_url? strdup (ly_config.database_url)
+                                          : ly_pg_url_for (ly_config.data_dir);
+        ly_db_init (url, master_key);
+        free (url);
+        rc = s_run_only (only, &signals);
+        goto cleanup;
+    }
+    if ((lock_fd = s_lock_data_dir ()) == -1)
+        goto cleanup;
+    const char *admin_url = ly_config.database_url;
+    if (!admin_url) {
+        pg = ly_pg_start (ly_config.data_dir, err, sizeof err);
+        if (!pg) {
+            ly_error ("supervisor", "%s", err);
+            goto cleanup;
+        }
+        admin_url = ly_pg_admin_url (pg);
+    }
+    ly_db_init (admin_url, master_key);
+    PGconn *admin = ly_db_connect (LY_DB_ADMIN, err, sizeof err);
+    int applied = 0;
+    if (!admin
+    ||  ly_migrate_run (admin, &applied, err, sizeof err)
+    ||  ly_db_setup_roles (admin, err, sizeof err)
+    ||  ly_bootstrap_demo (admin, err, sizeof err)) {
+        ly_error ("supervisor", "%s", err);
+        if (admin)
+            PQfinish (admin);
+        goto cleanup;
+    }
+    PQfinish (admin);
+    if (applied)
+        ly_info ("supervisor", "applied %d migrations", applied);
+
+    //  Children find the database through the environment.
+    setenv ("LAYERS_DATABASE_URL", admin_url, 1);
+    setenv ("LAYERS_DATA_DIR", ly_config.data_dir, 1);
+    if (threads)
+        rc = s_run_threads (&signals);
+    else {
+        char exe [PATH_MAX];
+        ssize_t len = readlink ("/proc/self/exe", exe, sizeof exe - 1);
+        if (len <= 0) {
+            ly_error ("supervisor", "could not find our own binary: %s", strerror (errno));
+            goto cleanup;
+        }
+        exe [len] = 0;
+        ly_supervisor_t *supervisor = ly_supervisor_new (exe);
+        for (int i = 0; ly_actor_names [i]; i++)
+            ly_supervisor_add (supervisor, ly_actor_names [i]);
+        rc = ly_supervisor_run (supervisor);
+        ly_supervisor_destroy (&supervisor);
+    }
+
+cleanup:
+    ly_pg_destroy (&pg);
+    if (lock_fd != -1)
+        close (lock_fd);
+    memset (master_key, 0, sizeof master_key);
+    ly_db_init (NULL, NULL);
+    ly_metrics_shutdown ();
+    ly_config_free (&ly_config);
+    curl_global_cleanup ();
+    zsys_shutdown ();
+    if (!only)
+        ly_info ("supervisor", "stopped");
+    return rc;
+}

@@ -28,7 +28,7 @@
 #include "ly_migrate.h"
 #include "ly_migrations_data.h"
 
-#define s_LOCK_KEY "1280937289"     /* "LYMI": the advisory lock of schema migrations */
+#define MIGRATE_LOCK_KEY "1280920905"   /* 0x4C594D49, "LYMI": the lock of schema migrations */
 
 //  Writes "what: PostgreSQL's message" into err; when sql (the text of a migration file)
 //  is given and the server reported a position, "what at line N: ...". res may be NULL
@@ -138,11 +138,11 @@ s_bootstrap (PGconn *conn, char *err, size_t errlen)
     if (s_exec (conn, "BEGIN", "could not begin the bootstrap", false, err, errlen)
     ||  s_exec (conn, "SET LOCAL client_min_messages = warning;"
                       "SET LOCAL search_path = public;"
-                      "SELECT pg_advisory_xact_lock (" s_LOCK_KEY ")",
+                      "SELECT pg_advisory_xact_lock (" MIGRATE_LOCK_KEY ")",
                 "could not lock schema migrations", false, err, errlen)
     ||  s_exec (conn, bootstrap->sql, what, true, err, errlen)
     ||  s_exec (conn, "SET LOCAL ROLE layers_owner;"
-                      "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                      "CREATE TABLE IF NOT EXISTS public.schema_migrations ("
                       "    version integer PRIMARY KEY,"
                       "    name text NOT NULL,"
                       "    applied_at timestamptz NOT NULL DEFAULT now ())",
@@ -159,7 +159,7 @@ s_bootstrap (PGconn *conn, char *err, size_t errlen)
 static int
 s_read_recorded (PGconn *conn, bool *recorded, char *err, size_t errlen)
 {
-    PGresult *res = PQexec (conn, "SELECT version, name FROM schema_migrations");
+    PGresult *res = PQexec (conn, "SELECT version, name FROM public.schema_migrations");
     if (!res || PQresultStatus (res) != PGRES_TUPLES_OK) {
         s_set_error (err, errlen, conn, res, "could not read schema_migrations", NULL);
         PQclear (res);
@@ -198,14 +198,14 @@ s_apply (PGconn *conn, const ly_migration_file_t *file, bool *done, char *err, s
 
     if (s_exec (conn, "BEGIN", what, false, err, errlen)
     ||  s_exec (conn, "SET LOCAL client_min_messages = warning;"
-                      "SELECT pg_advisory_xact_lock (" s_LOCK_KEY ")",
+                      "SELECT pg_advisory_xact_lock (" MIGRATE_LOCK_KEY ")",
                 "could not lock schema migrations", false, err, errlen)) {
         s_rollback (conn);
         return -1;
     }
     const char *params [2] = { version, file->name };
     PGresult *res = PQexecParams (conn,
-        "SELECT 1 FROM schema_migrations WHERE version = $1::integer",
+        "SELECT 1 FROM public.schema_migrations WHERE version = $1::integer",
         1, NULL, params, NULL, NULL, 0);
     if (!res || PQresultStatus (res) != PGRES_TUPLES_OK) {
         s_set_error (err, errlen, conn, res, "could not read schema_migrations", NULL);
@@ -226,7 +226,7 @@ s_apply (PGconn *conn, const ly_migration_file_t *file, bool *done, char *err, s
         return -1;
     }
     res = PQexecParams (conn,
-        "INSERT INTO schema_migrations (version, name) VALUES ($1::integer, $2)",
+        "INSERT INTO public.schema_migrations (version, name) VALUES ($1::integer, $2)",
         2, NULL, params, NULL, NULL, 0);
     if (!res || PQresultStatus (res) != PGRES_COMMAND_OK) {
         s_set_error (err, errlen, conn, res, "could not record the migration", NULL);

@@ -4,7 +4,8 @@ The rule is read from the catalog, not from a list: every table in the public sc
 an org_id column must have row-level security enabled and forced and the tenant policy, and
 must have a row fixture below, so a new tenant table without either fails here loudly.
 Rows of two organizations are inserted as the admin; each server role then sees and writes
-exactly what its actor needs. Run: LY_BUILD_DIR=build /usr/bin/python3 -m pytest -q tests/test_tenancy.py
+exactly what its actor needs. Run:
+    LY_BUILD_DIR=build /usr/bin/python3 -m pytest -q tests/test_tenancy.py
 """
 
 import hashlib
@@ -362,21 +363,20 @@ def test_migrate_is_idempotent(pg_cluster, data_dir, migrated):
 
 
 def test_migrate_second_database_with_existing_roles(pg_cluster, data_dir, migrated):
+    """The roles exist already (cluster-wide): the second database ends up identical."""
     conn = pg_cluster.connect(autocommit=True)
     conn.cursor().execute("CREATE DATABASE layers_second")
     conn.close()
     lytest.layersctl(["migrate"], pg_cluster.url(dbname="layers_second"), data_dir)
     conn = pg_cluster.connect(dbname="layers_second")
     try:
-        cur = conn.cursor()
-        assert top_level_tenant_tables(cur) == top_level_tenant_tables_of_main(pg_cluster)
+        second = schema_fingerprint(conn.cursor())
     finally:
         conn.close()
-
-
-def top_level_tenant_tables_of_main(pg_cluster):
     with session(pg_cluster) as cur:
-        return top_level_tenant_tables(cur)
+        first = schema_fingerprint(cur)
+    changed = sorted(set(first) ^ set(second))
+    assert not changed, "the databases differ: %r" % changed[:10]
 
 
 def test_migrate_reasserts_role_attributes(pg_cluster, data_dir, migrated):
@@ -394,6 +394,35 @@ def test_migrate_reasserts_role_attributes(pg_cluster, data_dir, migrated):
         cur.execute("ALTER ROLE layers_api NOBYPASSRLS NOCREATEDB")
         cur.execute("REVOKE layers_owner FROM layers_content")
         conn.close()
+
+
+def test_event_partitions_are_made_ahead_and_catch_up(pg_cluster, migrated):
+    """ly_ensure_event_partitions, as the store: a month that got rows in the default
+    partition is created with those rows moved in; the catalog tests below then check the
+    new partitions' RLS like every other tenant relation."""
+    conn = pg_cluster.connect(user="layers_store")
+    try:
+        cur = conn.cursor()
+        cur.execute("""INSERT INTO sdk_events (org_id, project_id, event_id, name, event_time,
+                                               received_at)
+                       VALUES (gen_random_uuid(), gen_random_uuid(), 'late', 'open', now(),
+                               now() + interval '8 months')""")
+        cur.execute("SELECT ly_ensure_event_partitions(9)")
+        assert cur.fetchone()[0] >= 1
+        cur.execute("SELECT ly_ensure_event_partitions(9)")
+        assert cur.fetchone()[0] == 0
+        conn.commit()
+    finally:
+        conn.close()
+    with session(pg_cluster) as cur:
+        cur.execute("""SELECT tableoid::regclass::text, to_char(received_at AT TIME ZONE 'UTC',
+                                                              'YYYYMM')
+                         FROM sdk_events WHERE event_id = 'late'""")
+        partition, month = cur.fetchone()
+        assert partition == "sdk_events_p" + month
+        cur.execute("""SELECT count(*) FROM pg_inherits
+                        WHERE inhparent = 'sdk_events'::regclass""")
+        assert cur.fetchone()[0] >= 11   # default + this month + 9 ahead
 
 
 # ----------------------------------------------------------------------------------------
@@ -478,71 +507,74 @@ def test_nothing_is_granted_to_public(pg_cluster, migrated):
 # ----------------------------------------------------------------------------------------
 # Isolation, as the partner API's role and as a probe role with every privilege
 
-def readable_by(cur, role, table):
-    cur.execute("SELECT has_column_privilege(%s, %s, 'org_id', 'SELECT')", (role, table))
+def privileged(cur, role, table, privilege, column=None):
+    if column:
+        cur.execute("SELECT has_column_privilege(%s, %s, %s, %s)", (role, table, column, privilege))
+    else:
+        cur.execute("SELECT has_table_privilege(%s, %s, %s)", (role, table, privilege))
     return cur.fetchone()[0]
 
 
-def insertable_by(cur, role, table):
-    cur.execute("SELECT has_table_privilege(%s, %s, 'INSERT')", (role, table))
-    return cur.fetchone()[0]
+@contextmanager
+def tenant_session(cluster, user, set_role, org):
+    """session() as user, then SET LOCAL ROLE set_role when given."""
+    with session(cluster, user=user, org=org) as cur:
+        if set_role:
+            cur.execute("SET LOCAL ROLE %s" % set_role)
+        yield cur
 
 
 def check_isolation(pg_cluster, orgs, user, set_role=None):
+    """Reads, inserts, updates and deletes across the two organizations as user (or as
+    set_role, switched to by user), on every tenant relation it has privileges on.
+    Returns ([(readable relation, is_partition)], [insertable tables])."""
     a, b = orgs
+    role = set_role or user
     with session(pg_cluster) as cur:
         relations = [(r[0], r[2]) for r in tenant_relations(cur)]
-        role = set_role or user
-        readable = [(t, part) for t, part in relations if readable_by(cur, role, t)]
-        writable = [t for t, part in relations if not part and insertable_by(cur, role, t)]
+        readable = [(t, part) for t, part in relations
+                    if privileged(cur, role, t, "SELECT", "org_id")]
+        writable = [t for t, part in relations if not part and privileged(cur, role, t, "INSERT")]
+        deletable = [t for t, part in relations if privileged(cur, role, t, "DELETE")]
+        movable = [t for t, part in relations if privileged(cur, role, t, "UPDATE", "org_id")]
     assert readable, "%s reads no tenant table" % role
 
-    def connect(org=None):
-        ctx = session(pg_cluster, user=user, org=org)
-        cur = ctx.__enter__()
-        if set_role:
-            cur.execute("SET LOCAL ROLE %s" % set_role)
-        return ctx, cur
-
     for org, other in ((a, b), (b, a)):
-        ctx, cur = connect(org["org"])
-        try:
+        with tenant_session(pg_cluster, user, set_role, org["org"]) as cur:
             for table, is_partition in readable:
                 cur.execute("SELECT org_id::text, count(*) FROM %s GROUP BY 1" % table)
                 seen = dict(cur.fetchall())
-                assert other["org"] not in seen, "%s sees another tenant's %s" % (role, table)
-                assert set(seen) <= {org["org"]}, "%s sees foreign rows in %s" % (role, table)
+                assert set(seen) <= {org["org"]}, "%s sees other tenants' %s" % (role, table)
                 if not is_partition:
                     assert seen.get(org["org"], 0) >= 1, "%s sees none of its own %s" % (
                         role, table)
-        finally:
-            ctx.__exit__(None, None, None)
+            for table in deletable:
+                cur.execute("DELETE FROM %s WHERE org_id = %%s" % table, (other["org"],))
+                assert cur.rowcount == 0, "%s deleted another tenant's %s" % (role, table)
+            for table in movable:
+                error = refused(cur, "UPDATE %s SET org_id = %%s" % table, (other["org"],))
+                assert error is not None and "row-level security" in str(error), table
 
-    for org_setting in (None, ""):
-        ctx, cur = connect(org_setting)
-        try:
+    for no_tenant in (None, ""):
+        with tenant_session(pg_cluster, user, set_role, no_tenant) as cur:
             for table, _ in readable:
                 cur.execute("SELECT count(*) FROM %s" % table)
                 assert cur.fetchone()[0] == 0, "%s sees %s rows with no tenant set" % (
                     role, table)
-        finally:
-            ctx.__exit__(None, None, None)
 
-    ctx, cur = connect(a["org"])
-    try:
+    with tenant_session(pg_cluster, user, set_role, a["org"]) as cur:
         for table in sorted(set(FIXTURES) & set(writable)):
             cur.execute("SAVEPOINT fixture")
             try:
                 FIXTURES[table](cur, b)
-                raise AssertionError("%s inserted a row of organization B into %s while A was "
-                                     "set" % (role, table))
             except psycopg2.Error as exc:
                 cur.execute("ROLLBACK TO SAVEPOINT fixture")
                 assert "row-level security" in str(exc), "%s: %s" % (table, exc)
-            if table != "organizations":   # A's own row: the control (organizations: A exists)
+            else:
+                raise AssertionError("%s inserted a row of organization B into %s while A was "
+                                     "set" % (role, table))
+            if table != "organizations":   # A's own row, the control (A exists already)
                 FIXTURES[table](cur, a)
-    finally:
-        ctx.__exit__(None, None, None)
     return readable, writable
 
 

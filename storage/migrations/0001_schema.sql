@@ -537,24 +537,30 @@ BEGIN
         CONTINUE WHEN to_regclass ('public.' || part) IS NOT NULL;
         lo := month_start AT TIME ZONE 'UTC';
         hi := (month_start + interval '1 month') AT TIME ZONE 'UTC';
-        IF EXISTS (SELECT 1 FROM sdk_events_default WHERE received_at >= lo AND received_at < hi)
-        THEN
-            LOCK TABLE sdk_events_default IN ACCESS EXCLUSIVE MODE;
-            EXECUTE format ('CREATE TABLE %I (LIKE sdk_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part);
-            EXECUTE format ('WITH moved AS (DELETE FROM sdk_events_default WHERE received_at >= $1 AND received_at < $2 RETURNING *) INSERT INTO %I SELECT * FROM moved', part)
+        -- The parent first, as inserts lock it (then the partitions): no deadlock with
+        -- the store, and no row can reach the default partition while we look at it.
+        LOCK TABLE sdk_events IN ACCESS EXCLUSIVE MODE;
+        IF EXISTS (SELECT 1 FROM sdk_events_default
+                    WHERE received_at >= lo AND received_at < hi) THEN
+            EXECUTE format ('CREATE TABLE %I (LIKE sdk_events'
+                            ' INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part);
+            EXECUTE format ('WITH moved AS (DELETE FROM sdk_events_default'
+                            ' WHERE received_at >= $1 AND received_at < $2 RETURNING *)'
+                            ' INSERT INTO %I SELECT * FROM moved', part)
                 USING lo, hi;
-            EXECUTE format ('ALTER TABLE sdk_events ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
-                            part, lo, hi);
+            EXECUTE format ('ALTER TABLE sdk_events ATTACH PARTITION %I'
+                            ' FOR VALUES FROM (%L) TO (%L)', part, lo, hi);
         ELSE
-            EXECUTE format ('CREATE TABLE %I PARTITION OF sdk_events FOR VALUES FROM (%L) TO (%L)',
-                            part, lo, hi);
+            EXECUTE format ('CREATE TABLE %I PARTITION OF sdk_events'
+                            ' FOR VALUES FROM (%L) TO (%L)', part, lo, hi);
         END IF;
         EXECUTE format ('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', part);
         EXECUTE format ('ALTER TABLE %I FORCE ROW LEVEL SECURITY', part);
         EXECUTE format ('CREATE POLICY tenant_isolation ON %I'
-                        ' USING (org_id = nullif (current_setting (''layers.org_id'', true), '''')::uuid)'
-                        ' WITH CHECK (org_id = nullif (current_setting (''layers.org_id'', true), '''')::uuid)',
-                        part);
+                        ' USING (org_id = nullif (current_setting (''layers.org_id'', true),'
+                        ' '''')::uuid)'
+                        ' WITH CHECK (org_id = nullif (current_setting (''layers.org_id'', true),'
+                        ' '''')::uuid)', part);
         created := created + 1;
     END LOOP;
     RETURN created;

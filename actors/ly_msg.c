@@ -33,6 +33,39 @@ static const s_type_t s_types [] = {
         [LY_ERROR_REQUEST_ID]   = { "request_id", LY_FT_UINT, LY_PII_NONE },
         [LY_ERROR_CODE]         = { "code",       LY_FT_STR,  LY_PII_NONE },
         [LY_ERROR_MESSAGE]      = { "message",    LY_FT_STR,  LY_PII_NONE } } },
+    [LY_MSG_KEY_LOOKUP] = { "KEY_LOOKUP", {
+        [LY_KEY_LOOKUP_REQUEST_ID]  = { "request_id", LY_FT_UINT, LY_PII_NONE },
+        [LY_KEY_LOOKUP_KEY_SHA256]  = { "key_sha256", LY_FT_STR,  LY_PII_NONE } } },
+    [LY_MSG_KEY_INFO] = { "KEY_INFO", {
+        [LY_KEY_INFO_REQUEST_ID]    = { "request_id", LY_FT_UINT, LY_PII_NONE },
+        [LY_KEY_INFO_KEY_SHA256]    = { "key_sha256", LY_FT_STR,  LY_PII_NONE },
+        [LY_KEY_INFO_STATUS]        = { "status",     LY_FT_STR,  LY_PII_NONE },
+        [LY_KEY_INFO_ORG_ID]        = { "org_id",     LY_FT_STR,  LY_PII_NONE },
+        [LY_KEY_INFO_PROJECT_ID]    = { "project_id", LY_FT_STR,  LY_PII_NONE },
+        [LY_KEY_INFO_DEFAULT_COUNTRY_CODE] = { "default_country_code", LY_FT_STR, LY_PII_NONE } } },
+    [LY_MSG_EVENTS_SUBMIT] = { "EVENTS_SUBMIT", {
+        [LY_EVENTS_SUBMIT_REQUEST_ID]   = { "request_id",  LY_FT_UINT, LY_PII_NONE },
+        [LY_EVENTS_SUBMIT_REPLY_TO]     = { "reply_to",    LY_FT_BIN,  LY_PII_NONE },
+        [LY_EVENTS_SUBMIT_ORG_ID]       = { "org_id",      LY_FT_STR,  LY_PII_NONE },
+        [LY_EVENTS_SUBMIT_PROJECT_ID]   = { "project_id",  LY_FT_STR,  LY_PII_NONE },
+        [LY_EVENTS_SUBMIT_DEFAULT_COUNTRY_CODE] = { "default_country_code", LY_FT_STR, LY_PII_NONE },
+        [LY_EVENTS_SUBMIT_RECEIVED_AT]  = { "received_at", LY_FT_INT,  LY_PII_NONE },
+        [LY_EVENTS_SUBMIT_CLIENT_IP]    = { "client_ip",   LY_FT_STR,  LY_PII_RAW },
+        [LY_EVENTS_SUBMIT_USER_AGENT]   = { "user_agent",  LY_FT_STR,  LY_PII_RAW },
+        [LY_EVENTS_SUBMIT_EVENTS]       = { "events",      LY_FT_OBJ,  LY_PII_NESTED },
+        [LY_EVENTS_SUBMIT_REJECTED]     = { "rejected",    LY_FT_OBJ,  LY_PII_NONE } } },
+    [LY_MSG_EVENTS_STORE] = { "EVENTS_STORE", {
+        [LY_EVENTS_STORE_REQUEST_ID]    = { "request_id",  LY_FT_UINT, LY_PII_NONE },
+        [LY_EVENTS_STORE_REPLY_TO]      = { "reply_to",    LY_FT_BIN,  LY_PII_NONE },
+        [LY_EVENTS_STORE_COUNT]         = { "count",       LY_FT_UINT, LY_PII_NONE },
+        [LY_EVENTS_STORE_ROWS]          = { "rows",        LY_FT_BIN,  LY_PII_NONE },
+        [LY_EVENTS_STORE_REJECTED]      = { "rejected",    LY_FT_OBJ,  LY_PII_NONE } } },
+    [LY_MSG_EVENTS_ACK] = { "EVENTS_ACK", {
+        [LY_EVENTS_ACK_REQUEST_ID]      = { "request_id",  LY_FT_UINT, LY_PII_NONE },
+        [LY_EVENTS_ACK_STATUS]          = { "status",      LY_FT_STR,  LY_PII_NONE },
+        [LY_EVENTS_ACK_ACCEPTED]        = { "accepted",    LY_FT_UINT, LY_PII_NONE },
+        [LY_EVENTS_ACK_DUPLICATES]      = { "duplicates",  LY_FT_UINT, LY_PII_NONE },
+        [LY_EVENTS_ACK_REJECTED]        = { "rejected",    LY_FT_OBJ,  LY_PII_NONE } } },
 #ifdef LY_MSG_SELFTEST_TYPES
     LY_MSG_SELFTEST_TYPES
 #endif
@@ -225,7 +258,7 @@ s_scan_value (s_scan_t *scan, int depth)
     if (at >= scan->size)
         return s_fail (scan->err, scan->errlen, "frame truncated at byte %zu", at);
     uint8_t lead = scan->data [scan->pos++];
-    uint64_t length;
+    uint64_t length = 0;
 
     if (lead <= 0x7f || lead >= 0xe0)           //  positive and negative fixint
         return 0;
@@ -283,7 +316,7 @@ s_scan_frame (const void *data, size_t size, size_t *starts, size_t *ends,
                        size, LY_MSG_MAX_FRAME);
     s_scan_t scan = { data, size, 0, 1 + LY_MSG_MAX_DEPTH, err, errlen };
     uint8_t lead = scan.data [scan.pos++];
-    uint64_t count;
+    uint64_t count = 0;
     if (lead >= 0x90 && lead <= 0x9f)
         count = lead & 0x0f;
     else

@@ -38,6 +38,11 @@ typedef enum {
     LY_MSG_PING = 1,            /* liveness/readiness probe */
     LY_MSG_PONG = 2,            /* answer to PING */
     LY_MSG_ERROR = 3,           /* a request could not be served */
+    LY_MSG_KEY_LOOKUP = 4,      /* gateway -> api: who owns this SDK key (by hash) */
+    LY_MSG_KEY_INFO = 5,        /* api -> gateway: the key's project, or why not */
+    LY_MSG_EVENTS_SUBMIT = 6,   /* gateway -> ingest: one request's raw events */
+    LY_MSG_EVENTS_STORE = 7,    /* ingest -> store: scrubbed rows and rejections */
+    LY_MSG_EVENTS_ACK = 8,      /* store -> gateway: committed (or why not) */
     LY_MSG_TYPE_MAX             /* one past the highest type number */
 } ly_msgtype_t;
 
@@ -45,6 +50,17 @@ typedef enum {
 enum { LY_PING_REQUEST_ID, LY_PING_SENDER };
 enum { LY_PONG_REQUEST_ID, LY_PONG_SENDER, LY_PONG_DB_OK, LY_PONG_DETAIL };
 enum { LY_ERROR_REQUEST_ID, LY_ERROR_CODE, LY_ERROR_MESSAGE };
+enum { LY_KEY_LOOKUP_REQUEST_ID, LY_KEY_LOOKUP_KEY_SHA256 };
+enum { LY_KEY_INFO_REQUEST_ID, LY_KEY_INFO_KEY_SHA256, LY_KEY_INFO_STATUS,
+       LY_KEY_INFO_ORG_ID, LY_KEY_INFO_PROJECT_ID, LY_KEY_INFO_DEFAULT_COUNTRY_CODE };
+enum { LY_EVENTS_SUBMIT_REQUEST_ID, LY_EVENTS_SUBMIT_REPLY_TO, LY_EVENTS_SUBMIT_ORG_ID,
+       LY_EVENTS_SUBMIT_PROJECT_ID, LY_EVENTS_SUBMIT_DEFAULT_COUNTRY_CODE,
+       LY_EVENTS_SUBMIT_RECEIVED_AT, LY_EVENTS_SUBMIT_CLIENT_IP, LY_EVENTS_SUBMIT_USER_AGENT,
+       LY_EVENTS_SUBMIT_EVENTS, LY_EVENTS_SUBMIT_REJECTED };
+enum { LY_EVENTS_STORE_REQUEST_ID, LY_EVENTS_STORE_REPLY_TO, LY_EVENTS_STORE_COUNT,
+       LY_EVENTS_STORE_ROWS, LY_EVENTS_STORE_REJECTED };
+enum { LY_EVENTS_ACK_REQUEST_ID, LY_EVENTS_ACK_STATUS, LY_EVENTS_ACK_ACCEPTED,
+       LY_EVENTS_ACK_DUPLICATES, LY_EVENTS_ACK_REJECTED };
 
 typedef struct _ly_msg_t ly_msg_t;
 

@@ -1,0 +1,967 @@
+/*  ly_event.c: one SDK event (a msgpack map) in, one PostgreSQL COPY text line out.
+    Validates every field of the SDK ingest contract (docs: DESIGN.md, "SDK ingest"),
+    hashes email and phone (ly_pii), turns the client IP into a geo country / region
+    (ly_geoip) and the User-Agent into device fields (ly_uap), and writes the columns of
+    ly_event_copy_columns.
+
+    Design: the event is read in one pass over its map into a fixed set of slots (the
+    last of duplicate keys wins, as in jansson), then each field is checked in a fixed
+    order so the reason for a refusal is stable. Column values are views (pointer +
+    length) into the event or into the buffers of one scrub_t (allocated per call: it
+    holds the 32 KiB of serialized properties); the line is sized exactly, the caller's
+    buffer grown once, and the columns written with COPY escaping. Raw email, phone, IP
+    and User-Agent are never copied into the line or a reason; ly_pii wipes its
+    normalized values, and the buffers here that held values derived from them (a phone
+    given as a number, the parsed User-Agent, the hashes) are wiped before returning. */
+#include "ly_event.h"
+#include "ly_pii.h"
+#include <float.h>
+#include <math.h>
+#include <openssl/crypto.h>
+
+const char *ly_event_copy_columns =
+    "org_id, project_id, event_id, name, event_time, received_at, user_id, "
+    "email_sha256, phone_sha256, phone_e164_sha256, properties, "
+    "device_os, device_os_version, device_model, device_brand, device_locale, "
+    "device_timezone, app_version, app_build, app_package, geo_country, geo_region, "
+    "attribution_token, consent_ads, consent_att";
+
+#define S_EVENT_ID_MAX      128         //  bytes
+#define S_NAME_MAX          64
+#define S_USER_ID_MAX       256
+#define S_DEVICE_FIELD_MAX  128         //  device.* and app.*
+#define S_TOKEN_MAX         4096
+#define S_TIMESTAMP_MAX     64          //  longest RFC 3339 text we read
+#define S_PROPERTIES_MAX    32768       //  serialized JSON
+#define S_PROPERTIES_DEPTH  16          //  the properties object is level 1
+#define S_DEFAULT_FUTURE    (5 * 60 * (int64_t) 1000000)
+#define S_DEFAULT_PAST      (7 * 86400 * (int64_t) 1000000)
+#define S_USEC_PER_DAY      (86400 * (int64_t) 1000000)
+
+//  The columns, in the order of ly_event_copy_columns
+typedef enum {
+    COL_ORG_ID, COL_PROJECT_ID, COL_EVENT_ID, COL_NAME, COL_EVENT_TIME, COL_RECEIVED_AT,
+    COL_USER_ID, COL_EMAIL_SHA256, COL_PHONE_SHA256, COL_PHONE_E164_SHA256,
+    COL_PROPERTIES, COL_DEVICE_OS, COL_DEVICE_OS_VERSION, COL_DEVICE_MODEL,
+    COL_DEVICE_BRAND, COL_DEVICE_LOCALE, COL_DEVICE_TIMEZONE, COL_APP_VERSION,
+    COL_APP_BUILD, COL_APP_PACKAGE, COL_GEO_COUNTRY, COL_GEO_REGION,
+    COL_ATTRIBUTION_TOKEN, COL_CONSENT_ADS, COL_CONSENT_ATT, COL_COUNT
+} column_t;
+
+//  The top-level fields we read; anything else in the event is ignored
+typedef enum {
+    F_EVENT_ID, F_NAME, F_TIMESTAMP, F_USER_ID, F_EMAIL, F_PHONE, F_PROPERTIES,
+    F_DEVICE, F_APP, F_ATTRIBUTION_TOKEN, F_CONSENT, F_COUNT
+} field_t;
+
+static const char *s_fields [F_COUNT] = {
+    "event_id", "name", "timestamp", "user_id", "email", "phone", "properties",
+    "device", "app", "attribution_token", "consent"
+};
+
+//  A string field of device {...} or app {...}, and its column
+typedef struct {
+    const char *key;
+    const char *label;              //  how a reason names it
+    column_t column;
+} subfield_t;
+
+static const subfield_t s_device_fields [] = {
+    { "os",         "device.os",            COL_DEVICE_OS },
+    { "os_version", "device.os_version",    COL_DEVICE_OS_VERSION },
+    { "model",      "device.model",         COL_DEVICE_MODEL },
+    { "brand",      "device.brand",         COL_DEVICE_BRAND },
+    { "locale",     "device.locale",        COL_DEVICE_LOCALE },
+    { "timezone",   "device.timezone",      COL_DEVICE_TIMEZONE },
+};
+
+static const subfield_t s_app_fields [] = {
+    { "version",    "app.version",          COL_APP_VERSION },
+    { "build",      "app.build",            COL_APP_BUILD },
+    { "package",    "app.package",          COL_APP_PACKAGE },
+};
+
+#define S_DEVICE_FIELDS (sizeof s_device_fields / sizeof s_device_fields [0])
+#define S_APP_FIELDS    (sizeof s_app_fields / sizeof s_app_fields [0])
+
+//  A column value: data == NULL is SQL NULL. Not NUL-terminated.
+typedef struct {
+    const char *data;
+    size_t len;
+} text_t;
+
+//  The work of one ly_event_scrub call; lives on its stack
+typedef struct {
+    const ly_event_ctx_t *ctx;
+    text_t column [COL_COUNT];              //  values, pointing into the event or below
+    char event_time [48];                   //  "YYYY-MM-DD HH:MM:SS.uuuuuu+00"
+    char received_at [48];
+    char user_id [24];                      //  an integer user_id as text
+    char email_sha256 [65];
+    char phone_sha256 [65];
+    char phone_e164_sha256 [65];
+    char country [3];
+    char region [16];
+    char os_version [100];                  //  from the User-Agent: major.minor.patch
+    ly_uap_result_t uap;                    //  derived from the User-Agent: wiped
+    char *err;                              //  reason for the client
+    size_t errlen;
+    char *json;                             //  properties being serialized
+    size_t json_len;
+    bool json_full;                         //  it outgrew S_PROPERTIES_MAX
+    char json_buffer [S_PROPERTIES_MAX];
+} scrub_t;
+
+//  Writes the reason for refusing the event; returns LY_INVALID.
+static ly_result_t
+s_refuse (scrub_t *self, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
+
+static ly_result_t
+s_refuse (scrub_t *self, const char *format, ...)
+{
+    if (self->err && self->errlen) {
+        va_list args;
+        va_start (args, format);
+        vsnprintf (self->err, self->errlen, format, args);
+        va_end (args);
+    }
+    return LY_INVALID;
+}
+
+static bool
+s_key_is (const msgpack_object *key, const char *name)
+{
+    size_t len = strlen (name);
+    return key->type == MSGPACK_OBJECT_STR && key->via.str.size == len
+        && memcmp (key->via.str.ptr, name, len) == 0;
+}
+
+//  Fills values [i] with the value of the last key names [i] in map; nil counts as absent.
+static void
+s_pick (const msgpack_object *map, const char *const *names, size_t count,
+        const msgpack_object **values)
+{
+    for (size_t i = 0; i < count; i++)
+        values [i] = NULL;
+    for (uint32_t entry = 0; entry < map->via.map.size; entry++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr [entry];
+        for (size_t i = 0; i < count; i++)
+            if (s_key_is (&kv->key, names [i])) {
+                values [i] = kv->val.type == MSGPACK_OBJECT_NIL? NULL: &kv->val;
+                break;
+            }
+    }
+}
+
+//  Checks UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF),
+//  as PostgreSQL does, and that there is no NUL. With no_controls, also refuses C0 and
+//  C1 control characters and DEL. true when the text passes.
+static bool
+s_utf8_valid (const char *text, size_t len, bool no_controls)
+{
+    const uint8_t *p = (const uint8_t *) text;
+    const uint8_t *end = p + len;
+    while (p < end) {
+        uint8_t c = *p;
+        if (c < 0x80) {
+            if (c == 0 || (no_controls && (c < 0x20 || c == 0x7f)))
+                return false;
+            p++;
+            continue;
+        }
+        size_t size;
+        uint8_t low = 0x80, high = 0xbf;    //  range of the second byte
+        if (c >= 0xc2 && c <= 0xdf)
+            size = 2;
+        else
+        if (c >= 0xe0 && c <= 0xef) {
+            size = 3;
+            if (c == 0xe0) low = 0xa0;
+            if (c == 0xed) high = 0x9f;
+        }
+        else
+        if (c >= 0xf0 && c <= 0xf4) {
+            size = 4;
+            if (c == 0xf0) low = 0x90;
+            if (c == 0xf4) high = 0x8f;
+        }
+        else
+            return false;
+        if ((size_t) (end - p) < size || p [1] < low || p [1] > high)
+            return false;
+        for (size_t i = 2; i < size; i++)
+            if (p [i] < 0x80 || p [i] > 0xbf)
+                return false;
+        if (no_controls && c == 0xc2 && p [1] <= 0x9f)
+            return false;                   //  U+0080..U+009F
+        p += size;
+    }
+    return true;
+}
+
+//  Reads an optional string field of at most max bytes into column; "" stays NULL.
+static ly_result_t
+s_string_field (scrub_t *self, const msgpack_object *value, const char *label, size_t max,
+                column_t column)
+{
+    if (!value)
+        return LY_OK;
+    if (value->type != MSGPACK_OBJECT_STR || value->via.str.size > max)
+        return s_refuse (self, "%s must be a string of at most %zu bytes", label, max);
+    if (!s_utf8_valid (value->via.str.ptr, value->via.str.size, false))
+        return s_refuse (self, "%s must be valid UTF-8 without NUL bytes", label);
+    if (value->via.str.size > 0) {
+        self->column [column].data = value->via.str.ptr;
+        self->column [column].len = value->via.str.size;
+    }
+    return LY_OK;
+}
+
+static void
+s_set (scrub_t *self, column_t column, const char *text)
+{
+    self->column [column].data = text;
+    self->column [column].len = strlen (text);
+}
+
+
+//  --------------------------------------------------------------------------------------
+//  Time
+
+//  Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+static int64_t
+s_days_from_civil (int64_t year, int month, int day)
+{
+    year -= month <= 2;
+    int64_t era = (year >= 0? year: year - 399) / 400;
+    int64_t yoe = year - era * 400;
+    int64_t doy = (153 * (month + (month > 2? -3: 9)) + 2) / 5 + day - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static void
+s_civil_from_days (int64_t days, int64_t *year, int *month, int *day)
+{
+    days += 719468;
+    int64_t era = (days >= 0? days: days - 146096) / 146097;
+    int64_t doe = days - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *day = (int) (doy - (153 * mp + 2) / 5 + 1);
+    *month = (int) (mp < 10? mp + 3: mp - 9);
+    *year = yoe + era * 400 + (*month <= 2);
+}
+
+//  Formats epoch microseconds as "YYYY-MM-DD HH:MM:SS.uuuuuu+00". -1 when the year is
+//  not within 1..9999.
+static int
+s_format_time (int64_t usec, char out [48])
+{
+    int64_t days = usec / S_USEC_PER_DAY;
+    int64_t rest = usec % S_USEC_PER_DAY;
+    if (rest < 0) {
+        rest += S_USEC_PER_DAY;
+        days--;
+    }
+    int64_t year;
+    int month, day;
+    s_civil_from_days (days, &year, &month, &day);
+    if (year < 1 || year > 9999)
+        return -1;
+    int64_t seconds = rest / 1000000;
+    snprintf (out, 48, "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", (int) year, month, day,
+              (int) (seconds / 3600), (int) (seconds / 60 % 60), (int) (seconds % 60),
+              (int) (rest % 1000000));
+    return 0;
+}
+
+static int
+s_digits (const char *text, int count)
+{
+    int value = 0;
+    for (int i = 0; i < count; i++) {
+        if (text [i] < '0' || text [i] > '9')
+            return -1;
+        value = value * 10 + text [i] - '0';
+    }
+    return value;
+}
+
+static bool
+s_leap_year (int year)
+{
+    return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+}
+
+//  Parses RFC 3339 date-time: YYYY-MM-DD(T|t| )HH:MM:SS[.fraction](Z|z|+HH:MM|-HH:MM),
+//  fraction up to 9 digits (cut to microseconds), second 60 allowed (a leap second,
+//  taken as the next minute's first, as PostgreSQL does). 0 / -1.
+static int
+s_parse_rfc3339 (const char *text, size_t len, int64_t *usec)
+{
+    char buffer [S_TIMESTAMP_MAX + 1];
+    if (len < 20 || len > S_TIMESTAMP_MAX)
+        return -1;
+    memcpy (buffer, text, len);
+    buffer [len] = 0;
+    const char *p = buffer;
+    int year = s_digits (p, 4), month = s_digits (p + 5, 2), day = s_digits (p + 8, 2);
+    if (p [4] != '-' || p [7] != '-' || (p [10] != 'T' && p [10] != 't' && p [10] != ' '))
+        return -1;
+    int hour = s_digits (p + 11, 2), minute = s_digits (p + 14, 2), second = s_digits (p + 17, 2);
+    if (p [13] != ':' || p [16] != ':')
+        return -1;
+    static const int month_days [] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    if (year < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23
+    ||  minute < 0 || minute > 59 || second < 0 || second > 60)
+        return -1;
+    if (day > month_days [month - 1] + (month == 2 && s_leap_year (year)))
+        return -1;
+    p += 19;
+    int64_t fraction = 0;
+    if (*p == '.') {
+        p++;
+        int digits = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (digits < 6)
+                fraction = fraction * 10 + (*p - '0');
+            if (++digits > 9)
+                return -1;
+            p++;
+        }
+        if (digits == 0)
+            return -1;
+        for (; digits < 6; digits++)
+            fraction *= 10;
+    }
+    int offset = 0;                 //  minutes east of UTC
+    if (*p == 'Z' || *p == 'z')
+        p++;
+    else
+    if (*p == '+' || *p == '-') {
+        int offset_hour = s_digits (p + 1, 2);
+        if (offset_hour < 0 || offset_hour > 23 || p [3] != ':')
+            return -1;
+        int offset_minute = s_digits (p + 4, 2);
+        if (offset_minute < 0 || offset_minute > 59)
+            return -1;
+        offset = (offset_hour * 60 + offset_minute) * (*p == '-'? -1: 1);
+        p += 6;
+    }
+    else
+        return -1;
+    if (*p)
+        return -1;
+    int64_t seconds = s_days_from_civil (year, month, day) * 86400
+                    + hour * 3600 + minute * 60 + second - offset * 60;
+    *usec = seconds * 1000000 + fraction;
+    return 0;
+}
+
+//  "5 minutes", "7 days", "90 seconds": a window for a reason.
+static void
+s_duration (int64_t usec, char *out, size_t size)
+{
+    int64_t seconds = usec / 1000000;
+    if (seconds % 86400 == 0)
+        snprintf (out, size, "%" PRId64 " day%s", seconds / 86400, seconds == 86400? "": "s");
+    else
+    if (seconds % 3600 == 0)
+        snprintf (out, size, "%" PRId64 " hour%s", seconds / 3600, seconds == 3600? "": "s");
+    else
+    if (seconds % 60 == 0)
+        snprintf (out, size, "%" PRId64 " minute%s", seconds / 60, seconds == 60? "": "s");
+    else
+        snprintf (out, size, "%" PRId64 " second%s", seconds, seconds == 1? "": "s");
+}
+
+static ly_result_t
+s_timestamp (scrub_t *self, const msgpack_object *value, int64_t received)
+{
+    static const char *wrong = "timestamp must be RFC 3339 or epoch milliseconds";
+    int64_t future = self->ctx->max_future_usec > 0? self->ctx->max_future_usec: S_DEFAULT_FUTURE;
+    int64_t past = self->ctx->max_past_usec > 0? self->ctx->max_past_usec: S_DEFAULT_PAST;
+    int64_t usec = received;
+    if (!value)
+        ;                           //  the receive time
+    else
+    if (value->type == MSGPACK_OBJECT_STR) {
+        if (s_parse_rfc3339 (value->via.str.ptr, value->via.str.size, &usec))
+            return s_refuse (self, "%s", wrong);
+    }
+    else
+    if (value->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        //  Far beyond any window: refuse before the multiplication could overflow.
+        if (value->via.u64 > (uint64_t) (received + future) / 1000 + 1)
+            usec = INT64_MAX;
+        else
+            usec = (int64_t) value->via.u64 * 1000;
+    }
+    else
+    if (value->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        usec = value->via.i64 < INT64_MIN / 1000? INT64_MIN: value->via.i64 * 1000;
+    else
+        return s_refuse (self, "%s", wrong);
+
+    char window [32];
+    if (usec > received && usec - received > future) {
+        s_duration (future, window, sizeof window);
+        return s_refuse (self, "timestamp is more than %s in the future", window);
+    }
+    if (usec < received && (usec < received - past)) {
+        s_duration (past, window, sizeof window);
+        return s_refuse (self, "timestamp is more than %s in the past", window);
+    }
+    if (s_format_time (usec, self->event_time))
+        return s_refuse (self, "%s", wrong);
+    s_set (self, COL_EVENT_TIME, self->event_time);
+    return LY_OK;
+}
+
+
+//  --------------------------------------------------------------------------------------
+//  Properties: msgpack to JSON text that PostgreSQL's jsonb accepts
+
+static void
+s_json_put (scrub_t *self, const char *data, size_t len)
+{
+    if (self->json_full || len > S_PROPERTIES_MAX - self->json_len) {
+        self->json_full = true;
+        return;
+    }
+    memcpy (self->json + self->json_len, data, len);
+    self->json_len += len;
+}
+
+//  A JSON string; false when text is not valid UTF-8 or holds NUL (jsonb refuses \u0000).
+static bool
+s_json_string (scrub_t *self, const char *text, size_t len)
+{
+    static const char hex [] = "0123456789abcdef";
+    if (!s_utf8_valid (text, len, false))
+        return false;
+    s_json_put (self, "\"", 1);
+    size_t plain = 0;               //  start of the run not yet written
+    for (size_t i = 0; i < len && !self->json_full; i++) {
+        unsigned char c = (unsigned char) text [i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        s_json_put (self, text + plain, i - plain);
+        plain = i + 1;
+        char escape [6] = { '\\', 0 };
+        size_t escape_len = 2;
+        switch (c) {
+            case '"':  escape [1] = '"'; break;
+            case '\\': escape [1] = '\\'; break;
+            case '\b': escape [1] = 'b'; break;
+            case '\f': escape [1] = 'f'; break;
+            case '\n': escape [1] = 'n'; break;
+            case '\r': escape [1] = 'r'; break;
+            case '\t': escape [1] = 't'; break;
+            default:
+                memcpy (escape + 1, "u00", 3);
+                escape [4] = hex [c >> 4];
+                escape [5] = hex [c & 15];
+                escape_len = 6;
+        }
+        s_json_put (self, escape, escape_len);
+    }
+    s_json_put (self, text + plain, len - plain);
+    s_json_put (self, "\"", 1);
+    return true;
+}
+
+//  The shortest text of a finite double (or float) that reads back to the same value.
+static void
+s_json_number (scrub_t *self, double value, bool single)
+{
+    char text [40];
+    //  Any decimal of up to 6 (float) or 15 (double) digits round-trips, so start there;
+    //  subnormals have fewer digits of precision: start at 1.
+    bool subnormal = fabs (value) < (single? FLT_MIN: DBL_MIN);
+    int first = subnormal? 1: single? 6: 15;
+    for (int precision = first; precision <= (single? 9: 17); precision++) {
+        snprintf (text, sizeof text, "%.*g", precision, value);
+        double back = strtod (text, NULL);
+        if (single? (float) back == (float) value: back == value)
+            break;
+    }
+    //  JSON wants '.', whatever LC_NUMERIC says.
+    for (char *comma = strchr (text, ','); comma; comma = strchr (comma, ','))
+        *comma = '.';
+    s_json_put (self, text, strlen (text));
+}
+
+static ly_result_t
+s_json_value (scrub_t *self, const msgpack_object *value, int depth)
+{
+    char number [24];
+    switch (value->type) {
+        case MSGPACK_OBJECT_NIL:
+            s_json_put (self, "null", 4);
+            break;
+        case MSGPACK_OBJECT_BOOLEAN:
+            s_json_put (self, value->via.boolean? "true": "false", value->via.boolean? 4: 5);
+            break;
+        case MSGPACK_OBJECT_POSITIVE_INTEGER:
+            s_json_put (self, number, snprintf (number, sizeof number, "%" PRIu64, value->via.u64));
+            break;
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+            s_json_put (self, number, snprintf (number, sizeof number, "%" PRId64, value->via.i64));
+            break;
+        case MSGPACK_OBJECT_FLOAT32:
+        case MSGPACK_OBJECT_FLOAT64:
+            if (!isfinite (value->via.f64))
+                return s_refuse (self, "properties must not hold NaN or infinite numbers");
+            s_json_number (self, value->via.f64, value->type == MSGPACK_OBJECT_FLOAT32);
+            break;
+        case MSGPACK_OBJECT_STR:
+            if (!s_json_string (self, value->via.str.ptr, value->via.str.size))
+                return s_refuse (self, "properties must hold valid UTF-8 without NUL characters");
+            break;
+        case MSGPACK_OBJECT_ARRAY:
+            if (depth >= S_PROPERTIES_DEPTH)
+                return s_refuse (self, "properties must not be nested more than %d levels deep",
+                                 S_PROPERTIES_DEPTH);
+            s_json_put (self, "[", 1);
+            for (uint32_t i = 0; i < value->via.array.size && !self->json_full; i++) {
+                if (i)
+                    s_json_put (self, ",", 1);
+                ly_result_t rc = s_json_value (self, &value->via.array.ptr [i], depth + 1);
+                if (rc != LY_OK)
+                    return rc;
+            }
+            s_json_put (self, "]", 1);
+            break;
+        case MSGPACK_OBJECT_MAP:
+            if (depth >= S_PROPERTIES_DEPTH)
+                return s_refuse (self, "properties must not be nested more than %d levels deep",
+                                 S_PROPERTIES_DEPTH);
+            s_json_put (self, "{", 1);
+            for (uint32_t i = 0; i < value->via.map.size && !self->json_full; i++) {
+                const msgpack_object_kv *kv = &value->via.map.ptr [i];
+                if (kv->key.type != MSGPACK_OBJECT_STR)
+                    return s_refuse (self, "properties keys must be strings");
+                if (i)
+                    s_json_put (self, ",", 1);
+                if (!s_json_string (self, kv->key.via.str.ptr, kv->key.via.str.size))
+                    return s_refuse (self, "properties must hold valid UTF-8 without NUL characters");
+                s_json_put (self, ":", 1);
+                ly_result_t rc = s_json_value (self, &kv->val, depth + 1);
+                if (rc != LY_OK)
+                    return rc;
+            }
+            s_json_put (self, "}", 1);
+            break;
+        default:                    //  bin, ext: no JSON for them
+            return s_refuse (self, "properties must hold JSON values only");
+    }
+    if (self->json_full)
+        return s_refuse (self, "properties must be at most %d KiB as JSON", S_PROPERTIES_MAX / 1024);
+    return LY_OK;
+}
+
+static ly_result_t
+s_properties (scrub_t *self, const msgpack_object *value)
+{
+    self->json = self->json_buffer;
+    self->json_len = 0;
+    self->json_full = false;
+    if (!value)
+        s_json_put (self, "{}", 2);
+    else
+    if (value->type != MSGPACK_OBJECT_MAP)
+        return s_refuse (self, "properties must be an object");
+    else {
+        //  The object itself is the first of the 16 levels.
+        ly_result_t rc = s_json_value (self, value, 0);
+        if (rc != LY_OK)
+            return rc;
+    }
+    self->column [COL_PROPERTIES].data = self->json;
+    self->column [COL_PROPERTIES].len = self->json_len;
+    return LY_OK;
+}
+
+
+//  --------------------------------------------------------------------------------------
+//  Fields
+
+static ly_result_t
+s_event_id (scrub_t *self, const msgpack_object *value)
+{
+    if (!value)
+        return s_refuse (self, "event_id is required");
+    if (value->type != MSGPACK_OBJECT_STR || value->via.str.size < 1
+    ||  value->via.str.size > S_EVENT_ID_MAX)
+        return s_refuse (self, "event_id must be a string of 1 to %d bytes", S_EVENT_ID_MAX);
+    if (!s_utf8_valid (value->via.str.ptr, value->via.str.size, true))
+        return s_refuse (self, "event_id must be valid UTF-8 without control characters");
+    self->column [COL_EVENT_ID].data = value->via.str.ptr;
+    self->column [COL_EVENT_ID].len = value->via.str.size;
+    return LY_OK;
+}
+
+static ly_result_t
+s_name (scrub_t *self, const msgpack_object *value)
+{
+    if (!value)
+        return s_refuse (self, "name is required");
+    bool valid = value->type == MSGPACK_OBJECT_STR && value->via.str.size >= 1
+              && value->via.str.size <= S_NAME_MAX;
+    for (uint32_t i = 0; valid && i < value->via.str.size; i++) {
+        char c = value->via.str.ptr [i];
+        valid = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    }
+    if (!valid)
+        return s_refuse (self, "name must match [a-z0-9_]{1,64}");
+    self->column [COL_NAME].data = value->via.str.ptr;
+    self->column [COL_NAME].len = value->via.str.size;
+    return LY_OK;
+}
+
+static ly_result_t
+s_user_id (scrub_t *self, const msgpack_object *value)
+{
+    if (!value)
+        return LY_OK;
+    if (value->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        snprintf (self->user_id, sizeof self->user_id, "%" PRIu64, value->via.u64);
+    else
+    if (value->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        snprintf (self->user_id, sizeof self->user_id, "%" PRId64, value->via.i64);
+    else
+    if (value->type == MSGPACK_OBJECT_STR && value->via.str.size <= S_USER_ID_MAX)
+        return s_string_field (self, value, "user_id", S_USER_ID_MAX, COL_USER_ID);
+    else
+        return s_refuse (self, "user_id must be a string of at most %d bytes or an integer",
+                         S_USER_ID_MAX);
+    s_set (self, COL_USER_ID, self->user_id);
+    return LY_OK;
+}
+
+static ly_result_t
+s_email (scrub_t *self, const msgpack_object *value, ly_event_stats_t *stats)
+{
+    if (!value)
+        return LY_OK;
+    if (value->type != MSGPACK_OBJECT_STR)
+        return s_refuse (self, "email must be a string");
+    if (!s_utf8_valid (value->via.str.ptr, value->via.str.size, false))
+        return s_refuse (self, "email must be valid UTF-8 without NUL bytes");
+    if (ly_pii_email_sha256 (value->via.str.ptr, value->via.str.size, self->email_sha256) == 0)
+        s_set (self, COL_EMAIL_SHA256, self->email_sha256);
+    else
+    if (stats)
+        stats->email_invalid++;
+    return LY_OK;
+}
+
+static ly_result_t
+s_phone (scrub_t *self, const msgpack_object *value, ly_event_stats_t *stats)
+{
+    if (!value)
+        return LY_OK;
+    char digits [24];               //  a phone given as a JSON number
+    const char *phone;
+    size_t len;
+    if (value->type == MSGPACK_OBJECT_STR) {
+        if (!s_utf8_valid (value->via.str.ptr, value->via.str.size, false))
+            return s_refuse (self, "phone must be valid UTF-8 without NUL bytes");
+        phone = value->via.str.ptr;
+        len = value->via.str.size;
+    }
+    else
+    if (value->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        len = (size_t) snprintf (digits, sizeof digits, "%" PRIu64, value->via.u64);
+        phone = digits;
+    }
+    else
+        return s_refuse (self, "phone must be a string");
+    int rc = ly_pii_phone_sha256 (phone, len, self->ctx->default_country_code,
+                                  self->phone_sha256, self->phone_e164_sha256);
+    if (phone == digits)
+        OPENSSL_cleanse (digits, sizeof digits);
+    if (rc == 0) {
+        s_set (self, COL_PHONE_SHA256, self->phone_sha256);
+        if (self->phone_e164_sha256 [0])
+            s_set (self, COL_PHONE_E164_SHA256, self->phone_e164_sha256);
+    }
+    else
+    if (stats)
+        stats->phone_invalid++;
+    return LY_OK;
+}
+
+//  device {...} or app {...}: an object of optional strings.
+static ly_result_t
+s_object_fields (scrub_t *self, const msgpack_object *value, const char *label,
+                 const subfield_t *fields, size_t count)
+{
+    if (!value)
+        return LY_OK;
+    if (value->type != MSGPACK_OBJECT_MAP)
+        return s_refuse (self, "%s must be an object", label);
+    assert (count <= S_DEVICE_FIELDS);
+    const char *names [S_DEVICE_FIELDS];
+    const msgpack_object *values [S_DEVICE_FIELDS];
+    for (size_t i = 0; i < count; i++)
+        names [i] = fields [i].key;
+    s_pick (value, names, count, values);
+    for (size_t i = 0; i < count; i++) {
+        ly_result_t rc = s_string_field (self, values [i], fields [i].label, S_DEVICE_FIELD_MAX,
+                                         fields [i].column);
+        if (rc != LY_OK)
+            return rc;
+    }
+    return LY_OK;
+}
+
+static ly_result_t
+s_consent (scrub_t *self, const msgpack_object *value)
+{
+    static const char *att_values [] = { "authorized", "denied", "not_determined", "restricted" };
+    if (!value)
+        return LY_OK;
+    if (value->type != MSGPACK_OBJECT_MAP)
+        return s_refuse (self, "consent must be an object");
+    static const char *names [] = { "ads", "att" };
+    const msgpack_object *values [2];
+    s_pick (value, names, 2, values);
+    if (values [0]) {
+        if (values [0]->type != MSGPACK_OBJECT_BOOLEAN)
+            return s_refuse (self, "consent.ads must be true or false");
+        s_set (self, COL_CONSENT_ADS, values [0]->via.boolean? "t": "f");
+    }
+    if (values [1]) {
+        for (size_t i = 0; i < 4; i++)
+            if (s_key_is (values [1], att_values [i]))
+                s_set (self, COL_CONSENT_ATT, att_values [i]);
+        if (!self->column [COL_CONSENT_ATT].data)
+            return s_refuse (self, "consent.att must be one of authorized, denied, "
+                             "not_determined, restricted");
+    }
+    return LY_OK;
+}
+
+//  Country and region from the client IP, which goes no further.
+static void
+s_geo (scrub_t *self)
+{
+    const ly_event_ctx_t *ctx = self->ctx;
+    if (!ctx->geoip || !ctx->client_ip || !ctx->client_ip [0])
+        return;
+    if (ly_geoip_lookup (ctx->geoip, ctx->client_ip, self->country, self->region))
+        return;
+    if (strlen (self->country) == 2 && isupper ((unsigned char) self->country [0])
+    &&  isupper ((unsigned char) self->country [1]))
+        s_set (self, COL_GEO_COUNTRY, self->country);
+    if (self->region [0] && s_utf8_valid (self->region, strlen (self->region), true))
+        s_set (self, COL_GEO_REGION, self->region);
+}
+
+//  A User-Agent value for a device column unless the SDK gave one, unknown or unsafe.
+static void
+s_set_derived (scrub_t *self, column_t column, const char *text)
+{
+    size_t len = strlen (text);
+    if (!self->column [column].data && len > 0 && len <= S_DEVICE_FIELD_MAX
+    &&  strcmp (text, "Other") != 0 && s_utf8_valid (text, len, true)) {
+        self->column [column].data = text;
+        self->column [column].len = len;
+    }
+}
+
+//  Device fields from the User-Agent, which goes no further; the SDK's own values win.
+static void
+s_user_agent (scrub_t *self)
+{
+    const ly_event_ctx_t *ctx = self->ctx;
+    if (!ctx->uap || !ctx->user_agent || ctx->user_agent_len == 0)
+        return;
+    if (self->column [COL_DEVICE_OS].data && self->column [COL_DEVICE_OS_VERSION].data
+    &&  self->column [COL_DEVICE_MODEL].data && self->column [COL_DEVICE_BRAND].data)
+        return;                     //  nothing to learn from it
+    ly_uap_result_t *uap = &self->uap;
+    ly_uap_parse (ctx->uap, ctx->user_agent, ctx->user_agent_len, uap);
+    //  Cut every field at its end, whatever the parser left there.
+    uap->os_family [sizeof uap->os_family - 1] = 0;
+    uap->os_major [sizeof uap->os_major - 1] = 0;
+    uap->os_minor [sizeof uap->os_minor - 1] = 0;
+    uap->os_patch [sizeof uap->os_patch - 1] = 0;
+    uap->device_brand [sizeof uap->device_brand - 1] = 0;
+    uap->device_model [sizeof uap->device_model - 1] = 0;
+    s_set_derived (self, COL_DEVICE_OS, uap->os_family);
+    if (uap->os_major [0]) {
+        if (!uap->os_minor [0])
+            snprintf (self->os_version, sizeof self->os_version, "%s", uap->os_major);
+        else
+        if (!uap->os_patch [0])
+            snprintf (self->os_version, sizeof self->os_version, "%s.%s",
+                      uap->os_major, uap->os_minor);
+        else
+            snprintf (self->os_version, sizeof self->os_version, "%s.%s.%s",
+                      uap->os_major, uap->os_minor, uap->os_patch);
+        s_set_derived (self, COL_DEVICE_OS_VERSION, self->os_version);
+    }
+    s_set_derived (self, COL_DEVICE_MODEL, uap->device_model);
+    s_set_derived (self, COL_DEVICE_BRAND, uap->device_brand);
+}
+
+
+//  --------------------------------------------------------------------------------------
+//  The line
+
+//  Bytes of a column in COPY text: \N for NULL; backslash, tab, newline, CR escaped.
+static size_t
+s_copy_len (const text_t *text)
+{
+    if (!text->data)
+        return 2;
+    size_t len = text->len;
+    for (size_t i = 0; i < text->len; i++) {
+        char c = text->data [i];
+        if (c == '\\' || c == '\t' || c == '\n' || c == '\r')
+            len++;
+    }
+    return len;
+}
+
+static char *
+s_copy_put (char *out, const text_t *text)
+{
+    if (!text->data) {
+        memcpy (out, "\\N", 2);
+        return out + 2;
+    }
+    for (size_t i = 0; i < text->len; i++) {
+        char c = text->data [i];
+        switch (c) {
+            case '\\': *out++ = '\\'; *out++ = '\\'; break;
+            case '\t': *out++ = '\\'; *out++ = 't'; break;
+            case '\n': *out++ = '\\'; *out++ = 'n'; break;
+            case '\r': *out++ = '\\'; *out++ = 'r'; break;
+            default:   *out++ = c;
+        }
+    }
+    return out;
+}
+
+static bool
+s_is_uuid (const char *text)
+{
+    if (!text || strlen (text) != 36)
+        return false;
+    for (int i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash? text [i] != '-': !isxdigit ((unsigned char) text [i]))
+            return false;
+    }
+    return true;
+}
+
+static ly_result_t
+s_scrub (scrub_t *self, const msgpack_object *event, ly_event_stats_t *stats)
+{
+    const ly_event_ctx_t *ctx = self->ctx;
+    if (!s_is_uuid (ctx->org_id) || !s_is_uuid (ctx->project_id)) {
+        s_refuse (self, "the event's project context is incomplete");
+        return LY_ERROR;
+    }
+    s_set (self, COL_ORG_ID, ctx->org_id);
+    s_set (self, COL_PROJECT_ID, ctx->project_id);
+    int64_t received = ctx->received_usec > 0? ctx->received_usec: ly_now_usec ();
+    if (s_format_time (received, self->received_at)) {
+        s_refuse (self, "the event's receive time is out of range");
+        return LY_ERROR;
+    }
+    s_set (self, COL_RECEIVED_AT, self->received_at);
+
+    if (!event || event->type != MSGPACK_OBJECT_MAP)
+        return s_refuse (self, "the event must be an object");
+    const msgpack_object *field [F_COUNT];
+    s_pick (event, s_fields, F_COUNT, field);
+    ly_result_t rc = s_event_id (self, field [F_EVENT_ID]);
+    if (rc == LY_OK)
+        rc = s_name (self, field [F_NAME]);
+    if (rc == LY_OK)
+        rc = s_timestamp (self, field [F_TIMESTAMP], received);
+    if (rc == LY_OK)
+        rc = s_user_id (self, field [F_USER_ID]);
+    if (rc == LY_OK)
+        rc = s_email (self, field [F_EMAIL], stats);
+    if (rc == LY_OK)
+        rc = s_phone (self, field [F_PHONE], stats);
+    if (rc == LY_OK)
+        rc = s_properties (self, field [F_PROPERTIES]);
+    if (rc == LY_OK)
+        rc = s_object_fields (self, field [F_DEVICE], "device", s_device_fields, S_DEVICE_FIELDS);
+    if (rc == LY_OK)
+        rc = s_object_fields (self, field [F_APP], "app", s_app_fields, S_APP_FIELDS);
+    if (rc == LY_OK)
+        rc = s_string_field (self, field [F_ATTRIBUTION_TOKEN], "attribution_token",
+                             S_TOKEN_MAX, COL_ATTRIBUTION_TOKEN);
+    if (rc == LY_OK)
+        rc = s_consent (self, field [F_CONSENT]);
+    if (rc == LY_OK) {
+        s_geo (self);
+        s_user_agent (self);
+    }
+    return rc;
+}
+
+ly_result_t
+ly_event_scrub (const msgpack_object *event, const ly_event_ctx_t *ctx,
+                char **line, size_t *line_len, char event_id [129],
+                ly_event_stats_t *stats, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err [0] = 0;
+    event_id [0] = 0;
+    scrub_t *self = (scrub_t *) malloc (sizeof (scrub_t));
+    if (!self) {
+        if (err && errlen)
+            snprintf (err, errlen, "out of memory");
+        return LY_ERROR;
+    }
+    memset (self, 0, offsetof (scrub_t, json_buffer));
+    self->ctx = ctx;
+    self->err = err;
+    self->errlen = errlen;
+
+    ly_result_t rc = s_scrub (self, event, stats);
+    if (rc == LY_OK) {
+        size_t size = COL_COUNT;        //  24 tabs and the newline
+        for (int i = 0; i < COL_COUNT; i++)
+            size += s_copy_len (&self->column [i]);
+        char *grown = (char *) realloc (*line, *line_len + size);
+        if (grown) {
+            *line = grown;
+            char *out = grown + *line_len;
+            for (int i = 0; i < COL_COUNT; i++) {
+                out = s_copy_put (out, &self->column [i]);
+                *out++ = i + 1 < COL_COUNT? '\t': '\n';
+            }
+            assert (out == grown + *line_len + size);
+            *line_len += size;
+            text_t *id = &self->column [COL_EVENT_ID];
+            memcpy (event_id, id->data, id->len);
+            event_id [id->len] = 0;
+        }
+        else {
+            s_refuse (self, "out of memory");
+            rc = LY_ERROR;
+        }
+    }
+    //  Values derived from personal data. A phone hash is as good as the number: its
+    //  digits are few enough to try them all.
+    OPENSSL_cleanse (&self->uap, sizeof self->uap);
+    OPENSSL_cleanse (self->os_version, sizeof self->os_version);
+    OPENSSL_cleanse (self->phone_sha256, sizeof self->phone_sha256);
+    OPENSSL_cleanse (self->phone_e164_sha256, sizeof self->phone_e164_sha256);
+    OPENSSL_cleanse (self->email_sha256, sizeof self->email_sha256);
+    free (self);
+    return rc;
+}

@@ -1,0 +1,260 @@
+/*  ly_pii.c: email and phone normalization and SHA-256 hex, per Meta's Conversions API
+    customer-information rules (and TikTok's E.164 phone hash). Every buffer that held a
+    normalized value is wiped before returning: only the hashes leave this file. */
+#include "ly_pii.h"
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+static EVP_MD *s_sha256_fetched = NULL;     //  fetched once, kept for the process
+static const EVP_MD *s_sha256 = NULL;       //  what we digest with
+static pthread_once_t s_sha256_once = PTHREAD_ONCE_INIT;
+
+static void
+s_sha256_init (void)
+{
+    //  An explicit fetch avoids OpenSSL's implicit fetch on every digest call.
+    s_sha256_fetched = EVP_MD_fetch (NULL, "SHA256", NULL);
+    s_sha256 = s_sha256_fetched? s_sha256_fetched: EVP_sha256 ();
+}
+
+void
+ly_pii_sha256_hex (const void *data, size_t size, char hex [65])
+{
+    static const char digits [] = "0123456789abcdef";
+    pthread_once (&s_sha256_once, s_sha256_init);
+    uint8_t digest [EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    if (EVP_Digest (data, size, digest, &digest_len, s_sha256, NULL) != 1 || digest_len != 32) {
+        //  Only an OpenSSL without SHA-256 gets here; say so rather than hash nothing.
+        fprintf (stderr, "ly_pii: E: could not compute SHA-256\n");
+        abort ();
+    }
+    for (int i = 0; i < 32; i++) {
+        hex [2 * i] = digits [digest [i] >> 4];
+        hex [2 * i + 1] = digits [digest [i] & 15];
+    }
+    hex [64] = 0;
+}
+
+static bool
+s_is_space (char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+//  Narrows [*text, *text + *len) to its content without surrounding white space.
+static void
+s_trim (const char **text, size_t *len)
+{
+    while (*len && s_is_space (**text)) {
+        (*text)++;
+        (*len)--;
+    }
+    while (*len && s_is_space ((*text) [*len - 1]))
+        (*len)--;
+}
+
+//  True when text is exactly 64 hex digits: a value hashed already.
+static bool
+s_is_sha256_hex (const char *text, size_t len)
+{
+    if (len != 64)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isxdigit ((unsigned char) text [i]))
+            return false;
+    return true;
+}
+
+static void
+s_hex_lower (const char *text, char hex [65])
+{
+    for (size_t i = 0; i < 64; i++)
+        hex [i] = (char) tolower ((unsigned char) text [i]);
+    hex [64] = 0;
+}
+
+int
+ly_pii_email_normalize (const char *email, size_t len, char out [LY_PII_EMAIL_MAX + 1])
+{
+    out [0] = 0;
+    if (!email)
+        return -1;
+    s_trim (&email, &len);
+    if (len == 0 || len > LY_PII_EMAIL_MAX)
+        return -1;
+    size_t at = SIZE_MAX;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) email [i];
+        if (c <= ' ' || c == 0x7f)
+            goto invalid;               //  white space or control character inside
+        if (c == '@') {
+            if (at != SIZE_MAX)
+                goto invalid;           //  a second '@'
+            at = i;
+        }
+        out [i] = (char) (c >= 'A' && c <= 'Z'? c + ('a' - 'A'): c);
+    }
+    out [len] = 0;
+    if (at == SIZE_MAX || at == 0)
+        goto invalid;                   //  no '@', or an empty local part
+    //  The domain: at least two labels, none empty ("a@b.c", not "a@b", "a@.b", "a@b..c").
+    const char *domain = out + at + 1;
+    size_t domain_len = len - at - 1;
+    size_t labels = 0, label_len = 0;
+    for (size_t i = 0; i <= domain_len; i++) {
+        if (i == domain_len || domain [i] == '.') {
+            if (label_len == 0)
+                goto invalid;
+            labels++;
+            label_len = 0;
+        }
+        else
+            label_len++;
+    }
+    if (labels < 2)
+        goto invalid;
+    return 0;
+
+invalid:
+    OPENSSL_cleanse (out, LY_PII_EMAIL_MAX + 1);
+    out [0] = 0;
+    return -1;
+}
+
+//  The project's calling code, when it is one ("1".."999", no leading zero); else NULL.
+static const char *
+s_calling_code (const char *default_cc)
+{
+    if (!default_cc)
+        return NULL;
+    size_t len = strlen (default_cc);
+    if (len < 1 || len > 3 || default_cc [0] == '0')
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        if (default_cc [i] < '0' || default_cc [i] > '9')
+            return NULL;
+    return default_cc;
+}
+
+int
+ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
+                        char digits [LY_PII_PHONE_MAX + 1])
+{
+    digits [0] = 0;
+    if (!phone)
+        return -1;
+    s_trim (&phone, &len);
+    char found [24];                    //  the digits as written
+    size_t count = 0;
+    bool international = false;
+    size_t i = 0;
+    if (len && phone [0] == '+') {
+        international = true;
+        i++;
+    }
+    int rc = -1;
+    for (; i < len; i++) {
+        char c = phone [i];
+        if (c >= '0' && c <= '9') {
+            if (count == sizeof found)
+                goto done;              //  far too long to be a phone number
+            found [count++] = c;
+        }
+        else
+        if (c == '(' && count > 0 && i + 2 < len && phone [i + 1] == '0' && phone [i + 2] == ')')
+            i += 2;                     //  "+44 (0) 20 ...": the trunk zero, not dialled
+        else
+        if (!strchr (" \t-()./", c) || c == 0)
+            goto done;                  //  letters, a second '+', anything else
+    }
+    size_t start = 0;
+    if (!international && count >= 2 && found [0] == '0' && found [1] == '0') {
+        international = true;           //  "00" international prefix
+        start = 2;
+    }
+    size_t size = 0;
+    if (international) {
+        if (start == count || found [start] == '0')
+            goto done;                  //  no country code starts with 0
+        size = count - start;
+        if (size > LY_PII_PHONE_MAX)
+            goto done;
+        memcpy (digits, found + start, size);
+    }
+    else
+    if (count > 0 && (found [0] == '0' || count <= 10)) {
+        //  A national number: it needs the project's calling code.
+        const char *cc = s_calling_code (default_cc);
+        if (!cc)
+            goto done;
+        while (start < count && found [start] == '0')
+            start++;
+        size_t cc_len = strlen (cc);
+        if (start == count || cc_len + count - start > LY_PII_PHONE_MAX)
+            goto done;
+        memcpy (digits, cc, cc_len);
+        memcpy (digits + cc_len, found + start, count - start);
+        size = cc_len + count - start;
+    }
+    else {
+        if (count > LY_PII_PHONE_MAX)
+            goto done;
+        memcpy (digits, found, count);
+        size = count;
+    }
+    digits [size] = 0;
+    if (size >= 7 && size <= LY_PII_PHONE_MAX)
+        rc = 0;
+
+done:
+    OPENSSL_cleanse (found, sizeof found);
+    if (rc) {
+        OPENSSL_cleanse (digits, LY_PII_PHONE_MAX + 1);
+        digits [0] = 0;
+    }
+    return rc;
+}
+
+int
+ly_pii_email_sha256 (const char *email, size_t len, char sha256 [65])
+{
+    sha256 [0] = 0;
+    if (!email)
+        return -1;
+    s_trim (&email, &len);
+    if (s_is_sha256_hex (email, len)) {
+        s_hex_lower (email, sha256);
+        return 0;
+    }
+    char normalized [LY_PII_EMAIL_MAX + 1];
+    if (ly_pii_email_normalize (email, len, normalized))
+        return -1;
+    ly_pii_sha256_hex (normalized, strlen (normalized), sha256);
+    OPENSSL_cleanse (normalized, sizeof normalized);
+    return 0;
+}
+
+int
+ly_pii_phone_sha256 (const char *phone, size_t len, const char *default_cc,
+                     char sha256 [65], char e164_sha256 [65])
+{
+    sha256 [0] = 0;
+    e164_sha256 [0] = 0;
+    if (!phone)
+        return -1;
+    s_trim (&phone, &len);
+    if (s_is_sha256_hex (phone, len)) {
+        s_hex_lower (phone, sha256);
+        return 0;
+    }
+    char e164 [LY_PII_PHONE_MAX + 2];   //  '+' digits NUL
+    e164 [0] = '+';
+    if (ly_pii_phone_normalize (phone, len, default_cc, e164 + 1))
+        return -1;
+    size_t size = strlen (e164);
+    ly_pii_sha256_hex (e164 + 1, size - 1, sha256);
+    ly_pii_sha256_hex (e164, size, e164_sha256);
+    OPENSSL_cleanse (e164, sizeof e164);
+    return 0;
+}

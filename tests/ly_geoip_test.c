@@ -1,0 +1,168 @@
+/*  ly_geoip_test.c: self-test of ly_geoip against a small .mmdb built at run time by
+    tests/data/make_test_mmdb.pl (Perl MaxMind::DB::Writer): IPv4, IPv6, IPv4-mapped
+    IPv6, unknown and invalid addresses, records without country or subdivision, codes
+    that are no ISO codes, and a missing database. */
+#include "ly_prelude.h"
+#include "ly_geoip.h"
+
+static int s_failures = 0;
+
+//  Runs "perl tests/data/make_test_mmdb.pl out"; the script is found through
+//  LY_SOURCE_DIR (set by ctest), next to this source file, or relative to the working
+//  directory. 0 / -1.
+static int
+s_make_mmdb (const char *out)
+{
+    char script [PATH_MAX] = "";
+    const char *source_dir = getenv ("LY_SOURCE_DIR");
+    if (source_dir && *source_dir)
+        snprintf (script, sizeof script, "%s/tests/data/make_test_mmdb.pl", source_dir);
+    if (!script [0] || access (script, R_OK)) {
+        //  __FILE__ is absolute in a CMake build: .../tests/ly_geoip_test.c
+        const char *slash = strrchr (__FILE__, '/');
+        if (slash)
+            snprintf (script, sizeof script, "%.*s/data/make_test_mmdb.pl",
+                      (int) (slash - __FILE__), __FILE__);
+    }
+    const char *relative [] = { ".", "..", "../..", NULL };
+    for (int i = 0; relative [i] && (!script [0] || access (script, R_OK)); i++)
+        snprintf (script, sizeof script, "%s/tests/data/make_test_mmdb.pl", relative [i]);
+    if (access (script, R_OK))
+        script [0] = 0;
+    if (!script [0]) {
+        printf ("make_test_mmdb.pl not found (set LY_SOURCE_DIR)\n");
+        return -1;
+    }
+    pid_t pid = fork ();
+    if (pid == -1)
+        return -1;
+    if (pid == 0) {
+        execlp ("perl", "perl", script, out, (char *) NULL);
+        _exit (127);
+    }
+    int status = 0;
+    while (waitpid (pid, &status, 0) == -1 && errno == EINTR)
+        ;
+    if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
+        printf ("perl %s %s failed (status %d)\n", script, out, status);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+s_check (ly_geoip_t *geoip, const char *ip, int rc_wanted, const char *country_wanted,
+         const char *region_wanted)
+{
+    char country [3] = "?", region [16] = "?";
+    int rc = ly_geoip_lookup (geoip, ip, country, region);
+    if (rc != rc_wanted || strcmp (country, country_wanted) || strcmp (region, region_wanted)) {
+        printf ("lookup \"%s\": %d \"%s\" \"%s\", wanted %d \"%s\" \"%s\"\n", ip? ip: "(null)",
+                rc, country, region, rc_wanted, country_wanted, region_wanted);
+        s_failures++;
+    }
+}
+
+int
+main (void)
+{
+    char dir [] = "/tmp/ly_geoip_test.XXXXXX";
+    if (!mkdtemp (dir)) {
+        printf ("could not create a temporary directory: %s\n", strerror (errno));
+        return 1;
+    }
+    char path [PATH_MAX];
+    snprintf (path, sizeof path, "%s/test.mmdb", dir);
+    if (s_make_mmdb (path)) {
+        rmdir (dir);
+        return 1;
+    }
+
+    char err [512] = "";
+    ly_geoip_t *geoip = ly_geoip_new (path, err, sizeof err);
+    if (!geoip) {
+        printf ("ly_geoip_new: %s\n", err);
+        return 1;
+    }
+    //  IPv4
+    s_check (geoip, "81.2.69.160", 0, "GB", "ENG");
+    s_check (geoip, "81.2.69.0", 0, "GB", "ENG");
+    s_check (geoip, "81.2.69.255", 0, "GB", "ENG");
+    s_check (geoip, "175.16.199.1", 0, "CN", "22");
+    //  IPv6
+    s_check (geoip, "2001:db8::1", 0, "DE", "BE");
+    s_check (geoip, "2001:DB8:FFFF:1::abcd", 0, "DE", "BE");
+    //  IPv4-mapped IPv6, as a dual-stack socket reports IPv4 clients; 6to4 too.
+    s_check (geoip, "::ffff:81.2.69.160", 0, "GB", "ENG");
+    s_check (geoip, "::FFFF:175.16.199.200", 0, "CN", "22");
+    s_check (geoip, "::ffff:5102:45a0", 0, "GB", "ENG");          //  81.2.69.160 in hex
+    s_check (geoip, "2002:5102:4500::1", 0, "GB", "ENG");         //  6to4 of 81.2.69.0/24
+    //  Found, but no subdivision; no country at all; codes that are no ISO codes.
+    s_check (geoip, "89.160.20.112", 0, "SE", "");
+    s_check (geoip, "192.0.2.1", 0, "", "");
+    s_check (geoip, "198.51.100.7", 0, "", "");
+    //  Not in the database.
+    s_check (geoip, "81.2.70.1", -1, "", "");
+    s_check (geoip, "8.8.8.8", -1, "", "");
+    s_check (geoip, "2001:db9::1", -1, "", "");
+    s_check (geoip, "::ffff:8.8.8.8", -1, "", "");
+    s_check (geoip, "::1", -1, "", "");
+    //  Not an address (and no name is resolved).
+    s_check (geoip, "", -1, "", "");
+    s_check (geoip, NULL, -1, "", "");
+    s_check (geoip, "not an ip", -1, "", "");
+    s_check (geoip, "81.2.69", -1, "", "");
+    s_check (geoip, "81.2.69.1000", -1, "", "");
+    s_check (geoip, "localhost", -1, "", "");
+    s_check (geoip, "81.2.69.160:443", -1, "", "");
+    s_check (geoip, "[2001:db8::1]", -1, "", "");
+    s_check (NULL, "81.2.69.160", -1, "", "");
+    ly_geoip_destroy (&geoip);
+    ly_geoip_destroy (&geoip);                  //  NULL is fine
+    if (geoip) {
+        printf ("ly_geoip_destroy did not clear the pointer\n");
+        s_failures++;
+    }
+
+    //  A missing file and a file that is no database: NULL, with the reason.
+    char missing [PATH_MAX];
+    snprintf (missing, sizeof missing, "%s/missing.mmdb", dir);
+    err [0] = 0;
+    geoip = ly_geoip_new (missing, err, sizeof err);
+    if (geoip || !strstr (err, "missing.mmdb")) {
+        printf ("missing database: %p, err \"%s\"\n", (void *) geoip, err);
+        s_failures++;
+        ly_geoip_destroy (&geoip);
+    }
+    char bogus [PATH_MAX];
+    snprintf (bogus, sizeof bogus, "%s/bogus.mmdb", dir);
+    FILE *file = fopen (bogus, "w");
+    if (file) {
+        fputs ("this is not a MaxMind database\n", file);
+        fclose (file);
+    }
+    err [0] = 0;
+    geoip = ly_geoip_new (bogus, err, sizeof err);
+    if (geoip || !strstr (err, "bogus.mmdb")) {
+        printf ("bogus database: %p, err \"%s\"\n", (void *) geoip, err);
+        s_failures++;
+        ly_geoip_destroy (&geoip);
+    }
+    err [0] = 0;
+    geoip = ly_geoip_new (NULL, err, sizeof err);
+    if (geoip || !err [0]) {
+        printf ("NULL path: %p, err \"%s\"\n", (void *) geoip, err);
+        s_failures++;
+        ly_geoip_destroy (&geoip);
+    }
+
+    unlink (bogus);
+    unlink (path);
+    rmdir (dir);
+    if (s_failures) {
+        printf ("ly_geoip_test: %d failures\n", s_failures);
+        return 1;
+    }
+    printf ("ly_geoip_test: OK\n");
+    return 0;
+}

@@ -4,8 +4,10 @@
 #include "ly_log.h"
 #include "ly_gateway.h"
 #include "ly_store.h"
+#include "ly_api.h"
+#include "ly_ingest.h"
 
-const char *ly_actor_names [] = { "store", "gateway", NULL };
+const char *ly_actor_names [] = { "store", "api", "ingest", "gateway", NULL };
 
 zactor_fn *
 ly_actor_fn (const char *name)
@@ -14,6 +16,10 @@ ly_actor_fn (const char *name)
         return ly_store_actor;
     if (streq (name, "gateway"))
         return ly_gateway_actor;
+    if (streq (name, "api"))
+        return ly_api_actor;
+    if (streq (name, "ingest"))
+        return ly_ingest_actor;
     return NULL;
 }
 

@@ -8,8 +8,13 @@
 
 static const ly_endpoint_t s_endpoints [] = {
     /* name     binder   bind type   connectors  connect type  hwm   purpose */
-    { "store",  "store", ZMQ_ROUTER, "gateway",  ZMQ_DEALER,   10000,
-      "requests to the store: readiness probes (PING)" },
+    { "ingest", "gateway", ZMQ_PUSH, "ingest",  ZMQ_PULL,     1000,
+      "SDK requests to scrub (EVENTS_SUBMIT); PUSH spreads them over the ingest actors" },
+    { "store",  "store", ZMQ_ROUTER, "gateway,ingest", ZMQ_DEALER, 10000,
+      "rows to write (EVENTS_STORE from ingest), readiness probes (PING from the "
+      "gateway); acknowledgements (EVENTS_ACK) go back to the gateway named in reply_to" },
+    { "api",    "api",   ZMQ_ROUTER, "gateway",  ZMQ_DEALER,   10000,
+      "SDK key lookups (KEY_LOOKUP) and, later, partner API requests" },
 };
 #define S_ENDPOINTS (sizeof (s_endpoints) / sizeof (s_endpoints [0]))
 
@@ -89,12 +94,31 @@ ly_topology_address (const char *name)
 zsock_t *
 ly_topology_open (const char *actor, const char *name)
 {
+    return ly_topology_open_as (actor, name, NULL);
+}
+
+zsock_t *
+ly_topology_open_as (const char *actor, const char *name, const char *routing_id)
+{
     const ly_endpoint_t *endpoint = ly_topology_lookup (name);
     assert (endpoint);
     bool binder = streq (endpoint->binder, actor);
     zsock_t *sock = zsock_new (binder? endpoint->bind_type: endpoint->connect_type);
     if (!sock)
         return NULL;
+    if (routing_id)
+        zsock_set_identity (sock, routing_id);
+    if (ly_topology_attach (actor, name, sock))
+        zsock_destroy (&sock);
+    return sock;
+}
+
+int
+ly_topology_attach (const char *actor, const char *name, zsock_t *sock)
+{
+    const ly_endpoint_t *endpoint = ly_topology_lookup (name);
+    assert (endpoint);
+    bool binder = streq (endpoint->binder, actor);
     zsock_set_sndhwm (sock, endpoint->hwm);
     zsock_set_rcvhwm (sock, endpoint->hwm);
     zsock_set_linger (sock, 0);
@@ -114,11 +138,9 @@ ly_topology_open (const char *actor, const char *name)
     }
     else
         rc = zsock_connect (sock, "%s", address);
-    if (rc == -1) {
+    if (rc == -1)
         ly_error (actor, "could not %s endpoint \"%s\" at \"%s\": %s",
                   binder? "bind": "connect", name, address, zmq_strerror (zmq_errno ()));
-        zsock_destroy (&sock);
-    }
     zstr_free (&address);
-    return sock;
+    return rc == -1? -1: 0;
 }

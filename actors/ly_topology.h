@@ -28,6 +28,12 @@ char *ly_topology_address (const char *name);
 /*  Opens the socket an actor uses on an endpoint: binds when the actor is the binder,
     connects otherwise; NULL on failure (logged). Caller owns. */
 zsock_t *ly_topology_open (const char *actor, const char *name);
+/*  The same, with a routing id set before connecting (a DEALER that must be
+    answerable by name through a ROUTER). */
+zsock_t *ly_topology_open_as (const char *actor, const char *name, const char *routing_id);
+/*  Binds or connects a socket the caller made (of the table's type for this actor),
+    e.g. after starting a monitor on it. 0 / -1 (logged). */
+int ly_topology_attach (const char *actor, const char *name, zsock_t *sock);
 /*  Drops every override; for tests. */
 void ly_topology_reset (void);
 

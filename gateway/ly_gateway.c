@@ -5,7 +5,14 @@
     loop sends the frame, and when the reply (or the deadline) comes, writes the answer
     into the request and resumes the connection; libmicrohttpd then calls the handler
     again, which queues the response. A request belongs to its connection and is freed
-    by the completion callback; the loop holds it only while it is suspended. */
+    by the completion callback; the loop holds it only while it is suspended.
+
+    POST /l/events: the HTTP thread reads the body (1 MiB at most), checks its type,
+    inflates and parses it and packs the events (ly_sdkbody), and hashes the SDK key.
+    The loop resolves the key through the api actor (answers cached), pushes
+    EVENTS_SUBMIT to an ingest actor and waits for the store's EVENTS_ACK, which comes
+    only after COMMIT: then 202. Every wait is bounded; a full queue, a database that
+    is down or a deadline that passes answers 503 with Retry-After. */
 #include "ly_gateway.h"
 #include "ly_actor.h"
 #include "ly_config.h"
@@ -15,36 +22,60 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <sys/eventfd.h>
+#include <arpa/inet.h>
+#include "ly_crypto.h"
+#include "ly_sdkbody.h"
 
 #define S_ACTOR "gateway"
 #define S_READYZ_TIMEOUT_MSEC 1000
+#define S_EVENTS_TIMEOUT_MSEC 10000     /* key lookup + scrub + commit */
 #define S_THREADS 2
 #define S_CONNECTION_LIMIT 1000
+#define S_MAX_IN_FLIGHT 20000           /* requests waiting for actors */
+#define S_KEY_TTL_MSEC 30000            /* a found SDK key is trusted this long */
+#define S_UNKNOWN_KEY_TTL_MSEC 5000     /* an unknown one is refused this long */
+#define S_KEY_CACHE_MAX 100000
+#define S_MAX_PROXIES 16
 
 typedef struct _s_request_t s_request_t;
 typedef struct _s_shared_t s_shared_t;
 
-typedef enum { S_LOCAL, S_ACTOR_CALL } s_route_kind_t;
+typedef enum { S_HEALTHZ, S_READYZ, S_METRICS, S_EVENTS } s_route_id_t;
 
 typedef struct {
     const char *method;         /* HTTP method */
     const char *path;           /* exact path */
-    const char *name;           /* metrics label */
-    s_route_kind_t kind;        /* answered here or by an actor */
-    void (*local) (s_request_t *request);   /* for S_LOCAL */
+    s_route_id_t id;            /* which handler */
+    bool local;                 /* answered on the HTTP thread */
 } s_route_t;
+
+static const s_route_t s_routes [] = {
+    { "GET",  "/healthz",  S_HEALTHZ, true },
+    { "GET",  "/readyz",   S_READYZ,  false },
+    { "GET",  "/metrics",  S_METRICS, true },
+    { "POST", "/l/events", S_EVENTS,  false },
+};
+#define S_ROUTES (sizeof (s_routes) / sizeof (s_routes [0]))
 
 struct _s_request_t {
     uint64_t id;                    /* request id, also sent in frames */
     struct MHD_Connection *conn;    /* borrowed from libmicrohttpd */
     const s_route_t *route;         /* matched route, NULL: not found */
     bool method_ok;                 /* the path matched with this method */
-    int64_t started_usec;           /* for the latency histogram */
-    int64_t deadline;               /* monotonic msec, while suspended */
+    int64_t started_usec;           /* receive time, epoch usec */
+    int64_t deadline;               /* monotonic msec, while with the loop */
     unsigned status;                /* answer status, 0 until answered */
     char *body;                     /* answer body (JSON), owned */
     int retry_after;                /* seconds, 0: no Retry-After */
-    s_request_t *next;              /* link in the hand-off queue or pending list */
+    char *upload;                   /* request body, owned */
+    size_t upload_size;
+    bool too_large;                 /* the body passed the limit */
+    char key_hash [65];             /* SHA-256 hex of the SDK key */
+    ly_sdkbody_t events;            /* parsed events, owned */
+    char client_ip [INET6_ADDRSTRLEN];  /* raw personal data: only until submitted */
+    char *user_agent;               /* raw personal data, owned: only until submitted */
+    s_request_t *prev, *next;       /* hand-off queue, or deadline list in the loop */
+    int probes;                     /* readiness: PONGs still awaited */
 };
 
 struct _s_shared_t {
@@ -52,28 +83,42 @@ struct _s_shared_t {
     s_request_t *head, *tail;       /* suspended requests for the actor loop */
     int wake_fd;                    /* eventfd: the queue is not empty */
     uint64_t next_id;               /* request id sequence */
+    char *proxies [S_MAX_PROXIES];  /* trusted proxy addresses, normalized, owned */
+    size_t proxy_count;
 };
 
 typedef struct {
+    s_request_t *head, *tail;       /* requests in deadline order */
+} s_fifo_t;
+
+typedef struct {
+    int64_t expires;                /* monotonic msec */
+    bool found;                     /* a live key; else unknown */
+    char org_id [40];
+    char project_id [40];
+    char country_code [8];
+} s_key_t;
+
+typedef struct {
     zsock_t *pipe;                  /* actor pipe, borrowed */
-    zsock_t *store;                 /* DEALER to the store, owned */
+    zsock_t *store;                 /* DEALER to the store (PING out, ACKs in), owned */
+    zsock_t *api;                   /* DEALER to the api actor, owned */
+    zsock_t *ingest;                /* PUSH to the ingest actors, owned */
+    zactor_t *ingest_monitor;       /* zmonitor on ingest: counts connected actors, owned */
+    int ingest_peers;               /* ingest actors connected now */
+    char routing_id [64];           /* our name on the store's ROUTER */
     ly_tap_t *tap;                  /* debug publisher, owned */
     struct MHD_Daemon *daemon;      /* HTTP server, owned */
     s_shared_t shared;              /* state shared with HTTP threads */
-    s_request_t *pending;           /* requests waiting for an actor, borrowed */
+    zhashx_t *pending;              /* request id -> request (borrowed) */
+    s_fifo_t readyz_fifo;           /* readiness probes by deadline */
+    s_fifo_t events_fifo;           /* event requests by deadline */
+    zhashx_t *keys;                 /* key hash -> s_key_t, owned */
+    zhashx_t *lookups;              /* key hash -> zlistx of request ids (char *), owned */
+    ly_metric_t *in_flight;         /* gauge: requests with the loop */
+    ly_metric_t *overloaded;        /* 503s for a full pipeline */
     bool verbose;                   /* log every request */
 } self_t;
-
-static void s_readyz (s_request_t *request);
-static void s_healthz (s_request_t *request);
-static void s_metrics (s_request_t *request);
-
-static const s_route_t s_routes [] = {
-    { "GET", "/healthz", "/healthz", S_LOCAL, s_healthz },
-    { "GET", "/readyz",  "/readyz",  S_ACTOR_CALL, s_readyz },
-    { "GET", "/metrics", "/metrics", S_LOCAL, s_metrics },
-};
-#define S_ROUTES (sizeof (s_routes) / sizeof (s_routes [0]))
 
 //  Sets the answer; takes over body (may be NULL: empty).
 static void
@@ -94,34 +139,16 @@ s_answer_error (s_request_t *request, unsigned status, const char *code, const c
 }
 
 static void
-s_healthz (s_request_t *request)
+s_answer_unavailable (s_request_t *request, const char *code, const char *message, int seconds)
 {
-    s_answer (request, MHD_HTTP_OK, strdup ("{\"status\":\"ok\"}"));
-}
-
-static void
-s_metrics (s_request_t *request)
-{
-    char *text = ly_metrics_render ();
-    if (text)
-        s_answer (request, MHD_HTTP_OK, text);
-    else
-        s_answer_error (request, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
-}
-
-//  Only reached when the store did not answer in time: see s_handle_store.
-static void
-s_readyz (s_request_t *request)
-{
-    s_answer_error (request, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",
-                    "the store did not answer the readiness probe in time");
-    request->retry_after = 1;
+    s_answer_error (request, MHD_HTTP_SERVICE_UNAVAILABLE, code, message);
+    request->retry_after = seconds;
 }
 
 static const char *
 s_content_type (const s_request_t *request)
 {
-    if (request->route && request->route->local == s_metrics && request->status == MHD_HTTP_OK)
+    if (request->route && request->route->id == S_METRICS && request->status == MHD_HTTP_OK)
         return "text/plain; version=0.0.4; charset=utf-8";
     return "application/json";
 }
@@ -136,7 +163,7 @@ s_queue_answer (s_request_t *request)
         return MHD_NO;
     MHD_add_response_header (response, MHD_HTTP_HEADER_CONTENT_TYPE, s_content_type (request));
     char id [32];
-    snprintf (id, sizeof id, "%" PRIu64, request->id);
+    snprintf (id, sizeof id, "%" PRIx64, request->id);
     MHD_add_response_header (response, "X-Request-Id", id);
     if (request->retry_after > 0) {
         char seconds [16];
@@ -147,12 +174,11 @@ s_queue_answer (s_request_t *request)
     MHD_destroy_response (response);
 
     char labels [128];
-    snprintf (labels, sizeof labels, "route=\"%s\",code=\"%u\"",
-              request->route? request->route->name: "other", request->status);
+    const char *route = request->route? request->route->path: "other";
+    snprintf (labels, sizeof labels, "route=\"%s\",code=\"%u\"", route, request->status);
     ly_metric_add (ly_counter ("layers_http_requests_total",
                                "HTTP requests answered, by route and status", labels), 1);
-    snprintf (labels, sizeof labels, "route=\"%s\"",
-              request->route? request->route->name: "other");
+    snprintf (labels, sizeof labels, "route=\"%s\"", route);
     ly_metric_observe (ly_histogram ("layers_http_request_duration_seconds",
                                      "Time from request to response", labels),
                        (double) (ly_now_usec () - request->started_usec) / 1e6);
@@ -174,6 +200,138 @@ s_hand_off (s_shared_t *shared, s_request_t *request)
     uint64_t one = 1;
     if (write (shared->wake_fd, &one, sizeof one) != sizeof one)
         ly_error (S_ACTOR, "could not wake the gateway loop: %s", strerror (errno));
+}
+
+static bool
+s_trusted_proxy (s_shared_t *shared, const char *address)
+{
+    for (size_t i = 0; i < shared->proxy_count; i++)
+        if (streq (shared->proxies [i], address))
+            return true;
+    return false;
+}
+
+//  Writes address in its canonical text form into out; false when it is not an IP.
+static bool
+s_canonical_ip (const char *text, size_t len, char out [INET6_ADDRSTRLEN])
+{
+    char copy [INET6_ADDRSTRLEN + 8];
+    while (len && (*text == ' ' || *text == '\t')) {
+        text++;
+        len--;
+    }
+    while (len && (text [len - 1] == ' ' || text [len - 1] == '\t'))
+        len--;
+    if (len == 0 || len >= sizeof copy)
+        return false;
+    memcpy (copy, text, len);
+    copy [len] = 0;
+    unsigned char bytes [16];
+    if (inet_pton (AF_INET, copy, bytes) == 1)
+        return inet_ntop (AF_INET, bytes, out, INET6_ADDRSTRLEN) != NULL;
+    if (inet_pton (AF_INET6, copy, bytes) == 1)
+        return inet_ntop (AF_INET6, bytes, out, INET6_ADDRSTRLEN) != NULL;
+    return false;
+}
+
+//  The client's IP: the peer, or, when the peer is a trusted proxy, the right-most
+//  address in X-Forwarded-For that is not one.
+static void
+s_client_ip (s_shared_t *shared, struct MHD_Connection *conn, char out [INET6_ADDRSTRLEN])
+{
+    out [0] = 0;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!info || !info->client_addr)
+        return;
+    const struct sockaddr *peer = info->client_addr;
+    if (peer->sa_family == AF_INET)
+        inet_ntop (AF_INET, &((const struct sockaddr_in *) peer)->sin_addr, out, INET6_ADDRSTRLEN);
+    else
+    if (peer->sa_family == AF_INET6)
+        inet_ntop (AF_INET6, &((const struct sockaddr_in6 *) peer)->sin6_addr, out, INET6_ADDRSTRLEN);
+    if (!shared->proxy_count || !s_trusted_proxy (shared, out))
+        return;
+    const char *forwarded = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "X-Forwarded-For");
+    if (!forwarded)
+        return;
+    const char *end = forwarded + strlen (forwarded);
+    while (end > forwarded) {
+        const char *start = end;
+        while (start > forwarded && start [-1] != ',')
+            start--;
+        char candidate [INET6_ADDRSTRLEN];
+        if (!s_canonical_ip (start, (size_t) (end - start), candidate))
+            return;                 //  garbage: keep the last address we trust
+        memcpy (out, candidate, INET6_ADDRSTRLEN);
+        if (!s_trusted_proxy (shared, candidate))
+            return;
+        end = start > forwarded? start - 1: start;
+    }
+}
+
+//  Prepares an /l/events request on the HTTP thread: auth header, body. Returns false
+//  when the request was answered here.
+static bool
+s_prepare_events (s_shared_t *shared, s_request_t *request)
+{
+    struct MHD_Connection *conn = request->conn;
+    if (request->too_large) {
+        s_answer_error (request, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
+                        "the body exceeds 1048576 bytes");
+        return false;
+    }
+    const char *authorization = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
+                                                             MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *key = NULL;
+    if (authorization && strncasecmp (authorization, "Bearer ", 7) == 0) {
+        key = authorization + 7;
+        while (*key == ' ')
+            key++;
+    }
+    if (!key || !*key) {
+        s_answer_error (request, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+                        "an SDK key is required: Authorization: Bearer <sdk key>");
+        return false;
+    }
+    if (strlen (key) > 256) {
+        s_answer_error (request, MHD_HTTP_UNAUTHORIZED, "unauthorized", "unknown SDK key");
+        return false;
+    }
+    ly_sha256_hex (key, strlen (key), request->key_hash);
+
+    ly_sdkbody_error_t error;
+    const char *content_type = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
+                                                            MHD_HTTP_HEADER_CONTENT_TYPE);
+    const char *encoding = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
+                                                        MHD_HTTP_HEADER_CONTENT_ENCODING);
+    if (ly_sdkbody_parse (content_type, encoding, request->upload? request->upload: "",
+                          request->upload_size, &request->events, &error)) {
+        s_answer_error (request, error.status, error.code, error.message);
+        return false;
+    }
+    free (request->upload);
+    request->upload = NULL;
+    s_client_ip (shared, conn, request->client_ip);
+    const char *user_agent = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
+                                                          MHD_HTTP_HEADER_USER_AGENT);
+    if (user_agent)
+        request->user_agent = strdup (user_agent);
+    return true;
+}
+
+static void
+s_answer_local (s_request_t *request)
+{
+    if (request->route->id == S_HEALTHZ)
+        s_answer (request, MHD_HTTP_OK, strdup ("{\"status\":\"ok\"}"));
+    else {
+        char *text = ly_metrics_render ();
+        if (text)
+            s_answer (request, MHD_HTTP_OK, text);
+        else
+            s_answer_error (request, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+    }
 }
 
 static enum MHD_Result
@@ -201,13 +359,35 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
                     break;
                 }
             }
+        const char *length = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
+                                                          MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (length && strtoull (length, NULL, 10) > LY_SDKBODY_MAX_BYTES)
+            request->too_large = true;
         *req_cls = request;
         return MHD_YES;     //  answer once the whole request is in: keeps keep-alive
     }
     if (request->status)                //  answered, possibly after a resume
         return s_queue_answer (request);
     if (*upload_data_size) {
-        *upload_data_size = 0;          //  no route takes a body yet: discard it
+        //  Keep the body of routes that take one, up to the limit; discard the rest.
+        if (request->method_ok && request->route->id == S_EVENTS && !request->too_large) {
+            if (request->upload_size + *upload_data_size > LY_SDKBODY_MAX_BYTES) {
+                request->too_large = true;
+                free (request->upload);
+                request->upload = NULL;
+                request->upload_size = 0;
+            }
+            else {
+                char *bigger = (char *) realloc (request->upload,
+                                                 request->upload_size + *upload_data_size);
+                if (!bigger)
+                    return MHD_NO;
+                memcpy (bigger + request->upload_size, upload_data, *upload_data_size);
+                request->upload = bigger;
+                request->upload_size += *upload_data_size;
+            }
+        }
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (!request->route) {
@@ -219,10 +399,12 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
                         "this route does not accept that method");
         return s_queue_answer (request);
     }
-    if (request->route->kind == S_LOCAL) {
-        request->route->local (request);
+    if (request->route->local) {
+        s_answer_local (request);
         return s_queue_answer (request);
     }
+    if (request->route->id == S_EVENTS && !s_prepare_events (shared, request))
+        return s_queue_answer (request);
     MHD_suspend_connection (conn);
     s_hand_off (shared, request);
     return MHD_YES;
@@ -235,6 +417,9 @@ s_request_completed (void *cls, struct MHD_Connection *conn, void **req_cls,
     s_request_t *request = (s_request_t *) *req_cls;
     if (request) {
         free (request->body);
+        free (request->upload);
+        free (request->user_agent);
+        ly_sdkbody_free (&request->events);
         free (request);
         *req_cls = NULL;
     }
@@ -287,12 +472,254 @@ s_start_http (self_t *self)
     return daemon;
 }
 
-//  Resumes a suspended request; the loop must not touch it afterwards.
+//  --------------------------------------------------------------------------
+//  The loop's bookkeeping: pending requests by id, and by deadline
+
+static s_fifo_t *
+s_fifo_of (self_t *self, s_request_t *request)
+{
+    return request->route->id == S_READYZ? &self->readyz_fifo: &self->events_fifo;
+}
+
 static void
-s_resume (s_request_t *request)
+s_track (self_t *self, s_request_t *request)
+{
+    s_fifo_t *fifo = s_fifo_of (self, request);
+    request->deadline = ly_mono_msec () + (request->route->id == S_READYZ
+                                           ? S_READYZ_TIMEOUT_MSEC: S_EVENTS_TIMEOUT_MSEC);
+    request->prev = fifo->tail;
+    request->next = NULL;
+    if (fifo->tail)
+        fifo->tail->next = request;
+    else
+        fifo->head = request;
+    fifo->tail = request;
+    zhashx_insert (self->pending, &request->id, request);
+    ly_metric_set (self->in_flight, (double) zhashx_size (self->pending));
+}
+
+//  Forgets a tracked request and resumes its connection with the answer it holds.
+//  The loop must not touch it afterwards.
+static void
+s_finish (self_t *self, s_request_t *request)
+{
+    s_fifo_t *fifo = s_fifo_of (self, request);
+    if (request->prev)
+        request->prev->next = request->next;
+    else
+        fifo->head = request->next;
+    if (request->next)
+        request->next->prev = request->prev;
+    else
+        fifo->tail = request->prev;
+    zhashx_delete (self->pending, &request->id);
+    MHD_resume_connection (request->conn);
+}
+
+//  Answers a request that was never tracked.
+static void
+s_finish_untracked (s_request_t *request)
 {
     MHD_resume_connection (request->conn);
 }
+
+static void
+s_expire_fifo (self_t *self, s_fifo_t *fifo, int64_t now, long *next)
+{
+    while (fifo->head && fifo->head->deadline <= now) {
+        s_request_t *request = fifo->head;
+        if (request->route->id == S_READYZ)
+            s_answer_unavailable (request, "not_ready",
+                                  "the store did not answer the readiness probe in time", 1);
+        else
+            s_answer_unavailable (request, "timeout",
+                                  "the events were not confirmed in time; retry later", 2);
+        s_finish (self, request);
+    }
+    if (fifo->head) {
+        long wait = (long) (fifo->head->deadline - now);
+        if (*next < 0 || wait < *next)
+            *next = wait;
+    }
+}
+
+//  Answers requests whose deadline passed; returns msec to the next deadline, or -1.
+static long
+s_expire (self_t *self)
+{
+    int64_t now = ly_mono_msec ();
+    long next = -1;
+    s_expire_fifo (self, &self->readyz_fifo, now, &next);
+    s_expire_fifo (self, &self->events_fifo, now, &next);
+    ly_metric_set (self->in_flight, (double) zhashx_size (self->pending));
+    return next;
+}
+
+//  --------------------------------------------------------------------------
+//  The events path
+
+//  Sends a request's events to an ingest actor.
+static void
+s_submit (self_t *self, s_request_t *request, const s_key_t *key)
+{
+    ly_msg_t *submit = ly_msg_new (LY_MSG_EVENTS_SUBMIT);
+    ly_msg_set_uint (submit, LY_EVENTS_SUBMIT_REQUEST_ID, request->id);
+    ly_msg_set_bin (submit, LY_EVENTS_SUBMIT_REPLY_TO, self->routing_id, strlen (self->routing_id));
+    ly_msg_set_str (submit, LY_EVENTS_SUBMIT_ORG_ID, key->org_id);
+    ly_msg_set_str (submit, LY_EVENTS_SUBMIT_PROJECT_ID, key->project_id);
+    if (key->country_code [0])
+        ly_msg_set_str (submit, LY_EVENTS_SUBMIT_DEFAULT_COUNTRY_CODE, key->country_code);
+    ly_msg_set_int (submit, LY_EVENTS_SUBMIT_RECEIVED_AT, request->started_usec);
+    if (request->client_ip [0])
+        ly_msg_set_str (submit, LY_EVENTS_SUBMIT_CLIENT_IP, request->client_ip);
+    if (request->user_agent)
+        ly_msg_set_str (submit, LY_EVENTS_SUBMIT_USER_AGENT, request->user_agent);
+    ly_msg_set_obj (submit, LY_EVENTS_SUBMIT_EVENTS, request->events.events, request->events.events_size);
+    ly_msg_set_obj (submit, LY_EVENTS_SUBMIT_REJECTED, request->events.rejected, request->events.rejected_size);
+    //  The raw values go with the frame; the gateway keeps no copy.
+    explicit_bzero (request->client_ip, sizeof request->client_ip);
+    if (request->user_agent) {
+        explicit_bzero (request->user_agent, strlen (request->user_agent));
+        free (request->user_agent);
+        request->user_agent = NULL;
+    }
+    ly_sdkbody_free (&request->events);
+    if (ly_send (self->ingest, self->tap, NULL, &submit)) {
+        ly_metric_add (self->overloaded, 1);
+        s_answer_unavailable (request, "overloaded",
+                              "the ingest pipeline is full; retry later", 1);
+        s_finish (self, request);
+    }
+}
+
+static void
+s_key_answer (self_t *self, s_request_t *request, const s_key_t *key)
+{
+    if (key->found)
+        s_submit (self, request, key);
+    else {
+        s_answer_error (request, MHD_HTTP_UNAUTHORIZED, "unauthorized", "unknown SDK key");
+        s_finish (self, request);
+    }
+}
+
+//  Resolves the request's SDK key from the cache, or asks the api actor.
+static void
+s_events_begin (self_t *self, s_request_t *request)
+{
+    s_key_t *key = (s_key_t *) zhashx_lookup (self->keys, request->key_hash);
+    if (key && key->expires > ly_mono_msec ()) {
+        s_key_answer (self, request, key);
+        return;
+    }
+    zlistx_t *waiting = (zlistx_t *) zhashx_lookup (self->lookups, request->key_hash);
+    if (!waiting) {
+        ly_msg_t *lookup = ly_msg_new (LY_MSG_KEY_LOOKUP);
+        ly_msg_set_uint (lookup, LY_KEY_LOOKUP_REQUEST_ID, request->id);
+        ly_msg_set_str (lookup, LY_KEY_LOOKUP_KEY_SHA256, request->key_hash);
+        if (ly_send (self->api, self->tap, NULL, &lookup)) {
+            s_answer_unavailable (request, "overloaded", "the key lookup queue is full", 1);
+            s_finish (self, request);
+            return;
+        }
+        waiting = zlistx_new ();
+        zlistx_set_destructor (waiting, (zlistx_destructor_fn *) zstr_free);
+        zhashx_insert (self->lookups, request->key_hash, waiting);
+    }
+    zlistx_add_end (waiting, zsys_sprintf ("%" PRIu64, request->id));
+}
+
+static void
+s_handle_key_info (self_t *self, ly_msg_t *msg)
+{
+    const char *hash = ly_msg_str (msg, LY_KEY_INFO_KEY_SHA256);
+    const char *status = ly_msg_str (msg, LY_KEY_INFO_STATUS);
+    zlistx_t *waiting = hash? (zlistx_t *) zhashx_lookup (self->lookups, hash): NULL;
+    if (!waiting || !status)
+        return;
+    s_key_t key = { 0 };
+    bool unavailable = !streq (status, "found") && !streq (status, "unknown");
+    if (streq (status, "found")) {
+        const char *org = ly_msg_str (msg, LY_KEY_INFO_ORG_ID);
+        const char *project = ly_msg_str (msg, LY_KEY_INFO_PROJECT_ID);
+        const char *country = ly_msg_str (msg, LY_KEY_INFO_DEFAULT_COUNTRY_CODE);
+        if (!org || !project || strlen (org) >= sizeof key.org_id
+        ||  strlen (project) >= sizeof key.project_id)
+            unavailable = true;
+        else {
+            key.found = true;
+            snprintf (key.org_id, sizeof key.org_id, "%s", org);
+            snprintf (key.project_id, sizeof key.project_id, "%s", project);
+            snprintf (key.country_code, sizeof key.country_code, "%s", country? country: "");
+        }
+    }
+    if (!unavailable) {
+        key.expires = ly_mono_msec () + (key.found? S_KEY_TTL_MSEC: S_UNKNOWN_KEY_TTL_MSEC);
+        if (zhashx_size (self->keys) >= S_KEY_CACHE_MAX)
+            zhashx_purge (self->keys);
+        s_key_t *entry = (s_key_t *) malloc (sizeof (s_key_t));
+        *entry = key;
+        zhashx_update (self->keys, hash, entry);
+    }
+    for (char *id = (char *) zlistx_first (waiting); id; id = (char *) zlistx_next (waiting)) {
+        uint64_t request_id = strtoull (id, NULL, 10);
+        s_request_t *request = (s_request_t *) zhashx_lookup (self->pending, &request_id);
+        if (!request)
+            continue;           //  its deadline passed meanwhile
+        if (unavailable) {
+            s_answer_unavailable (request, "unavailable",
+                                  "the SDK key could not be checked; retry later", 2);
+            s_finish (self, request);
+        }
+        else
+            s_key_answer (self, request, &key);
+    }
+    zhashx_delete (self->lookups, hash);
+}
+
+//  Turns the store's acknowledgement into the HTTP answer.
+static void
+s_handle_ack (self_t *self, ly_msg_t *msg)
+{
+    uint64_t request_id = ly_msg_uint (msg, LY_EVENTS_ACK_REQUEST_ID);
+    s_request_t *request = (s_request_t *) zhashx_lookup (self->pending, &request_id);
+    if (!request)
+        return;                 //  answered 503 at its deadline already
+    const char *status = ly_msg_str (msg, LY_EVENTS_ACK_STATUS);
+    if (status && streq (status, "ok")) {
+        json_t *rejected = json_array ();
+        const msgpack_object *list = ly_msg_obj (msg, LY_EVENTS_ACK_REJECTED);
+        if (list && list->type == MSGPACK_OBJECT_ARRAY)
+            for (uint32_t i = 0; i < list->via.array.size; i++) {
+                const msgpack_object *item = &list->via.array.ptr [i];
+                if (item->type != MSGPACK_OBJECT_ARRAY || item->via.array.size != 2
+                ||  item->via.array.ptr [0].type != MSGPACK_OBJECT_POSITIVE_INTEGER
+                ||  item->via.array.ptr [1].type != MSGPACK_OBJECT_STR)
+                    continue;
+                json_array_append_new (rejected, json_pack ("{s:I, s:s%}",
+                    "index", (json_int_t) item->via.array.ptr [0].via.u64,
+                    "error", item->via.array.ptr [1].via.str.ptr,
+                    (size_t) item->via.array.ptr [1].via.str.size));
+            }
+        json_t *body = json_pack ("{s:I, s:I, s:o}",
+            "accepted", (json_int_t) ly_msg_uint (msg, LY_EVENTS_ACK_ACCEPTED),
+            "duplicates", (json_int_t) ly_msg_uint (msg, LY_EVENTS_ACK_DUPLICATES),
+            "rejected", rejected);
+        s_answer (request, MHD_HTTP_ACCEPTED, json_dumps (body, JSON_COMPACT));
+        json_decref (body);
+    }
+    else
+    if (status && streq (status, "error"))
+        s_answer_error (request, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
+                        "the events could not be stored");
+    else
+        s_answer_unavailable (request, "unavailable",
+                              "the database is unavailable; retry later", 2);
+    s_finish (self, request);
+}
+
+//  --------------------------------------------------------------------------
+//  The actor
 
 static void
 s_self_destroy (self_t **self_p)
@@ -306,25 +733,64 @@ s_self_destroy (self_t **self_p)
         s_request_t *queued = self->shared.head;
         self->shared.head = self->shared.tail = NULL;
         pthread_mutex_unlock (&self->shared.lock);
-        s_request_t *lists [2] = { self->pending, queued };
+        while (queued) {
+            s_request_t *request = queued;
+            queued = request->next;
+            s_answer_unavailable (request, "shutting_down", "the server is shutting down", 1);
+            s_finish_untracked (request);
+        }
+        s_fifo_t *fifos [2] = { &self->readyz_fifo, &self->events_fifo };
         for (int i = 0; i < 2; i++)
-            while (lists [i]) {
-                s_request_t *request = lists [i];
-                lists [i] = request->next;
-                s_answer_error (request, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
-                                "the server is shutting down");
-                request->retry_after = 1;
-                s_resume (request);
+            while (fifos [i]->head) {
+                s_request_t *request = fifos [i]->head;
+                s_answer_unavailable (request, "shutting_down", "the server is shutting down", 1);
+                s_finish (self, request);
             }
         MHD_stop_daemon (self->daemon);
     }
+    zhashx_destroy (&self->pending);
+    zhashx_destroy (&self->keys);
+    zhashx_destroy (&self->lookups);
     zsock_destroy (&self->store);
+    zsock_destroy (&self->api);
+    zactor_destroy (&self->ingest_monitor);
+    zsock_destroy (&self->ingest);
     ly_tap_destroy (&self->tap);
     if (self->shared.wake_fd >= 0)
         close (self->shared.wake_fd);
+    for (size_t i = 0; i < self->shared.proxy_count; i++)
+        free (self->shared.proxies [i]);
     pthread_mutex_destroy (&self->shared.lock);
     free (self);
     *self_p = NULL;
+}
+
+static size_t
+s_id_hash (const void *key)
+{
+    uint64_t id = *(const uint64_t *) key;
+    return (size_t) (id ^ (id >> 29));
+}
+
+static int
+s_id_compare (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    return x < y? -1: x > y;
+}
+
+static void
+s_load_proxies (s_shared_t *shared)
+{
+    const char *list = ly_config.trusted_proxies;
+    while (list && *list && shared->proxy_count < S_MAX_PROXIES) {
+        const char *comma = strchr (list, ',');
+        size_t len = comma? (size_t) (comma - list): strlen (list);
+        char address [INET6_ADDRSTRLEN];
+        if (s_canonical_ip (list, len, address))
+            shared->proxies [shared->proxy_count++] = strdup (address);
+        list = comma? comma + 1: NULL;
+    }
 }
 
 static self_t *
@@ -335,15 +801,100 @@ s_self_new (zsock_t *pipe)
     pthread_mutex_init (&self->shared.lock, NULL);
     self->shared.wake_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->shared.next_id = (uint64_t) ly_now_usec () << 8;     //  unique across restarts
-    self->store = ly_topology_open (S_ACTOR, "store");
+    s_load_proxies (&self->shared);
+    snprintf (self->routing_id, sizeof self->routing_id, "gateway.%d.%" PRIx64,
+              (int) getpid (), (uint64_t) ly_now_usec ());
+    self->pending = zhashx_new ();
+    zhashx_set_key_hasher (self->pending, s_id_hash);
+    zhashx_set_key_comparator (self->pending, s_id_compare);
+    zhashx_set_key_duplicator (self->pending, NULL);
+    zhashx_set_key_destructor (self->pending, NULL);
+    self->keys = zhashx_new ();
+    zhashx_set_destructor (self->keys, (zhashx_destructor_fn *) zstr_free);
+    self->lookups = zhashx_new ();
+    zhashx_set_destructor (self->lookups, (zhashx_destructor_fn *) zlistx_destroy);
+    self->in_flight = ly_gauge ("layers_gateway_in_flight", "Requests waiting for actors", NULL);
+    self->overloaded = ly_counter ("layers_gateway_overloaded_total",
+                                   "Requests refused with 503 because a queue was full", NULL);
+    self->store = ly_topology_open_as (S_ACTOR, "store", self->routing_id);
+    self->api = ly_topology_open (S_ACTOR, "api");
+    //  Watch the ingest socket before it binds, so no connection goes uncounted.
+    self->ingest = zsock_new (ZMQ_PUSH);
+    if (self->ingest) {
+        self->ingest_monitor = zactor_new (zmonitor, self->ingest);
+        zstr_sendx (self->ingest_monitor, "LISTEN", "ACCEPTED", "DISCONNECTED", NULL);
+        zstr_sendx (self->ingest_monitor, "START", NULL);
+        zsock_wait (self->ingest_monitor);
+        if (ly_topology_attach (S_ACTOR, "ingest", self->ingest))
+            zsock_destroy (&self->ingest);
+    }
     self->tap = ly_tap_new (S_ACTOR);
-    if (self->shared.wake_fd < 0 || !self->store || !self->tap
+    if (self->shared.wake_fd < 0 || !self->store || !self->api || !self->ingest || !self->tap
     || !(self->daemon = s_start_http (self)))
         s_self_destroy (&self);
     return self;
 }
 
-//  Takes the requests HTTP threads handed off and sends their frames.
+//  Readiness: the store and the api actor answer with a working database, and at
+//  least one ingest actor is connected.
+static void
+s_readyz_begin (self_t *self, s_request_t *request)
+{
+    if (self->ingest_peers <= 0) {
+        s_answer_unavailable (request, "not_ready", "no ingest actor is connected", 1);
+        s_finish (self, request);
+        return;
+    }
+    zsock_t *targets [] = { self->store, self->api };
+    request->probes = 2;
+    for (int i = 0; i < 2; i++) {
+        ly_msg_t *ping = ly_msg_new (LY_MSG_PING);
+        ly_msg_set_uint (ping, LY_PING_REQUEST_ID, request->id);
+        ly_msg_set_str (ping, LY_PING_SENDER, S_ACTOR);
+        if (ly_send (targets [i], self->tap, NULL, &ping)) {
+            s_answer_unavailable (request, "not_ready", "an actor queue is full", 1);
+            s_finish (self, request);
+            return;
+        }
+    }
+}
+
+static void
+s_handle_pong (self_t *self, ly_msg_t *msg)
+{
+    uint64_t request_id = ly_msg_uint (msg, LY_PONG_REQUEST_ID);
+    s_request_t *request = (s_request_t *) zhashx_lookup (self->pending, &request_id);
+    if (!request || request->route->id != S_READYZ)
+        return;
+    if (!ly_msg_bool (msg, LY_PONG_DB_OK)) {
+        char reason [128];
+        snprintf (reason, sizeof reason, "the %s actor cannot reach the database",
+                  ly_msg_str (msg, LY_PONG_SENDER)? ly_msg_str (msg, LY_PONG_SENDER): "");
+        s_answer_unavailable (request, "not_ready", reason, 1);
+        s_finish (self, request);
+    }
+    else
+    if (--request->probes == 0) {
+        s_answer (request, MHD_HTTP_OK, strdup ("{\"status\":\"ready\"}"));
+        s_finish (self, request);
+    }
+}
+
+static void
+s_handle_monitor (self_t *self)
+{
+    zmsg_t *event = zmsg_recv (self->ingest_monitor);
+    char *name = event? zmsg_popstr (event): NULL;
+    if (name && streq (name, "ACCEPTED"))
+        self->ingest_peers++;
+    else
+    if (name && streq (name, "DISCONNECTED") && self->ingest_peers > 0)
+        self->ingest_peers--;
+    zstr_free (&name);
+    zmsg_destroy (&event);
+}
+
+//  Takes the requests HTTP threads handed off.
 static void
 s_handle_wake (self_t *self)
 {
@@ -356,35 +907,20 @@ s_handle_wake (self_t *self)
     pthread_mutex_unlock (&self->shared.lock);
     while (request) {
         s_request_t *next = request->next;
-        ly_msg_t *ping = ly_msg_new (LY_MSG_PING);
-        ly_msg_set_uint (ping, LY_PING_REQUEST_ID, request->id);
-        ly_msg_set_str (ping, LY_PING_SENDER, S_ACTOR);
-        if (ly_send (self->store, self->tap, NULL, &ping)) {
-            s_answer_error (request, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded",
-                            "the store queue is full");
-            request->retry_after = 1;
-            s_resume (request);
+        if (zhashx_size (self->pending) >= S_MAX_IN_FLIGHT) {
+            ly_metric_add (self->overloaded, 1);
+            s_answer_unavailable (request, "overloaded", "too many requests in flight; retry later", 1);
+            s_finish_untracked (request);
         }
         else {
-            request->deadline = ly_mono_msec () + S_READYZ_TIMEOUT_MSEC;
-            request->next = self->pending;
-            self->pending = request;
+            s_track (self, request);
+            if (request->route->id == S_READYZ)
+                s_readyz_begin (self, request);
+            else
+                s_events_begin (self, request);
         }
         request = next;
     }
-}
-
-//  Unlinks and returns the pending request with this id, or NULL.
-static s_request_t *
-s_take_pending (self_t *self, uint64_t id)
-{
-    for (s_request_t **link = &self->pending; *link; link = &(*link)->next)
-        if ((*link)->id == id) {
-            s_request_t *request = *link;
-            *link = request->next;
-            return request;
-        }
-    return NULL;
 }
 
 static void
@@ -393,45 +929,30 @@ s_handle_store (self_t *self)
     ly_msg_t *msg = ly_recv (self->store, self->tap, S_ACTOR, NULL);
     if (!msg)
         return;
-    if (ly_msg_type (msg) == LY_MSG_PONG) {
-        s_request_t *request = s_take_pending (self, ly_msg_uint (msg, LY_PONG_REQUEST_ID));
-        if (request) {
-            if (ly_msg_bool (msg, LY_PONG_DB_OK))
-                s_answer (request, MHD_HTTP_OK, strdup ("{\"status\":\"ready\"}"));
-            else {
-                s_answer_error (request, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",
-                                "the database is unreachable");
-                request->retry_after = 1;
-            }
-            s_resume (request);
-        }
-    }
+    if (ly_msg_type (msg) == LY_MSG_EVENTS_ACK)
+        s_handle_ack (self, msg);
+    else
+    if (ly_msg_type (msg) == LY_MSG_PONG)
+        s_handle_pong (self, msg);
     else
         ly_warning (S_ACTOR, "unexpected %s from the store", ly_msg_type_name (ly_msg_type (msg)));
     ly_msg_destroy (&msg);
 }
 
-//  Answers requests whose deadline passed; returns msec to the next deadline, or -1.
-static long
-s_expire (self_t *self)
+static void
+s_handle_api (self_t *self)
 {
-    int64_t now = ly_mono_msec ();
-    long next = -1;
-    for (s_request_t **link = &self->pending; *link; ) {
-        s_request_t *request = *link;
-        if (request->deadline <= now) {
-            *link = request->next;
-            request->route->local (request);
-            s_resume (request);
-        }
-        else {
-            long wait = (long) (request->deadline - now);
-            if (next < 0 || wait < next)
-                next = wait;
-            link = &request->next;
-        }
-    }
-    return next;
+    ly_msg_t *msg = ly_recv (self->api, self->tap, S_ACTOR, NULL);
+    if (!msg)
+        return;
+    if (ly_msg_type (msg) == LY_MSG_KEY_INFO)
+        s_handle_key_info (self, msg);
+    else
+    if (ly_msg_type (msg) == LY_MSG_PONG)
+        s_handle_pong (self, msg);
+    else
+        ly_warning (S_ACTOR, "unexpected %s from the api actor", ly_msg_type_name (ly_msg_type (msg)));
+    ly_msg_destroy (&msg);
 }
 
 void
@@ -446,11 +967,13 @@ ly_gateway_actor (zsock_t *pipe, void *args)
         zmq_pollitem_t items [] = {
             { zsock_resolve (pipe), 0, ZMQ_POLLIN, 0 },
             { zsock_resolve (self->store), 0, ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->api), 0, ZMQ_POLLIN, 0 },
             { zsock_resolve (ly_tap_socket (self->tap)), 0, ZMQ_POLLIN, 0 },
             { NULL, self->shared.wake_fd, ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->ingest_monitor), 0, ZMQ_POLLIN, 0 },
         };
         long timeout = s_expire (self);
-        if (zmq_poll (items, 4, timeout) == -1) {
+        if (zmq_poll (items, 6, timeout) == -1) {
             if (errno == EINTR)
                 continue;
             break;
@@ -461,9 +984,13 @@ ly_gateway_actor (zsock_t *pipe, void *args)
         if (items [1].revents & ZMQ_POLLIN)
             s_handle_store (self);
         if (items [2].revents & ZMQ_POLLIN)
-            ly_tap_handle (self->tap);
+            s_handle_api (self);
         if (items [3].revents & ZMQ_POLLIN)
+            ly_tap_handle (self->tap);
+        if (items [4].revents & ZMQ_POLLIN)
             s_handle_wake (self);
+        if (items [5].revents & ZMQ_POLLIN)
+            s_handle_monitor (self);
     }
     s_self_destroy (&self);
 }

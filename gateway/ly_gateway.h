@@ -1,7 +1,7 @@
 /*  ly_gateway.h: the gateway actor, Layers' HTTP/1.1 face (libmicrohttpd). It holds no
     database connection: requests that need another actor are suspended, handed to the
     actor's loop, and resumed when the answer comes back or their deadline passes.
-    Routes today: GET /healthz, GET /readyz, GET /metrics. */
+    Routes: POST /l/events (SDK ingest), GET /healthz, GET /readyz, GET /metrics. */
 #ifndef LY_GATEWAY_H
 #define LY_GATEWAY_H
 

@@ -162,3 +162,36 @@ class Layersd:
 
     def __exit__(self, *exc):
         self.cleanup()
+
+
+def db_connect(server, dbname="layers", user="postgres"):
+    """An admin psycopg2 session to the server's embedded PostgreSQL."""
+    import psycopg2
+    conn = psycopg2.connect(host=os.path.join(server.data_dir, "pg", "run"),
+                            dbname=dbname, user=user)
+    conn.autocommit = True
+    return conn
+
+
+def make_mmdb(path):
+    """Builds the test geo-IP database (tests/data/make_test_mmdb.pl)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "make_test_mmdb.pl")
+    subprocess.run(["perl", script, path], check=True, timeout=120)
+    return path
+
+
+def post_events(server, body, key=None, headers=None, timeout=15):
+    """POSTs to /l/events; body is bytes or JSON-able. Returns (status, headers, parsed)."""
+    if not isinstance(body, (bytes, bytearray)):
+        body = json.dumps(body).encode()
+    h = {"Content-Type": "application/json"}
+    if key is not None:
+        h["Authorization"] = "Bearer " + key
+    h.update(headers or {})
+    status, hdrs, raw = http("POST", server.base + "/l/events", body=body, headers=h,
+                             timeout=timeout)
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw
+    return status, hdrs, parsed

@@ -64,7 +64,7 @@ def test_demo_credentials(server):
 
 
 def test_killed_actor_is_restarted(server):
-    for role in ("gateway", "store"):
+    for role in ("gateway", "store", "api", "ingest"):
         before = server.actors()
         assert role in before, before
         os.kill(before[role], signal.SIGKILL)

@@ -33,9 +33,10 @@ s_usage (FILE *out)
 "\n"
 "Options:\n"
 "  --only ROLE          run one actor in this process (scale-out); ROLE is one of:\n"
-"                       store, gateway\n"
+"                       store, api, ingest, gateway\n"
 "  --connect NAME=ADDR  use ADDR (tcp://HOST:PORT or ipc://PATH) for endpoint NAME;\n"
-"                       repeatable; endpoints: store\n"
+"                       repeatable; endpoints: ingest, store, api\n"
+"  --ingest N           supervise N ingest actors (default 1)\n"
 "  --threads            run every actor as a thread of this one process\n"
 "  --help               show this help and exit\n"
 "  --version            show the version and exit\n"
@@ -123,6 +124,7 @@ main (int argc, char *argv [])
 {
     const char *only = NULL;
     bool threads = false;
+    long ingest_count = 1;
     char err [1024];
 
     zsys_handler_set (NULL);        //  signals are ours, taken with sigwait
@@ -149,6 +151,15 @@ main (int argc, char *argv [])
         if (streq (argv [i], "--connect") && i + 1 < argc) {
             if (ly_topology_override (argv [++i], err, sizeof err)) {
                 fprintf (stderr, "layersd: %s\n", err);
+                return 2;
+            }
+        }
+        else
+        if (streq (argv [i], "--ingest") && i + 1 < argc) {
+            char *end = NULL;
+            ingest_count = strtol (argv [++i], &end, 10);
+            if (*end || ingest_count < 1 || ingest_count > 16) {
+                fprintf (stderr, "layersd: --ingest takes a number from 1 to 16\n");
                 return 2;
             }
         }
@@ -237,7 +248,8 @@ main (int argc, char *argv [])
         exe [len] = 0;
         ly_supervisor_t *supervisor = ly_supervisor_new (exe);
         for (int i = 0; ly_actor_names [i]; i++)
-            ly_supervisor_add (supervisor, ly_actor_names [i]);
+            for (long copy = 0; copy < (streq (ly_actor_names [i], "ingest")? ingest_count: 1); copy++)
+                ly_supervisor_add (supervisor, ly_actor_names [i]);
         rc = ly_supervisor_run (supervisor);
         ly_supervisor_destroy (&supervisor);
     }

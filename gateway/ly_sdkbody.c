@@ -1,0 +1,245 @@
+/*  ly_sdkbody.c: the /l/events body (see ly_sdkbody.h). */
+#include "ly_sdkbody.h"
+#include <zlib.h>
+
+static int
+s_fail (ly_sdkbody_error_t *error, unsigned status, const char *code, const char *format, ...)
+{
+    error->status = status;
+    error->code = code;
+    va_list args;
+    va_start (args, format);
+    vsnprintf (error->message, sizeof error->message, format, args);
+    va_end (args);
+    return -1;
+}
+
+//  True when the header value names this media type, parameters allowed.
+static bool
+s_media_type_is (const char *value, const char *type)
+{
+    while (*value == ' ' || *value == '\t')
+        value++;
+    size_t len = strlen (type);
+    if (strncasecmp (value, type, len))
+        return false;
+    char next = value [len];
+    return next == 0 || next == ';' || next == ' ' || next == '\t';
+}
+
+//  Inflates a gzip body into a new buffer of at most LY_SDKBODY_MAX_BYTES.
+static int
+s_inflate (const void *data, size_t size, char **out, size_t *out_size, ly_sdkbody_error_t *error)
+{
+    z_stream zs;
+    memset (&zs, 0, sizeof zs);
+    if (inflateInit2 (&zs, 16 + MAX_WBITS) != Z_OK)
+        return s_fail (error, 500, "internal", "could not start gzip decoding");
+    size_t cap = size * 4 + 1024;
+    if (cap > LY_SDKBODY_MAX_BYTES + 1)
+        cap = LY_SDKBODY_MAX_BYTES + 1;
+    char *buffer = (char *) malloc (cap);
+    zs.next_in = (Bytef *) data;
+    zs.avail_in = (uInt) size;
+    int rc = Z_OK;
+    size_t used = 0;
+    while (rc == Z_OK) {
+        if (used == cap) {
+            if (cap > LY_SDKBODY_MAX_BYTES)
+                break;
+            cap = cap * 2 > LY_SDKBODY_MAX_BYTES + 1? LY_SDKBODY_MAX_BYTES + 1: cap * 2;
+            buffer = (char *) realloc (buffer, cap);
+        }
+        zs.next_out = (Bytef *) buffer + used;
+        zs.avail_out = (uInt) (cap - used);
+        rc = inflate (&zs, Z_NO_FLUSH);
+        used = cap - zs.avail_out;
+    }
+    bool trailing = rc == Z_STREAM_END && zs.avail_in > 0;
+    inflateEnd (&zs);
+    if (used > LY_SDKBODY_MAX_BYTES) {
+        free (buffer);
+        return s_fail (error, 413, "too_large", "the inflated body exceeds %d bytes",
+                       LY_SDKBODY_MAX_BYTES);
+    }
+    if (rc != Z_STREAM_END || trailing) {
+        free (buffer);
+        return s_fail (error, 400, "malformed", "the body is not valid gzip");
+    }
+    *out = buffer;
+    *out_size = used;
+    return 0;
+}
+
+static size_t
+s_depth (json_t *json)
+{
+    size_t deepest = 0;
+    if (json_is_object (json)) {
+        const char *key;
+        json_t *value;
+        json_object_foreach (json, key, value) {
+            size_t depth = s_depth (value);
+            if (depth > deepest)
+                deepest = depth;
+        }
+        return deepest + 1;
+    }
+    if (json_is_array (json)) {
+        size_t index;
+        json_t *value;
+        json_array_foreach (json, index, value) {
+            size_t depth = s_depth (value);
+            if (depth > deepest)
+                deepest = depth;
+        }
+        return deepest + 1;
+    }
+    return 0;
+}
+
+static void
+s_pack_json (msgpack_packer *pk, json_t *json)
+{
+    switch (json_typeof (json)) {
+        case JSON_OBJECT: {
+            msgpack_pack_map (pk, json_object_size (json));
+            const char *key;
+            json_t *value;
+            json_object_foreach (json, key, value) {
+                msgpack_pack_str_with_body (pk, key, strlen (key));
+                s_pack_json (pk, value);
+            }
+            break;
+        }
+        case JSON_ARRAY: {
+            msgpack_pack_array (pk, json_array_size (json));
+            size_t index;
+            json_t *value;
+            json_array_foreach (json, index, value)
+                s_pack_json (pk, value);
+            break;
+        }
+        case JSON_STRING:
+            msgpack_pack_str_with_body (pk, json_string_value (json), json_string_length (json));
+            break;
+        case JSON_INTEGER:
+            msgpack_pack_int64 (pk, json_integer_value (json));
+            break;
+        case JSON_REAL:
+            msgpack_pack_double (pk, json_real_value (json));
+            break;
+        case JSON_TRUE:
+            msgpack_pack_true (pk);
+            break;
+        case JSON_FALSE:
+            msgpack_pack_false (pk);
+            break;
+        default:
+            msgpack_pack_nil (pk);
+    }
+}
+
+int
+ly_sdkbody_parse (const char *content_type, const char *content_encoding,
+                  const void *body, size_t size, ly_sdkbody_t *out,
+                  ly_sdkbody_error_t *error)
+{
+    memset (out, 0, sizeof *out);
+    if (!content_type || !s_media_type_is (content_type, "application/json"))
+        return s_fail (error, 415, "unsupported_media_type",
+                       "Content-Type must be application/json");
+    if (size > LY_SDKBODY_MAX_BYTES)
+        return s_fail (error, 413, "too_large", "the body exceeds %d bytes", LY_SDKBODY_MAX_BYTES);
+    char *inflated = NULL;
+    if (content_encoding && !s_media_type_is (content_encoding, "identity")) {
+        if (!s_media_type_is (content_encoding, "gzip") && !s_media_type_is (content_encoding, "x-gzip"))
+            return s_fail (error, 415, "unsupported_encoding",
+                           "Content-Encoding must be gzip or identity");
+        if (s_inflate (body, size, &inflated, &size, error))
+            return -1;
+        body = inflated;
+    }
+    if (size == 0) {
+        free (inflated);
+        return s_fail (error, 400, "malformed", "the body is empty");
+    }
+    json_error_t json_error;
+    json_t *root = json_loadb ((const char *) body, size, JSON_REJECT_DUPLICATES, &json_error);
+    free (inflated);
+    if (!root)
+        return s_fail (error, 400, "malformed", "the body is not valid JSON: %s at line %d column %d",
+                       json_error.text, json_error.line, json_error.column);
+    json_t *events = root;
+    bool batch = false;
+    if (json_is_object (root) && json_is_array (json_object_get (root, "events"))) {
+        events = json_object_get (root, "events");
+        batch = true;
+    }
+    else
+    if (!json_is_object (root)) {
+        json_decref (root);
+        return s_fail (error, 400, "malformed",
+                       "the body must be one event object or {\"events\": [...]}");
+    }
+    size_t count = batch? json_array_size (events): 1;
+    if (count == 0) {
+        json_decref (root);
+        return s_fail (error, 400, "malformed", "\"events\" is empty");
+    }
+    if (count > LY_SDKBODY_MAX_EVENTS) {
+        json_decref (root);
+        return s_fail (error, 413, "too_many_events", "at most %d events per request, got %zu",
+                       LY_SDKBODY_MAX_EVENTS, count);
+    }
+    msgpack_sbuffer packed, rejected;
+    msgpack_sbuffer_init (&packed);
+    msgpack_sbuffer_init (&rejected);
+    msgpack_packer pk, rk;
+    msgpack_packer_init (&pk, &packed, msgpack_sbuffer_write);
+    msgpack_packer_init (&rk, &rejected, msgpack_sbuffer_write);
+    msgpack_pack_array (&pk, count);
+    size_t rejects = 0;
+    for (size_t i = 0; i < count; i++) {
+        json_t *event = batch? json_array_get (events, i): events;
+        const char *reason = NULL;
+        if (!json_is_object (event))
+            reason = "an event must be a JSON object";
+        else
+        if (s_depth (event) > LY_SDKBODY_MAX_DEPTH)
+            reason = "the event nests too deeply (properties: at most 16 levels)";
+        if (reason) {
+            msgpack_pack_nil (&pk);
+            //  Rejections are few; pack each as [index, reason] and count them.
+            msgpack_pack_array (&rk, 2);
+            msgpack_pack_uint64 (&rk, i);
+            msgpack_pack_str_with_body (&rk, reason, strlen (reason));
+            rejects++;
+        }
+        else
+            s_pack_json (&pk, event);
+    }
+    json_decref (root);
+    //  Put the array header in front of the rejections.
+    msgpack_sbuffer header;
+    msgpack_sbuffer_init (&header);
+    msgpack_packer hk;
+    msgpack_packer_init (&hk, &header, msgpack_sbuffer_write);
+    msgpack_pack_array (&hk, rejects);
+    msgpack_sbuffer_write (&header, rejected.data, rejected.size);
+    msgpack_sbuffer_destroy (&rejected);
+    out->events_size = packed.size;
+    out->events = msgpack_sbuffer_release (&packed);
+    out->rejected_size = header.size;
+    out->rejected = msgpack_sbuffer_release (&header);
+    out->count = count;
+    return 0;
+}
+
+void
+ly_sdkbody_free (ly_sdkbody_t *body)
+{
+    free (body->events);
+    free (body->rejected);
+    memset (body, 0, sizeof *body);
+}

@@ -1,0 +1,185 @@
+/*  ly_api.c: the api actor (see ly_api.h). Database sessions are opened on demand and
+    re-opened at most once a second after a failure; while the database is down, lookups
+    answer "unavailable" so the gateway can say 503 rather than 401. */
+#include "ly_api.h"
+#include "ly_actor.h"
+#include "ly_db.h"
+#include "ly_log.h"
+#include "ly_topology.h"
+
+#define S_ACTOR "api"
+#define S_RECONNECT_MSEC 1000
+
+typedef struct {
+    zsock_t *pipe;          /* actor pipe, borrowed */
+    zsock_t *router;        /* "api" endpoint, owned */
+    ly_tap_t *tap;          /* debug publisher, owned */
+    PGconn *auth;           /* session as layers_auth, owned; NULL while down */
+    int64_t next_connect;   /* monotonic msec before which we do not retry */
+    bool verbose;           /* log every request */
+} self_t;
+
+static void
+s_self_destroy (self_t **self_p)
+{
+    self_t *self = *self_p;
+    if (self) {
+        zsock_destroy (&self->router);
+        ly_tap_destroy (&self->tap);
+        if (self->auth)
+            PQfinish (self->auth);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+static self_t *
+s_self_new (zsock_t *pipe)
+{
+    self_t *self = (self_t *) zmalloc (sizeof (self_t));
+    self->pipe = pipe;
+    self->router = ly_topology_open (S_ACTOR, "api");
+    self->tap = ly_tap_new (S_ACTOR);
+    if (!self->router || !self->tap)
+        s_self_destroy (&self);
+    return self;
+}
+
+//  The layers_auth session, (re)connected when allowed; NULL while the database is down.
+static PGconn *
+s_auth (self_t *self)
+{
+    if (self->auth && PQstatus (self->auth) != CONNECTION_OK) {
+        PQfinish (self->auth);
+        self->auth = NULL;
+    }
+    if (!self->auth && ly_mono_msec () >= self->next_connect) {
+        char err [512];
+        self->auth = ly_db_connect (LY_DB_AUTH, err, sizeof err);
+        if (self->auth) {
+            PGresult *res = PQprepare (self->auth, "key_lookup",
+                "SELECT k.org_id, k.project_id, coalesce (p.default_country_code, '') "
+                "  FROM sdk_keys k JOIN projects p ON p.project_id = k.project_id "
+                " WHERE k.key_sha256 = decode ($1, 'hex') AND k.revoked_at IS NULL", 1, NULL);
+            if (PQresultStatus (res) != PGRES_COMMAND_OK) {
+                ly_error (S_ACTOR, "could not prepare the key lookup: %s", PQresultErrorMessage (res));
+                PQfinish (self->auth);
+                self->auth = NULL;
+            }
+            PQclear (res);
+        }
+        else
+            ly_warning (S_ACTOR, "%s", err);
+        if (!self->auth)
+            self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
+    }
+    return self->auth;
+}
+
+static bool
+s_is_hex64 (const char *text, size_t len)
+{
+    if (len != 64)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isxdigit ((unsigned char) text [i]))
+            return false;
+    return true;
+}
+
+static ly_msg_t *
+s_key_lookup (self_t *self, ly_msg_t *request)
+{
+    const char *hash = ly_msg_str (request, LY_KEY_LOOKUP_KEY_SHA256);
+    ly_msg_t *reply = ly_msg_new (LY_MSG_KEY_INFO);
+    ly_msg_set_uint (reply, LY_KEY_INFO_REQUEST_ID, ly_msg_uint (request, LY_KEY_LOOKUP_REQUEST_ID));
+    ly_msg_set_str (reply, LY_KEY_INFO_KEY_SHA256, hash);
+    if (!hash || !s_is_hex64 (hash, ly_msg_str_len (request, LY_KEY_LOOKUP_KEY_SHA256))) {
+        ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unknown");
+        return reply;
+    }
+    PGconn *db = s_auth (self);
+    if (!db) {
+        ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unavailable");
+        return reply;
+    }
+    const char *params [] = { hash };
+    PGresult *res = PQexecPrepared (db, "key_lookup", 1, params, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+        ly_warning (S_ACTOR, "key lookup failed: %s", PQresultErrorMessage (res));
+        ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unavailable");
+        if (PQstatus (db) != CONNECTION_OK)
+            self->next_connect = 0;         //  reconnect on the next request
+    }
+    else
+    if (PQntuples (res) == 1) {
+        ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "found");
+        ly_msg_set_str (reply, LY_KEY_INFO_ORG_ID, PQgetvalue (res, 0, 0));
+        ly_msg_set_str (reply, LY_KEY_INFO_PROJECT_ID, PQgetvalue (res, 0, 1));
+        ly_msg_set_str (reply, LY_KEY_INFO_DEFAULT_COUNTRY_CODE, PQgetvalue (res, 0, 2));
+    }
+    else
+        ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unknown");
+    PQclear (res);
+    return reply;
+}
+
+static void
+s_handle_request (self_t *self)
+{
+    zframe_t *routing_id = NULL;
+    ly_msg_t *msg = ly_recv (self->router, self->tap, S_ACTOR, &routing_id);
+    if (!msg)
+        return;
+    ly_msg_t *reply = NULL;
+    if (ly_msg_type (msg) == LY_MSG_KEY_LOOKUP)
+        reply = s_key_lookup (self, msg);
+    else
+    if (ly_msg_type (msg) == LY_MSG_PING) {
+        reply = ly_msg_new (LY_MSG_PONG);
+        ly_msg_set_uint (reply, LY_PONG_REQUEST_ID, ly_msg_uint (msg, LY_PING_REQUEST_ID));
+        ly_msg_set_str (reply, LY_PONG_SENDER, S_ACTOR);
+        ly_msg_set_bool (reply, LY_PONG_DB_OK, s_auth (self) != NULL);
+    }
+    else {
+        reply = ly_msg_new (LY_MSG_ERROR);
+        ly_msg_set_uint (reply, LY_ERROR_REQUEST_ID, 0);
+        ly_msg_set_str (reply, LY_ERROR_CODE, "unsupported");
+        ly_msg_set_str (reply, LY_ERROR_MESSAGE, "the api actor does not serve this message type");
+    }
+    if (self->verbose)
+        ly_info (S_ACTOR, "answered %s", ly_msg_type_name (ly_msg_type (msg)));
+    ly_send (self->router, self->tap, routing_id, &reply);
+    zframe_destroy (&routing_id);
+    ly_msg_destroy (&msg);
+}
+
+void
+ly_api_actor (zsock_t *pipe, void *args)
+{
+    self_t *self = s_self_new (pipe);
+    zsock_signal (pipe, self? 0: 1);
+    if (!self)
+        return;
+    s_auth (self);
+    zpoller_t *poller = zpoller_new (pipe, self->router, ly_tap_socket (self->tap), NULL);
+    while (true) {
+        void *which = zpoller_wait (poller, -1);
+        if (!which) {
+            if (zpoller_terminated (poller))
+                break;
+            continue;
+        }
+        if (which == pipe) {
+            if (ly_actor_pipe (pipe, S_ACTOR, &self->verbose, self->auth? "ok": "database down"))
+                break;
+        }
+        else
+        if (which == self->router)
+            s_handle_request (self);
+        else
+            ly_tap_handle (self->tap);
+    }
+    zpoller_destroy (&poller);
+    s_self_destroy (&self);
+}

@@ -1,0 +1,49 @@
+/*  fuzz_sdkbody.c: libFuzzer target for the /l/events body: any bytes, plain and as a
+    gzip claim, must give either an error with a 4xx status or events that decode as
+    one msgpack array of the stated length, nested within the frame limit. */
+#include "ly_prelude.h"
+#include "ly_sdkbody.h"
+#include "ly_msg.h"
+
+static void
+s_check (const void *data, size_t size, const char *encoding)
+{
+    ly_sdkbody_t body;
+    ly_sdkbody_error_t error;
+    if (ly_sdkbody_parse ("application/json; charset=utf-8", encoding, data, size, &body, &error)) {
+        assert (error.status == 400 || error.status == 413 || error.status == 415);
+        assert (error.code && error.message [0]);
+        return;
+    }
+    assert (body.count >= 1 && body.count <= LY_SDKBODY_MAX_EVENTS);
+    msgpack_unpacked unpacked;
+    msgpack_unpacked_init (&unpacked);
+    size_t offset = 0;
+    assert (msgpack_unpack_next (&unpacked, body.events, body.events_size, &offset)
+            == MSGPACK_UNPACK_SUCCESS);
+    assert (offset == body.events_size);
+    assert (unpacked.data.type == MSGPACK_OBJECT_ARRAY);
+    assert (unpacked.data.via.array.size == body.count);
+    msgpack_unpacked_destroy (&unpacked);
+    //  What the gateway sends must pass the codec.
+    ly_msg_t *msg = ly_msg_new (LY_MSG_EVENTS_SUBMIT);
+    ly_msg_set_obj (msg, LY_EVENTS_SUBMIT_EVENTS, body.events, body.events_size);
+    ly_msg_set_obj (msg, LY_EVENTS_SUBMIT_REJECTED, body.rejected, body.rejected_size);
+    void *frame;
+    size_t frame_size;
+    assert (ly_msg_encode (msg, false, &frame, &frame_size) == 0);
+    ly_msg_t *copy = ly_msg_decode (frame, frame_size, NULL, 0);
+    assert (copy);
+    ly_msg_destroy (&copy);
+    free (frame);
+    ly_msg_destroy (&msg);
+    ly_sdkbody_free (&body);
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+    s_check (data, size, NULL);
+    s_check (data, size, "gzip");
+    return 0;
+}

@@ -1,0 +1,125 @@
+"""A 202 means durable: under continuous load, kill -9 of the store, an ingest and the
+gateway (one at a time, repeatedly) and a PostgreSQL outage lose no acknowledged event
+and store none twice; the server recovers by itself."""
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from lyserver import Layersd, db_connect, post_events
+
+
+class Load:
+    """Threads posting small batches; remembers every event id that got a 202."""
+
+    def __init__(self, server, threads=4, batch=5):
+        self.server = server
+        self.batch = batch
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.acked = set()
+        self.statuses = {}
+        self.retry_after_seen = False
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self):
+        key = self.server.credentials()["sdk_key"]
+        while not self.stop.is_set():
+            ids = [str(uuid.uuid4()) for _ in range(self.batch)]
+            try:
+                status, headers, body = post_events(
+                    self.server, {"events": [{"event_id": i, "name": "purchase"} for i in ids]},
+                    key=key, timeout=15)
+            except OSError:
+                status, headers = "error", {}
+            with self.lock:
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                if status == 202:
+                    assert body["accepted"] + body["duplicates"] == self.batch, body
+                    self.acked.update(ids)
+                elif status == 503 and headers.get("Retry-After"):
+                    self.retry_after_seen = True
+            if status != 202:
+                time.sleep(0.05)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    def count(self, status):
+        with self.lock:
+            return self.statuses.get(status, 0)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def check_all_stored_once(server, acked):
+    db = db_connect(server)
+    cur = db.cursor()
+    cur.execute("SELECT event_id, count(*) FROM sdk_events GROUP BY event_id HAVING count(*) > 1")
+    assert cur.fetchall() == [], "events stored twice"
+    cur.execute("CREATE TEMP TABLE acked (event_id text)")
+    cur.executemany("INSERT INTO acked VALUES (%s)", [(i,) for i in acked])
+    cur.execute("SELECT count(*) FROM acked a LEFT JOIN sdk_events e USING (event_id) "
+                "WHERE e.event_id IS NULL")
+    missing = cur.fetchone()[0]
+    db.close()
+    assert missing == 0, f"{missing} acknowledged events are missing"
+
+
+def test_kill_actors_under_load():
+    with Layersd() as server:
+        with Load(server) as load:
+            wait_for(lambda: load.count(202) > 20, 30, "first acknowledgements")
+            for round_ in range(2):
+                for role in ("store", "ingest", "gateway"):
+                    before = server.actors()
+                    acked_before = load.count(202)
+                    os.kill(before[role], signal.SIGKILL)
+                    wait_for(lambda: role in server.actors()
+                             and server.actors()[role] != before[role], 10, f"{role} restart")
+                    wait_for(lambda: load.count(202) > acked_before + 5, 20,
+                             f"acknowledgements after killing {role}")
+        assert len(load.acked) > 100
+        check_all_stored_once(server, load.acked)
+
+
+def pg_ctl(server, *args):
+    data = os.path.join(server.data_dir, "pg", "data")
+    log = os.path.join(server.data_dir, "pg", "log")
+    subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl",
+                    *args, "-D", data, "-l", log, "-w"], check=True, timeout=60,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_postgres_outage_under_load():
+    with Layersd() as server:
+        with Load(server) as load:
+            wait_for(lambda: load.count(202) > 20, 30, "first acknowledgements")
+            pg_ctl(server, "stop", "-m", "fast")
+            down_since = time.monotonic()
+            wait_for(lambda: load.count(503) > 5, 15, "503 while PostgreSQL is down")
+            time.sleep(max(0.0, 10 - (time.monotonic() - down_since)))
+            assert load.retry_after_seen
+            acked_during = load.count(202)
+            pg_ctl(server, "start")
+            wait_for(lambda: load.count(202) > acked_during + 20, 30,
+                     "acknowledgements after PostgreSQL is back")
+        check_all_stored_once(server, load.acked)

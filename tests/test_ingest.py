@@ -1,0 +1,238 @@
+"""SDK ingest end to end: POST /l/events through gateway, ingest and store into
+PostgreSQL, with personal data scrubbed at the edge and bad input refused alone."""
+import gzip
+import hashlib
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+from lyserver import Layersd, db_connect, make_mmdb, post_events
+
+IPHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1_2 like Mac OS X) AppleWebKit/605.1.15 "
+             "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1")
+ANDROID_UA = ("Mozilla/5.0 (Linux; Android 13; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/119.0.0.0 Mobile Safari/537.36")
+
+
+def sha(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    mmdb = make_mmdb(str(tmp_path_factory.mktemp("geo") / "test.mmdb"))
+    os.chmod(os.path.dirname(mmdb), 0o755)
+    with Layersd(env={"LAYERS_GEOIP_DB": mmdb, "LAYERS_TRUSTED_PROXIES": "127.0.0.1"}) as s:
+        s.key = s.credentials()["sdk_key"]
+        s.project = s.credentials()["project_id"]
+        s.db = db_connect(s)
+        yield s
+        s.db.close()
+
+
+def row(server, event_id):
+    cur = server.db.cursor()
+    cur.execute("SELECT * FROM sdk_events WHERE project_id = %s AND event_id = %s",
+                (server.project, event_id))
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    return rows
+
+
+def eid():
+    return str(uuid.uuid4())
+
+
+def test_event_is_scrubbed_and_stored(server):
+    event_id = eid()
+    status, headers, body = post_events(server, {
+        "event_id": event_id, "name": "purchase", "user_id": "u-42",
+        "email": "  John_Smith@Gmail.com ", "phone": "+1 (650) 555-1212",
+        "properties": {"value": 9.99, "currency": "USD", "content_ids": ["sku-1"]},
+        "app": {"version": "2.3.1", "build": "231", "package": "com.example.app"},
+        "consent": {"ads": True, "att": "authorized"},
+    }, key=server.key, headers={"User-Agent": IPHONE_UA, "X-Forwarded-For": "81.2.69.160"})
+    assert status == 202, body
+    assert body == {"accepted": 1, "duplicates": 0, "rejected": []}
+    [r] = row(server, event_id)
+    assert r["email_sha256"] == sha("john_smith@gmail.com")
+    assert r["phone_sha256"] == sha("16505551212")
+    assert r["phone_e164_sha256"] == sha("+16505551212")
+    assert r["geo_country"] == "GB" and r["geo_region"] == "ENG"
+    assert r["device_os"] == "iOS" and r["device_os_version"].startswith("17.1")
+    assert r["device_model"] == "iPhone" and r["device_brand"] == "Apple"
+    assert r["user_id"] == "u-42" and r["name"] == "purchase"
+    assert r["properties"]["currency"] == "USD"
+    assert r["app_version"] == "2.3.1" and r["consent_ads"] is True
+    assert r["consent_att"] == "authorized"
+
+
+def test_explicit_device_fields_win_over_user_agent(server):
+    event_id = eid()
+    status, _, body = post_events(server, {
+        "event_id": event_id, "name": "app_open",
+        "device": {"os": "Android", "os_version": "14", "model": "Pixel 8"}},
+        key=server.key, headers={"User-Agent": IPHONE_UA})
+    assert status == 202, body
+    [r] = row(server, event_id)
+    assert (r["device_os"], r["device_os_version"], r["device_model"]) == ("Android", "14", "Pixel 8")
+
+
+def test_ipv6_geo_and_prehashed_values(server):
+    event_id = eid()
+    hashed = sha("someone@example.org")
+    status, _, body = post_events(server, {"event_id": event_id, "name": "sign_up",
+                                           "email": hashed.upper()},
+                                  key=server.key, headers={"X-Forwarded-For": "2001:db8::7"})
+    assert status == 202, body
+    [r] = row(server, event_id)
+    assert r["email_sha256"] == hashed
+    assert r["geo_country"] == "DE" and r["geo_region"] == "BE"
+
+
+def test_invalid_email_and_phone_drop_the_field_not_the_event(server):
+    event_id = eid()
+    status, _, body = post_events(server, {"event_id": event_id, "name": "sign_up",
+                                           "email": "not-an-email", "phone": "12"},
+                                  key=server.key)
+    assert status == 202 and body["accepted"] == 1, body
+    [r] = row(server, event_id)
+    assert r["email_sha256"] is None and r["phone_sha256"] is None
+
+
+def test_duplicates_are_stored_once(server):
+    event_id = eid()
+    event = {"event_id": event_id, "name": "purchase"}
+    assert post_events(server, event, key=server.key)[2]["accepted"] == 1
+    status, _, body = post_events(server, event, key=server.key)
+    assert status == 202 and body == {"accepted": 0, "duplicates": 1, "rejected": []}
+    status, _, body = post_events(server, {"events": [event, event, {"event_id": eid(), "name": "x"}]},
+                                  key=server.key)
+    assert body["accepted"] == 1 and body["duplicates"] == 2
+    assert len(row(server, event_id)) == 1
+
+
+def test_mixed_batch_keeps_good_events(server):
+    good = [eid(), eid()]
+    status, _, body = post_events(server, {"events": [
+        {"event_id": good[0], "name": "purchase"},
+        {"event_id": eid(), "name": "Bad Name"},
+        "not an object",
+        {"name": "no_id"},
+        {"event_id": good[1], "name": "add_to_cart", "timestamp": int(time.time() * 1000)},
+        {"event_id": eid(), "name": "purchase", "timestamp": "yesterday"},
+        {"event_id": eid(), "name": "purchase", "properties": "nope"},
+    ]}, key=server.key)
+    assert status == 202, body
+    assert body["accepted"] == 2
+    assert sorted(r["index"] for r in body["rejected"]) == [1, 2, 3, 5, 6]
+    assert all(r["error"] for r in body["rejected"])
+    for event_id in good:
+        assert len(row(server, event_id)) == 1
+
+
+def test_gzip_body(server):
+    event_id = eid()
+    raw = gzip.compress(json.dumps({"event_id": event_id, "name": "app_open"}).encode())
+    status, _, body = post_events(server, raw, key=server.key, headers={"Content-Encoding": "gzip"})
+    assert status == 202 and body["accepted"] == 1
+    assert len(row(server, event_id)) == 1
+
+
+@pytest.mark.parametrize("case", [
+    "malformed", "content_type", "oversized", "gzip_bomb", "deep_body", "invalid_utf8",
+    "ten_thousand", "missing_key", "unknown_key", "empty", "bad_encoding", "not_gzip"])
+def test_bad_input_gets_its_status(server, case):
+    key = server.key
+    headers = {}
+    body = json.dumps({"event_id": eid(), "name": "x"}).encode()
+    expect = 400
+    if case == "malformed":
+        body = b'{"event_id": "a", "name": '
+    elif case == "content_type":
+        headers["Content-Type"] = "text/plain"
+        expect = 415
+    elif case == "oversized":
+        body = json.dumps({"event_id": eid(), "name": "x", "properties": {"p": "x" * (1 << 21)}}).encode()
+        expect = 413
+    elif case == "gzip_bomb":
+        body = gzip.compress(b'{"events": [' + b" " * (64 << 20) + b"]}")
+        headers["Content-Encoding"] = "gzip"
+        expect = 413
+    elif case == "deep_body":
+        body = b"[" * 100000 + b"]" * 100000
+    elif case == "invalid_utf8":
+        body = b'{"event_id": "\xff\xfe", "name": "x"}'
+    elif case == "ten_thousand":
+        body = json.dumps({"events": [{"event_id": str(i), "name": "x"} for i in range(10000)]}).encode()
+        expect = 413
+    elif case == "missing_key":
+        key = None
+        expect = 401
+    elif case == "unknown_key":
+        key = "lys_thisisnotakey"
+        expect = 401
+    elif case == "empty":
+        body = b""
+    elif case == "bad_encoding":
+        headers["Content-Encoding"] = "br"
+        expect = 415
+    elif case == "not_gzip":
+        headers["Content-Encoding"] = "gzip"
+    status, hdrs, parsed = post_events(server, body, key=key, headers=headers)
+    assert status == expect, parsed
+    assert parsed["error"]["code"] and parsed["error"]["message"]
+    # the server keeps serving
+    ok = post_events(server, {"event_id": eid(), "name": "app_open"}, key=server.key)
+    assert ok[0] == 202
+
+
+def test_deeply_nested_properties_reject_that_event_alone(server):
+    deep = {}
+    cur = deep
+    for _ in range(30):
+        cur["n"] = {}
+        cur = cur["n"]
+    good = eid()
+    status, _, body = post_events(server, {"events": [
+        {"event_id": eid(), "name": "x", "properties": deep},
+        {"event_id": good, "name": "x"}]}, key=server.key)
+    assert status == 202 and body["accepted"] == 1
+    assert [r["index"] for r in body["rejected"]] == [0]
+
+
+def test_raw_personal_data_is_nowhere_on_disk(server):
+    email = "Scan.Me.Unique7731@Example.COM"
+    phone = "+44 20 7946 0958"
+    ip = "81.2.69.171"
+    ua = IPHONE_UA.replace("Safari/604.1", "Safari/604.1 ScanMarker9931")
+    ids = []
+    for i in range(20):
+        ids.append(eid())
+        status, _, body = post_events(server, {"event_id": ids[-1], "name": "purchase",
+                                               "email": email, "phone": phone},
+                                      key=server.key,
+                                      headers={"User-Agent": ua, "X-Forwarded-For": ip})
+        assert status == 202
+    cur = server.db.cursor()
+    cur.execute("CHECKPOINT")
+    cur.execute("SELECT pg_switch_wal()")
+    needles = [email.encode(), email.lower().encode(), email.strip().lower().encode(),
+               phone.encode(), b"442079460958", b"+442079460958", ip.encode(),
+               b"ScanMarker9931", ua.encode()[:60]]
+    found = []
+    for root, _, files in os.walk(server.data_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            for needle in needles:
+                if needle in data:
+                    found.append((path, needle))
+    assert not found, found

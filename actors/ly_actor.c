@@ -101,3 +101,33 @@ ly_actor_pipe (zsock_t *pipe, const char *actor, bool *verbose, const char *stat
     zstr_free (&command);
     return rc;
 }
+
+void
+ly_actor_loop (zsock_t *pipe, const char *actor, ly_tap_t *tap, bool *verbose,
+               ly_actor_status_fn *status, void *self, ly_actor_reader_fn *reader, ...)
+{
+    zpoller_t *poller = zpoller_new (pipe, ly_tap_socket (tap), NULL);
+    va_list args;
+    va_start (args, reader);
+    for (zsock_t *sock = va_arg (args, zsock_t *); sock; sock = va_arg (args, zsock_t *))
+        zpoller_add (poller, sock);
+    va_end (args);
+    while (true) {
+        void *which = zpoller_wait (poller, -1);
+        if (!which) {
+            if (zpoller_terminated (poller))
+                break;
+            continue;
+        }
+        if (which == pipe) {
+            if (ly_actor_pipe (pipe, actor, verbose, status? status (self): "ok"))
+                break;
+        }
+        else
+        if (which == ly_tap_socket (tap))
+            ly_tap_handle (tap);
+        else
+            reader (self, (zsock_t *) which);
+    }
+    zpoller_destroy (&poller);
+}

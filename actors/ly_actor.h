@@ -20,6 +20,14 @@ ly_msg_t *ly_recv (zsock_t *sock, ly_tap_t *tap, const char *actor, zframe_t **r
     STATUS is answered with the status string; VERBOSE toggles *verbose. */
 int ly_actor_pipe (zsock_t *pipe, const char *actor, bool *verbose, const char *status);
 
+/*  The loop most actors need: waits on the pipe, the tap and the given sockets
+    (NULL-terminated), answers pipe commands (status may be NULL: "ok"), keeps the tap
+    informed, and calls reader for each readable socket. Returns when $TERM arrives. */
+typedef void (ly_actor_reader_fn) (void *self, zsock_t *sock);
+typedef const char *(ly_actor_status_fn) (void *self);
+void ly_actor_loop (zsock_t *pipe, const char *actor, ly_tap_t *tap, bool *verbose,
+                    ly_actor_status_fn *status, void *self, ly_actor_reader_fn *reader, ...);
+
 /*  The names of the actors a supervisor can run, NULL-terminated. */
 extern const char *ly_actor_names [];
 /*  The actor function for a name; NULL when unknown. */

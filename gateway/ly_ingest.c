@@ -142,6 +142,19 @@ s_handle_submit (self_t *self, ly_msg_t *submit)
         ly_warning (S_ACTOR, "could not pass a request to the store: %s", zmq_strerror (zmq_errno ()));
 }
 
+static void
+s_handle_pull (void *self_, zsock_t *sock)
+{
+    self_t *self = (self_t *) self_;
+    ly_msg_t *msg = ly_recv (sock, self->tap, S_ACTOR, NULL);
+    if (msg && ly_msg_type (msg) == LY_MSG_EVENTS_SUBMIT)
+        s_handle_submit (self, msg);
+    else
+    if (msg)
+        ly_warning (S_ACTOR, "unexpected %s", ly_msg_type_name (ly_msg_type (msg)));
+    ly_msg_destroy (&msg);
+}
+
 void
 ly_ingest_actor (zsock_t *pipe, void *args)
 {
@@ -149,31 +162,7 @@ ly_ingest_actor (zsock_t *pipe, void *args)
     zsock_signal (pipe, self? 0: 1);
     if (!self)
         return;
-    zpoller_t *poller = zpoller_new (pipe, self->pull, ly_tap_socket (self->tap), NULL);
-    while (true) {
-        void *which = zpoller_wait (poller, -1);
-        if (!which) {
-            if (zpoller_terminated (poller))
-                break;
-            continue;
-        }
-        if (which == pipe) {
-            if (ly_actor_pipe (pipe, S_ACTOR, &self->verbose, "ok"))
-                break;
-        }
-        else
-        if (which == self->pull) {
-            ly_msg_t *msg = ly_recv (self->pull, self->tap, S_ACTOR, NULL);
-            if (msg && ly_msg_type (msg) == LY_MSG_EVENTS_SUBMIT)
-                s_handle_submit (self, msg);
-            else
-            if (msg)
-                ly_warning (S_ACTOR, "unexpected %s", ly_msg_type_name (ly_msg_type (msg)));
-            ly_msg_destroy (&msg);
-        }
-        else
-            ly_tap_handle (self->tap);
-    }
-    zpoller_destroy (&poller);
+    ly_actor_loop (pipe, S_ACTOR, self->tap, &self->verbose, NULL, self,
+                   s_handle_pull, self->pull, NULL);
     s_self_destroy (&self);
 }

@@ -8,14 +8,12 @@
 #include "ly_topology.h"
 
 #define S_ACTOR "api"
-#define S_RECONNECT_MSEC 1000
 
 typedef struct {
     zsock_t *pipe;          /* actor pipe, borrowed */
     zsock_t *router;        /* "api" endpoint, owned */
     ly_tap_t *tap;          /* debug publisher, owned */
-    PGconn *auth;           /* session as layers_auth, owned; NULL while down */
-    int64_t next_connect;   /* monotonic msec before which we do not retry */
+    ly_db_session_t *auth;  /* session as layers_auth, owned */
     bool verbose;           /* log every request */
 } self_t;
 
@@ -26,11 +24,24 @@ s_self_destroy (self_t **self_p)
     if (self) {
         zsock_destroy (&self->router);
         ly_tap_destroy (&self->tap);
-        if (self->auth)
-            PQfinish (self->auth);
+        ly_db_session_destroy (&self->auth);
         free (self);
         *self_p = NULL;
     }
+}
+
+static int
+s_prepare_auth (PGconn *db, void *arg)
+{
+    PGresult *res = PQprepare (db, "key_lookup",
+        "SELECT k.org_id, k.project_id, coalesce (p.default_country_code, '') "
+        "  FROM sdk_keys k JOIN projects p ON p.project_id = k.project_id "
+        " WHERE k.key_sha256 = decode ($1, 'hex') AND k.revoked_at IS NULL", 1, NULL);
+    int rc = PQresultStatus (res) == PGRES_COMMAND_OK? 0: -1;
+    if (rc)
+        ly_error (S_ACTOR, "could not prepare the key lookup: %s", PQresultErrorMessage (res));
+    PQclear (res);
+    return rc;
 }
 
 static self_t *
@@ -40,40 +51,10 @@ s_self_new (zsock_t *pipe)
     self->pipe = pipe;
     self->router = ly_topology_open (S_ACTOR, "api");
     self->tap = ly_tap_new (S_ACTOR);
+    self->auth = ly_db_session_new (LY_DB_AUTH, S_ACTOR, s_prepare_auth, NULL);
     if (!self->router || !self->tap)
         s_self_destroy (&self);
     return self;
-}
-
-//  The layers_auth session, (re)connected when allowed; NULL while the database is down.
-static PGconn *
-s_auth (self_t *self)
-{
-    if (self->auth && PQstatus (self->auth) != CONNECTION_OK) {
-        PQfinish (self->auth);
-        self->auth = NULL;
-    }
-    if (!self->auth && ly_mono_msec () >= self->next_connect) {
-        char err [512];
-        self->auth = ly_db_connect (LY_DB_AUTH, err, sizeof err);
-        if (self->auth) {
-            PGresult *res = PQprepare (self->auth, "key_lookup",
-                "SELECT k.org_id, k.project_id, coalesce (p.default_country_code, '') "
-                "  FROM sdk_keys k JOIN projects p ON p.project_id = k.project_id "
-                " WHERE k.key_sha256 = decode ($1, 'hex') AND k.revoked_at IS NULL", 1, NULL);
-            if (PQresultStatus (res) != PGRES_COMMAND_OK) {
-                ly_error (S_ACTOR, "could not prepare the key lookup: %s", PQresultErrorMessage (res));
-                PQfinish (self->auth);
-                self->auth = NULL;
-            }
-            PQclear (res);
-        }
-        else
-            ly_warning (S_ACTOR, "%s", err);
-        if (!self->auth)
-            self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
-    }
-    return self->auth;
 }
 
 static bool
@@ -98,7 +79,7 @@ s_key_lookup (self_t *self, ly_msg_t *request)
         ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unknown");
         return reply;
     }
-    PGconn *db = s_auth (self);
+    PGconn *db = ly_db_session_get (self->auth);
     if (!db) {
         ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unavailable");
         return reply;
@@ -108,8 +89,7 @@ s_key_lookup (self_t *self, ly_msg_t *request)
     if (PQresultStatus (res) != PGRES_TUPLES_OK) {
         ly_warning (S_ACTOR, "key lookup failed: %s", PQresultErrorMessage (res));
         ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unavailable");
-        if (PQstatus (db) != CONNECTION_OK)
-            self->next_connect = 0;         //  reconnect on the next request
+        ly_db_session_check (self->auth);
     }
     else
     if (PQntuples (res) == 1) {
@@ -125,8 +105,9 @@ s_key_lookup (self_t *self, ly_msg_t *request)
 }
 
 static void
-s_handle_request (self_t *self)
+s_handle_request (void *self_, zsock_t *sock)
 {
+    self_t *self = (self_t *) self_;
     zframe_t *routing_id = NULL;
     ly_msg_t *msg = ly_recv (self->router, self->tap, S_ACTOR, &routing_id);
     if (!msg)
@@ -139,7 +120,7 @@ s_handle_request (self_t *self)
         reply = ly_msg_new (LY_MSG_PONG);
         ly_msg_set_uint (reply, LY_PONG_REQUEST_ID, ly_msg_uint (msg, LY_PING_REQUEST_ID));
         ly_msg_set_str (reply, LY_PONG_SENDER, S_ACTOR);
-        ly_msg_set_bool (reply, LY_PONG_DB_OK, s_auth (self) != NULL);
+        ly_msg_set_bool (reply, LY_PONG_DB_OK, ly_db_session_get (self->auth) != NULL);
     }
     else {
         reply = ly_msg_new (LY_MSG_ERROR);
@@ -154,6 +135,12 @@ s_handle_request (self_t *self)
     ly_msg_destroy (&msg);
 }
 
+static const char *
+s_status (void *self)
+{
+    return ly_db_session_get (((self_t *) self)->auth)? "ok": "database down";
+}
+
 void
 ly_api_actor (zsock_t *pipe, void *args)
 {
@@ -161,25 +148,8 @@ ly_api_actor (zsock_t *pipe, void *args)
     zsock_signal (pipe, self? 0: 1);
     if (!self)
         return;
-    s_auth (self);
-    zpoller_t *poller = zpoller_new (pipe, self->router, ly_tap_socket (self->tap), NULL);
-    while (true) {
-        void *which = zpoller_wait (poller, -1);
-        if (!which) {
-            if (zpoller_terminated (poller))
-                break;
-            continue;
-        }
-        if (which == pipe) {
-            if (ly_actor_pipe (pipe, S_ACTOR, &self->verbose, self->auth? "ok": "database down"))
-                break;
-        }
-        else
-        if (which == self->router)
-            s_handle_request (self);
-        else
-            ly_tap_handle (self->tap);
-    }
-    zpoller_destroy (&poller);
+    ly_db_session_get (self->auth);
+    ly_actor_loop (pipe, S_ACTOR, self->tap, &self->verbose, s_status, self,
+                   s_handle_request, self->router, NULL);
     s_self_destroy (&self);
 }

@@ -4,6 +4,7 @@
 #include "ly_db.h"
 #include <openssl/hmac.h>
 #include <openssl/evp.h>
+#include "ly_log.h"
 
 static char *s_admin_url;                   /* admin connection string, owned */
 static uint8_t s_master_key [32];           /* copy of the master key */
@@ -133,4 +134,86 @@ ly_db_setup_roles (PGconn *conn, char *err, size_t errlen)
             return -1;
     }
     return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Self-reconnecting sessions
+
+#define S_RECONNECT_MSEC 1000
+
+struct _ly_db_session_t {
+    ly_db_role_t role;          /* the role it logs in as */
+    char *actor;                /* for log lines, owned */
+    ly_db_prepare_fn *prepare;  /* per-connection set-up, may be NULL */
+    void *arg;                  /* for prepare, borrowed */
+    PGconn *conn;               /* the connection, owned; NULL while down */
+    int64_t next_connect;       /* monotonic msec before which we do not retry */
+    bool down_logged;           /* the outage was logged */
+};
+
+ly_db_session_t *
+ly_db_session_new (ly_db_role_t role, const char *actor, ly_db_prepare_fn *prepare, void *arg)
+{
+    ly_db_session_t *self = (ly_db_session_t *) calloc (1, sizeof (ly_db_session_t));
+    assert (self);
+    self->role = role;
+    self->actor = strdup (actor);
+    self->prepare = prepare;
+    self->arg = arg;
+    return self;
+}
+
+void
+ly_db_session_destroy (ly_db_session_t **self_p)
+{
+    assert (self_p);
+    ly_db_session_t *self = *self_p;
+    if (self) {
+        if (self->conn)
+            PQfinish (self->conn);
+        free (self->actor);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+static void
+s_session_drop (ly_db_session_t *self)
+{
+    PQfinish (self->conn);
+    self->conn = NULL;
+    self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
+}
+
+PGconn *
+ly_db_session_get (ly_db_session_t *self)
+{
+    if (self->conn && PQstatus (self->conn) != CONNECTION_OK)
+        s_session_drop (self);
+    if (!self->conn && ly_mono_msec () >= self->next_connect) {
+        char err [512];
+        self->conn = ly_db_connect (self->role, err, sizeof err);
+        if (!self->conn) {
+            if (!self->down_logged)
+                ly_warning (self->actor, "%s", err);
+            self->down_logged = true;
+            self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
+        }
+        else
+        if (self->prepare && self->prepare (self->conn, self->arg))
+            s_session_drop (self);
+        else {
+            if (self->down_logged)
+                ly_info (self->actor, "connected to the database again");
+            self->down_logged = false;
+        }
+    }
+    return self->conn;
+}
+
+void
+ly_db_session_check (ly_db_session_t *self)
+{
+    if (self->conn && PQstatus (self->conn) != CONNECTION_OK)
+        s_session_drop (self);
 }

@@ -34,4 +34,20 @@ int ly_db_setup_roles (PGconn *conn, char *err, size_t errlen);
 /*  Runs one statement without parameters and checks it succeeded; 0 / -1 (err). */
 int ly_db_exec (PGconn *conn, const char *sql, char *err, size_t errlen);
 
+
+/*  A role's session that reconnects by itself: at most once a second after a failure,
+    on demand. prepare (may be NULL) runs on every new connection (prepared statements,
+    temporary tables); a non-zero return drops that connection. */
+typedef struct _ly_db_session_t ly_db_session_t;
+typedef int (ly_db_prepare_fn) (PGconn *db, void *arg);
+
+ly_db_session_t *ly_db_session_new (ly_db_role_t role, const char *actor,
+                                    ly_db_prepare_fn *prepare, void *arg);
+void ly_db_session_destroy (ly_db_session_t **self_p);
+/*  The connected session, or NULL while the database is down (the reason was logged
+    once per outage). Borrowed. */
+PGconn *ly_db_session_get (ly_db_session_t *self);
+/*  After a failed statement: drops the connection when it is broken, so the next
+    ly_db_session_get reconnects. */
+void ly_db_session_check (ly_db_session_t *self);
 #endif

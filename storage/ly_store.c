@@ -17,7 +17,6 @@
 #include "ly_topology.h"
 
 #define S_ACTOR "store"
-#define S_RECONNECT_MSEC 1000
 #define S_BATCH_ROWS 5000           /* rows per transaction, at most */
 #define S_BATCH_REQUESTS 1000       /* requests per transaction, at most */
 #define S_PARTITION_MSEC (3600 * 1000)  /* how often to create partitions ahead */
@@ -35,8 +34,8 @@ typedef struct {
     zsock_t *pipe;          /* actor pipe, borrowed */
     zsock_t *router;        /* "store" endpoint, owned */
     ly_tap_t *tap;          /* debug publisher, owned */
-    PGconn *db;             /* session as layers_store, owned; NULL while down */
-    int64_t next_connect;   /* monotonic msec before which we do not retry */
+    ly_db_session_t *session;   /* as layers_store, owned */
+    PGconn *db;             /* the session's connection for the batch at hand, borrowed */
     int64_t next_partition; /* monotonic msec of the next partition check */
     s_request_t batch [S_BATCH_REQUESTS];   /* requests of the batch being built */
     size_t batch_size;      /* requests in batch */
@@ -91,8 +90,10 @@ s_column_type (const char *column)
 
 //  Creates the staging table and prepares the batch statement on a new session.
 static int
-s_prepare_session (self_t *self, PGconn *db)
+s_prepare_session (PGconn *db, void *arg)
 {
+    self_t *self = (self_t *) arg;
+    self->next_partition = 0;       //  a new session checks partitions at once
     char *columns = strdup (ly_event_copy_columns);
     char *ddl = strdup ("CREATE TEMPORARY TABLE ly_staging (pos integer NOT NULL");
     char *column = strtok (columns, ", ");
@@ -123,31 +124,11 @@ s_prepare_session (self_t *self, PGconn *db)
     return rc;
 }
 
-//  True when the database session works, reconnecting when allowed.
+//  True when the database session works (reconnecting when allowed); sets self->db.
 static bool
 s_db_ready (self_t *self)
 {
-    if (self->db && PQstatus (self->db) != CONNECTION_OK) {
-        PQfinish (self->db);
-        self->db = NULL;
-    }
-    if (!self->db && ly_mono_msec () >= self->next_connect) {
-        char err [512];
-        self->db = ly_db_connect (LY_DB_STORE, err, sizeof err);
-        if (!self->db)
-            ly_warning (S_ACTOR, "%s", err);
-        else
-        if (s_prepare_session (self, self->db)) {
-            PQfinish (self->db);
-            self->db = NULL;
-        }
-        else {
-            ly_info (S_ACTOR, "connected to the database");
-            self->next_partition = 0;
-        }
-        if (!self->db)
-            self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
-    }
+    self->db = ly_db_session_get (self->session);
     if (self->db && ly_mono_msec () >= self->next_partition) {
         char err [512];
         if (ly_db_exec (self->db, "SELECT ly_ensure_event_partitions (3)", err, sizeof err))
@@ -161,11 +142,8 @@ s_db_ready (self_t *self)
 static void
 s_db_failed (self_t *self)
 {
-    if (self->db && PQstatus (self->db) != CONNECTION_OK) {
-        PQfinish (self->db);
-        self->db = NULL;
-        self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
-    }
+    ly_db_session_check (self->session);
+    self->db = NULL;
 }
 
 static void
@@ -179,8 +157,7 @@ s_self_destroy (self_t **self_p)
         }
         zsock_destroy (&self->router);
         ly_tap_destroy (&self->tap);
-        if (self->db)
-            PQfinish (self->db);
+        ly_db_session_destroy (&self->session);
         free (self->copy_sql);
         free (self);
         *self_p = NULL;
@@ -194,6 +171,7 @@ s_self_new (zsock_t *pipe)
     self->pipe = pipe;
     self->router = ly_topology_open (S_ACTOR, "store");
     self->tap = ly_tap_new (S_ACTOR);
+    self->session = ly_db_session_new (LY_DB_STORE, S_ACTOR, s_prepare_session, self);
     self->copy_sql = zsys_sprintf ("COPY ly_staging (pos, %s) FROM STDIN", ly_event_copy_columns);
     self->committed = ly_counter ("layers_store_events_total", "Events the store handled, by outcome",
                                   "outcome=\"stored\"");
@@ -425,6 +403,23 @@ s_take_one (self_t *self)
     return true;
 }
 
+static void
+s_handle_router (void *self_, zsock_t *sock)
+{
+    self_t *self = (self_t *) self_;
+    //  Drain what is waiting, bounded, then write it as one batch.
+    while (self->batch_size < S_BATCH_REQUESTS && self->batch_rows < S_BATCH_ROWS
+       &&  s_take_one (self))
+        ;
+    s_flush (self);
+}
+
+static const char *
+s_status (void *self)
+{
+    return ly_db_session_get (((self_t *) self)->session)? "ok": "database down";
+}
+
 void
 ly_store_actor (zsock_t *pipe, void *args)
 {
@@ -433,29 +428,7 @@ ly_store_actor (zsock_t *pipe, void *args)
     if (!self)
         return;
     s_db_ready (self);
-    zpoller_t *poller = zpoller_new (pipe, self->router, ly_tap_socket (self->tap), NULL);
-    while (true) {
-        void *which = zpoller_wait (poller, -1);
-        if (!which) {
-            if (zpoller_terminated (poller))
-                break;
-            continue;
-        }
-        if (which == pipe) {
-            if (ly_actor_pipe (pipe, S_ACTOR, &self->verbose, self->db? "ok": "database down"))
-                break;
-        }
-        else
-        if (which == self->router) {
-            //  Drain what is waiting, bounded, then write it as one batch.
-            while (self->batch_size < S_BATCH_REQUESTS && self->batch_rows < S_BATCH_ROWS
-               &&  s_take_one (self))
-                ;
-            s_flush (self);
-        }
-        else
-            ly_tap_handle (self->tap);
-    }
-    zpoller_destroy (&poller);
+    ly_actor_loop (pipe, S_ACTOR, self->tap, &self->verbose, s_status, self,
+                   s_handle_router, self->router, NULL);
     s_self_destroy (&self);
 }

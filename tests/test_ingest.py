@@ -236,3 +236,37 @@ def test_raw_personal_data_is_nowhere_on_disk(server):
                 if needle in data:
                     found.append((path, needle))
     assert not found, found
+
+
+def test_tap_redacts_personal_data_on_the_wire(server):
+    import subprocess
+    import threading
+    from lyserver import binary
+    email, ip = "Tap.Secret.991@example.com", "81.2.69.99"
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            post_events(server, {"event_id": eid(), "name": "purchase", "email": email,
+                                 "phone": "+1 650 555 0199"},
+                        key=server.key, headers={"User-Agent": ANDROID_UA, "X-Forwarded-For": ip})
+            stop.wait(0.05)
+
+    t = threading.Thread(target=traffic, daemon=True)
+    t.start()
+    try:
+        out = subprocess.run([binary("layers-tap"), "--filter", "EVENTS_SUBMIT", "--count", "2",
+                              "--timeout", "30"], env=server.env, capture_output=True,
+                             text=True, timeout=60)
+    finally:
+        stop.set()
+        t.join()
+    assert out.returncode == 0, out.stderr
+    for line in out.stdout.splitlines():
+        frame = json.loads(line)
+        fields = frame["fields"]
+        assert fields["client_ip"] == "[redacted]"
+        assert fields["user_agent"] == "[redacted]"
+        assert fields["events"][0]["email"] == "[redacted]"
+        assert fields["events"][0]["phone"] == "[redacted]"
+        assert email not in line and ip not in line and "Android 13" not in line

@@ -108,7 +108,7 @@ def test_tap_frames_are_plain_msgpack(server):
         version, usec, actor, pid, direction, message = tap
         assert version == 1
         assert abs(usec / 1e6 - time.time()) < 60
-        assert actor in ("gateway", "store")
+        assert actor in ("gateway", "store", "api")
         assert direction in ("in", "out")
         assert message[0] == 1              # protocol version
         assert message[1] in (1, 2)         # PING, PONG

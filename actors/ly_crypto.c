@@ -2,6 +2,7 @@
 #include "ly_crypto.h"
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/crypto.h>
 
 static int
 s_hex_value (char c)
@@ -121,4 +122,88 @@ ly_token_new (const char *prefix)
     }
     token [prefix_len + 32] = 0;
     return token;
+}
+
+//  --------------------------------------------------------------------------
+//  Secrets at rest: AES-256-GCM under the master key
+
+static uint8_t s_master_key [32];
+static bool s_master_key_set;
+
+void
+ly_master_key_set (const uint8_t key [32])
+{
+    if (key)
+        memcpy (s_master_key, key, 32);
+    else
+        OPENSSL_cleanse (s_master_key, 32);
+    s_master_key_set = key != NULL;
+}
+
+const uint8_t *
+ly_master_key (void)
+{
+    return s_master_key_set? s_master_key: NULL;
+}
+
+#define S_NONCE 12
+#define S_TAG 16
+
+int
+ly_secret_seal (const uint8_t key [32], const char *aad, const void *plain, size_t len,
+                uint8_t **sealed_p, size_t *sealed_len)
+{
+    if (!key || len > INT_MAX - S_NONCE - S_TAG)
+        return -1;
+    uint8_t *sealed = (uint8_t *) malloc (S_NONCE + len + S_TAG);
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new ();
+    int out_len = 0, final_len = 0;
+    int ok = sealed && ctx
+          && RAND_bytes (sealed, S_NONCE) == 1
+          && EVP_EncryptInit_ex (ctx, EVP_aes_256_gcm (), NULL, NULL, NULL) == 1
+          && EVP_CIPHER_CTX_ctrl (ctx, EVP_CTRL_GCM_SET_IVLEN, S_NONCE, NULL) == 1
+          && EVP_EncryptInit_ex (ctx, NULL, NULL, key, sealed) == 1
+          && EVP_EncryptUpdate (ctx, NULL, &out_len, (const uint8_t *) aad, (int) strlen (aad)) == 1
+          && EVP_EncryptUpdate (ctx, sealed + S_NONCE, &out_len, (const uint8_t *) plain, (int) len) == 1
+          && EVP_EncryptFinal_ex (ctx, sealed + S_NONCE + out_len, &final_len) == 1
+          && EVP_CIPHER_CTX_ctrl (ctx, EVP_CTRL_GCM_GET_TAG, S_TAG, sealed + S_NONCE + len) == 1;
+    EVP_CIPHER_CTX_free (ctx);
+    if (!ok) {
+        free (sealed);
+        return -1;
+    }
+    *sealed_p = sealed;
+    *sealed_len = S_NONCE + len + S_TAG;
+    return 0;
+}
+
+int
+ly_secret_open (const uint8_t key [32], const char *aad, const uint8_t *sealed, size_t len,
+                char **plain_p, size_t *plain_len)
+{
+    if (!key || len < S_NONCE + S_TAG || len > INT_MAX)
+        return -1;
+    size_t text_len = len - S_NONCE - S_TAG;
+    char *plain = (char *) malloc (text_len + 1);
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new ();
+    int out_len = 0, final_len = 0;
+    int ok = plain && ctx
+          && EVP_DecryptInit_ex (ctx, EVP_aes_256_gcm (), NULL, NULL, NULL) == 1
+          && EVP_CIPHER_CTX_ctrl (ctx, EVP_CTRL_GCM_SET_IVLEN, S_NONCE, NULL) == 1
+          && EVP_DecryptInit_ex (ctx, NULL, NULL, key, sealed) == 1
+          && EVP_DecryptUpdate (ctx, NULL, &out_len, (const uint8_t *) aad, (int) strlen (aad)) == 1
+          && EVP_DecryptUpdate (ctx, (uint8_t *) plain, &out_len, sealed + S_NONCE, (int) text_len) == 1
+          && EVP_CIPHER_CTX_ctrl (ctx, EVP_CTRL_GCM_SET_TAG, S_TAG, (void *) (sealed + S_NONCE + text_len)) == 1
+          && EVP_DecryptFinal_ex (ctx, (uint8_t *) plain + out_len, &final_len) == 1;
+    EVP_CIPHER_CTX_free (ctx);
+    if (!ok) {
+        if (plain)
+            OPENSSL_cleanse (plain, text_len + 1);
+        free (plain);
+        return -1;
+    }
+    plain [text_len] = 0;
+    *plain_p = plain;
+    *plain_len = text_len;
+    return 0;
 }

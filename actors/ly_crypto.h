@@ -16,4 +16,19 @@ void ly_sha256_hex (const void *data, size_t size, char hex [65]);
     system has no randomness to give. */
 char *ly_token_new (const char *prefix);
 
+/*  The process-wide master key, set once by main after loading it; NULL before. */
+void ly_master_key_set (const uint8_t key [32]);
+const uint8_t *ly_master_key (void);
+
+/*  Encrypts plain (len bytes) with AES-256-GCM under key. *sealed_p gets
+    12-byte nonce || ciphertext || 16-byte tag (caller frees). aad (a NUL-terminated
+    label, e.g. "project_layers/<project_id>/meta") is authenticated, not stored: a
+    ciphertext moved to another row does not open. 0 / -1. */
+int ly_secret_seal (const uint8_t key [32], const char *aad, const void *plain, size_t len,
+                    uint8_t **sealed_p, size_t *sealed_len);
+/*  Decrypts what ly_secret_seal made; *plain_p is NUL-terminated (caller frees, and
+    should wipe). -1 when the data was altered, the aad or key differ, or it is short. */
+int ly_secret_open (const uint8_t key [32], const char *aad, const uint8_t *sealed, size_t len,
+                    char **plain_p, size_t *plain_len);
+
 #endif

@@ -197,6 +197,7 @@ main (int argc, char *argv [])
         ly_error (only? only: "supervisor", "%s", err);
         goto cleanup;
     }
+    ly_master_key_set (master_key);
     if (only) {
         //  A supervised child or a scale-out node: the database is given.
         char *url = ly_config.database_url? strdup (ly_config.database_url)
@@ -259,6 +260,7 @@ cleanup:
     if (lock_fd != -1)
         close (lock_fd);
     memset (master_key, 0, sizeof master_key);
+    ly_master_key_set (NULL);
     ly_db_init (NULL, NULL);
     ly_metrics_shutdown ();
     ly_config_free (&ly_config);

@@ -66,6 +66,23 @@ static const s_type_t s_types [] = {
         [LY_EVENTS_ACK_ACCEPTED]        = { "accepted",    LY_FT_UINT, LY_PII_NONE },
         [LY_EVENTS_ACK_DUPLICATES]      = { "duplicates",  LY_FT_UINT, LY_PII_NONE },
         [LY_EVENTS_ACK_REJECTED]        = { "rejected",    LY_FT_OBJ,  LY_PII_NONE } } },
+    [LY_MSG_API_REQUEST] = { "API_REQUEST", {
+        [LY_API_REQUEST_REQUEST_ID]     = { "request_id",      LY_FT_UINT, LY_PII_NONE },
+        [LY_API_REQUEST_METHOD]         = { "method",          LY_FT_STR,  LY_PII_NONE },
+        [LY_API_REQUEST_PATH]           = { "path",            LY_FT_STR,  LY_PII_NONE },
+        [LY_API_REQUEST_QUERY]          = { "query",           LY_FT_STR,  LY_PII_NONE },
+        [LY_API_REQUEST_TOKEN_SHA256]   = { "token_sha256",    LY_FT_STR,  LY_PII_NONE },
+        [LY_API_REQUEST_IDEMPOTENCY_KEY]= { "idempotency_key", LY_FT_STR,  LY_PII_NONE },
+        [LY_API_REQUEST_IF_MATCH]       = { "if_match",        LY_FT_STR,  LY_PII_NONE },
+        [LY_API_REQUEST_CONTENT_TYPE]   = { "content_type",    LY_FT_STR,  LY_PII_NONE },
+        [LY_API_REQUEST_BODY]           = { "body",            LY_FT_BIN,  LY_PII_RAW } } },
+    [LY_MSG_API_RESPONSE] = { "API_RESPONSE", {
+        [LY_API_RESPONSE_REQUEST_ID]    = { "request_id",   LY_FT_UINT, LY_PII_NONE },
+        [LY_API_RESPONSE_STATUS]        = { "status",       LY_FT_UINT, LY_PII_NONE },
+        [LY_API_RESPONSE_CONTENT_TYPE]  = { "content_type", LY_FT_STR,  LY_PII_NONE },
+        [LY_API_RESPONSE_ETAG]          = { "etag",         LY_FT_STR,  LY_PII_NONE },
+        [LY_API_RESPONSE_LOCATION]      = { "location",     LY_FT_STR,  LY_PII_NONE },
+        [LY_API_RESPONSE_BODY]          = { "body",         LY_FT_BIN,  LY_PII_RAW } } },
 #ifdef LY_MSG_SELFTEST_TYPES
     LY_MSG_SELFTEST_TYPES
 #endif

@@ -36,11 +36,16 @@
 #define S_UNKNOWN_KEY_TTL_MSEC 5000     /* an unknown one is refused this long */
 #define S_KEY_CACHE_MAX 100000
 #define S_MAX_PROXIES 16
+#define S_API_TIMEOUT_MSEC 30000
+#define S_AUTH_FAILURES 10              /* failures per client and credential, per window */
+#define S_AUTH_CLIENT_FAILURES 100      /* failures per client with any credential */
+#define S_AUTH_WINDOW_MSEC 60000
+#define S_GOOD_TOKEN_TTL_MSEC 300000    /* an API token that worked is trusted this long */
 
 typedef struct _s_request_t s_request_t;
 typedef struct _s_shared_t s_shared_t;
 
-typedef enum { S_HEALTHZ, S_READYZ, S_METRICS, S_EVENTS } s_route_id_t;
+typedef enum { S_HEALTHZ, S_READYZ, S_METRICS, S_EVENTS, S_API } s_route_id_t;
 
 typedef struct {
     const char *method;         /* HTTP method */
@@ -55,6 +60,8 @@ static const s_route_t s_routes [] = {
     { "GET",  "/metrics",  S_METRICS, true },
     { "POST", "/l/events", S_EVENTS,  false },
 };
+//  Every method on /v1 and below goes to the api actor.
+static const s_route_t s_api_route = { "*", "/v1", S_API, false };
 #define S_ROUTES (sizeof (s_routes) / sizeof (s_routes [0]))
 
 struct _s_request_t {
@@ -65,17 +72,28 @@ struct _s_request_t {
     int64_t started_usec;           /* receive time, epoch usec */
     int64_t deadline;               /* monotonic msec, while with the loop */
     unsigned status;                /* answer status, 0 until answered */
-    char *body;                     /* answer body (JSON), owned */
+    char *body;                     /* answer body, owned */
+    size_t body_len;                /* bytes in body */
+    char *etag;                     /* answer ETag, owned */
+    char *location;                 /* answer Location, owned */
+    char *answer_type;              /* answer Content-Type, owned; NULL: JSON */
     int retry_after;                /* seconds, 0: no Retry-After */
     char *upload;                   /* request body, owned */
     size_t upload_size;
     bool too_large;                 /* the body passed the limit */
-    char key_hash [65];             /* SHA-256 hex of the SDK key */
+    char key_hash [65];             /* SHA-256 hex of the SDK key or API token */
+    bool has_token;                 /* /v1: a bearer token was sent */
+    char *path;                     /* /v1: path, owned */
+    char *query;                    /* /v1: re-encoded query string, owned */
+    char *idempotency_key;          /* /v1: header, owned */
+    char *if_match;                 /* /v1: header, owned */
+    char *request_type;             /* /v1: Content-Type header, owned */
     ly_sdkbody_t events;            /* parsed events, owned */
     char client_ip [INET6_ADDRSTRLEN];  /* raw personal data: only until submitted */
     char *user_agent;               /* raw personal data, owned: only until submitted */
     s_request_t *prev, *next;       /* hand-off queue, or deadline list in the loop */
     int probes;                     /* readiness: PONGs still awaited */
+    char method [16];               /* HTTP method */
 };
 
 struct _s_shared_t {
@@ -90,6 +108,11 @@ struct _s_shared_t {
 typedef struct {
     s_request_t *head, *tail;       /* requests in deadline order */
 } s_fifo_t;
+
+typedef struct {
+    int64_t window_start;           /* monotonic msec */
+    unsigned count;                 /* failed authentications in the window */
+} s_failures_t;
 
 typedef struct {
     int64_t expires;                /* monotonic msec */
@@ -113,6 +136,9 @@ typedef struct {
     zhashx_t *pending;              /* request id -> request (borrowed) */
     s_fifo_t readyz_fifo;           /* readiness probes by deadline */
     s_fifo_t events_fifo;           /* event requests by deadline */
+    s_fifo_t api_fifo;              /* partner API requests by deadline */
+    zhashx_t *auth_failures;        /* "ip/credential" -> s_failures_t, owned */
+    zhashx_t *good_tokens;          /* API token hash -> expiry (int64_t), owned */
     zhashx_t *keys;                 /* key hash -> s_key_t, owned */
     zhashx_t *lookups;              /* key hash -> zlistx of request ids (char *), owned */
     ly_metric_t *in_flight;         /* gauge: requests with the loop */
@@ -127,6 +153,7 @@ s_answer (s_request_t *request, unsigned status, char *body)
     free (request->body);
     request->status = status;
     request->body = body;
+    request->body_len = body? strlen (body): 0;
 }
 
 //  Sets a JSON error answer {"error": {"code", "message"}}.
@@ -150,7 +177,7 @@ s_content_type (const s_request_t *request)
 {
     if (request->route && request->route->id == S_METRICS && request->status == MHD_HTTP_OK)
         return "text/plain; version=0.0.4; charset=utf-8";
-    return "application/json";
+    return request->answer_type? request->answer_type: "application/json";
 }
 
 static enum MHD_Result
@@ -158,7 +185,7 @@ s_queue_answer (s_request_t *request)
 {
     const char *body = request->body? request->body: "";
     struct MHD_Response *response = MHD_create_response_from_buffer (
-        strlen (body), (void *) body, MHD_RESPMEM_MUST_COPY);
+        request->body_len, (void *) body, MHD_RESPMEM_MUST_COPY);
     if (!response)
         return MHD_NO;
     MHD_add_response_header (response, MHD_HTTP_HEADER_CONTENT_TYPE, s_content_type (request));
@@ -170,6 +197,10 @@ s_queue_answer (s_request_t *request)
         snprintf (seconds, sizeof seconds, "%d", request->retry_after);
         MHD_add_response_header (response, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
     }
+    if (request->etag)
+        MHD_add_response_header (response, MHD_HTTP_HEADER_ETAG, request->etag);
+    if (request->location)
+        MHD_add_response_header (response, MHD_HTTP_HEADER_LOCATION, request->location);
     enum MHD_Result rc = MHD_queue_response (request->conn, request->status, response);
     MHD_destroy_response (response);
 
@@ -320,6 +351,85 @@ s_prepare_events (s_shared_t *shared, s_request_t *request)
     return true;
 }
 
+//  Percent-encodes one query component into a growing string.
+static void
+s_query_append (char **query, size_t *len, const char *text)
+{
+    static const char hex [] = "0123456789ABCDEF";
+    size_t size = strlen (text);
+    *query = (char *) realloc (*query, *len + size * 3 + 2);
+    for (size_t i = 0; i < size; i++) {
+        unsigned char c = (unsigned char) text [i];
+        if (isalnum (c) || c == '-' || c == '_' || c == '.' || c == '~')
+            (*query) [(*len)++] = (char) c;
+        else {
+            (*query) [(*len)++] = '%';
+            (*query) [(*len)++] = hex [c >> 4];
+            (*query) [(*len)++] = hex [c & 15];
+        }
+    }
+    (*query) [*len] = 0;
+}
+
+typedef struct {
+    char *query;                /* the query being built, owned by the caller */
+    size_t len;                 /* its length */
+} s_query_t;
+
+static enum MHD_Result
+s_query_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    s_query_t *q = (s_query_t *) cls;
+    if (q->len) {
+        q->query = (char *) realloc (q->query, q->len + 2);
+        q->query [q->len++] = '&';
+        q->query [q->len] = 0;
+    }
+    s_query_append (&q->query, &q->len, key);
+    if (value) {
+        q->query = (char *) realloc (q->query, q->len + 2);
+        q->query [q->len++] = '=';
+        q->query [q->len] = 0;
+        s_query_append (&q->query, &q->len, value);
+    }
+    return MHD_YES;
+}
+
+//  Prepares a /v1 request on the HTTP thread. Returns false when answered here.
+static bool
+s_prepare_api (s_shared_t *shared, s_request_t *request)
+{
+    if (request->too_large) {
+        s_answer_error (request, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
+                        "the body exceeds 1048576 bytes");
+        return false;
+    }
+    const char *authorization = MHD_lookup_connection_value (request->conn, MHD_HEADER_KIND,
+                                                             MHD_HTTP_HEADER_AUTHORIZATION);
+    if (authorization && strncasecmp (authorization, "Bearer ", 7) == 0) {
+        const char *token = authorization + 7;
+        while (*token == ' ')
+            token++;
+        if (*token && strlen (token) <= 256) {
+            ly_sha256_hex (token, strlen (token), request->key_hash);
+            request->has_token = true;
+        }
+    }
+    const char *value;
+    struct MHD_Connection *conn = request->conn;
+    if ((value = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Idempotency-Key")))
+        request->idempotency_key = strdup (value);
+    if ((value = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MATCH)))
+        request->if_match = strdup (value);
+    if ((value = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
+        request->request_type = strdup (value);
+    s_query_t q = { strdup (""), 0 };
+    MHD_get_connection_values (request->conn, MHD_GET_ARGUMENT_KIND, s_query_arg, &q);
+    request->query = q.query;
+    s_client_ip (shared, request->conn, request->client_ip);
+    return true;
+}
+
 static void
 s_answer_local (s_request_t *request)
 {
@@ -347,10 +457,16 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
             return MHD_NO;
         request->conn = conn;
         request->started_usec = ly_now_usec ();
+        snprintf (request->method, sizeof request->method, "%s", method);
         pthread_mutex_lock (&shared->lock);
         request->id = ++shared->next_id;
         pthread_mutex_unlock (&shared->lock);
-        for (size_t i = 0; i < S_ROUTES; i++)
+        if (streq (url, "/v1") || strncmp (url, "/v1/", 4) == 0) {
+            request->route = &s_api_route;
+            request->method_ok = true;
+            request->path = strdup (url);
+        }
+        for (size_t i = 0; !request->route && i < S_ROUTES; i++)
             if (streq (s_routes [i].path, url)) {
                 request->route = &s_routes [i];
                 if (streq (s_routes [i].method, method)
@@ -370,7 +486,8 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         return s_queue_answer (request);
     if (*upload_data_size) {
         //  Keep the body of routes that take one, up to the limit; discard the rest.
-        if (request->method_ok && request->route->id == S_EVENTS && !request->too_large) {
+        if (request->method_ok && (request->route->id == S_EVENTS || request->route->id == S_API)
+        &&  !request->too_large) {
             if (request->upload_size + *upload_data_size > LY_SDKBODY_MAX_BYTES) {
                 request->too_large = true;
                 free (request->upload);
@@ -405,6 +522,8 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
     }
     if (request->route->id == S_EVENTS && !s_prepare_events (shared, request))
         return s_queue_answer (request);
+    if (request->route->id == S_API && !s_prepare_api (shared, request))
+        return s_queue_answer (request);
     MHD_suspend_connection (conn);
     s_hand_off (shared, request);
     return MHD_YES;
@@ -417,6 +536,14 @@ s_request_completed (void *cls, struct MHD_Connection *conn, void **req_cls,
     s_request_t *request = (s_request_t *) *req_cls;
     if (request) {
         free (request->body);
+        free (request->etag);
+        free (request->location);
+        free (request->answer_type);
+        free (request->path);
+        free (request->query);
+        free (request->idempotency_key);
+        free (request->if_match);
+        free (request->request_type);
         free (request->upload);
         free (request->user_agent);
         ly_sdkbody_free (&request->events);
@@ -478,15 +605,17 @@ s_start_http (self_t *self)
 static s_fifo_t *
 s_fifo_of (self_t *self, s_request_t *request)
 {
-    return request->route->id == S_READYZ? &self->readyz_fifo: &self->events_fifo;
+    return request->route->id == S_READYZ? &self->readyz_fifo
+         : request->route->id == S_API? &self->api_fifo: &self->events_fifo;
 }
 
 static void
 s_track (self_t *self, s_request_t *request)
 {
     s_fifo_t *fifo = s_fifo_of (self, request);
-    request->deadline = ly_mono_msec () + (request->route->id == S_READYZ
-                                           ? S_READYZ_TIMEOUT_MSEC: S_EVENTS_TIMEOUT_MSEC);
+    request->deadline = ly_mono_msec () + (request->route->id == S_READYZ? S_READYZ_TIMEOUT_MSEC
+                                         : request->route->id == S_API? S_API_TIMEOUT_MSEC
+                                         : S_EVENTS_TIMEOUT_MSEC);
     request->prev = fifo->tail;
     request->next = NULL;
     if (fifo->tail)
@@ -533,7 +662,7 @@ s_expire_fifo (self_t *self, s_fifo_t *fifo, int64_t now, long *next)
                                   "the store did not answer the readiness probe in time", 1);
         else
             s_answer_unavailable (request, "timeout",
-                                  "the events were not confirmed in time; retry later", 2);
+                                  "the request was not answered in time; retry later", 2);
         s_finish (self, request);
     }
     if (fifo->head) {
@@ -551,8 +680,164 @@ s_expire (self_t *self)
     long next = -1;
     s_expire_fifo (self, &self->readyz_fifo, now, &next);
     s_expire_fifo (self, &self->events_fifo, now, &next);
+    s_expire_fifo (self, &self->api_fifo, now, &next);
     ly_metric_set (self->in_flight, (double) zhashx_size (self->pending));
     return next;
+}
+
+//  --------------------------------------------------------------------------
+//  Failed authentication, counted per client address (held in memory only)
+
+//  Failures are counted twice: per client address and credential (a client retrying
+//  one bad key is refused after S_AUTH_FAILURES), and per address (a client trying
+//  many keys is refused after S_AUTH_CLIENT_FAILURES, except with a credential that
+//  worked recently). Other clients, and good credentials, are served meanwhile.
+
+static void
+s_failure_key (s_request_t *request, bool with_credential, char *key, size_t size)
+{
+    snprintf (key, size, "%s/%s", request->client_ip,
+              with_credential? (request->key_hash [0]? request->key_hash: "none"): "*");
+}
+
+//  Seconds left in the window when the counter is at or past limit, else 0.
+static int
+s_failures_wait (self_t *self, const char *key, unsigned limit)
+{
+    s_failures_t *failures = (s_failures_t *) zhashx_lookup (self->auth_failures, key);
+    if (!failures)
+        return 0;
+    int64_t age = ly_mono_msec () - failures->window_start;
+    if (age >= S_AUTH_WINDOW_MSEC) {
+        zhashx_delete (self->auth_failures, key);
+        return 0;
+    }
+    return failures->count < limit? 0: (int) ((S_AUTH_WINDOW_MSEC - age) / 1000) + 1;
+}
+
+//  True when the request's credential worked recently.
+static bool
+s_known_good (self_t *self, s_request_t *request)
+{
+    if (!request->key_hash [0])
+        return false;
+    if (request->route->id == S_EVENTS) {
+        s_key_t *key = (s_key_t *) zhashx_lookup (self->keys, request->key_hash);
+        return key && key->found && key->expires > ly_mono_msec ();
+    }
+    int64_t *until = (int64_t *) zhashx_lookup (self->good_tokens, request->key_hash);
+    return until && *until > ly_mono_msec ();
+}
+
+//  Seconds the client must wait, or 0 when it may try.
+static int
+s_auth_blocked (self_t *self, s_request_t *request)
+{
+    char key [128];
+    s_failure_key (request, true, key, sizeof key);
+    int wait = s_failures_wait (self, key, S_AUTH_FAILURES);
+    if (!wait && !s_known_good (self, request)) {
+        s_failure_key (request, false, key, sizeof key);
+        wait = s_failures_wait (self, key, S_AUTH_CLIENT_FAILURES);
+    }
+    return wait;
+}
+
+static void
+s_count_failure (self_t *self, const char *key)
+{
+    s_failures_t *failures = (s_failures_t *) zhashx_lookup (self->auth_failures, key);
+    if (!failures) {
+        if (zhashx_size (self->auth_failures) >= S_KEY_CACHE_MAX)
+            zhashx_purge (self->auth_failures);
+        failures = (s_failures_t *) zmalloc (sizeof (s_failures_t));
+        failures->window_start = ly_mono_msec ();
+        zhashx_insert (self->auth_failures, key, failures);
+    }
+    failures->count++;
+}
+
+static void
+s_auth_failed (self_t *self, s_request_t *request)
+{
+    char key [128];
+    s_failure_key (request, true, key, sizeof key);
+    s_count_failure (self, key);
+    s_failure_key (request, false, key, sizeof key);
+    s_count_failure (self, key);
+}
+
+static void
+s_auth_worked (self_t *self, s_request_t *request)
+{
+    if (!request->has_token)
+        return;
+    if (zhashx_size (self->good_tokens) >= S_KEY_CACHE_MAX)
+        zhashx_purge (self->good_tokens);
+    int64_t *until = (int64_t *) malloc (sizeof (int64_t));
+    *until = ly_mono_msec () + S_GOOD_TOKEN_TTL_MSEC;
+    zhashx_update (self->good_tokens, request->key_hash, until);
+}
+
+//  --------------------------------------------------------------------------
+//  The partner API path
+
+static void
+s_api_begin (self_t *self, s_request_t *request)
+{
+    ly_msg_t *msg = ly_msg_new (LY_MSG_API_REQUEST);
+    ly_msg_set_uint (msg, LY_API_REQUEST_REQUEST_ID, request->id);
+    ly_msg_set_str (msg, LY_API_REQUEST_PATH, request->path);
+    ly_msg_set_str (msg, LY_API_REQUEST_QUERY, request->query? request->query: "");
+    ly_msg_set_str (msg, LY_API_REQUEST_METHOD, request->method);
+    if (request->has_token)
+        ly_msg_set_str (msg, LY_API_REQUEST_TOKEN_SHA256, request->key_hash);
+    ly_msg_set_str (msg, LY_API_REQUEST_IDEMPOTENCY_KEY, request->idempotency_key);
+    ly_msg_set_str (msg, LY_API_REQUEST_IF_MATCH, request->if_match);
+    ly_msg_set_str (msg, LY_API_REQUEST_CONTENT_TYPE, request->request_type);
+    ly_msg_set_bin (msg, LY_API_REQUEST_BODY, request->upload? request->upload: "", request->upload_size);
+    free (request->upload);
+    request->upload = NULL;
+    if (ly_send (self->api, self->tap, NULL, &msg)) {
+        ly_metric_add (self->overloaded, 1);
+        s_answer_unavailable (request, "overloaded", "the API queue is full; retry later", 1);
+        s_finish (self, request);
+    }
+}
+
+static void
+s_handle_api_response (self_t *self, ly_msg_t *msg)
+{
+    uint64_t request_id = ly_msg_uint (msg, LY_API_RESPONSE_REQUEST_ID);
+    s_request_t *request = (s_request_t *) zhashx_lookup (self->pending, &request_id);
+    if (!request || request->route->id != S_API)
+        return;
+    unsigned status = (unsigned) ly_msg_uint (msg, LY_API_RESPONSE_STATUS);
+    if (status < 100 || status > 599) {
+        s_answer_error (request, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "bad answer from the api actor");
+        s_finish (self, request);
+        return;
+    }
+    size_t len = 0;
+    const void *body = ly_msg_bin (msg, LY_API_RESPONSE_BODY, &len);
+    char *copy = (char *) malloc (len + 1);
+    if (len)
+        memcpy (copy, body, len);
+    copy [len] = 0;
+    s_answer (request, status, copy);
+    request->body_len = len;
+    const char *value;
+    if ((value = ly_msg_str (msg, LY_API_RESPONSE_CONTENT_TYPE)))
+        request->answer_type = strdup (value);
+    if ((value = ly_msg_str (msg, LY_API_RESPONSE_ETAG)))
+        request->etag = strdup (value);
+    if ((value = ly_msg_str (msg, LY_API_RESPONSE_LOCATION)))
+        request->location = strdup (value);
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        s_auth_failed (self, request);
+    else
+        s_auth_worked (self, request);
+    s_finish (self, request);
 }
 
 //  --------------------------------------------------------------------------
@@ -598,6 +883,7 @@ s_key_answer (self_t *self, s_request_t *request, const s_key_t *key)
     if (key->found)
         s_submit (self, request, key);
     else {
+        s_auth_failed (self, request);
         s_answer_error (request, MHD_HTTP_UNAUTHORIZED, "unauthorized", "unknown SDK key");
         s_finish (self, request);
     }
@@ -739,8 +1025,8 @@ s_self_destroy (self_t **self_p)
             s_answer_unavailable (request, "shutting_down", "the server is shutting down", 1);
             s_finish_untracked (request);
         }
-        s_fifo_t *fifos [2] = { &self->readyz_fifo, &self->events_fifo };
-        for (int i = 0; i < 2; i++)
+        s_fifo_t *fifos [3] = { &self->readyz_fifo, &self->events_fifo, &self->api_fifo };
+        for (int i = 0; i < 3; i++)
             while (fifos [i]->head) {
                 s_request_t *request = fifos [i]->head;
                 s_answer_unavailable (request, "shutting_down", "the server is shutting down", 1);
@@ -751,6 +1037,8 @@ s_self_destroy (self_t **self_p)
     zhashx_destroy (&self->pending);
     zhashx_destroy (&self->keys);
     zhashx_destroy (&self->lookups);
+    zhashx_destroy (&self->auth_failures);
+    zhashx_destroy (&self->good_tokens);
     zsock_destroy (&self->store);
     zsock_destroy (&self->api);
     zactor_destroy (&self->ingest_monitor);
@@ -811,6 +1099,10 @@ s_self_new (zsock_t *pipe)
     zhashx_set_key_destructor (self->pending, NULL);
     self->keys = zhashx_new ();
     zhashx_set_destructor (self->keys, (zhashx_destructor_fn *) zstr_free);
+    self->auth_failures = zhashx_new ();
+    zhashx_set_destructor (self->auth_failures, (zhashx_destructor_fn *) zstr_free);
+    self->good_tokens = zhashx_new ();
+    zhashx_set_destructor (self->good_tokens, (zhashx_destructor_fn *) zstr_free);
     self->lookups = zhashx_new ();
     zhashx_set_destructor (self->lookups, (zhashx_destructor_fn *) zlistx_destroy);
     self->in_flight = ly_gauge ("layers_gateway_in_flight", "Requests waiting for actors", NULL);
@@ -914,8 +1206,19 @@ s_handle_wake (self_t *self)
         }
         else {
             s_track (self, request);
+            int wait = request->route->id == S_READYZ? 0: s_auth_blocked (self, request);
+            if (wait) {
+                s_answer_error (request, MHD_HTTP_TOO_MANY_REQUESTS, "too_many_failures",
+                                "too many failed authentications from this address; retry later");
+                request->retry_after = wait;
+                s_finish (self, request);
+            }
+            else
             if (request->route->id == S_READYZ)
                 s_readyz_begin (self, request);
+            else
+            if (request->route->id == S_API)
+                s_api_begin (self, request);
             else
                 s_events_begin (self, request);
         }
@@ -947,6 +1250,9 @@ s_handle_api (self_t *self)
         return;
     if (ly_msg_type (msg) == LY_MSG_KEY_INFO)
         s_handle_key_info (self, msg);
+    else
+    if (ly_msg_type (msg) == LY_MSG_API_RESPONSE)
+        s_handle_api_response (self, msg);
     else
     if (ly_msg_type (msg) == LY_MSG_PONG)
         s_handle_pong (self, msg);

@@ -2,6 +2,7 @@
     re-opened at most once a second after a failure; while the database is down, lookups
     answer "unavailable" so the gateway can say 503 rather than 401. */
 #include "ly_api.h"
+#include "ly_apiv1.h"
 #include "ly_actor.h"
 #include "ly_db.h"
 #include "ly_log.h"
@@ -14,6 +15,7 @@ typedef struct {
     zsock_t *router;        /* "api" endpoint, owned */
     ly_tap_t *tap;          /* debug publisher, owned */
     ly_db_session_t *auth;  /* session as layers_auth, owned */
+    ly_apiv1_t *v1;         /* partner API handlers, owned */
     bool verbose;           /* log every request */
 } self_t;
 
@@ -25,6 +27,7 @@ s_self_destroy (self_t **self_p)
         zsock_destroy (&self->router);
         ly_tap_destroy (&self->tap);
         ly_db_session_destroy (&self->auth);
+        ly_apiv1_destroy (&self->v1);
         free (self);
         *self_p = NULL;
     }
@@ -52,6 +55,7 @@ s_self_new (zsock_t *pipe)
     self->router = ly_topology_open (S_ACTOR, "api");
     self->tap = ly_tap_new (S_ACTOR);
     self->auth = ly_db_session_new (LY_DB_AUTH, S_ACTOR, s_prepare_auth, NULL);
+    self->v1 = ly_apiv1_new ();
     if (!self->router || !self->tap)
         s_self_destroy (&self);
     return self;
@@ -104,6 +108,39 @@ s_key_lookup (self_t *self, ly_msg_t *request)
     return reply;
 }
 
+//  Serves one partner API request with the /v1 handlers.
+static ly_msg_t *
+s_api_request (self_t *self, ly_msg_t *msg)
+{
+    char request_id [32];
+    snprintf (request_id, sizeof request_id, "%" PRIx64, ly_msg_uint (msg, LY_API_REQUEST_REQUEST_ID));
+    size_t body_len = 0;
+    const char *body = (const char *) ly_msg_bin (msg, LY_API_REQUEST_BODY, &body_len);
+    ly_api_request_t request = {
+        .method = ly_msg_str (msg, LY_API_REQUEST_METHOD)? ly_msg_str (msg, LY_API_REQUEST_METHOD): "",
+        .path = ly_msg_str (msg, LY_API_REQUEST_PATH)? ly_msg_str (msg, LY_API_REQUEST_PATH): "",
+        .query = ly_msg_str (msg, LY_API_REQUEST_QUERY)? ly_msg_str (msg, LY_API_REQUEST_QUERY): "",
+        .token_sha256 = ly_msg_str (msg, LY_API_REQUEST_TOKEN_SHA256),
+        .idempotency_key = ly_msg_str (msg, LY_API_REQUEST_IDEMPOTENCY_KEY),
+        .if_match = ly_msg_str (msg, LY_API_REQUEST_IF_MATCH),
+        .content_type = ly_msg_str (msg, LY_API_REQUEST_CONTENT_TYPE),
+        .request_id = request_id,
+        .body = body? body: "",
+        .body_len = body_len,
+    };
+    ly_api_response_t response = { 0 };
+    ly_apiv1_handle (self->v1, &request, &response);
+    ly_msg_t *reply = ly_msg_new (LY_MSG_API_RESPONSE);
+    ly_msg_set_uint (reply, LY_API_RESPONSE_REQUEST_ID, ly_msg_uint (msg, LY_API_REQUEST_REQUEST_ID));
+    ly_msg_set_uint (reply, LY_API_RESPONSE_STATUS, response.status? response.status: 500);
+    ly_msg_set_str (reply, LY_API_RESPONSE_CONTENT_TYPE, response.content_type);
+    ly_msg_set_str (reply, LY_API_RESPONSE_ETAG, response.etag);
+    ly_msg_set_str (reply, LY_API_RESPONSE_LOCATION, response.location);
+    ly_msg_set_bin (reply, LY_API_RESPONSE_BODY, response.body? response.body: "", response.body_len);
+    ly_api_response_reset (&response);
+    return reply;
+}
+
 static void
 s_handle_request (void *self_, zsock_t *sock)
 {
@@ -115,6 +152,9 @@ s_handle_request (void *self_, zsock_t *sock)
     ly_msg_t *reply = NULL;
     if (ly_msg_type (msg) == LY_MSG_KEY_LOOKUP)
         reply = s_key_lookup (self, msg);
+    else
+    if (ly_msg_type (msg) == LY_MSG_API_REQUEST)
+        reply = s_api_request (self, msg);
     else
     if (ly_msg_type (msg) == LY_MSG_PING) {
         reply = ly_msg_new (LY_MSG_PONG);

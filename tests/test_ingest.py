@@ -270,3 +270,16 @@ def test_tap_redacts_personal_data_on_the_wire(server):
         assert fields["events"][0]["email"] == "[redacted]"
         assert fields["events"][0]["phone"] == "[redacted]"
         assert email not in line and ip not in line and "Android 13" not in line
+
+
+def test_repeated_bad_keys_are_refused_while_good_keys_are_served(server):
+    statuses = []
+    for _ in range(15):
+        statuses.append(post_events(server, {"event_id": eid(), "name": "x"}, key="lys_wrong-key-1")[0])
+    assert statuses[:10] == [401] * 10
+    assert 429 in statuses[10:], statuses
+    status, headers, body = post_events(server, {"event_id": eid(), "name": "x"}, key="lys_wrong-key-1")
+    assert status == 429 and int(headers["Retry-After"]) > 0
+    assert body["error"]["code"] == "too_many_failures"
+    # a good key from the same address is still served
+    assert post_events(server, {"event_id": eid(), "name": "x"}, key=server.key)[0] == 202

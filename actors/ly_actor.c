@@ -23,8 +23,8 @@ ly_actor_fn (const char *name)
     return NULL;
 }
 
-int
-ly_send (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p)
+static int
+s_send (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p, int flags)
 {
     assert (msg_p && *msg_p);
     ly_tap_publish (tap, "out", *msg_p);
@@ -34,17 +34,29 @@ ly_send (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p)
         return -1;
     if (routing_id) {
         zframe_t *copy = zframe_dup (routing_id);
-        if (zframe_send (&copy, sock, ZFRAME_MORE | ZFRAME_DONTWAIT) == -1) {
+        if (zframe_send (&copy, sock, ZFRAME_MORE | flags) == -1) {
             zframe_destroy (&copy);
             zframe_destroy (&frame);
             return -1;
         }
     }
-    if (zframe_send (&frame, sock, ZFRAME_DONTWAIT) == -1) {
+    if (zframe_send (&frame, sock, flags) == -1) {
         zframe_destroy (&frame);
         return -1;
     }
     return 0;
+}
+
+int
+ly_send (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p)
+{
+    return s_send (sock, tap, routing_id, msg_p, ZFRAME_DONTWAIT);
+}
+
+int
+ly_send_wait (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p)
+{
+    return s_send (sock, tap, routing_id, msg_p, 0);
 }
 
 ly_msg_t *

@@ -11,6 +11,9 @@
 /*  Sends a message, preceded by routing_id when not NULL (ROUTER sockets). Takes over
     *msg_p. 0 / -1. */
 int ly_send (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p);
+/*  The same, but waits while the peer's queue is full (up to the socket's send
+    timeout): backpressure for a stage that must not drop work. */
+int ly_send_wait (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p);
 /*  Receives one message. For ROUTER sockets pass routing_id_p to get the sender's id
     (caller owns). Returns NULL when the frame is malformed (logged, dropped) or on
     interrupt. Caller owns. */

@@ -10,10 +10,10 @@ static const ly_endpoint_t s_endpoints [] = {
     /* name     binder   bind type   connectors  connect type  hwm   purpose */
     { "ingest", "gateway", ZMQ_PUSH, "ingest",  ZMQ_PULL,     1000,
       "SDK requests to scrub (EVENTS_SUBMIT); PUSH spreads them over the ingest actors" },
-    { "store",  "store", ZMQ_ROUTER, "gateway,ingest", ZMQ_DEALER, 10000,
+    { "store",  "store", ZMQ_ROUTER, "gateway,ingest", ZMQ_DEALER, 1000,
       "rows to write (EVENTS_STORE from ingest), readiness probes (PING from the "
       "gateway); acknowledgements (EVENTS_ACK) go back to the gateway named in reply_to" },
-    { "api",    "api",   ZMQ_ROUTER, "gateway",  ZMQ_DEALER,   10000,
+    { "api",    "api",   ZMQ_ROUTER, "gateway",  ZMQ_DEALER,   1000,
       "SDK key lookups (KEY_LOOKUP) and, later, partner API requests" },
 };
 #define S_ENDPOINTS (sizeof (s_endpoints) / sizeof (s_endpoints [0]))

@@ -31,7 +31,8 @@
 #define S_EVENTS_TIMEOUT_MSEC 10000     /* key lookup + scrub + commit */
 #define S_THREADS 2
 #define S_CONNECTION_LIMIT 1000
-#define S_MAX_IN_FLIGHT 20000           /* requests waiting for actors */
+#define S_MAX_IN_FLIGHT 5000            /* requests waiting for actors */
+#define S_MAX_IN_FLIGHT_BYTES (256 * 1024 * 1024)   /* their bodies, together */
 #define S_KEY_TTL_MSEC 30000            /* a found SDK key is trusted this long */
 #define S_UNKNOWN_KEY_TTL_MSEC 5000     /* an unknown one is refused this long */
 #define S_KEY_CACHE_MAX 100000
@@ -93,6 +94,8 @@ struct _s_request_t {
     char *user_agent;               /* raw personal data, owned: only until submitted */
     s_request_t *prev, *next;       /* hand-off queue, or deadline list in the loop */
     int probes;                     /* readiness: PONGs still awaited */
+    size_t held_bytes;              /* counted in in_flight_bytes until completion */
+    s_shared_t *shared;             /* the daemon's shared state, borrowed */
     char method [16];               /* HTTP method */
 };
 
@@ -101,6 +104,7 @@ struct _s_shared_t {
     s_request_t *head, *tail;       /* suspended requests for the actor loop */
     int wake_fd;                    /* eventfd: the queue is not empty */
     uint64_t next_id;               /* request id sequence */
+    size_t in_flight_bytes;         /* bodies held by requests with the loop (atomic) */
     char *proxies [S_MAX_PROXIES];  /* trusted proxy addresses, normalized, owned */
     size_t proxy_count;
 };
@@ -524,6 +528,15 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         return s_queue_answer (request);
     if (request->route->id == S_API && !s_prepare_api (shared, request))
         return s_queue_answer (request);
+    //  Bound the memory that waiting requests hold, whatever their count.
+    size_t held = request->upload_size + request->events.events_size;
+    if (__atomic_add_fetch (&shared->in_flight_bytes, held, __ATOMIC_RELAXED) > S_MAX_IN_FLIGHT_BYTES) {
+        __atomic_sub_fetch (&shared->in_flight_bytes, held, __ATOMIC_RELAXED);
+        s_answer_unavailable (request, "overloaded", "too much data in flight; retry later", 1);
+        return s_queue_answer (request);
+    }
+    request->held_bytes = held;
+    request->shared = shared;
     MHD_suspend_connection (conn);
     s_hand_off (shared, request);
     return MHD_YES;
@@ -535,6 +548,8 @@ s_request_completed (void *cls, struct MHD_Connection *conn, void **req_cls,
 {
     s_request_t *request = (s_request_t *) *req_cls;
     if (request) {
+        if (request->held_bytes)
+            __atomic_sub_fetch (&request->shared->in_flight_bytes, request->held_bytes, __ATOMIC_RELAXED);
         free (request->body);
         free (request->etag);
         free (request->location);

@@ -55,6 +55,8 @@ s_self_new (zsock_t *pipe)
     }
     self->pull = ly_topology_open (S_ACTOR, "ingest");
     self->store = ly_topology_open (S_ACTOR, "store");
+    if (self->store)
+        zsock_set_sndtimeo (self->store, 5000);     //  then the gateway's deadline answers
     self->tap = ly_tap_new (S_ACTOR);
     self->accepted = ly_counter ("layers_ingest_events_total", "Events scrubbed by ingest, by outcome",
                                  "outcome=\"accepted\"");
@@ -138,7 +140,7 @@ s_handle_submit (self_t *self, ly_msg_t *submit)
     msgpack_sbuffer_destroy (&rejected);
     if (self->verbose)
         ly_info (S_ACTOR, "scrubbed %u events, %u rejected", count, rejects);
-    if (ly_send (self->store, self->tap, NULL, &store))
+    if (ly_send_wait (self->store, self->tap, NULL, &store))
         ly_warning (S_ACTOR, "could not pass a request to the store: %s", zmq_strerror (zmq_errno ()));
 }
 

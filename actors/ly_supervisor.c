@@ -20,8 +20,12 @@ typedef struct {
     unsigned restarts;          /* how many times it was restarted */
 } s_child_t;
 
+#define S_MAX_ARGS 64
+
 struct _ly_supervisor_t {
     char *exe;                          /* layersd binary, owned */
+    char *args [S_MAX_ARGS];            /* extra arguments for every child, owned */
+    size_t arg_count;
     s_child_t children [S_MAX_CHILDREN];/* the watched processes */
     size_t count;                       /* children in use */
 };
@@ -54,10 +58,19 @@ ly_supervisor_destroy (ly_supervisor_t **self_p)
     if (self) {
         for (size_t i = 0; i < self->count; i++)
             free (self->children [i].role);
+        for (size_t i = 0; i < self->arg_count; i++)
+            free (self->args [i]);
         free (self->exe);
         free (self);
         *self_p = NULL;
     }
+}
+
+void
+ly_supervisor_add_arg (ly_supervisor_t *self, const char *arg)
+{
+    assert (self->arg_count < S_MAX_ARGS);
+    self->args [self->arg_count++] = strdup (arg);
 }
 
 void
@@ -87,7 +100,15 @@ s_start (ly_supervisor_t *self, s_child_t *child)
         sigset_t none;
         sigemptyset (&none);
         sigprocmask (SIG_SETMASK, &none, NULL);
-        execl (self->exe, "layersd", "--only", child->role, (char *) NULL);
+        char *argv [S_MAX_ARGS + 4];
+        size_t argc = 0;
+        argv [argc++] = "layersd";
+        argv [argc++] = "--only";
+        argv [argc++] = child->role;
+        for (size_t i = 0; i < self->arg_count; i++)
+            argv [argc++] = self->args [i];
+        argv [argc] = NULL;
+        execv (self->exe, argv);
         fprintf (stderr, "layersd: could not run \"%s\": %s\n", self->exe, strerror (errno));
         _exit (127);
     }

@@ -12,6 +12,8 @@ typedef struct _ly_supervisor_t ly_supervisor_t;
 /*  exe: the layersd binary to run children with. Caller owns the result. */
 ly_supervisor_t *ly_supervisor_new (const char *exe);
 void ly_supervisor_destroy (ly_supervisor_t **self_p);
+/*  Adds an argument every child gets after `--only ROLE` (e.g. --connect specs). */
+void ly_supervisor_add_arg (ly_supervisor_t *self, const char *arg);
 /*  Adds one child running `exe --only role [extra args]`. */
 void ly_supervisor_add (ly_supervisor_t *self, const char *role);
 /*  Starts the children and watches them until SIGINT or SIGTERM; then stops them all.

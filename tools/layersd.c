@@ -34,8 +34,15 @@ s_usage (FILE *out)
 "Options:\n"
 "  --only ROLE          run one actor in this process (scale-out); ROLE is one of:\n"
 "                       store, api, ingest, gateway\n"
-"  --connect NAME=ADDR  use ADDR (tcp://HOST:PORT or ipc://PATH) for endpoint NAME;\n"
-"                       repeatable; endpoints: ingest, store, api\n"
+"  --connect NAME=ADDR  use ADDR (tcp://HOST:PORT or ipc://PATH) for endpoint NAME:\n"
+"                       the actor that owns NAME binds ADDR, the others connect to\n"
+"                       it; repeatable; endpoints: ingest (owned by gateway), store,\n"
+"                       api. The supervisor passes these to every actor it starts.\n"
+"                       Example, one more ingest on another host:\n"
+"                         main:  layersd --connect ingest=tcp://0.0.0.0:7601 \\\n"
+"                                        --connect store=tcp://0.0.0.0:7602\n"
+"                         other: layersd --only ingest --connect ingest=tcp://MAIN:7601 \\\n"
+"                                        --connect store=tcp://MAIN:7602\n"
 "  --ingest N           supervise N ingest actors (default 1)\n"
 "  --threads            run every actor as a thread of this one process\n"
 "  --help               show this help and exit\n"
@@ -125,6 +132,8 @@ main (int argc, char *argv [])
     const char *only = NULL;
     bool threads = false;
     long ingest_count = 1;
+    const char *connects [32];          /* --connect specs, passed on to children */
+    int connect_count = 0;
     char err [1024];
 
     zsys_handler_set (NULL);        //  signals are ours, taken with sigwait
@@ -148,7 +157,8 @@ main (int argc, char *argv [])
             }
         }
         else
-        if (streq (argv [i], "--connect") && i + 1 < argc) {
+        if (streq (argv [i], "--connect") && i + 1 < argc && connect_count < 32) {
+            connects [connect_count++] = argv [i + 1];
             if (ly_topology_override (argv [++i], err, sizeof err)) {
                 fprintf (stderr, "layersd: %s\n", err);
                 return 2;
@@ -193,7 +203,12 @@ main (int argc, char *argv [])
                   ly_config.data_dir, strerror (errno));
         goto cleanup;
     }
-    if (ly_master_key_load (ly_config.master_key_file, !only, master_key, err, sizeof err)) {
+    //  Ingest and gateway hold no database session: a scale-out node running only
+    //  those needs no master key.
+    bool keyless = only && (streq (only, "ingest") || streq (only, "gateway"));
+    memset (master_key, 0, sizeof master_key);
+    if (ly_master_key_load (ly_config.master_key_file, !only, master_key, err, sizeof err)
+    &&  !(keyless && errno == ENOENT)) {
         ly_error (only? only: "supervisor", "%s", err);
         goto cleanup;
     }
@@ -248,6 +263,10 @@ main (int argc, char *argv [])
         }
         exe [len] = 0;
         ly_supervisor_t *supervisor = ly_supervisor_new (exe);
+        for (int i = 0; i < connect_count; i++) {
+            ly_supervisor_add_arg (supervisor, "--connect");
+            ly_supervisor_add_arg (supervisor, connects [i]);
+        }
         for (int i = 0; ly_actor_names [i]; i++)
             for (long copy = 0; copy < (streq (ly_actor_names [i], "ingest")? ingest_count: 1); copy++)
                 ly_supervisor_add (supervisor, ly_actor_names [i]);

@@ -143,3 +143,19 @@ ly_actor_loop (zsock_t *pipe, const char *actor, ly_tap_t *tap, bool *verbose,
     }
     zpoller_destroy (&poller);
 }
+
+static unsigned s_failures;         /* actors whose set-up failed (atomic) */
+
+void
+ly_actor_ready (zsock_t *pipe, bool ok)
+{
+    if (!ok)
+        __atomic_add_fetch (&s_failures, 1, __ATOMIC_SEQ_CST);
+    zsock_signal (pipe, ok? 0: 1);
+}
+
+unsigned
+ly_actor_failures (void)
+{
+    return __atomic_load_n (&s_failures, __ATOMIC_SEQ_CST);
+}

@@ -31,6 +31,12 @@ typedef const char *(ly_actor_status_fn) (void *self);
 void ly_actor_loop (zsock_t *pipe, const char *actor, ly_tap_t *tap, bool *verbose,
                     ly_actor_status_fn *status, void *self, ly_actor_reader_fn *reader, ...);
 
+/*  Ends an actor's set-up: signals the parent (0 on success, 1 on failure). CZMQ's
+    zactor_new does not return the status, so a failure is also counted where
+    ly_actor_failures can see it as soon as zactor_new returns. */
+void ly_actor_ready (zsock_t *pipe, bool ok);
+unsigned ly_actor_failures (void);
+
 /*  The names of the actors a supervisor can run, NULL-terminated. */
 extern const char *ly_actor_names [];
 /*  The actor function for a name; NULL when unknown. */

@@ -1280,7 +1280,7 @@ void
 ly_gateway_actor (zsock_t *pipe, void *args)
 {
     self_t *self = s_self_new (pipe);
-    zsock_signal (pipe, self? 0: 1);
+    ly_actor_ready (pipe, self != NULL);
     if (!self)
         return;
     ly_info (S_ACTOR, "listening on http://%s", ly_config.http_addr);

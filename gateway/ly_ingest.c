@@ -161,7 +161,7 @@ void
 ly_ingest_actor (zsock_t *pipe, void *args)
 {
     self_t *self = s_self_new (pipe);
-    zsock_signal (pipe, self? 0: 1);
+    ly_actor_ready (pipe, self != NULL);
     if (!self)
         return;
     ly_actor_loop (pipe, S_ACTOR, self->tap, &self->verbose, NULL, self,

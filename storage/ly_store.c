@@ -424,7 +424,7 @@ void
 ly_store_actor (zsock_t *pipe, void *args)
 {
     self_t *self = s_self_new (pipe);
-    zsock_signal (pipe, self? 0: 1);
+    ly_actor_ready (pipe, self != NULL);
     if (!self)
         return;
     s_db_ready (self);

@@ -69,8 +69,9 @@ s_run_only (const char *role, const sigset_t *signals)
 {
     zactor_fn *fn = ly_actor_fn (role);
     zactor_t *actor = zactor_new (fn, NULL);
-    if (!actor) {
+    if (!actor || ly_actor_failures ()) {
         ly_error (role, "could not start the %s actor", role);
+        zactor_destroy (&actor);
         return 1;
     }
     int signum;
@@ -90,7 +91,8 @@ s_run_threads (const sigset_t *signals)
     int rc = 0;
     for (int i = 0; ly_actor_names [i]; i++) {
         actors [count] = zactor_new (ly_actor_fn (ly_actor_names [i]), NULL);
-        if (!actors [count]) {
+        if (!actors [count] || ly_actor_failures ()) {
+            zactor_destroy (&actors [count]);
             ly_error ("supervisor", "could not start the %s actor", ly_actor_names [i]);
             rc = 1;
             break;
@@ -224,6 +226,10 @@ main (int argc, char *argv [])
     }
     if ((lock_fd = s_lock_data_dir ()) == -1)
         goto cleanup;
+    if (ly_topology_cert_ensure (err, sizeof err)) {
+        ly_error ("supervisor", "%s", err);
+        goto cleanup;
+    }
     const char *admin_url = ly_config.database_url;
     if (!admin_url) {
         pg = ly_pg_start (ly_config.data_dir, err, sizeof err);
@@ -282,6 +288,7 @@ cleanup:
     ly_master_key_set (NULL);
     ly_db_init (NULL, NULL);
     ly_metrics_shutdown ();
+    ly_topology_shutdown ();
     ly_config_free (&ly_config);
     curl_global_cleanup ();
     zsys_shutdown ();

@@ -25,6 +25,7 @@ ly_tap_new (const char *actor)
     self->xpub = zsock_new (ZMQ_XPUB);
     char *dir = ly_tap_dir ();
     zsys_dir_create ("%s", dir);
+    chmod (dir, 0700);          //  frames are redacted, but the taps are ours alone
     if (self->xpub) {
         zsock_set_sndhwm (self->xpub, 10000);
         zsock_set_linger (self->xpub, 0);

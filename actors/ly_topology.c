@@ -1,7 +1,12 @@
 /*  ly_topology.c: the whole wiring of Layers in one table. Each row names an endpoint,
     the actor that binds it and the actors that connect to it. Addresses default to
-    ipc:// sockets under $LAYERS_DATA_DIR/sock; `--connect NAME=ADDR` overrides one for
-    a scale-out node. */
+    ipc:// sockets under $LAYERS_DATA_DIR/sock (a 0700 directory); `--connect NAME=ADDR`
+    overrides one for a scale-out node.
+    tcp:// endpoints are authenticated and encrypted with CurveZMQ under one cluster
+    certificate ($LAYERS_DATA_DIR/curve/cluster.cert and cluster.cert_secret, made by
+    the supervisor; copy both to every node): binders are CURVE servers with it and
+    accept only clients that present it (a process-wide zauth handler), connectors
+    use it as client key and trust it as server key. */
 #include "ly_topology.h"
 #include "ly_config.h"
 #include "ly_log.h"
@@ -19,6 +24,90 @@ static const ly_endpoint_t s_endpoints [] = {
 #define S_ENDPOINTS (sizeof (s_endpoints) / sizeof (s_endpoints [0]))
 
 static char *s_overrides [S_ENDPOINTS];     /* NULL: default address; owned here */
+static pthread_mutex_t s_curve_lock = PTHREAD_MUTEX_INITIALIZER;
+static zcert_t *s_cert;                     /* the cluster certificate, loaded on first use */
+static zactor_t *s_auth;                    /* ZAP handler, started by the first tcp bind */
+
+char *
+ly_topology_cert_path (void)
+{
+    return zsys_sprintf ("%s/curve/cluster.cert", ly_config.data_dir);
+}
+
+int
+ly_topology_cert_ensure (char *err, size_t errlen)
+{
+    char *path = ly_topology_cert_path ();
+    char *secret = zsys_sprintf ("%s_secret", path);
+    int rc = 0;
+    if (!zsys_file_exists (secret)) {
+        char *dir = zsys_sprintf ("%s/curve", ly_config.data_dir);
+        zsys_dir_create ("%s", dir);
+        chmod (dir, 0700);
+        zstr_free (&dir);
+        zcert_t *cert = zcert_new ();
+        zcert_set_meta (cert, "name", "layers cluster");
+        if (!cert || zcert_save (cert, path)) {
+            snprintf (err, errlen, "could not write the cluster certificate \"%s\": %s",
+                      path, strerror (errno));
+            rc = -1;
+        }
+        else
+            chmod (secret, 0600);
+        zcert_destroy (&cert);
+    }
+    zstr_free (&secret);
+    zstr_free (&path);
+    return rc;
+}
+
+//  Applies CurveZMQ to a tcp socket; 0 / -1 (logged).
+static int
+s_curve_apply (const char *actor, zsock_t *sock, bool binder)
+{
+    int rc = 0;
+    pthread_mutex_lock (&s_curve_lock);
+    if (!s_cert) {
+        char *path = ly_topology_cert_path ();
+        s_cert = zcert_load (path);
+        //  Without its _secret file a certificate loads with an all-zero secret key.
+        if (!s_cert || streq (zcert_secret_txt (s_cert), "0000000000000000000000000000000000000000")) {
+            ly_error (actor, "tcp endpoints need the cluster certificate \"%s\" and \"%s_secret\": "
+                      "copy both from the main node's data directory", path, path);
+            zcert_destroy (&s_cert);
+            rc = -1;
+        }
+        zstr_free (&path);
+    }
+    if (rc == 0 && binder && !s_auth) {
+        s_auth = zactor_new (zauth, NULL);
+        char *dir = zsys_sprintf ("%s/curve", ly_config.data_dir);
+        zstr_sendx (s_auth, "CURVE", dir, NULL);
+        zsock_wait (s_auth);
+        zstr_free (&dir);
+    }
+    if (rc == 0) {
+        zcert_apply (s_cert, zsock_resolve (sock));
+        if (binder) {
+            zsock_set_curve_server (sock, 1);
+            zsock_set_zap_domain (sock, "layers");
+        }
+        else
+            zsock_set_curve_serverkey (sock, zcert_public_txt (s_cert));
+    }
+    pthread_mutex_unlock (&s_curve_lock);
+    return rc;
+}
+
+void
+ly_topology_shutdown (void)
+{
+    pthread_mutex_lock (&s_curve_lock);
+    zactor_destroy (&s_auth);
+    zcert_destroy (&s_cert);
+    pthread_mutex_unlock (&s_curve_lock);
+    ly_topology_reset ();
+}
 
 size_t
 ly_topology_count (void)
@@ -123,20 +212,25 @@ ly_topology_attach (const char *actor, const char *name, zsock_t *sock)
     zsock_set_rcvhwm (sock, endpoint->hwm);
     zsock_set_linger (sock, 0);
     char *address = ly_topology_address (name);
-    int rc;
-    if (binder) {
+    int rc = 0;
+    if (strncmp (address, "tcp://", 6) == 0)
+        rc = s_curve_apply (actor, sock, binder);
+    if (rc == 0 && binder) {
         if (strncmp (address, "ipc://", 6) == 0) {
+            //  ipc sockets carry raw personal data: only we may open them.
             char *dir = strdup (address + 6);
             char *slash = strrchr (dir, '/');
             if (slash) {
                 *slash = 0;
                 zsys_dir_create ("%s", dir);
+                chmod (dir, 0700);
             }
             free (dir);
         }
         rc = zsock_bind (sock, "%s", address);
     }
     else
+    if (rc == 0)
         rc = zsock_connect (sock, "%s", address);
     if (rc == -1)
         ly_error (actor, "could not %s endpoint \"%s\" at \"%s\": %s",

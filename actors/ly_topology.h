@@ -37,4 +37,11 @@ int ly_topology_attach (const char *actor, const char *name, zsock_t *sock);
 /*  Drops every override; for tests. */
 void ly_topology_reset (void);
 
+/*  The cluster certificate for tcp endpoints (CurveZMQ): its path (caller owns), and
+    its creation when missing (the supervisor does it at start). 0 / -1. */
+char *ly_topology_cert_path (void);
+int ly_topology_cert_ensure (char *err, size_t errlen);
+/*  Stops the ZAP handler and forgets the certificate; from main, before zsys_shutdown. */
+void ly_topology_shutdown (void);
+
 #endif

@@ -2,6 +2,7 @@
 another host, here over tcp on loopback) takes a share of the ingest work."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -17,6 +18,11 @@ def test_extra_ingest_node_over_tcp():
              "--connect", f"store=tcp://127.0.0.1:{store_port}"]
     with Layersd(args=links) as server:
         other_dir = tempfile.mkdtemp(prefix="layers-node-")
+        # the node shares the cluster certificate, as an operator would copy it
+        os.makedirs(os.path.join(other_dir, "curve"))
+        for name in ("cluster.cert", "cluster.cert_secret"):
+            shutil.copy(os.path.join(server.data_dir, "curve", name),
+                        os.path.join(other_dir, "curve", name))
         env = dict(os.environ, LAYERS_DATA_DIR=other_dir, LAYERS_LOG_LEVEL="info")
         env.pop("LAYERS_DATABASE_URL", None)
         node = subprocess.Popen([binary("layersd"), "--only", "ingest"] + links, env=env,
@@ -42,3 +48,40 @@ def test_extra_ingest_node_over_tcp():
             out = node.communicate(timeout=10)[0].decode(errors="replace")
             assert node.returncode == 0, out
             assert "Sanitizer" not in out
+
+
+def test_node_without_the_cluster_certificate_is_refused():
+    ingest_port, store_port = free_port(), free_port()
+    links = ["--connect", f"ingest=tcp://127.0.0.1:{ingest_port}",
+             "--connect", f"store=tcp://127.0.0.1:{store_port}"]
+    with Layersd(args=links) as server:
+        # no certificate at all: the node says what is missing and stops
+        bare = tempfile.mkdtemp(prefix="layers-node-")
+        env = dict(os.environ, LAYERS_DATA_DIR=bare)
+        env.pop("LAYERS_DATABASE_URL", None)
+        out = subprocess.run([binary("layersd"), "--only", "ingest"] + links, env=env,
+                             capture_output=True, text=True, timeout=20)
+        assert out.returncode != 0 and "cluster certificate" in out.stderr
+        # a certificate of its own: CURVE refuses it, so it never gets work
+        rogue = tempfile.mkdtemp(prefix="layers-rogue-")
+        subprocess.run([binary("layersd"), "--help"], check=True, capture_output=True)
+        env = dict(os.environ, LAYERS_DATA_DIR=rogue)
+        env.pop("LAYERS_DATABASE_URL", None)
+        boot = Layersd(data_dir=rogue)      # makes rogue/curve with another certificate
+        boot.start()
+        boot.stop()
+        node = subprocess.Popen([binary("layersd"), "--only", "ingest"] + links, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            key = server.credentials()["sdk_key"]
+            tap = subprocess.Popen([binary("layers-tap"), "--filter", "EVENTS_SUBMIT",
+                                    "--count", "1", "--timeout", "4", "ingest"],
+                                   env=env, stdout=subprocess.PIPE, text=True)
+            while tap.poll() is None:
+                status, _, _ = post_events(server, {"event_id": str(uuid.uuid4()), "name": "x"}, key=key)
+                assert status == 202
+                time.sleep(0.05)
+            assert tap.returncode == 1, "a node with a foreign certificate got work"
+        finally:
+            node.send_signal(signal.SIGTERM)
+            node.wait(10)

@@ -147,3 +147,13 @@ def test_second_supervisor_on_same_data_dir_is_refused(server):
                          text=True, timeout=20)
     assert out.returncode != 0
     assert "another layersd" in out.stderr
+
+
+def test_threads_mode_serves_everything_in_one_process():
+    from lyserver import post_events
+    import uuid
+    with Layersd(args=["--threads"]) as s:
+        assert s.actors() == {}, "no actor processes in --threads mode"
+        key = s.credentials()["sdk_key"]
+        status, _, body = post_events(s, {"event_id": str(uuid.uuid4()), "name": "app_open"}, key=key)
+        assert status == 202 and body["accepted"] == 1

@@ -41,6 +41,18 @@ static pthread_mutex_t s_mutex = PTHREAD_MUTEX_INITIALIZER;
 static s_family_t *s_families;          /* owned; creation order */
 static s_family_t *s_families_tail;     /* borrowed */
 static zhashx_t *s_index;               /* "name" -> family, "name{labels}" -> metric; borrowed values */
+static zhashx_t *s_imports;             /* instance -> s_import_t: other processes' snapshots */
+
+//  A snapshot another process sent, rendered with instance="<its name>"
+typedef struct {
+    char *instance;             /* owned */
+    char *data;                 /* packed snapshot, owned */
+    size_t size;
+    int64_t received;           /* monotonic msec */
+} s_import_t;
+
+#define S_IMPORT_MAX_AGE_MSEC 15000     /* a process that stopped reporting is dropped */
+#define S_IMPORT_MAX 256
 
 
 //  --------------------------------------------------------------------------
@@ -363,25 +375,122 @@ s_render_histogram (s_text_t *text, ly_metric_t *metric)
     s_puts (text, "\n");
 }
 
+//  Renders the series of one imported family (a msgpack [name, type, help, series]).
+static void
+s_render_imported (s_text_t *text, const char *instance, const msgpack_object *family, s_type_t type)
+{
+    const msgpack_object *series = &family->via.array.ptr [3];
+    if (series->type != MSGPACK_OBJECT_ARRAY)
+        return;
+    char name [128];
+    const msgpack_object *name_obj = &family->via.array.ptr [0];
+    snprintf (name, sizeof name, "%.*s", (int) name_obj->via.str.size, name_obj->via.str.ptr);
+    for (uint32_t i = 0; i < series->via.array.size; i++) {
+        const msgpack_object *one = &series->via.array.ptr [i];
+        if (one->type != MSGPACK_OBJECT_ARRAY || one->via.array.size < 2
+        ||  one->via.array.ptr [0].type != MSGPACK_OBJECT_STR
+        ||  one->via.array.ptr [0].via.str.size > 512
+        ||  (one->via.array.ptr [1].type != MSGPACK_OBJECT_FLOAT64
+          && one->via.array.ptr [1].type != MSGPACK_OBJECT_FLOAT32))
+            continue;
+        char labels [640];
+        int len = snprintf (labels, sizeof labels, "%.*s",
+                            (int) one->via.array.ptr [0].via.str.size, one->via.array.ptr [0].via.str.ptr);
+        if (!s_valid_labels (labels) || memchr (labels, 0, (size_t) len))
+            continue;
+        snprintf (labels + len, sizeof labels - (size_t) len, "%sinstance=\"%s\"",
+                  len? ",": "", instance);
+        double value = one->via.array.ptr [1].via.f64;
+        if (type != S_HISTOGRAM) {
+            s_put_sample_name (text, name, "", labels, NULL);
+            s_put_double (text, value);
+            s_puts (text, "\n");
+            continue;
+        }
+        const msgpack_object *buckets = one->via.array.size > 2? &one->via.array.ptr [2]: NULL;
+        if (!buckets || buckets->type != MSGPACK_OBJECT_ARRAY || buckets->via.array.size != S_BOUNDS + 1)
+            continue;
+        uint64_t cumulative = 0;
+        for (size_t bucket = 0; bucket <= S_BOUNDS; bucket++) {
+            const msgpack_object *count = &buckets->via.array.ptr [bucket];
+            cumulative += count->type == MSGPACK_OBJECT_POSITIVE_INTEGER? count->via.u64: 0;
+            char bound [32];
+            s_format_double (bucket < S_BOUNDS? s_bounds [bucket]: INFINITY, bound, sizeof bound);
+            char le [48];
+            snprintf (le, sizeof le, "le=\"%s\"", bound);
+            s_put_sample_name (text, name, "_bucket", labels, le);
+            s_put_uint (text, cumulative);
+            s_puts (text, "\n");
+        }
+        s_put_sample_name (text, name, "_sum", labels, NULL);
+        s_put_double (text, value);
+        s_puts (text, "\n");
+        s_put_sample_name (text, name, "_count", labels, NULL);
+        s_put_uint (text, cumulative);
+        s_puts (text, "\n");
+    }
+}
+
+//  The family of an import with this name, when well-formed; NULL otherwise.
+static const msgpack_object *
+s_imported_family (const msgpack_object *snapshot, const char *name, size_t index)
+{
+    const msgpack_object *family = &snapshot->via.array.ptr [index];
+    if (family->type != MSGPACK_OBJECT_ARRAY || family->via.array.size != 4
+    ||  family->via.array.ptr [0].type != MSGPACK_OBJECT_STR
+    ||  family->via.array.ptr [1].type != MSGPACK_OBJECT_POSITIVE_INTEGER
+    ||  family->via.array.ptr [1].via.u64 > S_HISTOGRAM)
+        return NULL;
+    const msgpack_object *name_obj = &family->via.array.ptr [0];
+    if (name && (strlen (name) != name_obj->via.str.size
+             ||  memcmp (name, name_obj->via.str.ptr, name_obj->via.str.size)))
+        return NULL;
+    return family;
+}
+
+static void
+s_put_family_header (s_text_t *text, const char *name, const char *help, s_type_t type)
+{
+    if (help) {
+        s_puts (text, "# HELP ");
+        s_puts (text, name);
+        s_puts (text, " ");
+        s_put_help (text, help);
+        s_puts (text, "\n");
+    }
+    s_puts (text, "# TYPE ");
+    s_puts (text, name);
+    s_puts (text, " ");
+    s_puts (text, s_type_names [type]);
+    s_puts (text, "\n");
+}
+
 char *
 ly_metrics_render (void)
 {
     s_text_t text = { NULL, 0, 0, false };
     s_append (&text, "", 0);
     pthread_mutex_lock (&s_mutex);
+    //  Unpack the live imports once for this rendering.
+    size_t imports = 0;
+    s_import_t *import_of [S_IMPORT_MAX];
+    msgpack_unpacked unpacked [S_IMPORT_MAX];
+    int64_t now = ly_mono_msec ();
+    for (s_import_t *import = s_imports? (s_import_t *) zhashx_first (s_imports): NULL;
+         import && imports < S_IMPORT_MAX; import = (s_import_t *) zhashx_next (s_imports)) {
+        if (now - import->received > S_IMPORT_MAX_AGE_MSEC)
+            continue;
+        msgpack_unpacked_init (&unpacked [imports]);
+        size_t offset = 0;
+        if (msgpack_unpack_next (&unpacked [imports], import->data, import->size, &offset)
+                == MSGPACK_UNPACK_SUCCESS
+        &&  unpacked [imports].data.type == MSGPACK_OBJECT_ARRAY)
+            import_of [imports++] = import;
+        else
+            msgpack_unpacked_destroy (&unpacked [imports]);
+    }
     for (s_family_t *family = s_families; family; family = family->next) {
-        if (family->help) {
-            s_puts (&text, "# HELP ");
-            s_puts (&text, family->name);
-            s_puts (&text, " ");
-            s_put_help (&text, family->help);
-            s_puts (&text, "\n");
-        }
-        s_puts (&text, "# TYPE ");
-        s_puts (&text, family->name);
-        s_puts (&text, " ");
-        s_puts (&text, s_type_names [family->type]);
-        s_puts (&text, "\n");
+        s_put_family_header (&text, family->name, family->help, family->type);
         for (ly_metric_t *metric = family->series; metric; metric = metric->next) {
             if (family->type == S_HISTOGRAM)
                 s_render_histogram (&text, metric);
@@ -391,7 +500,50 @@ ly_metrics_render (void)
                 s_puts (&text, "\n");
             }
         }
+        for (size_t i = 0; i < imports; i++) {
+            const msgpack_object *snapshot = &unpacked [i].data;
+            for (uint32_t j = 0; j < snapshot->via.array.size; j++) {
+                const msgpack_object *imported = s_imported_family (snapshot, family->name, j);
+                if (imported && imported->via.array.ptr [1].via.u64 == (uint64_t) family->type)
+                    s_render_imported (&text, import_of [i]->instance, imported, family->type);
+            }
+        }
     }
+    //  Families only other processes have: one header each, then every instance's series.
+    zhashx_t *seen = zhashx_new ();
+    for (size_t i = 0; i < imports; i++) {
+        const msgpack_object *snapshot = &unpacked [i].data;
+        for (uint32_t j = 0; j < snapshot->via.array.size; j++) {
+            const msgpack_object *imported = s_imported_family (snapshot, NULL, j);
+            if (!imported)
+                continue;
+            char name [128];
+            const msgpack_object *name_obj = &imported->via.array.ptr [0];
+            if (name_obj->via.str.size >= sizeof name)
+                continue;
+            snprintf (name, sizeof name, "%.*s", (int) name_obj->via.str.size, name_obj->via.str.ptr);
+            if (!s_valid_name (name) || zhashx_lookup (s_index, name) || zhashx_lookup (seen, name))
+                continue;
+            zhashx_insert (seen, name, "");
+            s_type_t type = (s_type_t) imported->via.array.ptr [1].via.u64;
+            const msgpack_object *help_obj = &imported->via.array.ptr [2];
+            char help [256] = "";
+            if (help_obj->type == MSGPACK_OBJECT_STR)
+                snprintf (help, sizeof help, "%.*s", (int) help_obj->via.str.size, help_obj->via.str.ptr);
+            s_put_family_header (&text, name, help [0]? help: NULL, type);
+            for (size_t k = i; k < imports; k++) {
+                const msgpack_object *other = &unpacked [k].data;
+                for (uint32_t m = 0; m < other->via.array.size; m++) {
+                    const msgpack_object *same = s_imported_family (other, name, m);
+                    if (same && same->via.array.ptr [1].via.u64 == (uint64_t) type)
+                        s_render_imported (&text, import_of [k]->instance, same, type);
+                }
+            }
+        }
+    }
+    zhashx_destroy (&seen);
+    for (size_t i = 0; i < imports; i++)
+        msgpack_unpacked_destroy (&unpacked [i]);
     pthread_mutex_unlock (&s_mutex);
     if (text.failed) {
         free (text.data);
@@ -400,11 +552,100 @@ ly_metrics_render (void)
     return text.data;
 }
 
+int
+ly_metrics_snapshot (void **data_p, size_t *size_p)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    pthread_mutex_lock (&s_mutex);
+    size_t count = 0;
+    for (s_family_t *family = s_families; family; family = family->next)
+        count++;
+    msgpack_pack_array (&pk, count);
+    for (s_family_t *family = s_families; family; family = family->next) {
+        msgpack_pack_array (&pk, 4);
+        msgpack_pack_str_with_body (&pk, family->name, strlen (family->name));
+        msgpack_pack_uint8 (&pk, (uint8_t) family->type);
+        if (family->help)
+            msgpack_pack_str_with_body (&pk, family->help, strlen (family->help));
+        else
+            msgpack_pack_nil (&pk);
+        size_t series = 0;
+        for (ly_metric_t *metric = family->series; metric; metric = metric->next)
+            series++;
+        msgpack_pack_array (&pk, series);
+        for (ly_metric_t *metric = family->series; metric; metric = metric->next) {
+            msgpack_pack_array (&pk, family->type == S_HISTOGRAM? 3: 2);
+            msgpack_pack_str_with_body (&pk, metric->labels, strlen (metric->labels));
+            msgpack_pack_double (&pk, s_load (&metric->value));
+            if (family->type == S_HISTOGRAM) {
+                msgpack_pack_array (&pk, S_BOUNDS + 1);
+                for (size_t bucket = 0; bucket <= S_BOUNDS; bucket++)
+                    msgpack_pack_uint64 (&pk, __atomic_load_n (&metric->buckets [bucket], __ATOMIC_RELAXED));
+            }
+        }
+    }
+    pthread_mutex_unlock (&s_mutex);
+    *size_p = sbuf.size;
+    *data_p = msgpack_sbuffer_release (&sbuf);
+    return 0;
+}
+
+static void
+s_import_destroy (s_import_t **import_p)
+{
+    if (*import_p) {
+        free ((*import_p)->instance);
+        free ((*import_p)->data);
+        free (*import_p);
+        *import_p = NULL;
+    }
+}
+
+void
+ly_metrics_import (const char *instance, const void *data, size_t size)
+{
+    for (const char *c = instance; *c; c++)
+        if (!isalnum ((unsigned char) *c) && *c != '.' && *c != '-' && *c != '_')
+            return;
+    if (!*instance || strlen (instance) > 64 || size > 4 * 1024 * 1024)
+        return;
+    s_import_t *import = (s_import_t *) calloc (1, sizeof (s_import_t));
+    import->instance = strdup (instance);
+    import->data = (char *) malloc (size);
+    memcpy (import->data, data, size);
+    import->size = size;
+    import->received = ly_mono_msec ();
+    pthread_mutex_lock (&s_mutex);
+    if (!s_imports) {
+        s_imports = zhashx_new ();
+        zhashx_set_destructor (s_imports, (zhashx_destructor_fn *) s_import_destroy);
+    }
+    //  Forget processes that stopped reporting, so restarts do not pile up.
+    int64_t now = ly_mono_msec ();
+    zlistx_t *stale = zlistx_new ();
+    for (s_import_t *old = (s_import_t *) zhashx_first (s_imports); old;
+         old = (s_import_t *) zhashx_next (s_imports))
+        if (now - old->received > S_IMPORT_MAX_AGE_MSEC)
+            zlistx_add_end (stale, old->instance);
+    for (char *name = (char *) zlistx_first (stale); name; name = (char *) zlistx_next (stale))
+        zhashx_delete (s_imports, name);
+    zlistx_destroy (&stale);
+    if (zhashx_size (s_imports) < S_IMPORT_MAX || zhashx_lookup (s_imports, instance))
+        zhashx_update (s_imports, instance, import);
+    else
+        s_import_destroy (&import);
+    pthread_mutex_unlock (&s_mutex);
+}
+
 void
 ly_metrics_shutdown (void)
 {
     pthread_mutex_lock (&s_mutex);
     zhashx_destroy (&s_index);
+    zhashx_destroy (&s_imports);
     while (s_families) {
         s_family_t *family = s_families;
         s_families = family->next;

@@ -24,6 +24,14 @@ double ly_metric_value (ly_metric_t *metric);               /* counter/gauge val
 
 /*  Renders every metric as Prometheus text (# HELP, # TYPE, samples); caller owns. */
 char *ly_metrics_render (void);
+/*  Packs every metric into one msgpack value (for another process' registry); caller
+    frees *data_p. 0 / -1. */
+int ly_metrics_snapshot (void **data_p, size_t *size_p);
+/*  Keeps another process' snapshot; ly_metrics_render shows its series with the label
+    instance="<instance>" until a newer one replaces it, or for 15 s after the last.
+    The snapshot is outside input: malformed parts are skipped, never asserted on. */
+void ly_metrics_import (const char *instance, const void *data, size_t size);
+
 /*  Frees the registry; for clean exits and tests. */
 void ly_metrics_shutdown (void);
 

@@ -45,6 +45,7 @@ typedef enum {
     LY_MSG_EVENTS_ACK = 8,      /* store -> gateway: committed (or why not) */
     LY_MSG_API_REQUEST = 9,     /* gateway -> api: one /v1 request */
     LY_MSG_API_RESPONSE = 10,   /* api -> gateway: its answer */
+    LY_MSG_METRICS_REPORT = 11, /* any actor process -> gateway: its metrics */
     LY_MSG_TYPE_MAX             /* one past the highest type number */
 } ly_msgtype_t;
 
@@ -66,6 +67,7 @@ enum { LY_API_REQUEST_REQUEST_ID, LY_API_REQUEST_METHOD, LY_API_REQUEST_PATH,
        LY_API_REQUEST_IF_MATCH, LY_API_REQUEST_CONTENT_TYPE, LY_API_REQUEST_BODY };
 enum { LY_API_RESPONSE_REQUEST_ID, LY_API_RESPONSE_STATUS, LY_API_RESPONSE_CONTENT_TYPE,
        LY_API_RESPONSE_ETAG, LY_API_RESPONSE_LOCATION, LY_API_RESPONSE_BODY };
+enum { LY_METRICS_REPORT_INSTANCE, LY_METRICS_REPORT_SNAPSHOT };
 enum { LY_EVENTS_ACK_REQUEST_ID, LY_EVENTS_ACK_STATUS, LY_EVENTS_ACK_ACCEPTED,
        LY_EVENTS_ACK_DUPLICATES, LY_EVENTS_ACK_REJECTED };
 

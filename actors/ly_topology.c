@@ -18,6 +18,8 @@ static const ly_endpoint_t s_endpoints [] = {
     { "store",  "store", ZMQ_ROUTER, "gateway,ingest", ZMQ_DEALER, 1000,
       "rows to write (EVENTS_STORE from ingest), readiness probes (PING from the "
       "gateway); acknowledgements (EVENTS_ACK) go back to the gateway named in reply_to" },
+    { "metrics", "gateway", ZMQ_PULL, "store,api,ingest,relay", ZMQ_PUSH, 10,
+      "every actor process' metrics (METRICS_REPORT), for the gateway's /metrics" },
     { "api",    "api",   ZMQ_ROUTER, "gateway",  ZMQ_DEALER,   1000,
       "SDK key lookups (KEY_LOOKUP) and, later, partner API requests" },
 };

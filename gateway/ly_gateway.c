@@ -130,6 +130,7 @@ typedef struct {
     zsock_t *pipe;                  /* actor pipe, borrowed */
     zsock_t *store;                 /* DEALER to the store (PING out, ACKs in), owned */
     zsock_t *api;                   /* DEALER to the api actor, owned */
+    zsock_t *metrics;               /* PULL: other processes' METRICS_REPORT, owned */
     zsock_t *ingest;                /* PUSH to the ingest actors, owned */
     zactor_t *ingest_monitor;       /* zmonitor on ingest: counts connected actors, owned */
     int ingest_peers;               /* ingest actors connected now */
@@ -1056,6 +1057,7 @@ s_self_destroy (self_t **self_p)
     zhashx_destroy (&self->good_tokens);
     zsock_destroy (&self->store);
     zsock_destroy (&self->api);
+    zsock_destroy (&self->metrics);
     zactor_destroy (&self->ingest_monitor);
     zsock_destroy (&self->ingest);
     ly_tap_destroy (&self->tap);
@@ -1125,6 +1127,7 @@ s_self_new (zsock_t *pipe)
                                    "Requests refused with 503 because a queue was full", NULL);
     self->store = ly_topology_open_as (S_ACTOR, "store", self->routing_id);
     self->api = ly_topology_open (S_ACTOR, "api");
+    self->metrics = ly_topology_open (S_ACTOR, "metrics");
     //  Watch the ingest socket before it binds, so no connection goes uncounted.
     self->ingest = zsock_new (ZMQ_PUSH);
     if (self->ingest) {
@@ -1137,6 +1140,7 @@ s_self_new (zsock_t *pipe)
     }
     self->tap = ly_tap_new (S_ACTOR);
     if (self->shared.wake_fd < 0 || !self->store || !self->api || !self->ingest || !self->tap
+    ||  !self->metrics
     || !(self->daemon = s_start_http (self)))
         s_self_destroy (&self);
     return self;
@@ -1258,6 +1262,24 @@ s_handle_store (self_t *self)
 }
 
 static void
+s_handle_metrics (self_t *self)
+{
+    ly_msg_t *msg = ly_recv (self->metrics, NULL, S_ACTOR, NULL);
+    if (msg && ly_msg_type (msg) == LY_MSG_METRICS_REPORT
+    &&  ly_msg_str (msg, LY_METRICS_REPORT_INSTANCE) && ly_msg_has (msg, LY_METRICS_REPORT_SNAPSHOT)) {
+        //  Repack the snapshot object as bytes for the registry to keep.
+        msgpack_sbuffer sbuf;
+        msgpack_sbuffer_init (&sbuf);
+        msgpack_packer pk;
+        msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+        msgpack_pack_object (&pk, *ly_msg_obj (msg, LY_METRICS_REPORT_SNAPSHOT));
+        ly_metrics_import (ly_msg_str (msg, LY_METRICS_REPORT_INSTANCE), sbuf.data, sbuf.size);
+        msgpack_sbuffer_destroy (&sbuf);
+    }
+    ly_msg_destroy (&msg);
+}
+
+static void
 s_handle_api (self_t *self)
 {
     ly_msg_t *msg = ly_recv (self->api, self->tap, S_ACTOR, NULL);
@@ -1292,9 +1314,10 @@ ly_gateway_actor (zsock_t *pipe, void *args)
             { zsock_resolve (ly_tap_socket (self->tap)), 0, ZMQ_POLLIN, 0 },
             { NULL, self->shared.wake_fd, ZMQ_POLLIN, 0 },
             { zsock_resolve (self->ingest_monitor), 0, ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->metrics), 0, ZMQ_POLLIN, 0 },
         };
         long timeout = s_expire (self);
-        if (zmq_poll (items, 6, timeout) == -1) {
+        if (zmq_poll (items, 7, timeout) == -1) {
             if (errno == EINTR)
                 continue;
             break;
@@ -1312,6 +1335,8 @@ ly_gateway_actor (zsock_t *pipe, void *args)
             s_handle_wake (self);
         if (items [5].revents & ZMQ_POLLIN)
             s_handle_monitor (self);
+        if (items [6].revents & ZMQ_POLLIN)
+            s_handle_metrics (self);
     }
     s_self_destroy (&self);
 }

@@ -157,3 +157,23 @@ def test_threads_mode_serves_everything_in_one_process():
         key = s.credentials()["sdk_key"]
         status, _, body = post_events(s, {"event_id": str(uuid.uuid4()), "name": "app_open"}, key=key)
         assert status == 202 and body["accepted"] == 1
+
+
+def test_metrics_of_every_actor_process(server):
+    import uuid
+    from lyserver import post_events
+    key = server.credentials()["sdk_key"]
+    assert post_events(server, {"event_id": str(uuid.uuid4()), "name": "x"}, key=key)[0] == 202
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = http("GET", server.base + "/metrics")[2].decode()
+        if 'layers_store_events_total{outcome="stored",instance="store.' in text \
+           and 'layers_ingest_events_total{outcome="accepted",instance="ingest.' in text:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("store and ingest metrics never reached /metrics:\n" + text)
+    # one HELP/TYPE per family, as Prometheus requires
+    types = [l for l in text.splitlines() if l.startswith("# TYPE ")]
+    assert len(types) == len(set(types))
+    assert "# TYPE layers_store_batch_seconds histogram" in text

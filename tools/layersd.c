@@ -13,6 +13,7 @@
 #include "ly_metrics.h"
 #include "ly_migrate.h"
 #include "ly_pg.h"
+#include "ly_reporter.h"
 #include "ly_supervisor.h"
 #include "ly_topology.h"
 #include <curl/curl.h>
@@ -74,10 +75,13 @@ s_run_only (const char *role, const sigset_t *signals)
         zactor_destroy (&actor);
         return 1;
     }
+    //  The gateway exports metrics; every other actor process reports its own to it.
+    zactor_t *reporter = streq (role, "gateway")? NULL: zactor_new (ly_reporter_actor, (void *) role);
     int signum;
     do
         signum = sigwaitinfo (signals, NULL);
     while (signum != SIGINT && signum != SIGTERM);
+    zactor_destroy (&reporter);
     zactor_destroy (&actor);
     return 0;
 }

@@ -150,8 +150,11 @@ ly_bootstrap_demo (PGconn *conn, char *err, size_t errlen)
     printf ("\nLayers demo workspace created (also in %s):\n"
             "  base_url    %s\n  org_id      %s\n  project_id  %s\n"
             "  sdk_key     %s\n  api_token   %s\n\n"
-            "Try it:\n  curl -s %s/readyz\n\n",
-            path, base_url, org_id, project_id, sdk_key, api_token, base_url);
+            "Send a first event:\n"
+            "  curl -s %s/l/events -H 'Authorization: Bearer %s' \\\n"
+            "       -H 'Content-Type: application/json' \\\n"
+            "       -d '{\"event_id\": \"first-1\", \"name\": \"app_open\"}'\n\n",
+            path, base_url, org_id, project_id, sdk_key, api_token, base_url, sdk_key);
     fflush (stdout);
     rc = 0;
     goto cleanup;

@@ -195,3 +195,32 @@ def post_events(server, body, key=None, headers=None, timeout=15):
     except ValueError:
         parsed = raw
     return status, hdrs, parsed
+
+
+def layersctl_for(server, *args, timeout=60):
+    """Runs the built layersctl against a running Layersd (its embedded cluster and master
+    key); returns the CompletedProcess with text stdout and stderr."""
+    env = dict(server.env)
+    return subprocess.run([binary("layersctl")] + list(args), env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def api_call(server, method, path, token=None, body=None, headers=None, timeout=15):
+    """One partner API request. body: bytes, or JSON-able (sent as application/json).
+    Returns (status, headers with lower-case names, parsed JSON or the raw bytes)."""
+    h = {}
+    if token is not None:
+        h["Authorization"] = "Bearer " + token
+    if body is not None and not isinstance(body, (bytes, bytearray)):
+        body = json.dumps(body).encode()
+        h["Content-Type"] = "application/json"
+    h.update(headers or {})
+    status, hdrs, raw = http(method, server.base + path, body=body, headers=h, timeout=timeout)
+    hdrs = {k.lower(): v for k, v in hdrs.items()}
+    parsed = raw
+    if hdrs.get("content-type", "").startswith("application/json") and raw:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            pass
+    return status, hdrs, parsed

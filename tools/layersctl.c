@@ -21,6 +21,15 @@ s_usage (FILE *out)
 "  migrate          apply pending schema migrations and set up the server's database\n"
 "                   roles; prints {\"applied\": N} (a second run applies 0)\n"
 "  migrate --list   list the migrations compiled into this binary\n"
+"  org create NAME --owner EMAIL [--display-name NAME]\n"
+"                   create an organization with its owner member and an owner API\n"
+"                   token; prints {\"org_id\", \"member_id\", \"token\", \"token_id\"}\n"
+"                   (the token is shown this once)\n"
+"  token create --org ORG_ID --member EMAIL [--name NAME]\n"
+"                   a new API token for a member of the organization; prints\n"
+"                   {\"token\", \"token_id\", \"member_id\", \"org_id\"}\n"
+"  token revoke TOKEN_ID\n"
+"                   revoke an API token at once; prints {\"token_id\", \"revoked_at\"}\n"
 "  help             show this help\n"
 "\n"
 "The database is LAYERS_DATABASE_URL (an admin account: a superuser, or an owner with\n"
@@ -49,6 +58,274 @@ s_admin_connect (void)
         fprintf (stderr, "layersctl: %s%s\n", err, ly_config.database_url? ""
                  : " (is layersd running with this LAYERS_DATA_DIR? or set LAYERS_DATABASE_URL)");
     return conn;
+}
+
+//  Runs one parameterized statement; the first column of the first row (caller owns),
+//  "" for a statement without rows, NULL on failure (reason printed).
+static char *
+s_exec (PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+    PGresult *res = PQexecParams (conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    char *value = NULL;
+    if (PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) > 0)
+        value = strdup (PQgetvalue (res, 0, 0));
+    else
+    if (PQresultStatus (res) == PGRES_TUPLES_OK || PQresultStatus (res) == PGRES_COMMAND_OK)
+        value = strdup ("");
+    else {
+        const char *primary = PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY);
+        fprintf (stderr, "layersctl: %s\n", primary? primary: PQerrorMessage (conn));
+    }
+    PQclear (res);
+    return value;
+}
+
+//  True when the statement ran.
+static bool
+s_run (PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+    char *value = s_exec (conn, sql, nparams, params);
+    free (value);
+    return value != NULL;
+}
+
+//  The value of "--name VALUE" among args, or NULL.
+static const char *
+s_flag (int argc, char *argv [], const char *name)
+{
+    for (int i = 0; i + 1 < argc; i++)
+        if (streq (argv [i], name))
+            return argv [i + 1];
+    return NULL;
+}
+
+//  True when args from first on are pairs of a known flag and its value.
+static bool
+s_flags_valid (int argc, char *argv [], int first, const char *const *known)
+{
+    for (int i = first; i < argc; i += 2) {
+        bool found = false;
+        for (const char *const *k = known; *k && !found; k++)
+            found = streq (argv [i], *k);
+        if (!found || i + 1 >= argc) {
+            fprintf (stderr, "layersctl: %s \"%s\"; see layersctl --help\n",
+                     found? "missing value after": "unknown argument", argv [i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool
+s_valid_email (const char *email)
+{
+    const char *at = email? strchr (email, '@'): NULL;
+    size_t len = email? strlen (email): 0;
+    if (!at || at == email || !at [1] || len < 3 || len > 320)
+        return false;
+    for (const unsigned char *p = (const unsigned char *) email; *p; p++)
+        if (*p <= ' ' || *p == 0x7f)
+            return false;
+    return true;
+}
+
+//  Inserts a new API token for member_id of the tenant set; prints nothing. The token
+//  (caller frees and wipes) and its id (caller frees), or NULL.
+static char *
+s_token_insert (PGconn *conn, const char *member_id, const char *name, char **token_id)
+{
+    char *token = ly_token_new ("lya_");
+    if (!token) {
+        fprintf (stderr, "layersctl: could not generate a token: no randomness\n");
+        return NULL;
+    }
+    char hash [65], prefix [13];
+    ly_sha256_hex (token, strlen (token), hash);
+    snprintf (prefix, sizeof prefix, "%s", token);
+    const char *params [] = { member_id, name, prefix, hash };
+    *token_id = s_exec (conn,
+        "INSERT INTO api_tokens (member_id, name, token_prefix, token_sha256)"
+        " VALUES ($1, $2, $3, decode ($4, 'hex')) RETURNING token_id", 4, params);
+    if (!*token_id) {
+        explicit_bzero (token, strlen (token));
+        free (token);
+        return NULL;
+    }
+    return token;
+}
+
+static void
+s_print_json (json_t *json)
+{
+    char *text = json_dumps (json, JSON_INDENT (2));
+    if (text)
+        printf ("%s\n", text);
+    free (text);
+    json_decref (json);
+}
+
+//  org create NAME --owner EMAIL [--display-name NAME]
+static int
+s_org (int argc, char *argv [])
+{
+    static const char *const known [] = { "--owner", "--display-name", NULL };
+    if (argc < 2 || !streq (argv [0], "create") || argv [1][0] == '-') {
+        fprintf (stderr, "layersctl: usage: org create NAME --owner EMAIL [--display-name NAME]\n");
+        return 2;
+    }
+    const char *name = argv [1];
+    if (!s_flags_valid (argc, argv, 2, known))
+        return 2;
+    const char *owner = s_flag (argc - 2, argv + 2, "--owner");
+    const char *display = s_flag (argc - 2, argv + 2, "--display-name");
+    if (strlen (name) < 1 || strlen (name) > 200) {
+        fprintf (stderr, "layersctl: the organization name must have 1 to 200 characters\n");
+        return 2;
+    }
+    if (!s_valid_email (owner)) {
+        fprintf (stderr, "layersctl: --owner needs the owner's email address\n");
+        return 2;
+    }
+    PGconn *conn = s_admin_connect ();
+    if (!conn)
+        return 1;
+    int rc = 1;
+    char *org_id = NULL, *member_id = NULL, *token = NULL, *token_id = NULL;
+    if (!s_run (conn, "BEGIN", 0, NULL))
+        goto cleanup;
+    //  The tenant first, then the rows under it (docs/schema.md): the statements work
+    //  for an admin that is not a superuser too.
+    if (!(org_id = s_exec (conn, "SELECT gen_random_uuid ()::text", 0, NULL)))
+        goto rollback;
+    const char *tenant [] = { org_id };
+    const char *org [] = { org_id, name };
+    const char *member [] = { org_id, owner, display };
+    if (!s_run (conn, "SELECT set_config ('layers.org_id', $1, true)", 1, tenant)
+    ||  !s_run (conn, "INSERT INTO organizations (org_id, name) VALUES ($1, $2)", 2, org)
+    ||  !(member_id = s_exec (conn, "INSERT INTO members (org_id, email, display_name, role)"
+                                    " VALUES ($1, $2, $3, 'owner') RETURNING member_id", 3, member))
+    ||  !(token = s_token_insert (conn, member_id, "owner", &token_id))
+    ||  !s_run (conn, "COMMIT", 0, NULL))
+        goto rollback;
+    s_print_json (json_pack ("{s:s, s:s, s:s, s:s}", "org_id", org_id, "member_id", member_id,
+                             "token", token, "token_id", token_id));
+    rc = 0;
+    goto cleanup;
+rollback:
+    PQclear (PQexec (conn, "ROLLBACK"));
+cleanup:
+    if (token) {
+        explicit_bzero (token, strlen (token));
+        free (token);
+    }
+    free (org_id);
+    free (member_id);
+    free (token_id);
+    PQfinish (conn);
+    return rc;
+}
+
+static bool
+s_is_uuid (const char *text)
+{
+    if (!text || strlen (text) != 36)
+        return false;
+    for (int i = 0; i < 36; i++)
+        if ((i == 8 || i == 13 || i == 18 || i == 23)? text [i] != '-'
+                                                    : !isxdigit ((unsigned char) text [i]))
+            return false;
+    return true;
+}
+
+//  token create --org ORG_ID --member EMAIL [--name NAME] | token revoke TOKEN_ID
+static int
+s_token (int argc, char *argv [])
+{
+    static const char *const known [] = { "--org", "--member", "--name", NULL };
+    bool create = argc >= 1 && streq (argv [0], "create");
+    bool revoke = argc == 2 && streq (argv [0], "revoke");
+    if (!create && !revoke) {
+        fprintf (stderr, "layersctl: usage: token create --org ORG_ID --member EMAIL [--name NAME]"
+                 " | token revoke TOKEN_ID\n");
+        return 2;
+    }
+    const char *org_id = NULL, *email = NULL, *name = NULL;
+    if (create) {
+        if (!s_flags_valid (argc, argv, 1, known))
+            return 2;
+        org_id = s_flag (argc - 1, argv + 1, "--org");
+        email = s_flag (argc - 1, argv + 1, "--member");
+        name = s_flag (argc - 1, argv + 1, "--name");
+        if (!s_is_uuid (org_id) || !email) {
+            fprintf (stderr, "layersctl: token create needs --org ORG_ID (a UUID) and --member EMAIL\n");
+            return 2;
+        }
+        if (name && strlen (name) > 200) {
+            fprintf (stderr, "layersctl: --name takes at most 200 characters\n");
+            return 2;
+        }
+    }
+    else
+    if (!s_is_uuid (argv [1])) {
+        fprintf (stderr, "layersctl: token revoke needs a token id (a UUID)\n");
+        return 2;
+    }
+    PGconn *conn = s_admin_connect ();
+    if (!conn)
+        return 1;
+    int rc = 1;
+    char *member_id = NULL, *token = NULL, *token_id = NULL, *revoked_at = NULL;
+    if (!s_run (conn, "BEGIN", 0, NULL))
+        goto cleanup;
+    if (create) {
+        const char *tenant [] = { org_id };
+        const char *who [] = { org_id, email };
+        if (!s_run (conn, "SELECT set_config ('layers.org_id', $1, true)", 1, tenant)
+        ||  !(member_id = s_exec (conn, "SELECT member_id FROM members"
+                                        " WHERE org_id = $1 AND lower (email) = lower ($2)", 2, who)))
+            goto rollback;
+        if (!member_id [0]) {
+            fprintf (stderr, "layersctl: the organization has no member \"%s\"\n", email);
+            goto rollback;
+        }
+        if (!(token = s_token_insert (conn, member_id, name? name: "", &token_id))
+        ||  !s_run (conn, "COMMIT", 0, NULL))
+            goto rollback;
+        s_print_json (json_pack ("{s:s, s:s, s:s, s:s}", "token", token, "token_id", token_id,
+                                 "member_id", member_id, "org_id", org_id));
+    }
+    else {
+        //  Any tenant's token: as the owner role, which bypasses row-level security.
+        const char *params [] = { argv [1] };
+        if (!s_run (conn, "SET LOCAL ROLE layers_owner", 0, NULL)
+        ||  !(revoked_at = s_exec (conn,
+                "UPDATE api_tokens SET revoked_at = coalesce (revoked_at, now ())"
+                " WHERE token_id = $1"
+                " RETURNING to_char (revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                1, params)))
+            goto rollback;
+        if (!revoked_at [0]) {
+            fprintf (stderr, "layersctl: no token \"%s\"\n", argv [1]);
+            goto rollback;
+        }
+        if (!s_run (conn, "COMMIT", 0, NULL))
+            goto rollback;
+        s_print_json (json_pack ("{s:s, s:s}", "token_id", argv [1], "revoked_at", revoked_at));
+    }
+    rc = 0;
+    goto cleanup;
+rollback:
+    PQclear (PQexec (conn, "ROLLBACK"));
+cleanup:
+    if (token) {
+        explicit_bzero (token, strlen (token));
+        free (token);
+    }
+    free (member_id);
+    free (token_id);
+    free (revoked_at);
+    PQfinish (conn);
+    return rc;
 }
 
 static int
@@ -102,6 +379,12 @@ main (int argc, char *argv [])
     int rc;
     if (streq (argv [1], "migrate"))
         rc = s_migrate (argc - 2, argv + 2);
+    else
+    if (streq (argv [1], "org"))
+        rc = s_org (argc - 2, argv + 2);
+    else
+    if (streq (argv [1], "token"))
+        rc = s_token (argc - 2, argv + 2);
     else {
         fprintf (stderr, "layersctl: unknown command \"%s\"; see layersctl --help\n", argv [1]);
         rc = 2;

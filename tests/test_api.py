@@ -1,0 +1,1065 @@
+"""The partner API (/v1) end to end: one layersd with its embedded PostgreSQL, two
+organizations made with `layersctl org create`, a member and a token per role in each.
+
+Checks every documented route (docs/api.md, which must list exactly the routes of
+storage/ly_apiv1.c) with every role, allowed and denied; cross-tenant ids on every route;
+row-level security behind a deliberately unfiltered query; SQL injection in every string
+parameter; revocation at once; the HTTP conventions (errors, ETag/If-Match,
+Idempotency-Key, pagination, limits, request ids); write-only layer secrets; events,
+deliveries and replay; media downloads; layersctl; and that failed authentication is
+throttled per client while others are served. Run:
+    LY_BUILD_DIR=build/test /usr/bin/python3 -m pytest -q tests/test_api.py
+"""
+import hashlib
+import itertools
+import json
+import os
+import re
+import time
+import urllib.parse
+import uuid
+
+import pytest
+
+from lyserver import Layersd, api_call, db_connect, layersctl_for, post_events
+
+SRC = os.environ.get("LY_SOURCE_DIR") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROLES = ["owner", "admin", "editor", "viewer"]
+RANK = {"owner": 40, "admin": 30, "editor": 20, "viewer": 10}
+_ips = itertools.count(1)
+
+
+def fresh_ip():
+    """A client address of its own (X-Forwarded-For from the trusted 127.0.0.1), so the
+    gateway's failed-authentication counters of one test do not touch another."""
+    n = next(_ips)
+    return "10.77.%d.%d" % (n // 250, n % 250 + 1)
+
+
+# ----------------------------------------------------------------------------------------
+# The documentation and the code
+
+def doc_routes():
+    """[(method, pattern, permission)] from the route table of docs/api.md."""
+    with open(os.path.join(SRC, "docs", "api.md")) as f:
+        text = f.read()
+    return re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE)` \| `(/v1[^`]*)` \| `([a-z.]+)` \|",
+                      text, re.M)
+
+
+def doc_permissions():
+    """{permission: least role} from the permission table of docs/api.md."""
+    with open(os.path.join(SRC, "docs", "api.md")) as f:
+        text = f.read()
+    return dict(re.findall(r"^\| `([a-z]+(?:\.[a-z]+)?)` \| (owner|admin|editor|viewer) \|", text, re.M))
+
+
+def code_routes():
+    """[(method, pattern, permission)] from the route table of storage/ly_apiv1.c."""
+    with open(os.path.join(SRC, "storage", "ly_apiv1.c")) as f:
+        text = f.read()
+    perms = {c: (name, role) for c, name, role in re.findall(
+        r'\{ (LY_PERM_\w+),\s+"([a-z.]+)",\s+"(\w+)" \}', text)}
+    routes = re.findall(r'\{ "(GET|POST|PUT|PATCH|DELETE)",\s+"(/v1[^"]*)", (LY_PERM_\w+),', text)
+    return [(m, p, perms[c][0]) for m, p, c in routes], {n: r for n, r in perms.values()}
+
+
+# ----------------------------------------------------------------------------------------
+# Fixtures: one server, two organizations
+
+class Org:
+    """An organization made by layersctl, with a member and token per role and a project
+    carrying a layer, an SDK key, linked ads content, a container with media, events and
+    deliveries."""
+
+    def __init__(self, server, name):
+        self.server = server
+        slug = name.lower()
+        done = layersctl_for(server, "org", "create", name, "--owner", "owner@%s.test" % slug)
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        self.id = out["org_id"]
+        self.tokens = {"owner": out["token"]}
+        self.members = {"owner": out["member_id"]}
+        self.token_ids = {"owner": out["token_id"]}
+        for role in ROLES[1:]:
+            status, _, body = self.call("owner", "POST", "/v1/members",
+                                        {"email": "%s@%s.test" % (role, slug), "role": role,
+                                         "display_name": role.title()})
+            assert status == 201, body
+            self.members[role] = body["member_id"]
+            status, _, body = self.call("owner", "POST", "/v1/tokens",
+                                        {"member_id": body["member_id"], "name": role})
+            assert status == 201, body
+            self.tokens[role] = body["token"]
+            self.token_ids[role] = body["token_id"]
+        status, _, body = self.call("owner", "POST", "/v1/projects", {"name": name + " app"})
+        assert status == 201, body
+        self.project = body["project_id"]
+        status, _, body = self.call("owner", "PUT", "/v1/projects/%s/layers/meta" % self.project,
+                                    {"dataset_id": "1234567890", "access_token": "EAAsecret" + slug,
+                                     "enabled": False})
+        assert status == 201, body
+        status, _, body = self.call("owner", "POST", "/v1/projects/%s/sdk-keys" % self.project,
+                                    {"name": "ios"})
+        assert status == 201, body
+        self.sdk_key, self.key_id = body["key"], body["key_id"]
+        self.ad = self.new_ad()
+        status, _, body = self.call("owner", "PUT", "/v1/projects/%s/ads-content/%s" % (self.project, self.ad))
+        assert status == 201, body
+        self.container, self.media = self.new_container()
+        self.event_ids = []
+        for i, name_ in enumerate(["app_open", "purchase", "purchase"]):
+            event_id = "%s-ev-%d" % (slug, i)
+            status, _, body = post_events(server, {"event_id": event_id, "name": name_,
+                                                   "user_id": "%s-user-%d" % (slug, i % 2),
+                                                   "email": "buyer%d@example.org" % i},
+                                          key=self.sdk_key)
+            assert status == 202 and body["accepted"] == 1, body
+            self.event_ids.append(event_id)
+        self.deliveries = self.new_deliveries(["dead", "dead", "delivered", "pending"])
+
+    def call(self, role, method, path, body=None, headers=None, token=None):
+        h = {"X-Forwarded-For": "10.1.0.1"}
+        h.update(headers or {})
+        return api_call(self.server, method, path, token=token or self.tokens[role], body=body,
+                        headers=h)
+
+    # Fresh resources, made as the owner, for routes that change or remove one.
+    def new_member(self, role="viewer"):
+        status, _, body = self.call("owner", "POST", "/v1/members",
+                                    {"email": "m-%s@example.test" % uuid.uuid4().hex[:12], "role": role})
+        assert status == 201, body
+        return body["member_id"]
+
+    def new_token(self, member_id=None):
+        status, _, body = self.call("owner", "POST", "/v1/tokens",
+                                    {"member_id": member_id or self.new_member()})
+        assert status == 201, body
+        return body["token_id"], body["token"]
+
+    def new_project(self):
+        status, _, body = self.call("owner", "POST", "/v1/projects", {"name": "fresh"})
+        assert status == 201, body
+        return body["project_id"]
+
+    def new_ad(self):
+        status, _, body = self.call("owner", "POST", "/v1/ads-content",
+                                    {"kind": "video", "title": "Spring sale", "body": "Buy now",
+                                     "metadata": {"length_s": 15}})
+        assert status == 201, body
+        return body["ad_content_id"]
+
+    def new_key(self, project):
+        status, _, body = self.call("owner", "POST", "/v1/projects/%s/sdk-keys" % project, {})
+        assert status == 201, body
+        return body["key_id"]
+
+    def new_container(self, url=None, content_type="image/png", data=None):
+        media_dir = os.path.join(self.server.data_dir, "media", self.id)
+        os.makedirs(media_dir, exist_ok=True)
+        data = data if data is not None else os.urandom(2048)
+        path = os.path.join(media_dir, uuid.uuid4().hex + ".png")
+        with open(path, "wb") as f:
+            f.write(data)
+        media = [{"url": url or "file://" + path, "content_type": content_type, "bytes": len(data),
+                  "sha256": hashlib.sha256(data).hexdigest(), "width": 64, "height": 32}]
+        container = str(uuid.uuid4())
+        cur = self.server.db.cursor()
+        cur.execute("""INSERT INTO content_containers (org_id, project_id, container_id, kind,
+                                                       title, media)
+                       VALUES (%s, %s, %s, 'image', 'generated', %s)""",
+                    (self.id, self.project, container, json.dumps(media)))
+        return container, data
+
+    def new_deliveries(self, statuses, destination=None):
+        """Outbox rows of the project. Pending ones are due tomorrow, so that a relay
+        actor running meanwhile leaves them (and the dead ones) alone."""
+        cur = self.server.db.cursor()
+        ids = []
+        for i, status in enumerate(statuses):
+            dest = destination or ["meta", "tiktok", "apple_search_ads"][i % 3]
+            cur.execute("""INSERT INTO relay_deliveries (org_id, project_id, event_received_at,
+                               event_seq, event_id, destination, status, attempts, reason)
+                           VALUES (%s, %s, now(), %s, %s, %s, %s, 5, 'http_400')
+                           RETURNING delivery_id""",
+                        (self.id, self.project, 1000 + i, "d-" + uuid.uuid4().hex, dest, status))
+            ids.append(cur.fetchone()[0])
+        cur.execute("UPDATE relay_deliveries SET next_attempt_at = now() + interval '1 day'"
+                    " WHERE delivery_id = ANY(%s) AND status = 'pending'", (ids,))
+        return ids
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Layersd(env={"LAYERS_TRUSTED_PROXIES": "127.0.0.1"}) as s:
+        s.db = db_connect(s)
+        yield s
+        s.db.close()
+
+
+@pytest.fixture(scope="module")
+def orgs(server):
+    return Org(server, "Alpha"), Org(server, "Beta")
+
+
+def snapshot(server, org_id):
+    """A digest of every row of the organization in every tenant table (last_used_at of
+    tokens aside: using a token stamps it)."""
+    cur = server.db.cursor()
+    cur.execute("""SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'org_id'
+                   WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+                   ORDER BY 1""")
+    digest = {}
+    for (table,) in cur.fetchall():
+        if table == "api_tokens":
+            sql = """SELECT md5(string_agg(row(token_id, member_id, name, revoked_at, expires_at)::text,
+                                           ',' ORDER BY token_id)) FROM api_tokens WHERE org_id = %s"""
+        else:
+            sql = "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM %s t WHERE org_id = %%s" % table
+        cur.execute(sql, (org_id,))
+        digest[table] = cur.fetchone()[0]
+    return digest
+
+
+# ----------------------------------------------------------------------------------------
+# Requests for every route: (path, body) that a role allowed to use it should succeed with
+
+OK = {"GET": 200, "POST": 201, "PATCH": 200, "DELETE": 204}
+
+
+def request_for(org, method, pattern):
+    """A concrete request for the documented route: (path, body, expected success status).
+    Routes that change or remove something get a fresh target each time."""
+    key = (method, pattern)
+    ids = {"project_id": org.project, "member_id": org.members["viewer"],
+           "ad_content_id": org.ad, "container_id": org.container, "layer": "meta",
+           "key_id": org.key_id, "token_id": None}
+    body, expect = None, OK.get(method, 200)
+    if key == ("PATCH", "/v1/organization"):
+        body = {"name": "Renamed"}
+    elif key == ("POST", "/v1/members"):
+        body = {"email": "n-%s@example.test" % uuid.uuid4().hex[:12], "role": "viewer"}
+    elif key in (("PATCH", "/v1/members/{member_id}"), ("DELETE", "/v1/members/{member_id}")):
+        ids["member_id"] = org.new_member()
+        body = {"display_name": "Renamed"} if method == "PATCH" else None
+    elif key == ("POST", "/v1/tokens"):
+        body = {"name": "ci"}
+    elif key == ("DELETE", "/v1/tokens/{token_id}"):
+        ids["token_id"] = org.new_token()[0]
+    elif key == ("POST", "/v1/projects"):
+        body = {"name": "New app", "timezone": "Europe/Berlin", "default_country_code": "49"}
+    elif key == ("PATCH", "/v1/projects/{project_id}"):
+        body = {"ios_bundle_id": "com.example.app"}
+    elif key == ("DELETE", "/v1/projects/{project_id}"):
+        ids["project_id"] = org.new_project()
+    elif key == ("PUT", "/v1/projects/{project_id}/layers/{layer}"):
+        ids["layer"] = "tiktok"
+        body = {"app_id": "7001", "access_token": "tt-secret", "enabled": False,
+                "event_map": {"purchase": "CompletePayment"}}
+        expect = (200, 201)
+    elif key == ("DELETE", "/v1/projects/{project_id}/layers/{layer}"):
+        ids["project_id"] = org.new_project()
+        ids["layer"] = "apple_search_ads"
+        status, _, got = org.call("owner", "PUT", "/v1/projects/%s/layers/apple_search_ads" % ids["project_id"],
+                                  {"enabled": True})
+        assert status == 201, got
+    elif key == ("POST", "/v1/projects/{project_id}/sdk-keys"):
+        body = {"name": "android"}
+    elif key == ("DELETE", "/v1/projects/{project_id}/sdk-keys/{key_id}"):
+        ids["key_id"] = org.new_key(org.project)
+    elif key == ("PUT", "/v1/projects/{project_id}/ads-content/{ad_content_id}"):
+        ids["ad_content_id"] = org.new_ad()
+        expect = 201
+    elif key == ("DELETE", "/v1/projects/{project_id}/ads-content/{ad_content_id}"):
+        ids["ad_content_id"] = org.new_ad()
+        status, _, got = org.call("owner", "PUT", "/v1/projects/%s/ads-content/%s" % (org.project, ids["ad_content_id"]))
+        assert status == 201, got
+    elif key == ("POST", "/v1/projects/{project_id}/deliveries/replay"):
+        body = {"delivery_ids": [999999999]}
+        expect = 200
+    elif key == ("POST", "/v1/ads-content"):
+        body = {"kind": "text", "title": "Hello"}
+    elif key == ("PATCH", "/v1/ads-content/{ad_content_id}"):
+        body = {"title": "Summer sale"}
+    elif key == ("DELETE", "/v1/ads-content/{ad_content_id}"):
+        ids["ad_content_id"] = org.new_ad()
+    path = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], pattern)
+    return path, body, expect
+
+
+# ----------------------------------------------------------------------------------------
+# Documentation and routes
+
+def test_docs_list_exactly_the_routes_and_permissions_of_the_code():
+    documented = doc_routes()
+    routes, perms = code_routes()
+    assert len(documented) >= 38
+    assert len(set(documented)) == len(documented), "a route is documented twice"
+    assert sorted(documented) == sorted(routes)
+    assert doc_permissions() == perms
+
+
+def test_every_documented_route_with_every_role(server, orgs):
+    a, _ = orgs
+    perms = doc_permissions()
+    for method, pattern, perm in doc_routes():
+        for role in ROLES:
+            path, body, expect = request_for(a, method, pattern)
+            status, headers, got = a.call(role, method, path, body)
+            allowed = RANK[role] >= RANK[perms[perm]]
+            where = "%s %s as %s" % (method, pattern, role)
+            if allowed:
+                expected = expect if isinstance(expect, tuple) else (expect,)
+                assert status in expected, (where, status, got)
+            else:
+                assert status == 403, (where, status, got)
+                assert got["error"]["code"] == "forbidden", where
+            assert headers.get("x-request-id"), where
+        # without a token: 401, from a client address of its own
+        path, body, _ = request_for(a, method, pattern)
+        status, _, got = api_call(server, method, path, body=body,
+                                  headers={"X-Forwarded-For": fresh_ip()})
+        assert status == 401 and got["error"]["code"] == "unauthorized", (method, pattern, got)
+
+
+def test_a_viewer_cannot_change_anything(server, orgs):
+    a, b = orgs
+    before = snapshot(server, a.id), snapshot(server, b.id)
+    for method, pattern, _ in doc_routes():
+        if method == "GET":
+            continue
+        path = re.sub(r"\{(\w+)\}", lambda m: {"project_id": a.project, "member_id": a.members["owner"],
+                                               "ad_content_id": a.ad, "layer": "meta",
+                                               "key_id": a.key_id, "token_id": a.token_ids["owner"],
+                                               "container_id": a.container}[m.group(1)], pattern)
+        for body in ({"name": "x", "role": "owner", "email": "v@x.test", "kind": "text",
+                      "dataset_id": "1", "access_token": "t"}, None):
+            status, _, got = a.call("viewer", method, path, body)
+            assert status == 403, (method, pattern, status, got)
+    assert (snapshot(server, a.id), snapshot(server, b.id)) == before
+
+
+# ----------------------------------------------------------------------------------------
+# Tenancy
+
+def test_other_tenants_ids_are_404_on_every_route(server, orgs):
+    a, b = orgs
+    before = snapshot(server, b.id)
+    b_ids = {"project_id": b.project, "member_id": b.members["viewer"], "ad_content_id": b.ad,
+             "container_id": b.container, "layer": "meta", "key_id": b.key_id,
+             "token_id": b.token_ids["viewer"]}
+    checked = 0
+    for method, pattern, _ in doc_routes():
+        if "{" not in pattern:
+            continue
+        path = re.sub(r"\{(\w+)\}", lambda m: b_ids[m.group(1)], pattern)
+        _, body, _ = request_for(a, method, pattern)
+        status, _, got = a.call("owner", method, path, body)
+        assert status == 404 and got["error"]["code"] == "not_found", (method, pattern, status, got)
+        checked += 1
+    assert checked >= 25
+    # links across tenants, both ways
+    for path in ("/v1/projects/%s/ads-content/%s" % (a.project, b.ad),
+                 "/v1/projects/%s/ads-content/%s" % (b.project, a.ad)):
+        for method in ("PUT", "DELETE"):
+            status, _, got = a.call("owner", method, path)
+            assert status == 404, (method, path, got)
+    # a token of org B that org A names in a body
+    status, _, got = a.call("owner", "POST", "/v1/tokens", {"member_id": b.members["viewer"]})
+    assert status == 422 and got["error"]["field"] == "member_id", got
+    assert snapshot(server, b.id) == before
+
+
+def test_lists_and_filters_never_show_another_tenant(server, orgs):
+    a, b = orgs
+    b_values = {b.id, b.project, b.ad, b.container, b.key_id, b.sdk_key} | set(b.members.values()) \
+        | set(b.token_ids.values()) | set(b.event_ids)
+    lists = ["/v1/organization", "/v1/me", "/v1/members?limit=200", "/v1/tokens?limit=200",
+             "/v1/projects?limit=200", "/v1/ads-content?limit=200", "/v1/content/containers?limit=200",
+             "/v1/projects/%s/events?limit=200" % a.project,
+             "/v1/projects/%s/deliveries?limit=200" % a.project,
+             "/v1/projects/%s/sdk-keys" % a.project, "/v1/projects/%s/ads-content" % a.project,
+             "/v1/projects/%s/layers" % a.project]
+    for path in lists:
+        status, _, got = a.call("owner", "GET", path)
+        assert status == 200, (path, got)
+        text = json.dumps(got)
+        assert not [v for v in b_values if str(v) in text], path
+        assert "Beta" not in text, path
+    for path in ("/v1/ads-content?project_id=%s" % b.project,
+                 "/v1/content/containers?project_id=%s" % b.project,
+                 "/v1/tokens?member_id=%s" % b.members["owner"]):
+        status, _, got = a.call("owner", "GET", path)
+        assert status == 200 and got["data"] == [], (path, got)
+    status, _, got = a.call("owner", "GET", "/v1/members?role=owner")
+    assert [m["member_id"] for m in got["data"]] == [a.members["owner"]]
+
+
+def test_row_level_security_filters_a_deliberately_unfiltered_query(server, orgs):
+    """The projects list is `SELECT ... FROM projects` without any org_id condition (see
+    ly_apiv1_projects_list): only row-level security keeps org B's projects out. The same
+    unfiltered query on every tenant table, as layers_api under A's tenant, sees A only."""
+    a, b = orgs
+    status, _, got = a.call("owner", "GET", "/v1/projects?limit=200")
+    listed = {p["project_id"] for p in got["data"]}
+    cur = server.db.cursor()
+    cur.execute("SELECT project_id::text FROM projects WHERE org_id = %s", (a.id,))
+    assert listed == {r[0] for r in cur.fetchall()}
+    cur.execute("SELECT count(*) FROM projects WHERE org_id <> %s", (a.id,))
+    assert cur.fetchone()[0] > 0, "the test needs other tenants' projects"
+
+    with open(os.path.join(SRC, "storage", "ly_apiv1_workspace.c")) as f:
+        source = f.read()
+    listing = source[source.index("ly_apiv1_projects_list (ly_apiv1_ctx_t *ctx)"):]
+    listing = listing[:listing.index("\n}\n")]
+    assert "FROM projects" in listing and "org_id" not in listing.split("//")[-1]
+
+    conn = db_connect(server)
+    conn.autocommit = False
+    try:
+        cur = conn.cursor()
+        cur.execute("SET ROLE layers_api")
+        cur.execute("SELECT set_config('layers.org_id', %s, true)", (a.id,))
+        cur.execute("""SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'org_id'
+                       WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+                         AND NOT c.relispartition
+                         AND has_table_privilege('layers_api', c.oid, 'SELECT')""")
+        tables = [r[0] for r in cur.fetchall()]
+        assert "projects" in tables and "sdk_events" in tables
+        for table in tables:
+            cur.execute("SELECT DISTINCT org_id::text FROM %s" % table)   # no WHERE
+            assert {r[0] for r in cur.fetchall()} <= {a.id}, table
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+# ----------------------------------------------------------------------------------------
+# SQL injection
+
+INJECTIONS = ["' OR '1'='1", "'; DROP TABLE projects; --", "\" OR 1=1 --", "1) OR (1=1",
+              "%' OR org_id IS NOT NULL --", "' UNION SELECT token_sha256::text FROM api_tokens --",
+              "$1", "\\'; SELECT pg_sleep(5); --", "é'||(SELECT 1)||'"]
+
+
+def test_sql_injection_is_inert_everywhere(server, orgs):
+    a, b = orgs
+    before_b = snapshot(server, b.id)
+    q = urllib.parse.quote
+    lists = {"/v1/members": ["role", "limit", "cursor"],
+             "/v1/tokens": ["member_id", "limit", "cursor"],
+             "/v1/projects": ["limit", "cursor"],
+             "/v1/ads-content": ["project_id", "kind", "limit", "cursor"],
+             "/v1/content/containers": ["project_id", "kind", "limit", "cursor"],
+             "/v1/projects/%s/events" % a.project: ["from", "to", "name", "user_id", "limit", "cursor"],
+             "/v1/projects/%s/deliveries" % a.project: ["status", "destination", "limit", "cursor"],
+             "/v1/projects/%s/sdk-keys" % a.project: ["limit", "cursor"],
+             "/v1/projects/%s/ads-content" % a.project: ["limit", "cursor"],
+             "/v1/content/containers/%s/media" % a.container: ["index"]}
+    for path, params in lists.items():
+        for param in params:
+            for payload in INJECTIONS:
+                status, _, got = a.call("owner", "GET", "%s?%s=%s" % (path, param, q(payload)))
+                assert status in (200, 400), (path, param, payload, status, got)
+                if status == 200:
+                    assert got["data"] == [], (path, param, payload)
+    # path segments: ids and the layer name
+    for method, pattern, _ in doc_routes():
+        if "{" not in pattern:
+            continue
+        for payload in INJECTIONS:
+            path = re.sub(r"\{\w+\}", q(payload, safe=""), pattern)
+            status, _, got = a.call("owner", method, path, {} if method in ("POST", "PUT", "PATCH") else None)
+            assert status == 404, (method, pattern, payload, status, got)
+    # strings in bodies are stored as they are
+    for payload in INJECTIONS:
+        status, _, got = a.call("owner", "POST", "/v1/projects", {"name": payload})
+        assert status == 201 and got["name"] == payload, got
+        status, _, got = a.call("owner", "GET", "/v1/projects/" + got["project_id"])
+        assert got["name"] == payload
+        status, _, got = a.call("owner", "POST", "/v1/ads-content",
+                                {"kind": "text", "title": payload, "body": payload,
+                                 "metadata": {payload: payload}})
+        assert status == 201 and got["title"] == payload and got["metadata"] == {payload: payload}
+        status, _, got = a.call("owner", "POST", "/v1/ads-content", {"kind": payload})
+        assert status == 422 and got["error"]["field"] == "kind"
+        status, _, got = a.call("owner", "POST", "/v1/members",
+                                {"email": "x%s@example.test" % payload.replace(" ", ""),
+                                 "role": "viewer", "display_name": payload})
+        assert status in (201, 422), got
+        if status == 201:
+            assert got["display_name"] == payload
+        status, _, got = a.call("owner", "POST", "/v1/tokens", {"name": payload})
+        assert status == 201 and got["name"] == payload
+        status, _, got = a.call("owner", "POST", "/v1/projects/%s/sdk-keys" % a.project, {"name": payload})
+        assert status == 201 and got["name"] == payload
+        status, _, got = a.call("owner", "PATCH", "/v1/organization", {"name": payload})
+        assert status == 200 and got["name"] == payload
+        status, _, got = a.call("owner", "PATCH", "/v1/members/" + a.members["viewer"],
+                                {"display_name": payload})
+        assert status == 200 and got["display_name"] == payload
+        status, _, got = a.call("owner", "POST", "/v1/members", {"email": "a@b.c", "role": payload})
+        assert status == 422 and got["error"]["field"] == "role"
+        status, _, got = a.call("owner", "PATCH", "/v1/projects/" + a.project, {"name": "x"},
+                                headers={"If-Match": payload.encode("ascii", "ignore").decode()})
+        assert status == 412, got
+        status, _, got = a.call("owner", "PUT", "/v1/projects/%s/layers/meta" % a.project,
+                                {"dataset_id": payload})
+        assert status == 422 and got["error"]["field"] == "dataset_id"
+    status, _, got = a.call("owner", "POST", "/v1/projects", {"name": "idem"},
+                            headers={"Idempotency-Key": "';DROP/**/TABLE/**/projects;--"})
+    assert status == 201, got
+    cur = server.db.cursor()
+    cur.execute("SELECT count(*) FROM projects")
+    assert cur.fetchone()[0] > 0
+    assert snapshot(server, b.id) == before_b
+
+
+# ----------------------------------------------------------------------------------------
+# Tokens: revocation at once, layersctl, throttling
+
+def test_revoked_token_is_refused_at_once(server, orgs):
+    a, _ = orgs
+    member = a.new_member("editor")
+    token_id, token = a.new_token(member)
+    assert a.call(None, "GET", "/v1/me", token=token)[0] == 200
+    status, _, _ = a.call("owner", "DELETE", "/v1/tokens/" + token_id)
+    assert status == 204
+    status, _, got = a.call(None, "GET", "/v1/me", token=token)
+    assert status == 401 and got["error"]["code"] == "unauthorized"
+    # listed with revoked_at
+    status, _, got = a.call("owner", "GET", "/v1/tokens?member_id=" + member)
+    assert [t["revoked_at"] is not None for t in got["data"]] == [True]
+    assert "token" not in got["data"][0]
+    # revoked with layersctl
+    token_id, token = a.new_token(member)
+    assert a.call(None, "GET", "/v1/me", token=token)[0] == 200
+    done = layersctl_for(server, "token", "revoke", token_id)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["token_id"] == token_id
+    assert a.call(None, "GET", "/v1/me", token=token)[0] == 401
+    # a removed member's tokens go with it
+    token_id, token = a.new_token(member)
+    assert a.call(None, "GET", "/v1/projects", token=token)[0] == 200
+    assert a.call("owner", "DELETE", "/v1/members/" + member)[0] == 204
+    assert a.call(None, "GET", "/v1/projects", token=token)[0] == 401
+    # an expired token
+    status, _, got = a.call("owner", "POST", "/v1/tokens", {"expires_at": "2001-01-01T00:00:00Z"})
+    assert status == 422 and got["error"]["field"] == "expires_at"
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    status, _, got = a.call("owner", "POST", "/v1/tokens", {"expires_at": soon})
+    assert status == 201, got
+    assert a.call(None, "GET", "/v1/me", token=got["token"])[0] == 200
+    time.sleep(2.5)
+    assert a.call(None, "GET", "/v1/me", token=got["token"])[0] == 401
+
+
+def test_layersctl_org_and_token_commands(server, orgs):
+    a, _ = orgs
+    done = layersctl_for(server, "--help")
+    assert done.returncode == 0
+    for command in ("migrate", "org create", "token create", "token revoke"):
+        assert command in done.stdout
+    done = layersctl_for(server, "token", "create", "--org", a.id, "--member", "EDITOR@alpha.test",
+                         "--name", "cli")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["member_id"] == a.members["editor"] and out["token"].startswith("lya_")
+    status, _, me = a.call(None, "GET", "/v1/me", token=out["token"])
+    assert status == 200 and me["role"] == "editor" and me["token_id"] == out["token_id"]
+    cur = server.db.cursor()
+    cur.execute("SELECT token_prefix, encode(token_sha256, 'hex') FROM api_tokens WHERE token_id = %s",
+                (out["token_id"],))
+    assert cur.fetchone() == (out["token"][:12], hashlib.sha256(out["token"].encode()).hexdigest())
+    for args in (["token", "create", "--org", a.id, "--member", "nobody@alpha.test"],
+                 ["token", "revoke", str(uuid.uuid4())]):
+        done = layersctl_for(server, *args)
+        assert done.returncode == 1 and done.stderr, args
+    for args in (["org", "create"], ["org", "create", "X"], ["org", "create", "X", "--owner"],
+                 ["token", "create", "--org", "nope", "--member", "a@b.c"], ["token", "revoke", "x"],
+                 ["token"], ["org", "create", "X", "--owner", "a@b.c", "--bogus", "1"]):
+        done = layersctl_for(server, *args)
+        assert done.returncode == 2 and done.stderr, args
+
+
+def test_failed_authentication_is_throttled_per_client(server, orgs):
+    a, _ = orgs
+    attacker, other = fresh_ip(), fresh_ip()
+    statuses = []
+    for _ in range(12):
+        status, headers, got = api_call(server, "GET", "/v1/projects", token="lya_wrong",
+                                        headers={"X-Forwarded-For": attacker})
+        statuses.append(status)
+        assert got["error"]["code"] in ("unauthorized", "too_many_failures")
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    assert int(headers["retry-after"]) > 0
+    # the attacker is refused even with other wrong tokens after enough of them, while a
+    # good token from another client is served
+    status, _, _ = api_call(server, "GET", "/v1/projects", token=a.tokens["viewer"],
+                            headers={"X-Forwarded-For": other})
+    assert status == 200
+    status, _, _ = api_call(server, "GET", "/v1/projects", token="lya_other_wrong",
+                            headers={"X-Forwarded-For": other})
+    assert status == 401
+
+
+# ----------------------------------------------------------------------------------------
+# HTTP conventions
+
+def test_error_shapes_and_statuses(server, orgs):
+    a, _ = orgs
+    p = "/v1/projects"
+
+    def check(status, got, code, want_status):
+        assert status == want_status, (status, got)
+        assert set(got) == {"error"} and got["error"]["code"] == code and got["error"]["message"]
+
+    check(*a.call("owner", "GET", "/v1/nowhere")[::2], "not_found", 404)
+    check(*a.call("owner", "GET", "/v1/projects/not-a-uuid")[::2], "not_found", 404)
+    check(*a.call("owner", "GET", "/v1/projects/%s" % uuid.uuid4())[::2], "not_found", 404)
+    check(*a.call("owner", "PUT", p)[::2], "method_not_allowed", 405)
+    check(*a.call("owner", "POST", p, b"name=x", headers={"Content-Type": "text/plain"})[::2],
+          "unsupported_media_type", 415)
+    check(*a.call("owner", "POST", p, b"{\"name\": ", headers={"Content-Type": "application/json"})[::2],
+          "bad_json", 400)
+    check(*a.call("owner", "POST", p, b"[1]", headers={"Content-Type": "application/json"})[::2],
+          "bad_json", 400)
+    check(*a.call("owner", "POST", p, b"{\"name\":\"a\",\"name\":\"b\"}",
+                  headers={"Content-Type": "application/json"})[::2], "bad_json", 400)
+    check(*a.call("owner", "POST", p, b"", headers={"Content-Type": "application/json"})[::2],
+          "bad_request", 400)
+    status, _, got = a.call("owner", "POST", p, {"name": ""})
+    check(status, {"error": {k: v for k, v in got["error"].items() if k != "field"}}, "invalid_field", 422)
+    assert got["error"]["field"] == "name"
+    for body, field in (({}, "name"), ({"name": "x", "colour": "red"}, "colour"),
+                        ({"name": "x", "timezone": "Mars/Olympus"}, "timezone"),
+                        ({"name": "x", "default_country_code": "0049"}, "default_country_code"),
+                        ({"name": "x", "app_store_id": "12a"}, "app_store_id"),
+                        ({"name": "x", "brand": "calm"}, "brand"), ({"name": 7}, "name"),
+                        ({"name": "x" * 201}, "name")):
+        status, _, got = a.call("owner", "POST", p, body)
+        assert status == 422 and got["error"]["field"] == field, (body, got)
+    check(*a.call("owner", "GET", p + "?limit=201")[::2], "bad_query", 400)
+    check(*a.call("owner", "GET", p + "?limit=0")[::2], "bad_query", 400)
+    check(*a.call("owner", "GET", p + "?limit=ten")[::2], "bad_query", 400)
+    check(*a.call("owner", "GET", p + "?colour=red")[::2], "bad_query", 400)
+    check(*a.call("owner", "GET", p + "?limit=1&limit=2")[::2], "bad_query", 400)
+    check(*a.call("owner", "GET", p + "?cursor=AAAA")[::2], "bad_cursor", 400)
+    check(*a.call("owner", "GET", p + "?cursor=" + "x" * 300)[::2], "bad_cursor", 400)
+    check(*a.call("owner", "GET", "/v1/projects/%s/events?from=yesterday" % a.project)[::2],
+          "bad_query", 400)
+    check(*a.call("owner", "GET", "/v1/projects/%s/deliveries?status=lost" % a.project)[::2],
+          "bad_query", 400)
+    check(*a.call("owner", "POST", "/v1/projects", {"name": "x"},
+                  headers={"Idempotency-Key": "has space"})[::2], "bad_idempotency_key", 400)
+    # 413 from the gateway, also on /v1
+    status, _, got = a.call("owner", "POST", p, b"{\"name\": \"" + b"x" * (1 << 20) + b"\"}",
+                            headers={"Content-Type": "application/json"})
+    check(status, got, "too_large", 413)
+    # a cursor of another list
+    status, _, got = a.call("owner", "GET", "/v1/projects/%s/deliveries?limit=1" % a.project)
+    assert got["next_cursor"]
+    check(*a.call("owner", "GET", p + "?cursor=" + got["next_cursor"])[::2], "bad_cursor", 400)
+
+
+def test_request_id_in_every_response_and_log_line(server, orgs):
+    a, _ = orgs
+    ids = []
+    for method, path in (("GET", "/v1/projects"), ("GET", "/v1/nowhere"), ("DELETE", "/v1/roles")):
+        status, headers, _ = a.call("viewer", method, path)
+        ids.append(headers["x-request-id"])
+    status, headers, _ = api_call(server, "GET", "/v1/projects", headers={"X-Forwarded-For": fresh_ip()})
+    assert status == 401
+    ids.append(headers["x-request-id"])
+    assert len(set(ids)) == len(ids)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all("request %s:" % i in server.log() for i in ids):
+        time.sleep(0.05)
+    log = server.log()
+    for i in ids:
+        assert re.search(r"api: request %s: [A-Z]+ \S+ -> \d{3} in " % re.escape(i), log), i
+
+
+def test_etag_and_if_match(server, orgs):
+    a, _ = orgs
+    project = a.new_project()
+    path = "/v1/projects/" + project
+    status, headers, got = a.call("admin", "GET", path)
+    etag = headers["etag"]
+    assert re.fullmatch(r'"\d+"', etag)
+    status, headers, got = a.call("admin", "PATCH", path, {"name": "v2"}, headers={"If-Match": etag})
+    assert status == 200 and got["name"] == "v2" and headers["etag"] != etag
+    new = headers["etag"]
+    status, _, got = a.call("admin", "PATCH", path, {"name": "v3"}, headers={"If-Match": etag})
+    assert status == 412 and got["error"]["code"] == "precondition_failed"
+    assert a.call("admin", "GET", path)[2]["name"] == "v2"
+    status, _, _ = a.call("admin", "PATCH", path, {"name": "v3"}, headers={"If-Match": 'W/' + new})
+    assert status == 200
+    status, _, _ = a.call("admin", "PATCH", path, {"name": "v4"}, headers={"If-Match": "*"})
+    assert status == 200
+    status, _, _ = a.call("admin", "DELETE", path, headers={"If-Match": new})
+    assert status == 412
+    assert a.call("admin", "GET", path)[0] == 200
+    etag = a.call("admin", "GET", path)[1]["etag"]
+    assert a.call("admin", "DELETE", path, headers={"If-Match": etag})[0] == 204
+    assert a.call("admin", "GET", path)[0] == 404
+    # organization, members, ads content and layers carry ETags too
+    for path in ("/v1/organization", "/v1/members/" + a.members["viewer"], "/v1/ads-content/" + a.ad,
+                 "/v1/projects/%s/layers/meta" % a.project, "/v1/content/containers/" + a.container):
+        status, headers, _ = a.call("owner", "GET", path)
+        assert status == 200 and re.fullmatch(r'"\d+"', headers["etag"]), path
+    status, _, got = a.call("owner", "PATCH", "/v1/members/" + a.members["viewer"],
+                            {"display_name": "V"}, headers={"If-Match": '"1"'})
+    assert status == 412
+
+
+def test_idempotency_key(server, orgs):
+    a, b = orgs
+    key = "create-" + uuid.uuid4().hex
+    body = {"name": "Idempotent app"}
+    first = a.call("admin", "POST", "/v1/projects", body, headers={"Idempotency-Key": key})
+    again = a.call("admin", "POST", "/v1/projects", body, headers={"Idempotency-Key": key})
+    assert first[0] == again[0] == 201
+    assert first[2] == again[2]
+    assert first[1]["location"] == again[1]["location"] == "/v1/projects/" + first[2]["project_id"]
+    cur = server.db.cursor()
+    cur.execute("SELECT count(*) FROM projects WHERE org_id = %s AND name = 'Idempotent app'", (a.id,))
+    assert cur.fetchone()[0] == 1
+    status, _, got = a.call("admin", "POST", "/v1/projects", {"name": "Other"}, headers={"Idempotency-Key": key})
+    assert status == 422 and got["error"]["code"] == "idempotency_mismatch"
+    status, _, got = a.call("admin", "POST", "/v1/ads-content", body, headers={"Idempotency-Key": key})
+    assert status == 422
+    # keys are per organization
+    status, _, got = b.call("admin", "POST", "/v1/projects", body, headers={"Idempotency-Key": key})
+    assert status == 201 and got["project_id"] != first[2]["project_id"]
+    # a shown-once secret is replayed to the retry, and stored only sealed
+    key = "key-" + uuid.uuid4().hex
+    path = "/v1/projects/%s/sdk-keys" % a.project
+    one = a.call("admin", "POST", path, {"name": "retry"}, headers={"Idempotency-Key": key})
+    two = a.call("admin", "POST", path, {"name": "retry"}, headers={"Idempotency-Key": key})
+    assert one[0] == two[0] == 201 and one[2]["key"] == two[2]["key"]
+    cur.execute("SELECT response_body FROM api_idempotency WHERE idempotency_key = %s", (key,))
+    stored = cur.fetchone()[0]
+    assert one[2]["key"] not in stored and "retry" not in stored
+    # a failed request stores nothing: the key can be used again
+    key = "fail-" + uuid.uuid4().hex
+    status, _, _ = a.call("admin", "POST", "/v1/projects", {"name": ""}, headers={"Idempotency-Key": key})
+    assert status == 422
+    status, _, _ = a.call("admin", "POST", "/v1/projects", {"name": "ok"}, headers={"Idempotency-Key": key})
+    assert status == 201
+
+
+def test_pagination_walks_newest_first(server, orgs):
+    a, _ = orgs
+    made = [a.new_ad() for _ in range(7)]
+    seen, cursor, pages = [], None, 0
+    while True:
+        path = "/v1/ads-content?limit=3" + ("&cursor=" + cursor if cursor else "")
+        status, _, got = a.call("viewer", "GET", path)
+        assert status == 200 and len(got["data"]) <= 3
+        seen += [x["ad_content_id"] for x in got["data"]]
+        pages += 1
+        cursor = got["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen))
+    assert seen[:7] == made[::-1]
+    status, _, got = a.call("viewer", "GET", "/v1/ads-content?limit=200")
+    assert [x["ad_content_id"] for x in got["data"]] == seen and pages == -(-len(seen) // 3)
+    status, _, got = a.call("viewer", "GET", "/v1/ads-content")
+    assert len(got["data"]) == min(50, len(seen))
+
+
+# ----------------------------------------------------------------------------------------
+# Members and roles
+
+def test_member_rules(server, orgs):
+    a, _ = orgs
+    owner = a.members["owner"]
+    status, _, got = a.call("owner", "PATCH", "/v1/members/" + owner, {"role": "admin"})
+    assert status == 409 and got["error"]["code"] == "last_owner"
+    status, _, got = a.call("owner", "DELETE", "/v1/members/" + owner)
+    assert status == 409 and got["error"]["code"] == "last_owner"
+    status, _, got = a.call("owner", "POST", "/v1/members", {"email": "OWNER@alpha.test", "role": "viewer"})
+    assert status == 409 and got["error"]["code"] == "conflict"
+    # admins manage only below admin
+    status, _, got = a.call("admin", "POST", "/v1/members", {"email": "o2@alpha.test", "role": "owner"})
+    assert status == 403
+    status, _, got = a.call("admin", "POST", "/v1/members", {"email": "a2@alpha.test", "role": "admin"})
+    assert status == 403
+    for method, body in (("PATCH", {"role": "viewer"}), ("DELETE", None)):
+        status, _, got = a.call("admin", method, "/v1/members/" + owner, body)
+        assert status == 403, got
+    viewer = a.new_member("viewer")
+    status, _, got = a.call("admin", "PATCH", "/v1/members/" + viewer, {"role": "editor"})
+    assert status == 200 and got["role"] == "editor"
+    status, _, got = a.call("admin", "PATCH", "/v1/members/" + viewer, {"role": "admin"})
+    assert status == 403
+    status, _, got = a.call("admin", "PATCH", "/v1/members/" + a.members["admin"], {"display_name": "Me"})
+    assert status == 200 and got["display_name"] == "Me"
+    status, _, got = a.call("admin", "PATCH", "/v1/members/" + a.members["admin"], {"role": "owner"})
+    assert status == 403
+    status, _, got = a.call("admin", "PATCH", "/v1/members/" + viewer, {"email": "new@alpha.test"})
+    assert status == 422 and got["error"]["field"] == "email"
+    status, _, got = a.call("admin", "POST", "/v1/tokens", {"member_id": owner})
+    assert status == 403
+    status, _, got = a.call("admin", "DELETE", "/v1/tokens/" + a.token_ids["owner"])
+    assert status == 403
+    # a second owner; then the first may step down, but not the last
+    second = a.new_member("owner")
+    status, _, got = a.call("owner", "PATCH", "/v1/members/" + second, {"role": "admin"})
+    assert status == 200
+    status, _, got = a.call("owner", "PATCH", "/v1/members/" + second, {"role": "owner"})
+    assert status == 200
+    assert a.call("owner", "DELETE", "/v1/members/" + second)[0] == 204
+    status, _, got = a.call("viewer", "GET", "/v1/me")
+    assert got["role"] == "viewer" and got["permissions"] == ["read"]
+    status, _, got = a.call("viewer", "GET", "/v1/roles")
+    assert [r["role"] for r in got["data"]] == ROLES
+    assert got["data"][0]["permissions"] == ["read", "content.write", "project.write",
+                                             "member.write", "token.write", "org.write"]
+
+
+# ----------------------------------------------------------------------------------------
+# Project layers: secrets write-only, sealed for the relay
+
+def open_secret(server, project, layer):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    with open(os.path.join(server.data_dir, "master.key")) as f:
+        key = bytes.fromhex(f.read().strip())
+    cur = server.db.cursor()
+    cur.execute("""SELECT secret_ciphertext, secret_key_id, secret_key_version, secret_names, config,
+                          enabled
+                     FROM project_layers WHERE project_id = %s AND layer = %s""", (project, layer))
+    sealed, key_id, version, names, config, enabled = cur.fetchone()
+    sealed = bytes(sealed)
+    plain = AESGCM(key).decrypt(sealed[:12], sealed[12:], ("project_layers/%s/%s" % (project, layer)).encode())
+    return json.loads(plain), key_id, version, names, config, enabled
+
+
+def test_layers_keep_secrets_write_only(server, orgs):
+    a, _ = orgs
+    project = a.new_project()
+    base = "/v1/projects/%s/layers/" % project
+    secret = "EAAG" + uuid.uuid4().hex
+    status, headers, got = a.call("admin", "PUT", base + "meta",
+                                  {"dataset_id": "987654321", "access_token": secret,
+                                   "test_event_code": "TEST123", "api_version": "v19.0"})
+    assert status == 201 and headers["location"] == base + "meta"
+    assert got["secrets"] == {"access_token": "set"} and got["enabled"] is True
+    assert got["config"] == {"dataset_id": "987654321", "test_event_code": "TEST123", "api_version": "v19.0"}
+    plain, key_id, version, names, config, _ = open_secret(server, project, "meta")
+    assert plain == {"access_token": secret} and key_id == "master" and version == 1
+    assert names == ["access_token"] and config == got["config"]
+    for path in (base + "meta", "/v1/projects/%s/layers" % project):
+        status, _, got = a.call("viewer", "GET", path)
+        assert status == 200 and secret not in json.dumps(got)
+    # without access_token the stored one stays; config is replaced
+    updated_at = a.call("viewer", "GET", base + "meta")[2]["secret_updated_at"]
+    status, _, got = a.call("admin", "PUT", base + "meta", {"dataset_id": "111", "enabled": False})
+    assert status == 200 and got["enabled"] is False and got["config"] == {"dataset_id": "111"}
+    assert got["secret_updated_at"] == updated_at
+    assert open_secret(server, project, "meta")[0] == {"access_token": secret}
+    status, _, got = a.call("admin", "PUT", base + "meta", {"dataset_id": "111", "access_token": "rotated"})
+    assert status == 200 and open_secret(server, project, "meta")[0] == {"access_token": "rotated"}
+    # tiktok and apple
+    status, _, got = a.call("admin", "PUT", base + "tiktok",
+                            {"app_id": "7301", "access_token": "tt", "event_map": {"purchase": "CompletePayment"}})
+    assert status == 201 and got["config"]["event_map"] == {"purchase": "CompletePayment"}
+    status, _, got = a.call("admin", "PUT", base + "apple_search_ads", {"enabled": True})
+    assert status == 201 and got["secrets"] == {} and got["config"] == {}
+    # validation names the field
+    for layer, body, field in (
+            ("meta", {"access_token": "x"}, "dataset_id"),
+            ("meta", {"dataset_id": "12ab", "access_token": "x"}, "dataset_id"),
+            ("meta", {"dataset_id": "1", "access_token": "has space"}, "access_token"),
+            ("meta", {"dataset_id": "1", "access_token": 5}, "access_token"),
+            ("meta", {"dataset_id": "1", "api_version": "19"}, "api_version"),
+            ("meta", {"dataset_id": "1", "test_event_code": "a b"}, "test_event_code"),
+            ("meta", {"dataset_id": "1", "pixel": "1"}, "pixel"),
+            ("meta", {"dataset_id": "1", "enabled": "yes"}, "enabled"),
+            ("tiktok", {"access_token": "x"}, "app_id"),
+            ("tiktok", {"app_id": "1", "access_token": "x", "event_map": {"Bad Name": "X"}}, "event_map"),
+            ("tiktok", {"app_id": "1", "access_token": "x", "event_map": ["x"]}, "event_map"),
+            ("apple_search_ads", {"enabled": True, "access_token": "x"}, "access_token")):
+        status, _, got = a.call("admin", "PUT", base + layer, body)
+        assert status == 422 and got["error"]["field"] == field, (layer, body, got)
+    fresh = a.new_project()
+    status, _, got = a.call("admin", "PUT", "/v1/projects/%s/layers/meta" % fresh, {"dataset_id": "1"})
+    assert status == 422 and got["error"]["field"] == "access_token"
+    status, _, got = a.call("admin", "PUT", base + "snapchat", {"enabled": True})
+    assert status == 404
+    status, _, got = a.call("admin", "PUT", base + "meta", {"dataset_id": "1"}, headers={"If-Match": '"1"'})
+    assert status == 412
+    assert a.call("admin", "DELETE", base + "tiktok")[0] == 204
+    assert a.call("admin", "GET", base + "tiktok")[0] == 404
+    assert secret not in server.log() and "rotated" not in server.log()
+
+
+# ----------------------------------------------------------------------------------------
+# SDK keys, ads content links
+
+def test_sdk_keys_are_shown_once_and_revocable(server, orgs):
+    a, _ = orgs
+    path = "/v1/projects/%s/sdk-keys" % a.project
+    status, _, got = a.call("admin", "POST", path, {"name": "web"})
+    assert status == 201 and got["key"].startswith("lys_") and got["key_prefix"] == got["key"][:12]
+    key, key_id = got["key"], got["key_id"]
+    status, _, listed = a.call("viewer", "GET", path)
+    assert key not in json.dumps(listed)
+    assert any(k["key_id"] == key_id and k["key_prefix"] == key[:12] for k in listed["data"])
+    status, _, got = post_events(server, {"event_id": "k-" + uuid.uuid4().hex, "name": "app_open"}, key=key)
+    assert status == 202
+    assert a.call("admin", "DELETE", "%s/%s" % (path, key_id))[0] == 204
+    listed = a.call("viewer", "GET", path)[2]["data"]
+    assert [k["revoked_at"] is not None for k in listed if k["key_id"] == key_id] == [True]
+    cur = server.db.cursor()
+    cur.execute("SELECT encode(key_sha256, 'hex') FROM sdk_keys WHERE key_id = %s", (key_id,))
+    assert cur.fetchone()[0] == hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_ads_content_links(server, orgs):
+    a, _ = orgs
+    ad, project = a.new_ad(), a.new_project()
+    link = "/v1/projects/%s/ads-content/%s" % (project, ad)
+    status, _, got = a.call("editor", "PUT", link)
+    assert status == 201 and got["project_id"] == project and got["ad_content_id"] == ad
+    assert a.call("editor", "PUT", link)[0] == 200
+    assert a.call("viewer", "GET", "/v1/ads-content/" + ad)[2]["project_ids"] == [project]
+    status, _, got = a.call("viewer", "GET", "/v1/projects/%s/ads-content" % project)
+    assert [x["ad_content_id"] for x in got["data"]] == [ad]
+    status, _, got = a.call("viewer", "GET", "/v1/ads-content?project_id=" + project)
+    assert [x["ad_content_id"] for x in got["data"]] == [ad]
+    assert a.call("editor", "DELETE", link)[0] == 204
+    assert a.call("editor", "DELETE", link)[0] == 404
+    assert a.call("viewer", "GET", "/v1/ads-content/" + ad)[2]["project_ids"] == []
+
+
+# ----------------------------------------------------------------------------------------
+# Events and deliveries
+
+def test_events_newest_first_with_filters_and_hashes_only(server, orgs):
+    a, _ = orgs
+    project = a.new_project()
+    key = a.call("admin", "POST", "/v1/projects/%s/sdk-keys" % project, {})[2]["key"]
+    sent = []
+    for i in range(6):
+        event = {"event_id": "e-%d-%s" % (i, uuid.uuid4().hex[:6]), "name": "purchase" if i % 2 else "app_open",
+                 "user_id": "u-%d" % (i % 3), "email": "Person%d@Example.org" % i, "phone": "+1 650 555 12%02d" % i,
+                 "attribution_token": "apple-token-%d" % i, "properties": {"value": i}}
+        assert post_events(server, event, key=key)[0] == 202
+        sent.append(event)
+        time.sleep(0.01)
+    path = "/v1/projects/%s/events" % project
+    status, _, got = a.call("viewer", "GET", path)
+    assert status == 200
+    assert [e["event_id"] for e in got["data"]] == [e["event_id"] for e in reversed(sent)]
+    first = got["data"][0]
+    assert first["email_sha256"] == hashlib.sha256(b"person5@example.org").hexdigest()
+    assert set(first["device"]) == {"os", "os_version", "model", "brand", "locale", "timezone"}
+    assert set(first) >= {"event_time", "received_at", "user_id", "properties", "app", "geo", "consent", "seq"}
+    text = json.dumps(got)
+    assert "attribution_token" not in text and "apple-token" not in text
+    assert "@" not in text and "+1 650" not in text
+    # filters
+    assert {e["name"] for e in a.call("viewer", "GET", path + "?name=purchase")[2]["data"]} == {"purchase"}
+    assert [e["user_id"] for e in a.call("viewer", "GET", path + "?user_id=u-1")[2]["data"]] == ["u-1", "u-1"]
+    middle = got["data"][2]["received_at"]
+    newer = a.call("viewer", "GET", path + "?from=" + urllib.parse.quote(middle))[2]["data"]
+    older = a.call("viewer", "GET", path + "?to=" + urllib.parse.quote(middle))[2]["data"]
+    assert [e["event_id"] for e in newer + older] == [e["event_id"] for e in got["data"]]
+    assert a.call("viewer", "GET", path + "?from=2999-01-01T00:00:00%2B02:00")[2]["data"] == []
+    # pages
+    seen, cursor = [], None
+    while True:
+        page = a.call("viewer", "GET", path + "?limit=4" + ("&cursor=" + cursor if cursor else ""))[2]
+        seen += [e["event_id"] for e in page["data"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [e["event_id"] for e in got["data"]]
+
+
+def test_deliveries_filter_and_replay_only_dead_ones(server, orgs):
+    a, b = orgs
+    ids = a.new_deliveries(["dead", "dead", "delivered", "pending", "skipped", "dead"], destination="meta")
+    other = a.new_deliveries(["dead"], destination="tiktok")
+    path = "/v1/projects/%s/deliveries" % a.project
+    dead = a.call("viewer", "GET", path + "?status=dead&limit=200")[2]["data"]
+    assert {d["delivery_id"] for d in dead} >= {ids[0], ids[1], ids[5], other[0]}
+    assert all(d["status"] == "dead" for d in dead)
+    assert all(d["destination"] == "tiktok"
+               for d in a.call("viewer", "GET", path + "?destination=tiktok&limit=200")[2]["data"])
+    # replay by id: a delivered id in the list is left alone
+    status, _, got = a.call("admin", "POST", path + "/replay", {"delivery_ids": [ids[0], ids[2]]})
+    assert status == 200 and got == {"replayed": 1, "delivery_ids": [ids[0]]}
+    # replay by destination
+    status, _, got = a.call("admin", "POST", path + "/replay", {"destination": "meta"})
+    assert status == 200 and set(got["delivery_ids"]) >= {ids[1], ids[5]} and other[0] not in got["delivery_ids"]
+    cur = server.db.cursor()
+    cur.execute("SELECT delivery_id, status, attempts, reason, next_attempt_at <= now() FROM relay_deliveries"
+                " WHERE delivery_id = ANY(%s) ORDER BY delivery_id", (ids + other,))
+    rows = {r[0]: r[1:] for r in cur.fetchall()}
+    for i in (ids[0], ids[1], ids[5]):
+        # pending for a new first attempt, unless a running relay actor took it since
+        assert rows[i] == ("pending", 0, "replay", True) or rows[i][0] != "dead" \
+            or rows[i][2] != "http_400", rows[i]
+    assert rows[ids[2]] == ("delivered", 5, "http_400", True)
+    assert rows[ids[3]][:3] == ("pending", 5, "http_400") and rows[ids[3]][3] is False
+    assert rows[ids[4]][:3] == ("skipped", 5, "http_400") and rows[other[0]][:3] == ("dead", 5, "http_400")
+    status, _, got = a.call("admin", "POST", path + "/replay", {"delivery_ids": "all"})
+    assert status == 422 and got["error"]["field"] == "delivery_ids"
+    status, _, got = a.call("admin", "POST", path + "/replay", {"destination": "myspace"})
+    assert status == 422 and got["error"]["field"] == "destination"
+    # org A cannot replay org B's dead letters, even naming their ids
+    before = snapshot(server, b.id)
+    status, _, got = a.call("admin", "POST", path + "/replay", {"delivery_ids": b.deliveries})
+    assert status == 200 and got["replayed"] == 0
+    status, _, got = a.call("admin", "POST", "/v1/projects/%s/deliveries/replay" % b.project, {})
+    assert status == 404
+    assert snapshot(server, b.id) == before
+
+
+# ----------------------------------------------------------------------------------------
+# Content containers and media
+
+def test_container_media_download_is_confined_to_the_media_store(server, orgs):
+    a, _ = orgs
+    status, _, got = a.call("viewer", "GET", "/v1/content/containers/" + a.container)
+    assert status == 200
+    item = got["media"][0]
+    assert "url" not in item and item["index"] == 0
+    assert item["download"] == "/v1/content/containers/%s/media?index=0" % a.container
+    status, headers, raw = a.call("viewer", "GET", item["download"])
+    assert status == 200 and raw == a.media and headers["content-type"] == "image/png"
+    assert a.call("viewer", "GET", item["download"].replace("index=0", "index=1"))[0] == 404
+    # a row pointing outside the store, directly or through a symbolic link
+    media_root = os.path.join(server.data_dir, "media")
+    link = os.path.join(media_root, a.id, "escape.png")
+    os.symlink(os.path.join(server.data_dir, "master.key"), link)
+    for url in ("file://%s/../master.key" % media_root, "file://" + link,
+                "file://" + os.path.join(server.data_dir, "master.key"), "file:///etc/passwd"):
+        container, _ = a.new_container(url=url)
+        status, _, got = a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)
+        assert status == 404, (url, got)
+    container, _ = a.new_container(url="s3://bucket/x.png")
+    assert a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)[0] == 501
+    container, _ = a.new_container(content_type="text/html; charset=utf-8")
+    status, headers, _ = a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)
+    assert status == 200 and headers["content-type"] == "application/octet-stream"
+    status, _, got = a.call("viewer", "GET", "/v1/content/containers?project_id=%s&kind=image&limit=200" % a.project)
+    assert a.container in [c["container_id"] for c in got["data"]]
+
+
+def test_nothing_secret_reaches_the_log(server, orgs):
+    a, b = orgs
+    log = server.log()
+    for org in (a, b):
+        for token in org.tokens.values():
+            assert token not in log
+        assert org.sdk_key not in log
+    assert "EAAsecret" not in log
+    assert "ERROR: api:" not in log and "WARNING: api:" not in log

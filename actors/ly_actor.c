@@ -6,8 +6,9 @@
 #include "ly_store.h"
 #include "ly_api.h"
 #include "ly_ingest.h"
+#include "ly_relay.h"
 
-const char *ly_actor_names [] = { "store", "api", "ingest", "gateway", NULL };
+const char *ly_actor_names [] = { "store", "api", "ingest", "gateway", "relay", NULL };
 
 zactor_fn *
 ly_actor_fn (const char *name)
@@ -20,6 +21,8 @@ ly_actor_fn (const char *name)
         return ly_api_actor;
     if (streq (name, "ingest"))
         return ly_ingest_actor;
+    if (streq (name, "relay"))
+        return ly_relay_actor;
     return NULL;
 }
 

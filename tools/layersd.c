@@ -34,7 +34,7 @@ s_usage (FILE *out)
 "\n"
 "Options:\n"
 "  --only ROLE          run one actor in this process (scale-out); ROLE is one of:\n"
-"                       store, api, ingest, gateway\n"
+"                       store, api, ingest, gateway, relay\n"
 "  --connect NAME=ADDR  use ADDR (tcp://HOST:PORT or ipc://PATH) for endpoint NAME:\n"
 "                       the actor that owns NAME binds ADDR, the others connect to\n"
 "                       it; repeatable; endpoints: ingest (owned by gateway), store,\n"

@@ -1,0 +1,296 @@
+/*  ly_meta.c: Meta Conversions API payloads and Graph error classification (see
+    ly_meta.h). An app event carries app_data with the 16-slot extinfo array Meta
+    documents; customer information is only ever the stored SHA-256 hashes. */
+#include "ly_meta.h"
+
+//  Graph API error codes and what they mean for our rows. Codes not listed fall back
+//  to is_transient, then to the HTTP status.
+typedef struct {
+    long low, high;             /* code range */
+    ly_verdict_kind_t kind;
+    const char *reason;
+} s_code_rule_t;
+
+static const s_code_rule_t s_code_rules [] = {
+    { 1, 1,         LY_VERDICT_RETRY,    "server error" },  /* unknown error */
+    { 2, 2,         LY_VERDICT_RETRY,    "server error" },  /* service temporarily unavailable */
+    { 4, 4,         LY_VERDICT_THROTTLE, "throttled" },     /* application request limit */
+    { 17, 17,       LY_VERDICT_THROTTLE, "throttled" },     /* user request limit */
+    { 32, 32,       LY_VERDICT_THROTTLE, "throttled" },     /* page request limit */
+    { 341, 341,     LY_VERDICT_THROTTLE, "throttled" },     /* application limit reached */
+    { 368, 368,     LY_VERDICT_THROTTLE, "throttled" },     /* temporarily blocked */
+    { 613, 613,     LY_VERDICT_THROTTLE, "throttled" },     /* rate limit */
+    { 80000, 80014, LY_VERDICT_THROTTLE, "throttled" },     /* business use case rate limits */
+    { 3, 3,         LY_VERDICT_DEAD,     "permission" },    /* capability missing */
+    { 10, 10,       LY_VERDICT_DEAD,     "permission" },    /* permission denied */
+    { 200, 299,     LY_VERDICT_DEAD,     "permission" },    /* permissions errors */
+    { 102, 102,     LY_VERDICT_DEAD,     "auth" },          /* session key invalid */
+    { 190, 190,     LY_VERDICT_DEAD,     "auth" },          /* access token invalid or expired */
+    { 803, 803,     LY_VERDICT_DEAD,     "config" },        /* unknown object alias */
+    { 2500, 2500,   LY_VERDICT_DEAD,     "config" },        /* unknown path */
+    { 100, 100,     LY_VERDICT_REJECTED, "rejected" },      /* invalid parameter */
+};
+#define S_CODE_RULES (sizeof s_code_rules / sizeof s_code_rules [0])
+
+#define S_SUBCODE_NO_OBJECT 33      /* with code 100: the dataset does not exist or is not ours */
+
+static bool
+s_is_digits (const char *text)
+{
+    return text && *text && strspn (text, "0123456789") == strlen (text);
+}
+
+//  ^v[0-9]+\.[0-9]+$
+static bool
+s_is_version (const char *text)
+{
+    if (!text || *text++ != 'v')
+        return false;
+    size_t major = strspn (text, "0123456789");
+    if (!major || text [major] != '.')
+        return false;
+    size_t minor = strspn (text + major + 1, "0123456789");
+    return minor && text [major + 1 + minor] == 0 && major + minor < 10;
+}
+
+int
+ly_meta_settings_check (const json_t *config, char *reason, size_t size)
+{
+    const char *dataset = json_string_value (json_object_get (config, "dataset_id"));
+    if (!s_is_digits (dataset) || strlen (dataset) > 30) {
+        snprintf (reason, size, "config: dataset_id must be the dataset's number");
+        return -1;
+    }
+    json_t *version = json_object_get (config, "api_version");
+    if (version && !json_is_null (version) && !s_is_version (json_string_value (version))) {
+        snprintf (reason, size, "config: api_version must be like v21.0");
+        return -1;
+    }
+    json_t *test_code = json_object_get (config, "test_event_code");
+    if (test_code && !json_is_null (test_code) && !json_is_string (test_code)) {
+        snprintf (reason, size, "config: test_event_code must be a string");
+        return -1;
+    }
+    return 0;
+}
+
+//  extinfo[0]: "i2" for iOS, "a2" for Android, NULL when the OS is neither or unknown.
+static const char *
+s_extinfo_version (const char *os)
+{
+    if (!os)
+        return NULL;
+    if (strcasecmp (os, "ios") == 0 || strcasecmp (os, "ipados") == 0
+    ||  strcasecmp (os, "iphone os") == 0)
+        return "i2";
+    if (strcasecmp (os, "android") == 0)
+        return "a2";
+    return NULL;
+}
+
+int
+ly_meta_event_check (const ly_delivery_t *delivery, time_t now, char *reason, size_t size)
+{
+    if (delivery->event_time < (int64_t) now - LY_META_MAX_AGE) {
+        snprintf (reason, size, "invalid: event_time is more than 7 days old");
+        return -1;
+    }
+    if (delivery->event_time > (int64_t) now + LY_META_MAX_AHEAD) {
+        snprintf (reason, size, "invalid: event_time is in the future");
+        return -1;
+    }
+    if (!s_extinfo_version (delivery->device_os)) {
+        snprintf (reason, size, "invalid: app_data needs the device os (iOS or Android)");
+        return -1;
+    }
+    return 0;
+}
+
+//  A time zone abbreviation ("PST", "CET", "UTC") when the device gave one.
+static const char *
+s_zone_abbreviation (const char *zone)
+{
+    if (!zone)
+        return "";
+    size_t len = strlen (zone);
+    if (len < 2 || len > 5)
+        return "";
+    for (size_t i = 0; i < len; i++)
+        if (!isupper ((unsigned char) zone [i]))
+            return "";
+    return zone;
+}
+
+static json_t *
+s_hashed_list (const char *hex)
+{
+    return json_pack ("[s]", hex);
+}
+
+json_t *
+ly_meta_event (const ly_delivery_t *delivery)
+{
+    char name [80];
+    snprintf (name, sizeof name, "layers_%s", delivery->name);
+    json_t *user_data = json_object ();
+    if (delivery->email_sha256)
+        json_object_set_new (user_data, "em", s_hashed_list (delivery->email_sha256));
+    if (delivery->phone_sha256)
+        json_object_set_new (user_data, "ph", s_hashed_list (delivery->phone_sha256));
+    if (delivery->user_id) {
+        char hex [65];
+        ly_delivery_sha256 (delivery->user_id, hex);
+        json_object_set_new (user_data, "external_id", s_hashed_list (hex));
+    }
+    const char *version = s_extinfo_version (delivery->device_os);
+    const char *long_version = delivery->app_build? delivery->app_build: delivery->app_version;
+    #define S_OR_EMPTY(text) ((text)? (text): "")
+    json_t *extinfo = json_pack ("[ssssssssssssssss]",
+        version? version: "",
+        S_OR_EMPTY (delivery->app_package),
+        S_OR_EMPTY (delivery->app_version),
+        S_OR_EMPTY (long_version),
+        S_OR_EMPTY (delivery->device_os_version),
+        S_OR_EMPTY (delivery->device_model),
+        S_OR_EMPTY (delivery->device_locale),
+        s_zone_abbreviation (delivery->device_timezone),
+        "",                     /* carrier */
+        "", "", "",             /* screen width, height, density */
+        "",                     /* CPU cores */
+        "", "",                 /* storage size, free storage */
+        S_OR_EMPTY (delivery->device_timezone));
+    #undef S_OR_EMPTY
+    bool att_authorized = delivery->consent_att && streq (delivery->consent_att, "authorized");
+    json_t *app_data = json_pack ("{s:i, s:i, s:o}",
+        "advertiser_tracking_enabled", att_authorized? 1: 0,
+        "application_tracking_enabled", delivery->consent_ads == 0? 0: 1,
+        "extinfo", extinfo);
+    json_t *event = json_pack ("{s:s, s:I, s:s, s:s, s:o, s:o}",
+        "event_name", name,
+        "event_time", (json_int_t) delivery->event_time,
+        "event_id", delivery->event_id,
+        "action_source", "app",
+        "user_data", user_data,
+        "app_data", app_data);
+    if (event && json_object_size (delivery->properties) > 0)
+        json_object_set_new (event, "custom_data", json_deep_copy (delivery->properties));
+    return event;
+}
+
+//  The URL without a trailing slash on base.
+static char *
+s_url (const char *base, const char *version, const char *dataset)
+{
+    size_t len = strlen (base);
+    while (len > 0 && base [len - 1] == '/')
+        len--;
+    char *url = NULL;
+    if (asprintf (&url, "%.*s/%s/%s/events", (int) len, base, version, dataset) < 0)
+        return NULL;
+    return url;
+}
+
+//  The JSON body with the access token as its last member: the token is spliced into
+//  the text (it has no character that needs escaping, see the relay's check), so no
+//  copy of it lingers in a JSON tree.
+static char *
+s_body_with_token (json_t *body, const char *token, size_t *len)
+{
+    char *text = json_dumps (body, JSON_COMPACT);
+    if (!text)
+        return NULL;
+    size_t text_len = strlen (text);
+    static const char key [] = ",\"access_token\":\"";
+    size_t full = text_len - 1 + sizeof key - 1 + strlen (token) + 2;
+    char *out = (char *) malloc (full + 1);
+    if (out) {
+        memcpy (out, text, text_len - 1);           //  without the closing brace
+        snprintf (out + text_len - 1, full + 1 - (text_len - 1), "%s%s\"}", key, token);
+        *len = full;
+    }
+    free (text);
+    return out;
+}
+
+int
+ly_meta_request (const char *base, const char *default_version, const json_t *config,
+                 const char *token, ly_delivery_t **deliveries, size_t count,
+                 ly_request_t *request)
+{
+    memset (request, 0, sizeof *request);
+    const char *version = json_string_value (json_object_get (config, "api_version"));
+    const char *dataset = json_string_value (json_object_get (config, "dataset_id"));
+    const char *test_code = json_string_value (json_object_get (config, "test_event_code"));
+    json_t *data = json_array ();
+    for (size_t i = 0; i < count; i++)
+        json_array_append_new (data, ly_meta_event (deliveries [i]));
+    json_t *body = json_pack ("{s:o}", "data", data);
+    if (body && test_code && *test_code)
+        json_object_set_new (body, "test_event_code", json_string (test_code));
+    request->url = s_url (base, version && *version? version: default_version, dataset? dataset: "");
+    request->headers = curl_slist_append (NULL, "Content-Type: application/json");
+    request->body = body? s_body_with_token (body, token, &request->len): NULL;
+    json_decref (body);
+    if (!request->url || !request->headers || !request->body) {
+        ly_request_reset (request);
+        return -1;
+    }
+    return 0;
+}
+
+void
+ly_meta_classify (const ly_httpc_response_t *response, ly_verdict_t *verdict)
+{
+    if (ly_verdict_transport (verdict, response))
+        return;
+    if (response->trace_id)
+        ly_verdict_trace (verdict, response->trace_id);
+    json_t *answer = json_loadb (response->body, response->body_len, 0, NULL);
+    json_t *error = json_object_get (answer, "error");
+    if (response->status >= 200 && response->status < 300 && !error) {
+        const char *trace = json_string_value (json_object_get (answer, "fbtrace_id"));
+        if (trace)
+            ly_verdict_trace (verdict, trace);
+        if (json_is_integer (json_object_get (answer, "events_received"))) {
+            verdict->kind = LY_VERDICT_DELIVERED;
+            verdict->reason = NULL;
+        }
+        else
+            ly_verdict_http (verdict, response->status);    //  unreadable: retry
+        json_decref (answer);
+        return;
+    }
+    if (!json_is_object (error)) {
+        ly_verdict_http (verdict, response->status);
+        json_decref (answer);
+        return;
+    }
+    json_t *code = json_object_get (error, "code");
+    json_t *subcode = json_object_get (error, "error_subcode");
+    verdict->code = json_is_integer (code)? (long) json_integer_value (code): 0;
+    verdict->subcode = json_is_integer (subcode)? (long) json_integer_value (subcode): 0;
+    const char *trace = json_string_value (json_object_get (error, "fbtrace_id"));
+    if (trace)
+        ly_verdict_trace (verdict, trace);
+    const s_code_rule_t *rule = NULL;
+    for (size_t i = 0; i < S_CODE_RULES && verdict->code; i++)
+        if (verdict->code >= s_code_rules [i].low && verdict->code <= s_code_rules [i].high)
+            rule = &s_code_rules [i];
+    if (rule && rule->kind == LY_VERDICT_REJECTED && verdict->subcode == S_SUBCODE_NO_OBJECT) {
+        verdict->kind = LY_VERDICT_DEAD;
+        verdict->reason = "config";
+    }
+    else
+    if (rule) {
+        verdict->kind = rule->kind;
+        verdict->reason = rule->reason;
+    }
+    else
+    if (json_is_true (json_object_get (error, "is_transient"))) {
+        verdict->kind = LY_VERDICT_RETRY;
+        verdict->reason = "server error";
+    }
+    else
+        ly_verdict_http (verdict, response->status);
+    json_decref (answer);
+}

@@ -1,0 +1,247 @@
+/*  ly_tiktok.c: TikTok Events API 2.0 payloads, event names and answer classification
+    (see ly_tiktok.h). TikTok answers HTTP 200 for most errors: the body's `code` is
+    what counts. */
+#include "ly_tiktok.h"
+#include <openssl/crypto.h>
+
+#define S_TRACK_PATH "/open_api/v1.3/event/track/"
+
+//  Our event names and TikTok's standard app events.
+static const char *s_default_map [][2] = {
+    { "purchase",           "Purchase" },
+    { "sign_up",            "Registration" },
+    { "add_to_cart",        "AddToCart" },
+    { "install",            "InstallApp" },
+    { "app_open",           "LaunchAPP" },
+    { "checkout",           "Checkout" },
+    { "add_payment_info",   "AddPaymentInfo" },
+    { "view_content",       "ViewContent" },
+    { "search",             "Search" },
+    { "subscribe",          "Subscribe" },
+    { "complete_tutorial",  "CompleteTutorial" },
+    { "achieve_level",      "AchieveLevel" },
+    { "unlock_achievement", "UnlockAchievement" },
+    { "spend_credits",      "SpendCredits" },
+    { "start_trial",        "StartTrial" },
+    { "add_to_wishlist",    "AddToWishlist" },
+    { "login",              "Login" },
+    { "rate",               "Rate" },
+    { "generate_lead",      "GenerateLead" },
+    { "in_app_ad_click",    "InAppADClick" },
+    { "in_app_ad_impr",     "InAppADImpr" },
+    { "create_group",       "CreateGroup" },
+    { "join_group",         "JoinGroup" },
+    { "create_role",        "CreateRole" },
+    { "loan_application",   "LoanApplication" },
+    { "loan_approval",      "LoanApproval" },
+    { "loan_disbursal",     "LoanDisbursal" },
+};
+#define S_DEFAULT_MAP (sizeof s_default_map / sizeof s_default_map [0])
+
+//  TikTok `code` values and what they mean for our rows. Codes not listed: 4xxxx are
+//  taken as a refusal of the data, anything else as transient.
+typedef struct {
+    long low, high;
+    ly_verdict_kind_t kind;
+    const char *reason;
+} s_code_rule_t;
+
+static const s_code_rule_t s_code_rules [] = {
+    { 0, 0,         LY_VERDICT_DELIVERED, NULL },
+    { 40100, 40100, LY_VERDICT_THROTTLE,  "throttled" },    /* too many requests */
+    { 40016, 40016, LY_VERDICT_THROTTLE,  "throttled" },    /* request frequency limit */
+    { 40001, 40001, LY_VERDICT_DEAD,      "permission" },   /* no permission */
+    { 40101, 40101, LY_VERDICT_DEAD,      "auth" },         /* invalid app id or secret */
+    { 40102, 40102, LY_VERDICT_DEAD,      "auth" },         /* access token expired */
+    { 40104, 40104, LY_VERDICT_DEAD,      "auth" },         /* access token empty */
+    { 40105, 40105, LY_VERDICT_DEAD,      "auth" },         /* access token incorrect or revoked */
+    { 40106, 40107, LY_VERDICT_DEAD,      "auth" },         /* authorization invalid */
+    { 40002, 40002, LY_VERDICT_REJECTED,  "rejected" },     /* invalid parameters */
+    { 40000, 49999, LY_VERDICT_REJECTED,  "rejected" },     /* other request errors */
+    { 50000, 59999, LY_VERDICT_RETRY,     "server error" }, /* internal errors */
+};
+#define S_CODE_RULES (sizeof s_code_rules / sizeof s_code_rules [0])
+
+int
+ly_tiktok_settings_check (const json_t *config, char *reason, size_t size)
+{
+    const char *app_id = json_string_value (json_object_get (config, "app_id"));
+    if (!app_id || !*app_id || strlen (app_id) > 64) {
+        snprintf (reason, size, "config: app_id must be the TikTok App ID");
+        return -1;
+    }
+    json_t *map = json_object_get (config, "event_map");
+    if (map && !json_is_null (map)) {
+        if (!json_is_object (map)) {
+            snprintf (reason, size, "config: event_map must be an object");
+            return -1;
+        }
+        const char *key;
+        json_t *value;
+        json_object_foreach (map, key, value)
+            if (!json_is_string (value) && !json_is_null (value)) {
+                snprintf (reason, size, "config: event_map values must be strings");
+                return -1;
+            }
+    }
+    json_t *test_code = json_object_get (config, "test_event_code");
+    if (test_code && !json_is_null (test_code) && !json_is_string (test_code)) {
+        snprintf (reason, size, "config: test_event_code must be a string");
+        return -1;
+    }
+    return 0;
+}
+
+const char *
+ly_tiktok_event_name (const json_t *config, const char *name)
+{
+    json_t *map = json_object_get (config, "event_map");
+    json_t *mapped = json_is_object (map)? json_object_get (map, name): NULL;
+    if (mapped) {
+        const char *text = json_string_value (mapped);
+        return text && *text? text: NULL;
+    }
+    for (size_t i = 0; i < S_DEFAULT_MAP; i++)
+        if (streq (s_default_map [i][0], name))
+            return s_default_map [i][1];
+    return NULL;
+}
+
+//  TikTok's properties from ours: content_ids becomes contents, ttclid goes to "ad".
+static json_t *
+s_properties (const json_t *properties)
+{
+    json_t *out = json_deep_copy (properties);
+    json_t *ids = json_object_get (out, "content_ids");
+    if (json_is_array (ids) && !json_object_get (out, "contents")) {
+        json_t *contents = json_array ();
+        size_t index;
+        json_t *id;
+        json_array_foreach (ids, index, id)
+            if (json_is_string (id) || json_is_integer (id))
+                json_array_append_new (contents, json_pack ("{s:O}", "content_id", id));
+        json_object_set_new (out, "contents", contents);
+        json_object_del (out, "content_ids");
+    }
+    json_object_del (out, "ttclid");
+    return out;
+}
+
+json_t *
+ly_tiktok_event (const ly_delivery_t *delivery, const char *tiktok_name, const json_t *config)
+{
+    json_t *user = json_object ();
+    if (delivery->email_sha256)
+        json_object_set_new (user, "email", json_string (delivery->email_sha256));
+    if (delivery->phone_e164_sha256)
+        json_object_set_new (user, "phone", json_string (delivery->phone_e164_sha256));
+    if (delivery->user_id) {
+        char hex [65];
+        ly_delivery_sha256 (delivery->user_id, hex);
+        json_object_set_new (user, "external_id", json_string (hex));
+    }
+    if (delivery->consent_att) {
+        char att [32];
+        snprintf (att, sizeof att, "%s", delivery->consent_att);
+        for (char *c = att; *c; c++)
+            *c = (char) toupper ((unsigned char) *c);
+        json_object_set_new (user, "att_status", json_string (att));
+    }
+    json_t *app = json_object ();
+    if (delivery->app_package)
+        json_object_set_new (app, "app_id", json_string (delivery->app_package));
+    const char *app_name = json_string_value (json_object_get (config, "app_name"));
+    if (app_name && *app_name)
+        json_object_set_new (app, "app_name", json_string (app_name));
+    if (delivery->app_version)
+        json_object_set_new (app, "app_version", json_string (delivery->app_version));
+    json_t *event = json_pack ("{s:s, s:I, s:s, s:o, s:o}",
+        "event", tiktok_name,
+        "event_time", (json_int_t) delivery->event_time,
+        "event_id", delivery->event_id,
+        "user", user,
+        "app", app);
+    if (!event)
+        return NULL;
+    if (json_object_size (delivery->properties) > 0) {
+        json_t *properties = s_properties (delivery->properties);
+        if (json_object_size (properties))
+            json_object_set_new (event, "properties", properties);
+        else
+            json_decref (properties);
+    }
+    json_t *ttclid = json_object_get (delivery->properties, "ttclid");
+    if (json_is_string (ttclid))
+        json_object_set_new (event, "ad", json_pack ("{s:O}", "callback", ttclid));
+    return event;
+}
+
+int
+ly_tiktok_request (const char *base, const json_t *config, const char *token,
+                   ly_delivery_t **deliveries, size_t count, ly_request_t *request)
+{
+    memset (request, 0, sizeof *request);
+    const char *app_id = json_string_value (json_object_get (config, "app_id"));
+    const char *test_code = json_string_value (json_object_get (config, "test_event_code"));
+    json_t *data = json_array ();
+    for (size_t i = 0; i < count; i++) {
+        const char *name = ly_tiktok_event_name (config, deliveries [i]->name);
+        if (name)
+            json_array_append_new (data, ly_tiktok_event (deliveries [i], name, config));
+    }
+    json_t *body = json_pack ("{s:s, s:s, s:o}", "event_source", "app",
+                              "event_source_id", app_id? app_id: "", "data", data);
+    if (body && test_code && *test_code)
+        json_object_set_new (body, "test_event_code", json_string (test_code));
+    size_t len = strlen (base);
+    while (len > 0 && base [len - 1] == '/')
+        len--;
+    if (asprintf (&request->url, "%.*s" S_TRACK_PATH, (int) len, base) < 0)
+        request->url = NULL;
+    char *header = NULL;
+    if (asprintf (&header, "Access-Token: %s", token) >= 0) {
+        request->headers = curl_slist_append (NULL, header);
+        OPENSSL_cleanse (header, strlen (header));
+        free (header);
+    }
+    if (request->headers)
+        request->headers = curl_slist_append (request->headers, "Content-Type: application/json");
+    request->body = body? json_dumps (body, JSON_COMPACT): NULL;
+    request->len = request->body? strlen (request->body): 0;
+    json_decref (body);
+    if (!request->url || !request->headers || !request->body) {
+        ly_request_reset (request);
+        return -1;
+    }
+    return 0;
+}
+
+void
+ly_tiktok_classify (const ly_httpc_response_t *response, ly_verdict_t *verdict)
+{
+    if (ly_verdict_transport (verdict, response))
+        return;
+    json_t *answer = json_loadb (response->body, response->body_len, 0, NULL);
+    json_t *code = json_object_get (answer, "code");
+    const char *request_id = json_string_value (json_object_get (answer, "request_id"));
+    if (request_id)
+        ly_verdict_trace (verdict, request_id);
+    if (response->status != 200 || !json_is_integer (code)) {
+        //  A gateway or proxy answered, or TikTok without its envelope.
+        ly_verdict_http (verdict, response->status);
+        if (json_is_integer (code))
+            verdict->code = (long) json_integer_value (code);
+        json_decref (answer);
+        return;
+    }
+    verdict->code = (long) json_integer_value (code);
+    verdict->kind = LY_VERDICT_RETRY;
+    verdict->reason = "server error";
+    for (size_t i = 0; i < S_CODE_RULES; i++)
+        if (verdict->code >= s_code_rules [i].low && verdict->code <= s_code_rules [i].high) {
+            verdict->kind = s_code_rules [i].kind;
+            verdict->reason = s_code_rules [i].reason;
+            break;
+        }
+    json_decref (answer);
+}

@@ -88,6 +88,28 @@ s_column_type (const char *column)
     return "text";
 }
 
+//  text with every whole-word occurrence of word replaced; caller frees.
+static char *
+s_replace_word (const char *text, const char *word, const char *replacement)
+{
+    size_t word_len = strlen (word);
+    char *out = strdup ("");
+    const char *rest = text;
+    const char *hit;
+    while ((hit = strstr (rest, word))) {
+        bool whole = (hit == text || !(isalnum ((unsigned char) hit [-1]) || hit [-1] == '_'))
+                  && !(isalnum ((unsigned char) hit [word_len]) || hit [word_len] == '_');
+        char *longer = zsys_sprintf ("%s%.*s%s", out, (int) (hit - rest), rest,
+                                     whole? replacement: word);
+        free (out);
+        out = longer;
+        rest = hit + word_len;
+    }
+    char *longer = zsys_sprintf ("%s%s", out, rest);
+    free (out);
+    return longer;
+}
+
 //  Creates the staging table and prepares the batch statement on a new session.
 static int
 s_prepare_session (PGconn *db, void *arg)
@@ -110,7 +132,14 @@ s_prepare_session (PGconn *db, void *arg)
     int rc = ly_db_exec (db, full, err, sizeof err);
     zstr_free (&full);
     if (rc == 0) {
-        char *insert = zsys_sprintf (s_insert_sql, ly_event_copy_columns, ly_event_copy_columns);
+        //  An attribution token is kept only for the relay to resolve: when no Apple
+        //  delivery will be made for the event, it is never stored.
+        char *select = s_replace_word (ly_event_copy_columns, "attribution_token",
+            "CASE WHEN consent_ads IS NOT FALSE AND EXISTS (SELECT 1 FROM project_layers l"
+            " WHERE l.project_id = winners.project_id AND l.layer = 'apple_search_ads'"
+            " AND l.enabled) THEN attribution_token END");
+        char *insert = zsys_sprintf (s_insert_sql, ly_event_copy_columns, select);
+        free (select);
         PGresult *res = PQprepare (db, "insert_batch", insert, 0, NULL);
         if (PQresultStatus (res) != PGRES_COMMAND_OK) {
             snprintf (err, sizeof err, "%s", PQresultErrorMessage (res));
@@ -290,6 +319,9 @@ s_write (self_t *self, size_t from, size_t to)
     }
     PQclear (res);
     res = NULL;
+    //  Wake the relays; PostgreSQL delivers it at COMMIT.
+    if (ly_db_exec (self->db, "NOTIFY layers_relay", err, sizeof err))
+        goto rollback;
     if (ly_db_exec (self->db, "COMMIT", err, sizeof err))
         goto cleanup;
     result = LY_OK;

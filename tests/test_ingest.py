@@ -283,3 +283,12 @@ def test_repeated_bad_keys_are_refused_while_good_keys_are_served(server):
     assert body["error"]["code"] == "too_many_failures"
     # a good key from the same address is still served
     assert post_events(server, {"event_id": eid(), "name": "x"}, key=server.key)[0] == 202
+
+
+def test_attribution_token_is_not_kept_without_the_apple_layer(server):
+    event_id = eid()
+    status, _, body = post_events(server, {"event_id": event_id, "name": "install",
+                                           "attribution_token": "tok-abc-123"}, key=server.key)
+    assert status == 202, body
+    [r] = row(server, event_id)
+    assert r["attribution_token"] is None

@@ -38,6 +38,10 @@ void ly_apiv1_destroy (ly_apiv1_t **self_p);
 /*  Serves one request; always fills resp (status and a JSON error body
     {"error": {"code", "message"}} on failure). Never asserts on request content. */
 void ly_apiv1_handle (ly_apiv1_t *self, const ly_api_request_t *req, ly_api_response_t *resp);
+/*  The same for a trusted local caller (layersctl): no token; the request runs as that
+    member of that organization, with the same tenancy, permissions and validation. */
+void ly_apiv1_handle_as (ly_apiv1_t *self, const char *org_id, const char *member_id,
+                         const ly_api_request_t *req, ly_api_response_t *resp);
 /*  Frees what resp holds and zeroes it. */
 void ly_api_response_reset (ly_api_response_t *resp);
 

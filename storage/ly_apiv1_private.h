@@ -57,6 +57,7 @@ typedef struct {
     json_t *body;                       /* the JSON body (an object), owned; NULL: none */
     bool failed;                        /* a statement failed: roll back */
     bool db_broken;                     /* the connection broke: the session reconnects */
+    bool trusted;                       /* org and member given by layersctl, no token */
 } ly_apiv1_ctx_t;
 
 typedef void (ly_apiv1_handler_fn) (ly_apiv1_ctx_t *ctx);

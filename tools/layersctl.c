@@ -8,6 +8,7 @@
 #include "ly_log.h"
 #include "ly_migrate.h"
 #include "ly_pg.h"
+#include "ly_apiv1.h"
 
 static void
 s_usage (FILE *out)
@@ -30,6 +31,16 @@ s_usage (FILE *out)
 "                   {\"token\", \"token_id\", \"member_id\", \"org_id\"}\n"
 "  token revoke TOKEN_ID\n"
 "                   revoke an API token at once; prints {\"token_id\", \"revoked_at\"}\n"
+"  layer set PROJECT_ID meta|tiktok|apple_search_ads JSON\n"
+"                   configure a project's layer, as PUT /v1/projects/{id}/layers/{layer}\n"
+"                   (e.g. '{\"enabled\": true, \"dataset_id\": \"123\", \"access_token\": \"...\"}');\n"
+"                   secrets are sealed with the master key and never printed\n"
+"  layer get PROJECT_ID LAYER\n"
+"                   show a layer's settings (secrets only as \"set\")\n"
+"  deadletters PROJECT_ID [--destination D]\n"
+"                   list dead deliveries with the network's last answer\n"
+"  replay PROJECT_ID [--destination D] [--delivery ID ...]\n"
+"                   put dead deliveries back in the queue (never delivered ones)\n"
 "  help             show this help\n"
 "\n"
 "The database is LAYERS_DATABASE_URL (an admin account: a superuser, or an owner with\n"
@@ -51,6 +62,7 @@ s_admin_connect (void)
     char *url = ly_config.database_url? strdup (ly_config.database_url)
                                       : ly_pg_url_for (ly_config.data_dir);
     ly_db_init (url, key);
+    ly_master_key_set (key);
     memset (key, 0, sizeof key);
     free (url);
     PGconn *conn = ly_db_connect (LY_DB_ADMIN, err, sizeof err);
@@ -357,6 +369,112 @@ s_migrate (int argc, char *argv [])
     return rc;
 }
 
+//  Runs one partner API request as an owner of the project's organization, with the
+//  API's own validation, tenancy and sealing. Prints the answer; 0 for 2xx, else 1.
+static int
+s_api_as_owner (const char *project_id, const char *method, const char *path,
+                const char *query, const char *body)
+{
+    PGconn *conn = s_admin_connect ();
+    if (!conn)
+        return 1;
+    //  The admin sees every tenant: find the project's organization and an owner.
+    const char *params [] = { project_id };
+    PGresult *res = PQexecParams (conn,
+        "SELECT p.org_id, m.member_id FROM projects p"
+        "  JOIN members m ON m.org_id = p.org_id AND m.role = 'owner'"
+        " WHERE p.project_id::text = $1 ORDER BY m.created_at LIMIT 1",
+        1, NULL, params, NULL, NULL, 0);
+    int rc = 1;
+    if (PQresultStatus (res) != PGRES_TUPLES_OK)
+        fprintf (stderr, "layersctl: %s", PQresultErrorMessage (res));
+    else
+    if (PQntuples (res) != 1)
+        fprintf (stderr, "layersctl: no project %s\n", project_id);
+    else {
+        char org_id [40], member_id [40];
+        snprintf (org_id, sizeof org_id, "%s", PQgetvalue (res, 0, 0));
+        snprintf (member_id, sizeof member_id, "%s", PQgetvalue (res, 0, 1));
+        ly_apiv1_t *api = ly_apiv1_new ();
+        ly_api_request_t request = {
+            .method = method, .path = path, .query = query? query: "",
+            .content_type = "application/json", .request_id = "layersctl",
+            .body = body? body: "", .body_len = body? strlen (body): 0,
+        };
+        ly_api_response_t response = { 0 };
+        ly_apiv1_handle_as (api, org_id, member_id, &request, &response);
+        FILE *out = response.status >= 200 && response.status < 300? stdout: stderr;
+        if (out == stderr)
+            fprintf (stderr, "layersctl: %u ", response.status);
+        fprintf (out, "%.*s\n", (int) response.body_len, response.body? response.body: "");
+        rc = out == stdout? 0: 1;
+        ly_api_response_reset (&response);
+        ly_apiv1_destroy (&api);
+    }
+    PQclear (res);
+    PQfinish (conn);
+    return rc;
+}
+
+static int
+s_project_command (const char *command, int argc, char *argv [])
+{
+    if (argc < 1) {
+        fprintf (stderr, "layersctl: %s needs a PROJECT_ID; see layersctl --help\n", command);
+        return 2;
+    }
+    const char *project = argv [0];
+    char path [256];
+    if (streq (command, "layer")) {
+        //  layer set PROJECT_ID LAYER JSON  |  layer get PROJECT_ID LAYER
+        const char *action = argv [0];
+        if ((streq (action, "set") && argc == 4) || (streq (action, "get") && argc == 3)) {
+            project = argv [1];
+            snprintf (path, sizeof path, "/v1/projects/%s/layers/%s", project, argv [2]);
+            return s_api_as_owner (project, streq (action, "set")? "PUT": "GET", path, NULL,
+                                   streq (action, "set")? argv [3]: NULL);
+        }
+        fprintf (stderr, "layersctl: usage: layer set PROJECT_ID LAYER JSON | layer get PROJECT_ID LAYER\n");
+        return 2;
+    }
+    const char *destination = NULL;
+    json_t *ids = json_array ();
+    for (int i = 1; i < argc; i++) {
+        if (streq (argv [i], "--destination") && i + 1 < argc)
+            destination = argv [++i];
+        else
+        if (streq (argv [i], "--delivery") && i + 1 < argc && streq (command, "replay"))
+            json_array_append_new (ids, json_string (argv [++i]));
+        else {
+            fprintf (stderr, "layersctl: bad argument \"%s\" for %s; see layersctl --help\n", argv [i], command);
+            json_decref (ids);
+            return 2;
+        }
+    }
+    int rc;
+    if (streq (command, "deadletters")) {
+        snprintf (path, sizeof path, "/v1/projects/%s/deliveries", project);
+        char *query = destination? zsys_sprintf ("status=dead&destination=%s", destination)
+                                 : strdup ("status=dead");
+        rc = s_api_as_owner (project, "GET", path, query, NULL);
+        free (query);
+    }
+    else {
+        snprintf (path, sizeof path, "/v1/projects/%s/deliveries/replay", project);
+        json_t *body = json_object ();
+        if (destination)
+            json_object_set_new (body, "destination", json_string (destination));
+        if (json_array_size (ids))
+            json_object_set (body, "delivery_ids", ids);
+        char *text = json_dumps (body, JSON_COMPACT);
+        json_decref (body);
+        rc = s_api_as_owner (project, "POST", path, NULL, text);
+        free (text);
+    }
+    json_decref (ids);
+    return rc;
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -385,11 +503,15 @@ main (int argc, char *argv [])
     else
     if (streq (argv [1], "token"))
         rc = s_token (argc - 2, argv + 2);
+    else
+    if (streq (argv [1], "layer") || streq (argv [1], "replay") || streq (argv [1], "deadletters"))
+        rc = s_project_command (argv [1], argc - 2, argv + 2);
     else {
         fprintf (stderr, "layersctl: unknown command \"%s\"; see layersctl --help\n", argv [1]);
         rc = 2;
     }
     ly_db_init (NULL, NULL);
+    ly_master_key_set (NULL);
     ly_config_free (&ly_config);
     return rc;
 }

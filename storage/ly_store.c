@@ -129,7 +129,12 @@ s_prepare_session (PGconn *db, void *arg)
     free (ddl);
     free (columns);
     char err [1024];
-    int rc = ly_db_exec (db, full, err, sizeof err);
+    //  The staging table has no statistics and batches vary from one row to thousands:
+    //  a cached generic plan made for small batches joins big ones quadratically, so
+    //  plan each batch for its own size.
+    int rc = ly_db_exec (db, "SET plan_cache_mode = force_custom_plan", err, sizeof err);
+    if (rc == 0)
+        rc = ly_db_exec (db, full, err, sizeof err);
     zstr_free (&full);
     if (rc == 0) {
         //  An attribution token is kept only for the relay to resolve: when no Apple

@@ -30,7 +30,7 @@
 #define S_READYZ_TIMEOUT_MSEC 1000
 #define S_EVENTS_TIMEOUT_MSEC 10000     /* key lookup + scrub + commit */
 #define S_THREADS 2
-#define S_CONNECTION_LIMIT 1000
+#define S_CONNECTION_LIMIT 4000
 #define S_MAX_IN_FLIGHT 5000            /* requests waiting for actors */
 #define S_MAX_IN_FLIGHT_BYTES (256 * 1024 * 1024)   /* their bodies, together */
 #define S_KEY_TTL_MSEC 30000            /* a found SDK key is trusted this long */
@@ -1325,9 +1325,10 @@ ly_gateway_actor (zsock_t *pipe, void *args)
         if (items [0].revents & ZMQ_POLLIN
         &&  ly_actor_pipe (pipe, S_ACTOR, &self->verbose, "ok"))
             break;
-        if (items [1].revents & ZMQ_POLLIN)
+        //  Drain what is waiting (bounded), so answers never pile up behind the poll.
+        for (int n = 0; n < 1000 && (zsock_events (self->store) & ZMQ_POLLIN); n++)
             s_handle_store (self);
-        if (items [2].revents & ZMQ_POLLIN)
+        for (int n = 0; n < 1000 && (zsock_events (self->api) & ZMQ_POLLIN); n++)
             s_handle_api (self);
         if (items [3].revents & ZMQ_POLLIN)
             ly_tap_handle (self->tap);

@@ -46,6 +46,7 @@ typedef struct {
     ly_metric_t *batches;   /* transactions */
     ly_metric_t *commit_seconds;  /* batch write latency */
     bool verbose;           /* log every batch */
+    bool ack_stuck;         /* an acknowledgement timed out in this flush */
 } self_t;
 
 static const char *s_insert_sql =
@@ -212,8 +213,10 @@ s_self_new (zsock_t *pipe)
     self->duplicates = ly_counter ("layers_store_events_total", NULL, "outcome=\"duplicate\"");
     self->batches = ly_counter ("layers_store_batches_total", "Transactions written by the store", NULL);
     self->commit_seconds = ly_histogram ("layers_store_batch_seconds", "Time to write one batch", NULL);
-    if (self->router)
+    if (self->router) {
         zsock_set_router_mandatory (self->router, 1);
+        zsock_set_sndtimeo (self->router, 2000);
+    }
     if (!self->router || !self->tap)
         s_self_destroy (&self);
     return self;
@@ -238,9 +241,17 @@ s_ack (self_t *self, s_request_t *request, const char *status)
         ly_msg_set_obj (ack, LY_EVENTS_ACK_REJECTED, sbuf.data, sbuf.size);
         msgpack_sbuffer_destroy (&sbuf);
     }
-    if (request->reply_to && ly_send (self->router, self->tap, request->reply_to, &ack))
-        ly_debug (S_ACTOR, "could not acknowledge request %" PRIu64 ": its gateway is gone",
-                  request->request_id);
+    //  With ROUTER_MANDATORY a full queue to the gateway blocks (up to the send
+    //  timeout) instead of dropping the acknowledgement; a gone gateway fails at once.
+    //  Once a send timed out in this flush, the rest do not wait.
+    if (request->reply_to
+    &&  (self->ack_stuck? ly_send (self->router, self->tap, request->reply_to, &ack)
+                        : ly_send_wait (self->router, self->tap, request->reply_to, &ack))) {
+        if (zmq_errno () == EAGAIN)
+            self->ack_stuck = true;
+        ly_debug (S_ACTOR, "could not acknowledge request %" PRIu64 ": its gateway is %s",
+                  request->request_id, self->ack_stuck? "not reading": "gone");
+    }
     ly_msg_destroy (&ack);
     zframe_destroy (&request->reply_to);
     ly_msg_destroy (&request->msg);
@@ -359,6 +370,7 @@ s_flush (self_t *self)
 {
     if (self->batch_size == 0)
         return;
+    self->ack_stuck = false;
     int64_t started = ly_now_usec ();
     ly_result_t result = s_db_ready (self)? s_write (self, 0, self->batch_size): LY_UNAVAILABLE;
     if (result == LY_INVALID && self->batch_size > 1) {

@@ -17,6 +17,7 @@
 #include "ly_supervisor.h"
 #include "ly_topology.h"
 #include <curl/curl.h>
+#include <sys/resource.h>
 
 static void
 s_usage (FILE *out)
@@ -193,7 +194,13 @@ main (int argc, char *argv [])
     }
     ly_log_init (ly_config.log_level, only? only: "supervisor");
 
-    //  Process-global set-up, once, before any thread starts.
+    //  Process-global set-up, once, before any thread starts. Every HTTP connection,
+    //  socket and pipe is a file descriptor: take what the hard limit allows.
+    struct rlimit files;
+    if (getrlimit (RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        setrlimit (RLIMIT_NOFILE, &files);
+    }
     sigset_t signals;
     ly_signals_block (&signals);
     curl_global_init (CURL_GLOBAL_DEFAULT);

@@ -530,7 +530,7 @@ s_write (self_t *self, s_outcome_t *outcome)
         PQclear (res);
         res = NULL;
     }
-    char attempt [8], last_status [16];
+    char attempt [24], last_status [24];
     const char *params [] = {
         ids, outcome->status, s_param_long (attempt, sizeof attempt, outcome->attempt),
         outcome->last_status? s_param_long (last_status, sizeof last_status, outcome->last_status): NULL,
@@ -1115,7 +1115,7 @@ s_claim (self_t *self)
         self->next_claim = started + S_DB_RETRY_MSEC;
         return;
     }
-    char limit_text [16], lease [32];
+    char limit_text [24], lease [32];
     snprintf (limit_text, sizeof limit_text, "%ld", limit);
     snprintf (lease, sizeof lease, "%.3f", (double) self->lease_ms / 1000.0);
     char *throttled = s_throttled_keys (self);

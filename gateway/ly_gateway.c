@@ -77,6 +77,7 @@ struct _s_request_t {
     size_t body_len;                /* bytes in body */
     char *etag;                     /* answer ETag, owned */
     char *location;                 /* answer Location, owned */
+    char *allow;                    /* answer Allow (with 405), owned */
     char *answer_type;              /* answer Content-Type, owned; NULL: JSON */
     int retry_after;                /* seconds, 0: no Retry-After */
     char *upload;                   /* request body, owned */
@@ -206,6 +207,8 @@ s_queue_answer (s_request_t *request)
         MHD_add_response_header (response, MHD_HTTP_HEADER_ETAG, request->etag);
     if (request->location)
         MHD_add_response_header (response, MHD_HTTP_HEADER_LOCATION, request->location);
+    if (request->allow)
+        MHD_add_response_header (response, MHD_HTTP_HEADER_ALLOW, request->allow);
     enum MHD_Result rc = MHD_queue_response (request->conn, request->status, response);
     MHD_destroy_response (response);
 
@@ -519,6 +522,8 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
     if (!request->method_ok) {
         s_answer_error (request, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
                         "this route does not accept that method");
+        request->allow = strdup (streq (request->route->method, "GET")? "GET, HEAD"
+                                                                      : request->route->method);
         return s_queue_answer (request);
     }
     if (request->route->local) {
@@ -554,6 +559,7 @@ s_request_completed (void *cls, struct MHD_Connection *conn, void **req_cls,
         free (request->body);
         free (request->etag);
         free (request->location);
+        free (request->allow);
         free (request->answer_type);
         free (request->path);
         free (request->query);
@@ -849,6 +855,8 @@ s_handle_api_response (self_t *self, ly_msg_t *msg)
         request->etag = strdup (value);
     if ((value = ly_msg_str (msg, LY_API_RESPONSE_LOCATION)))
         request->location = strdup (value);
+    if ((value = ly_msg_str (msg, LY_API_RESPONSE_ALLOW)))
+        request->allow = strdup (value);
     if (status == MHD_HTTP_UNAUTHORIZED)
         s_auth_failed (self, request);
     else

@@ -226,6 +226,7 @@ ly_api_response_reset (ly_api_response_t *resp)
     free (resp->content_type);
     free (resp->etag);
     free (resp->location);
+    free (resp->allow);
     memset (resp, 0, sizeof *resp);
 }
 
@@ -304,9 +305,12 @@ s_route (ly_apiv1_ctx_t *ctx, bool *bad_id)
             snprintf (allowed + strlen (allowed), sizeof allowed - strlen (allowed), "%s%s",
                       allowed [0]? ", ": "", s_routes [i].method);
     }
-    if (allowed [0])
+    if (allowed [0]) {
         ly_apiv1_error (ctx, 405, "method_not_allowed",
                         "this route does not accept that method; allowed: %s", allowed);
+        free (ctx->resp->allow);
+        ctx->resp->allow = strdup (allowed);
+    }
     else
         ly_apiv1_error (ctx, 404, "not_found", "no such route");
     return NULL;

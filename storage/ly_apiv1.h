@@ -28,6 +28,7 @@ typedef struct {
     char *content_type;         /* owned; NULL: application/json */
     char *etag;                 /* owned; NULL: no ETag header */
     char *location;             /* owned; NULL: no Location header */
+    char *allow;                /* owned; NULL: no Allow header (set with 405) */
 } ly_api_response_t;
 
 typedef struct _ly_apiv1_t ly_apiv1_t;

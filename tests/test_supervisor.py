@@ -37,8 +37,12 @@ def test_health_and_readiness(server):
 def test_unknown_route_and_method(server):
     status, _, body = http("GET", server.base + "/nope")
     assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
-    status, _, body = http("POST", server.base + "/healthz", body=b"{}")
+    status, headers, body = http("POST", server.base + "/healthz", body=b"{}")
     assert status == 405 and json.loads(body)["error"]["code"] == "method_not_allowed"
+    assert headers["Allow"] == "GET, HEAD"
+    status, headers, body = http("DELETE", server.base + "/v1/organization",
+                                 headers={"Authorization": "Bearer " + server.credentials()["api_token"]})
+    assert status == 405 and "GET" in headers["Allow"] and "PATCH" in headers["Allow"]
 
 
 def test_metrics_are_prometheus_text(server):

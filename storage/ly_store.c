@@ -47,6 +47,7 @@ typedef struct {
     ly_metric_t *commit_seconds;  /* batch write latency */
     bool verbose;           /* log every batch */
     bool ack_stuck;         /* an acknowledgement timed out in this flush */
+    char *insert_sql;       /* the batch statement, owned */
 } self_t;
 
 static const char *s_insert_sql =
@@ -132,10 +133,9 @@ s_prepare_session (PGconn *db, void *arg)
     char err [1024];
     //  The staging table has no statistics and batches vary from one row to thousands:
     //  a cached generic plan made for small batches joins big ones quadratically, so
-    //  plan each batch for its own size.
-    int rc = ly_db_exec (db, "SET plan_cache_mode = force_custom_plan", err, sizeof err);
-    if (rc == 0)
-        rc = ly_db_exec (db, full, err, sizeof err);
+    //  plan each batch for its own size: the statement is sent as text every time (a
+    //  prepared statement without parameters keeps its first plan).
+    int rc = ly_db_exec (db, full, err, sizeof err);
     zstr_free (&full);
     if (rc == 0) {
         //  An attribution token is kept only for the relay to resolve: when no Apple
@@ -144,15 +144,9 @@ s_prepare_session (PGconn *db, void *arg)
             "CASE WHEN consent_ads IS NOT FALSE AND EXISTS (SELECT 1 FROM project_layers l"
             " WHERE l.project_id = winners.project_id AND l.layer = 'apple_search_ads'"
             " AND l.enabled) THEN attribution_token END");
-        char *insert = zsys_sprintf (s_insert_sql, ly_event_copy_columns, select);
+        free (self->insert_sql);
+        self->insert_sql = zsys_sprintf (s_insert_sql, ly_event_copy_columns, select);
         free (select);
-        PGresult *res = PQprepare (db, "insert_batch", insert, 0, NULL);
-        if (PQresultStatus (res) != PGRES_COMMAND_OK) {
-            snprintf (err, sizeof err, "%s", PQresultErrorMessage (res));
-            rc = -1;
-        }
-        PQclear (res);
-        zstr_free (&insert);
     }
     if (rc)
         ly_error (S_ACTOR, "could not prepare the store session: %s", err);
@@ -194,6 +188,7 @@ s_self_destroy (self_t **self_p)
         ly_tap_destroy (&self->tap);
         ly_db_session_destroy (&self->session);
         free (self->copy_sql);
+        free (self->insert_sql);
         free (self);
         *self_p = NULL;
     }
@@ -312,7 +307,7 @@ s_write (self_t *self, size_t from, size_t to)
     PQclear (res);
     while ((res = PQgetResult (self->db)))
         PQclear (res);
-    res = PQexecPrepared (self->db, "insert_batch", 0, NULL, NULL, NULL, 0);
+    res = PQexec (self->db, self->insert_sql);
     if (PQresultStatus (res) != PGRES_TUPLES_OK) {
         snprintf (err, sizeof err, "%s", PQresultErrorMessage (res));
         const char *state = PQresultErrorField (res, PG_DIAG_SQLSTATE);

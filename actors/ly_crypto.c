@@ -99,6 +99,17 @@ ly_sha256_hex (const void *data, size_t size, char hex [65])
     hex [64] = 0;
 }
 
+bool
+ly_is_sha256_hex (const char *text, size_t len)
+{
+    if (!text || len != 64)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isxdigit ((unsigned char) text [i]))
+            return false;
+    return true;
+}
+
 char *
 ly_token_new (const char *prefix)
 {

@@ -2,6 +2,7 @@
     customer-information rules (and TikTok's E.164 phone hash). Every buffer that held a
     normalized value is wiped before returning: only the hashes leave this file. */
 #include "ly_pii.h"
+#include "ly_crypto.h"
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -52,18 +53,6 @@ s_trim (const char **text, size_t *len)
     }
     while (*len && s_is_space ((*text) [*len - 1]))
         (*len)--;
-}
-
-//  True when text is exactly 64 hex digits: a value hashed already.
-static bool
-s_is_sha256_hex (const char *text, size_t len)
-{
-    if (len != 64)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!isxdigit ((unsigned char) text [i]))
-            return false;
-    return true;
 }
 
 static void
@@ -223,7 +212,7 @@ ly_pii_email_sha256 (const char *email, size_t len, char sha256 [65])
     if (!email)
         return -1;
     s_trim (&email, &len);
-    if (s_is_sha256_hex (email, len)) {
+    if (ly_is_sha256_hex (email, len)) {
         s_hex_lower (email, sha256);
         return 0;
     }
@@ -244,7 +233,7 @@ ly_pii_phone_sha256 (const char *phone, size_t len, const char *default_cc,
     if (!phone)
         return -1;
     s_trim (&phone, &len);
-    if (s_is_sha256_hex (phone, len)) {
+    if (ly_is_sha256_hex (phone, len)) {
         s_hex_lower (phone, sha256);
         return 0;
     }

@@ -4,6 +4,7 @@
 #include "ly_api.h"
 #include "ly_apiv1.h"
 #include "ly_actor.h"
+#include "ly_crypto.h"
 #include "ly_db.h"
 #include "ly_log.h"
 #include "ly_topology.h"
@@ -61,17 +62,6 @@ s_self_new (zsock_t *pipe)
     return self;
 }
 
-static bool
-s_is_hex64 (const char *text, size_t len)
-{
-    if (len != 64)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!isxdigit ((unsigned char) text [i]))
-            return false;
-    return true;
-}
-
 static ly_msg_t *
 s_key_lookup (self_t *self, ly_msg_t *request)
 {
@@ -79,7 +69,7 @@ s_key_lookup (self_t *self, ly_msg_t *request)
     ly_msg_t *reply = ly_msg_new (LY_MSG_KEY_INFO);
     ly_msg_set_uint (reply, LY_KEY_INFO_REQUEST_ID, ly_msg_uint (request, LY_KEY_LOOKUP_REQUEST_ID));
     ly_msg_set_str (reply, LY_KEY_INFO_KEY_SHA256, hash);
-    if (!hash || !s_is_hex64 (hash, ly_msg_str_len (request, LY_KEY_LOOKUP_KEY_SHA256))) {
+    if (!hash || !ly_is_sha256_hex (hash, ly_msg_str_len (request, LY_KEY_LOOKUP_KEY_SHA256))) {
         ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unknown");
         return reply;
     }

@@ -440,16 +440,6 @@ s_parse_body (ly_apiv1_ctx_t *ctx, const s_route_t *route)
 //  --------------------------------------------------------------------------
 //  Authentication and the tenant
 
-static bool
-s_is_hex64 (const char *text)
-{
-    size_t len = 0;
-    for (; text [len]; len++)
-        if (s_hex_digit (text [len]) < 0)
-            return false;
-    return len == 64;
-}
-
 //  Looks the token up by hash; fills ctx's org, member and token ids. 0, or -1 with
 //  401 or 503 answered.
 static int
@@ -461,7 +451,7 @@ s_authenticate (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
                         "an API token is required: Authorization: Bearer <token>");
         return -1;
     }
-    if (!s_is_hex64 (hash)) {
+    if (!ly_is_sha256_hex (hash, strlen (hash))) {
         ly_apiv1_error (ctx, 401, "unauthorized", "unknown, revoked or expired API token");
         return -1;
     }

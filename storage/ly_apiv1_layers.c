@@ -116,6 +116,19 @@ s_is_word (const char *text)
     return ly_apiv1_is_charset (text, s_word, 64);
 }
 
+//  A display name: 1 to 255 bytes, no control characters (jansson has checked UTF-8).
+static bool
+s_is_app_name (const char *text)
+{
+    size_t len = text? strlen (text): 0;
+    if (len == 0 || len > 255)
+        return false;
+    for (const unsigned char *c = (const unsigned char *) text; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return false;
+    return true;
+}
+
 static bool
 s_is_event_name (const char *text)
 {
@@ -135,7 +148,7 @@ s_layer_body (ly_apiv1_ctx_t *ctx, const s_layer_t *layer, s_layer_body_t *out)
     static const char *meta_fields [] = { "enabled", "dataset_id", "access_token",
                                           "test_event_code", "api_version", NULL };
     static const char *tiktok_fields [] = { "enabled", "app_id", "access_token",
-                                            "test_event_code", "event_map", NULL };
+                                            "test_event_code", "event_map", "app_name", NULL };
     static const char *apple_fields [] = { "enabled", NULL };
     const char **fields = streq (layer->name, "meta")? meta_fields
                         : streq (layer->name, "tiktok")? tiktok_fields: apple_fields;
@@ -211,15 +224,23 @@ s_layer_body (ly_apiv1_ctx_t *ctx, const s_layer_t *layer, s_layer_body_t *out)
             const char *name;
             json_t *event;
             json_object_foreach (value, name, event) {
-                if (!s_is_event_name (name) || !s_is_word (json_string_value (event))) {
+                const char *tiktok = json_string_value (event);
+                bool not_sent = json_is_null (event) || (tiktok && *tiktok == 0);
+                if (!s_is_event_name (name) || !(not_sent || s_is_word (tiktok))) {
                     ly_apiv1_field_error (ctx, "event_map", "event_map maps event names"
                                           " ([a-z0-9_]{1,64}) to TikTok event names"
-                                          " (1 to 64 letters, digits, '_' or '-')");
+                                          " (1 to 64 letters, digits, '_' or '-'),"
+                                          " or to \"\" or null: not sent");
                     return -1;
                 }
             }
             json_object_set (out->config, "event_map", value);
         }
+        if (s_optional (ctx, "app_name", s_is_app_name, "1 to 255 characters of UTF-8 text,"
+                        " no control characters", &text))
+            return -1;
+        if (text)
+            json_object_set_new (out->config, "app_name", json_string (text));
     }
     return 0;
 }

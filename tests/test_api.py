@@ -869,6 +869,13 @@ def test_layers_keep_secrets_write_only(server, orgs):
     status, _, got = a.call("admin", "PUT", base + "tiktok",
                             {"app_id": "7301", "access_token": "tt", "event_map": {"purchase": "CompletePayment"}})
     assert status == 201 and got["config"]["event_map"] == {"purchase": "CompletePayment"}
+    # "" and null mean "do not send"; app_name is what the relay sends as app.app_name
+    status, _, got = a.call("admin", "PUT", base + "tiktok",
+                            {"app_id": "7301", "app_name": "Example Ünïcode App",
+                             "event_map": {"app_open": "", "login": None, "purchase": "Purchase"}})
+    assert status == 200, got
+    assert got["config"]["event_map"] == {"app_open": "", "login": None, "purchase": "Purchase"}
+    assert got["config"]["app_name"] == "Example Ünïcode App"
     status, _, got = a.call("admin", "PUT", base + "apple_search_ads", {"enabled": True})
     assert status == 201 and got["secrets"] == {} and got["config"] == {}
     # validation names the field
@@ -884,6 +891,12 @@ def test_layers_keep_secrets_write_only(server, orgs):
             ("tiktok", {"access_token": "x"}, "app_id"),
             ("tiktok", {"app_id": "1", "access_token": "x", "event_map": {"Bad Name": "X"}}, "event_map"),
             ("tiktok", {"app_id": "1", "access_token": "x", "event_map": ["x"]}, "event_map"),
+            ("tiktok", {"app_id": "1", "access_token": "x", "event_map": {"a": 5}}, "event_map"),
+            ("tiktok", {"app_id": "1", "access_token": "x", "app_name": ""}, "app_name"),
+            ("tiktok", {"app_id": "1", "access_token": "x", "app_name": "a\nb"}, "app_name"),
+            ("tiktok", {"app_id": "1", "access_token": "x", "app_name": "x" * 256}, "app_name"),
+            ("tiktok", {"app_id": "1", "access_token": "x", "app_name": 7}, "app_name"),
+            ("meta", {"dataset_id": "1", "app_name": "x"}, "app_name"),
             ("apple_search_ads", {"enabled": True, "access_token": "x"}, "access_token")):
         status, _, got = a.call("admin", "PUT", base + layer, body)
         assert status == 422 and got["error"]["field"] == field, (layer, body, got)

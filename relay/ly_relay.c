@@ -48,6 +48,9 @@
 #define S_ACTOR "relay"
 #define S_CHANNEL "layers_relay"        /* LISTEN channel for new outbox rows */
 #define S_MAX_CLAIMS 5                  /* rows held at once: this many claims' worth */
+#define S_CLAIM_LAYERS 2                /* a claim takes LAYERS_RELAY_CLAIM rows this many
+                                           times: with Meta and TikTok both enabled each
+                                           still gets full requests */
 #define S_MAX_TRANSFERS 64              /* requests in flight at once */
 #define S_MAX_BACKOFF_MSEC (3600 * 1000)
 #define S_MAX_THROTTLE_MSEC (15 * 60 * 1000)
@@ -92,7 +95,7 @@ typedef struct {
 //  A change to some rows, waiting to be written
 typedef struct {
     int64_t *ids;               /* delivery ids, owned */
-    double *delays;             /* seconds until each row's next attempt, owned */
+    double delay;               /* seconds until the rows' next attempt */
     size_t count;
     const char *status;         /* pending, delivered, dead or skipped (static) */
     int attempt;                /* 1 when the rows were sent, 0 else */
@@ -135,6 +138,7 @@ struct _self_t {
     size_t rows_held;           /* rows in live batches */
     int64_t lease_until;        /* monotonic msec until which our leases surely hold */
     unsigned leases_lost;       /* times our leases ran out */
+    bool claim_blocked;         /* a claim waited for room: claim when rows are let go */
     int64_t next_claim;         /* monotonic msec deadlines */
     int64_t next_heartbeat;
     int64_t next_reap;
@@ -241,14 +245,13 @@ static const struct {
     { "finish",
       "UPDATE relay_deliveries d"
       "   SET status = $2::text, attempts = d.attempts + $3::integer,"
-      "       next_attempt_at = now () + make_interval (secs => u.delay),"
+      "       next_attempt_at = now () + make_interval (secs => $9::float8),"
       "       locked_until = NULL, last_status = $4::integer, last_response = $5::text,"
       "       reason = $6::text, fbtrace_id = coalesce ($7::text, d.fbtrace_id),"
       "       request_id = coalesce ($8::text, d.request_id),"
       "       delivered_at = CASE WHEN $2::text = 'delivered' THEN now () ELSE d.delivered_at END,"
       "       updated_at = now ()"
-      "  FROM unnest ($1::bigint [], $9::float8 []) AS u (id, delay)"
-      " WHERE d.delivery_id = u.id AND d.status = 'in_flight' AND d.locked_by = $10" },
+      " WHERE d.delivery_id = ANY ($1::bigint []) AND d.status = 'in_flight' AND d.locked_by = $10" },
     { "attribution",
       "INSERT INTO attributions (org_id, project_id, event_received_at, event_seq, event_id,"
       "        user_id, attribution, apple_org_id, campaign_id, ad_group_id, keyword_id, ad_id,"
@@ -364,22 +367,6 @@ s_id_array (const int64_t *ids, size_t count)
     return text;
 }
 
-//  "{0.5,1.25}" for a float8 [] parameter. Caller owns.
-static char *
-s_delay_array (const double *delays, size_t count)
-{
-    char *text = (char *) malloc (count * 24 + 3);
-    if (!text)
-        return NULL;
-    size_t used = 0;
-    text [used++] = '{';
-    for (size_t i = 0; i < count; i++)
-        used += (size_t) sprintf (text + used, "%s%.3f", i? ",": "", delays [i]);
-    text [used++] = '}';
-    text [used] = 0;
-    return text;
-}
-
 
 //  --------------------------------------------------------------------------
 //  Outcomes
@@ -390,8 +377,7 @@ s_outcome_new (self_t *self, const char *status, size_t capacity)
     s_outcome_t *outcome = (s_outcome_t *) calloc (1, sizeof (s_outcome_t));
     assert (outcome);
     outcome->ids = (int64_t *) calloc (capacity? capacity: 1, sizeof (int64_t));
-    outcome->delays = (double *) calloc (capacity? capacity: 1, sizeof (double));
-    assert (outcome->ids && outcome->delays);
+    assert (outcome->ids);
     outcome->status = status;
     outcome->give_up = self->lease_until;
     return outcome;
@@ -403,7 +389,6 @@ s_outcome_destroy (s_outcome_t **outcome_p)
     s_outcome_t *outcome = *outcome_p;
     if (outcome) {
         free (outcome->ids);
-        free (outcome->delays);
         free (outcome->last_response);
         free (outcome->reason);
         free (outcome->fbtrace_id);
@@ -415,11 +400,9 @@ s_outcome_destroy (s_outcome_t **outcome_p)
 }
 
 static void
-s_outcome_add (s_outcome_t *outcome, const ly_delivery_t *delivery, double delay)
+s_outcome_add (s_outcome_t *outcome, const ly_delivery_t *delivery)
 {
-    outcome->ids [outcome->count] = delivery->id;
-    outcome->delays [outcome->count] = delay;
-    outcome->count++;
+    outcome->ids [outcome->count++] = delivery->id;
 }
 
 //  Fills what an answer tells about the rows: status, body (without the secret), ids.
@@ -479,11 +462,10 @@ s_write (self_t *self, s_outcome_t *outcome)
 {
     PGresult *res = NULL;
     char *ids = s_id_array (outcome->ids, outcome->count);
-    char *delays = s_delay_array (outcome->delays, outcome->count);
     ly_result_t result = LY_UNAVAILABLE;
     bool transaction = outcome->has_record || outcome->drop_token;
     const char *failed = "write outcomes";
-    if (!ids || !delays)
+    if (!ids)
         goto cleanup;
     if (transaction) {
         res = PQexec (self->db, "BEGIN");
@@ -530,12 +512,13 @@ s_write (self_t *self, s_outcome_t *outcome)
         PQclear (res);
         res = NULL;
     }
-    char attempt [24], last_status [24];
+    char attempt [24], last_status [24], delay [32];
+    snprintf (delay, sizeof delay, "%.3f", outcome->delay);
     const char *params [] = {
         ids, outcome->status, s_param_long (attempt, sizeof attempt, outcome->attempt),
         outcome->last_status? s_param_long (last_status, sizeof last_status, outcome->last_status): NULL,
         outcome->last_response, outcome->reason, outcome->fbtrace_id, outcome->request_id,
-        delays, self->worker
+        delay, self->worker
     };
     failed = "write outcomes";
     res = PQexecPrepared (self->db, "finish", 10, params, NULL, NULL, 0);
@@ -582,7 +565,6 @@ failure:
 cleanup:
     PQclear (res);
     free (ids);
-    free (delays);
     return result;
 }
 
@@ -729,6 +711,10 @@ s_batch_destroy (self_t *self, s_batch_t **batch_p)
     if (batch) {
         assert (self->rows_held >= batch->count);
         self->rows_held -= batch->count;
+        if (self->claim_blocked) {
+            self->claim_blocked = false;
+            self->next_claim = ly_mono_msec ();
+        }
         ly_delivery_t *delivery;
         while ((delivery = (ly_delivery_t *) zlistx_detach (batch->rows, NULL)))
             ly_delivery_destroy (&delivery);
@@ -791,7 +777,7 @@ s_settle (self_t *self, ly_destination_t destination, ly_delivery_t **rows, size
 {
     s_outcome_t *outcome = s_outcome_new (self, status, count);
     for (size_t i = 0; i < count; i++)
-        s_outcome_add (outcome, rows [i], 0);
+        s_outcome_add (outcome, rows [i]);
     outcome->reason = reason? strdup (reason): NULL;
     outcome->drop_token = drop_token;
     outcome->attempt = response? 1: 0;
@@ -823,16 +809,16 @@ s_retry (self_t *self, ly_destination_t destination, ly_delivery_t **rows, size_
     for (size_t i = 0; i < count; i++) {
         ly_delivery_t *row = rows [i];
         if (destination == LY_DEST_APPLE && row->received_age + delay > LY_APPLE_TOKEN_LIFE)
-            s_outcome_add (token_expired, row, 0);
+            s_outcome_add (token_expired, row);
         else
         if (row->age + delay > self->retry_window)
-            s_outcome_add (expired, row, 0);
+            s_outcome_add (expired, row);
         else {
-            s_outcome_add (again, row, delay);
-            if (soonest < 0 || delay < soonest)
-                soonest = delay;
+            s_outcome_add (again, row);
+            soonest = delay;
         }
     }
+    again->delay = delay;
     again->reason = reason? strdup (reason): NULL;
     char text [128];
     snprintf (text, sizeof text, "expired: %s", reason? reason: "retries");
@@ -1019,7 +1005,7 @@ s_settling_add (s_settling_t *settling, ly_delivery_t *row, const char *status,
         zhashx_insert (settling->groups, key, outcome);
         zlistx_add_end (settling->order, outcome);
     }
-    s_outcome_add (outcome, row, 0);
+    s_outcome_add (outcome, row);
 }
 
 static void
@@ -1093,9 +1079,11 @@ s_batch_start (self_t *self, s_batch_t *batch)
     //  Requests: one per Apple token, up to the batch size for the others
     size_t per_request = destination == LY_DEST_APPLE? 1: (size_t) self->claim_rows;
     s_job_t *hold = s_job_new (self, batch, valid, 0);     //  keeps the batch while we add
-    for (size_t at = 0; at < valid_count; at += per_request) {
-        size_t take = valid_count - at < per_request? valid_count - at: per_request;
+    size_t requests = (valid_count + per_request - 1) / per_request;
+    for (size_t at = 0; at < valid_count; requests--) {
+        size_t take = (valid_count - at + requests - 1) / requests;    //  even sizes
         s_job_queue (self, s_job_new (self, batch, valid + at, take), false);
+        at += take;
     }
     free (valid);
     s_job_destroy (self, &hold);
@@ -1107,10 +1095,12 @@ s_claim (self_t *self)
 {
     int64_t started = ly_mono_msec ();
     self->next_claim = started + self->poll_ms;
-    long room = S_MAX_CLAIMS * self->claim_rows - (long) self->rows_held;
-    long limit = room < self->claim_rows? room: self->claim_rows;
-    if (limit <= 0)
+    //  A claim takes a full claim's worth or waits for room, so that requests stay full
+    long limit = S_CLAIM_LAYERS * self->claim_rows;
+    if ((long) self->rows_held + limit > S_MAX_CLAIMS * limit) {
+        self->claim_blocked = true;
         return;
+    }
     if (!s_db (self)) {
         self->next_claim = started + S_DB_RETRY_MSEC;
         return;
@@ -1323,7 +1313,7 @@ s_job_done (void *arg, const ly_httpc_response_t *response)
         s_throttle_clear (self, destination, batch->project_id);
         s_outcome_t *outcome = s_outcome_new (self, "delivered", job->count);
         for (size_t i = 0; i < job->count; i++)
-            s_outcome_add (outcome, job->rows [i], 0);
+            s_outcome_add (outcome, job->rows [i]);
         outcome->attempt = 1;
         s_outcome_answer (outcome, destination, response, &verdict, batch->token);
         if (destination == LY_DEST_APPLE) {

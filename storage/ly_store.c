@@ -1,10 +1,12 @@
 /*  ly_store.c: the store actor (see ly_store.h).
     Design: the loop drains every waiting request (up to S_BATCH_ROWS rows) before it
     writes, so batches grow with load and a lone request is written at once. A batch is
-    one transaction: COPY into a temporary staging table (ON COMMIT DELETE ROWS) with a
-    position per row, then one statement whose data-modifying CTEs insert the new
-    (project, event_id) keys, the events whose key was new (the first position wins), and
-    the outbox rows, and return the winning positions: every other row was a duplicate.
+    one transaction in two round trips: "BEGIN; COPY" into a temporary staging table (ON
+    COMMIT DELETE ROWS) with a position per row; then one statement whose data-modifying
+    CTEs insert the new (project, event_id) keys, the events whose key was new (the first
+    position wins), and the outbox rows, NOTIFY the relays when there are pending outbox rows, and
+    return the winning positions (every other row was a duplicate), followed by COMMIT in
+    the same query string.
     When the database is down, requests are answered "unavailable" at once (the gateway
     says 503); a batch that PostgreSQL refuses for its data is retried request by request
     so one bad request cannot sink the others. */
@@ -63,17 +65,23 @@ static const char *s_insert_sql =
     " ins AS ("
     "  INSERT INTO sdk_events (%s) SELECT %s FROM winners"
     "  RETURNING seq, received_at, org_id, project_id, event_id),"
+    " due AS ("
+    "  SELECT i.org_id, i.project_id, i.received_at, i.seq, i.event_id, l.layer,"
+    "         CASE WHEN w.consent_ads IS FALSE THEN 'skipped' ELSE 'pending' END AS status,"
+    "         CASE WHEN w.consent_ads IS FALSE THEN 'consent' END AS reason"
+    "    FROM ins i JOIN winners w USING (project_id, event_id)"
+    "    JOIN project_layers l ON l.project_id = i.project_id AND l.enabled"
+    "   WHERE l.layer <> 'apple_search_ads' OR w.attribution_token IS NOT NULL),"
     " outbox AS ("
     "  INSERT INTO relay_deliveries (org_id, project_id, event_received_at, event_seq,"
     "                                event_id, destination, status, reason)"
-    "  SELECT i.org_id, i.project_id, i.received_at, i.seq, i.event_id, l.layer,"
-    "         CASE WHEN w.consent_ads IS FALSE THEN 'skipped' ELSE 'pending' END,"
-    "         CASE WHEN w.consent_ads IS FALSE THEN 'consent' END"
-    "    FROM ins i JOIN winners w USING (project_id, event_id)"
-    "    JOIN project_layers l ON l.project_id = i.project_id AND l.enabled"
-    "   WHERE l.layer <> 'apple_search_ads' OR w.attribution_token IS NOT NULL"
-    "  RETURNING 1)"
-    " SELECT pos FROM winners";
+    "  SELECT * FROM due),"
+    //  Wake the relays (delivered at COMMIT), only when there is something for them
+    " wake AS ("
+    "  SELECT pg_notify ('layers_relay', '')"
+    "    FROM (SELECT 1 FROM due WHERE status = 'pending' LIMIT 1) any_row)"
+    " SELECT pos FROM winners, (SELECT count (*) FROM wake) woken;"
+    " COMMIT";
 
 //  The staging table's type for a column of ly_event_copy_columns.
 static const char *
@@ -202,7 +210,7 @@ s_self_new (zsock_t *pipe)
     self->router = ly_topology_open (S_ACTOR, "store");
     self->tap = ly_tap_new (S_ACTOR);
     self->session = ly_db_session_new (LY_DB_STORE, S_ACTOR, s_prepare_session, self);
-    self->copy_sql = zsys_sprintf ("COPY ly_staging (pos, %s) FROM STDIN", ly_event_copy_columns);
+    self->copy_sql = zsys_sprintf ("BEGIN; COPY ly_staging (pos, %s) FROM STDIN", ly_event_copy_columns);
     self->committed = ly_counter ("layers_store_events_total", "Events the store handled, by outcome",
                                   "outcome=\"stored\"");
     self->duplicates = ly_counter ("layers_store_events_total", NULL, "outcome=\"duplicate\"");
@@ -261,11 +269,14 @@ s_write (self_t *self, size_t from, size_t to)
     char err [1024] = "";
     ly_result_t result = LY_UNAVAILABLE;
     PGresult *res = NULL;
-    if (ly_db_exec (self->db, "BEGIN", err, sizeof err))
+    if (!PQsendQuery (self->db, self->copy_sql)) {      //  "BEGIN; COPY ..."
+        snprintf (err, sizeof err, "%s", PQerrorMessage (self->db));
         goto cleanup;
-    res = PQexec (self->db, self->copy_sql);
+    }
+    while ((res = PQgetResult (self->db)) && PQresultStatus (res) == PGRES_COMMAND_OK)
+        PQclear (res);                                  //  BEGIN
     if (PQresultStatus (res) != PGRES_COPY_IN) {
-        snprintf (err, sizeof err, "%s", PQresultErrorMessage (res));
+        snprintf (err, sizeof err, "%s", res? PQresultErrorMessage (res): PQerrorMessage (self->db));
         goto rollback;
     }
     PQclear (res);
@@ -307,14 +318,27 @@ s_write (self_t *self, size_t from, size_t to)
     PQclear (res);
     while ((res = PQgetResult (self->db)))
         PQclear (res);
-    res = PQexec (self->db, self->insert_sql);
-    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
-        snprintf (err, sizeof err, "%s", PQresultErrorMessage (res));
-        const char *state = PQresultErrorField (res, PG_DIAG_SQLSTATE);
-        if (state && (strncmp (state, "22", 2) == 0 || strncmp (state, "23", 2) == 0))
-            result = LY_INVALID;
+    //  The statement, then COMMIT: the first result is the statement's rows, the second
+    //  COMMIT's; after an error PostgreSQL skips the COMMIT.
+    if (!PQsendQuery (self->db, self->insert_sql)) {
+        snprintf (err, sizeof err, "%s", PQerrorMessage (self->db));
         goto rollback;
     }
+    res = PQgetResult (self->db);
+    PGresult *commit = res && PQresultStatus (res) == PGRES_TUPLES_OK? PQgetResult (self->db): NULL;
+    PGresult *extra;
+    while ((extra = PQgetResult (self->db)))
+        PQclear (extra);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQresultStatus (commit) != PGRES_COMMAND_OK) {
+        const PGresult *failed = PQresultStatus (res) != PGRES_TUPLES_OK? res: commit;
+        snprintf (err, sizeof err, "%s", failed? PQresultErrorMessage (failed): PQerrorMessage (self->db));
+        const char *state = PQresultErrorField (failed, PG_DIAG_SQLSTATE);
+        if (state && (strncmp (state, "22", 2) == 0 || strncmp (state, "23", 2) == 0))
+            result = LY_INVALID;
+        PQclear (commit);
+        goto rollback;
+    }
+    PQclear (commit);
     //  Credit each winning position to its request (requests are in position order).
     for (int row = 0; row < PQntuples (res); row++) {
         uint32_t winner = (uint32_t) strtoul (PQgetvalue (res, row, 0), NULL, 10);
@@ -330,18 +354,13 @@ s_write (self_t *self, size_t from, size_t to)
     }
     PQclear (res);
     res = NULL;
-    //  Wake the relays; PostgreSQL delivers it at COMMIT.
-    if (ly_db_exec (self->db, "NOTIFY layers_relay", err, sizeof err))
-        goto rollback;
-    if (ly_db_exec (self->db, "COMMIT", err, sizeof err))
-        goto cleanup;
     result = LY_OK;
     goto cleanup;
 
 rollback:
     PQclear (res);
     res = NULL;
-    if (PQstatus (self->db) == CONNECTION_OK) {
+    if (PQstatus (self->db) == CONNECTION_OK && PQtransactionStatus (self->db) != PQTRANS_IDLE) {
         char ignored [256];
         ly_db_exec (self->db, "ROLLBACK", ignored, sizeof ignored);
     }

@@ -828,6 +828,35 @@ def test_notification_wakes_an_idle_relay(server, mock):
         os.kill(supervised, signal.SIGCONT)
 
 
+def test_notification_only_when_there_is_something_to_relay(server, mock):
+    """A batch without deliveries (project without layers, consent refused) wakes no relay;
+    one with deliveries does, once per batch."""
+    import select
+    quiet, quiet_key = new_project(server)
+    loud, loud_key = new_project(server, meta={"dataset_id": "42"})
+    listener = db_connect(server)
+    listener.autocommit = True
+    cur = listener.cursor()
+    cur.execute("LISTEN layers_relay")
+
+    def notifications(wait):
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            select.select([listener], [], [], max(0.0, deadline - time.monotonic()))
+            listener.poll()
+        got = len(listener.notifies)
+        listener.notifies.clear()
+        return got
+    try:
+        post(server, quiet_key, [event("purchase", device=IPHONE) for _ in range(3)])
+        post(server, loud_key, [event("purchase", device=IPHONE, consent={"ads": False})])
+        assert notifications(0.5) == 0
+        post(server, loud_key, [event("purchase", device=IPHONE) for _ in range(3)])
+        assert notifications(0.5) == 1
+    finally:
+        listener.close()
+
+
 def test_at_most_1000_events_per_request(server, mock):
     project, key = new_project(server, meta={"dataset_id": "42"})
     relay = server.actors()["relay"]

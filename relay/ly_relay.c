@@ -251,7 +251,8 @@ static const struct {
       "       request_id = coalesce ($8::text, d.request_id),"
       "       delivered_at = CASE WHEN $2::text = 'delivered' THEN now () ELSE d.delivered_at END,"
       "       updated_at = now ()"
-      " WHERE d.delivery_id = ANY ($1::bigint []) AND d.status = 'in_flight' AND d.locked_by = $10" },
+      "  FROM unnest ($1::bigint []) AS u (id)"
+      " WHERE d.delivery_id = u.id AND d.status = 'in_flight' AND d.locked_by = $10" },
     { "attribution",
       "INSERT INTO attributions (org_id, project_id, event_received_at, event_seq, event_id,"
       "        user_id, attribution, apple_org_id, campaign_id, ad_group_id, keyword_id, ad_id,"

@@ -725,8 +725,7 @@ def test_store_writes_a_mixed_batch(pg_cluster, orgs):
             INSERT INTO relay_deliveries (org_id, project_id, event_received_at, event_seq,
                                           event_id, destination)
             SELECT s.org_id, s.project_id, s.received_at, s.seq, s.event_id, l.layer
-              FROM stored s JOIN project_layers l ON l.project_id = s.project_id AND l.enabled
-            ON CONFLICT (project_id, event_id, destination) DO NOTHING""")
+              FROM stored s JOIN project_layers l ON l.project_id = s.project_id AND l.enabled""")
         cur.execute("""INSERT INTO sdk_event_ids (org_id, project_id, event_id)
                        SELECT org_id, project_id, event_id FROM staging
                        ON CONFLICT (project_id, event_id) DO NOTHING

@@ -163,6 +163,29 @@ def test_threads_mode_serves_everything_in_one_process():
         assert status == 202 and body["accepted"] == 1
 
 
+def test_several_relays_and_ingests_are_supervised():
+    with Layersd(args=["--relay", "2", "--ingest", "2"]) as s:
+        roles = [cmdline_role(pid) for pid in children_of(s.proc.pid)]
+        assert sorted(r for r in roles if r) == sorted(
+            ["store", "api", "ingest", "ingest", "gateway", "relay", "relay"]), roles
+
+
+def cmdline_role(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        argv = f.read().split(b"\0")
+    return argv[argv.index(b"--only") + 1].decode() if b"--only" in argv else None
+
+
+@pytest.mark.parametrize("args", [["--relay", "0"], ["--relay", "17"], ["--relay", ""],
+                                  ["--relay", "2x"], ["--ingest", "-1"], ["--relay"]])
+def test_bad_counts_are_refused(args):
+    out = subprocess.run([binary("layersd")] + args, capture_output=True, text=True, timeout=10,
+                         env=dict(os.environ, LAYERS_DATA_DIR="/tmp/layers-never-created"))
+    assert out.returncode == 2
+    assert args[0] in out.stderr
+    assert not os.path.exists("/tmp/layers-never-created")
+
+
 def test_metrics_of_every_actor_process(server):
     import uuid
     from lyserver import post_events

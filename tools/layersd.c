@@ -46,6 +46,8 @@ s_usage (FILE *out)
 "                         other: layersd --only ingest --connect ingest=tcp://MAIN:7601 \\\n"
 "                                        --connect store=tcp://MAIN:7602\n"
 "  --ingest N           supervise N ingest actors (default 1)\n"
+"  --relay N            supervise N relay actors (default 1): they share the outbox\n"
+"                       safely; more keep up with more ingest when CPUs allow\n"
 "  --threads            run every actor as a thread of this one process\n"
 "  --help               show this help and exit\n"
 "  --version            show the version and exit\n"
@@ -139,6 +141,7 @@ main (int argc, char *argv [])
     const char *only = NULL;
     bool threads = false;
     long ingest_count = 1;
+    long relay_count = 1;
     const char *connects [32];          /* --connect specs, passed on to children */
     int connect_count = 0;
     char err [1024];
@@ -172,11 +175,13 @@ main (int argc, char *argv [])
             }
         }
         else
-        if (streq (argv [i], "--ingest") && i + 1 < argc) {
+        if ((streq (argv [i], "--ingest") || streq (argv [i], "--relay")) && i + 1 < argc) {
+            long *count = streq (argv [i], "--ingest")? &ingest_count: &relay_count;
+            const char *option = argv [i];
             char *end = NULL;
-            ingest_count = strtol (argv [++i], &end, 10);
-            if (*end || ingest_count < 1 || ingest_count > 16) {
-                fprintf (stderr, "layersd: --ingest takes a number from 1 to 16\n");
+            *count = strtol (argv [++i], &end, 10);
+            if (!*argv [i] || *end || *count < 1 || *count > 16) {
+                fprintf (stderr, "layersd: %s takes a number from 1 to 16\n", option);
                 return 2;
             }
         }
@@ -284,9 +289,12 @@ main (int argc, char *argv [])
             ly_supervisor_add_arg (supervisor, "--connect");
             ly_supervisor_add_arg (supervisor, connects [i]);
         }
-        for (int i = 0; ly_actor_names [i]; i++)
-            for (long copy = 0; copy < (streq (ly_actor_names [i], "ingest")? ingest_count: 1); copy++)
+        for (int i = 0; ly_actor_names [i]; i++) {
+            long copies = streq (ly_actor_names [i], "ingest")? ingest_count
+                        : streq (ly_actor_names [i], "relay")? relay_count: 1;
+            for (long copy = 0; copy < copies; copy++)
                 ly_supervisor_add (supervisor, ly_actor_names [i]);
+        }
         rc = ly_supervisor_run (supervisor);
         ly_supervisor_destroy (&supervisor);
     }

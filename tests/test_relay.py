@@ -105,7 +105,9 @@ def mock(tmp_path_factory):
 def server(mock):
     env = dict(RELAY_ENV)
     env.update(mock.env())
-    with Layersd(env=env) as s:
+    # one supervised relay (the default is two): tests stop it to build a backlog, or to
+    # let relays of their own compete
+    with Layersd(env=env, args=["--relay", "1"]) as s:
         s.db = db_connect(s)
         s.org = s.credentials()["org_id"]
         yield s

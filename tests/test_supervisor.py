@@ -163,6 +163,12 @@ def test_threads_mode_serves_everything_in_one_process():
         assert status == 202 and body["accepted"] == 1
 
 
+def test_default_actors(server):
+    roles = [cmdline_role(pid) for pid in children_of(server.proc.pid)]
+    assert sorted(r for r in roles if r) == sorted(
+        ["store", "api", "ingest", "gateway", "relay", "relay"]), roles
+
+
 def test_several_relays_and_ingests_are_supervised():
     with Layersd(args=["--relay", "2", "--ingest", "2"]) as s:
         roles = [cmdline_role(pid) for pid in children_of(s.proc.pid)]

@@ -46,8 +46,8 @@ s_usage (FILE *out)
 "                         other: layersd --only ingest --connect ingest=tcp://MAIN:7601 \\\n"
 "                                        --connect store=tcp://MAIN:7602\n"
 "  --ingest N           supervise N ingest actors (default 1)\n"
-"  --relay N            supervise N relay actors (default 1): they share the outbox\n"
-"                       safely; more keep up with more ingest when CPUs allow\n"
+"  --relay N            supervise N relay actors (default 2): they share the outbox\n"
+"                       safely, and while one waits for PostgreSQL the other sends\n"
 "  --threads            run every actor as a thread of this one process\n"
 "  --help               show this help and exit\n"
 "  --version            show the version and exit\n"
@@ -141,7 +141,7 @@ main (int argc, char *argv [])
     const char *only = NULL;
     bool threads = false;
     long ingest_count = 1;
-    long relay_count = 1;
+    long relay_count = 2;      //  one relay alternates database and HTTP work: two overlap
     const char *connects [32];          /* --connect specs, passed on to children */
     int connect_count = 0;
     char err [1024];

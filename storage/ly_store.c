@@ -5,8 +5,8 @@
     COMMIT DELETE ROWS) with a position per row; then one statement whose data-modifying
     CTEs insert the new (project, event_id) keys, the events whose key was new (the first
     position wins), and the outbox rows, NOTIFY the relays when there are pending outbox rows, and
-    return the winning positions (every other row was a duplicate), followed by COMMIT in
-    the same query string.
+    return the winning positions (every other row was a duplicate): "EXECUTE ly_batch;
+    COMMIT", one query string.
     When the database is down, requests are answered "unavailable" at once (the gateway
     says 503); a batch that PostgreSQL refuses for its data is retried request by request
     so one bad request cannot sink the others. */
@@ -49,7 +49,6 @@ typedef struct {
     ly_metric_t *commit_seconds;  /* batch write latency */
     bool verbose;           /* log every batch */
     bool ack_stuck;         /* an acknowledgement timed out in this flush */
-    char *insert_sql;       /* the batch statement, owned */
 } self_t;
 
 static const char *s_insert_sql =
@@ -70,7 +69,8 @@ static const char *s_insert_sql =
     "         CASE WHEN w.consent_ads IS FALSE THEN 'skipped' ELSE 'pending' END AS status,"
     "         CASE WHEN w.consent_ads IS FALSE THEN 'consent' END AS reason"
     "    FROM ins i JOIN winners w USING (project_id, event_id)"
-    "    JOIN project_layers l ON l.project_id = i.project_id AND l.enabled"
+    "   CROSS JOIN LATERAL (SELECT layer FROM project_layers l"
+    "                        WHERE l.project_id = i.project_id AND l.enabled) l"
     "   WHERE l.layer <> 'apple_search_ads' OR w.attribution_token IS NOT NULL),"
     " outbox AS ("
     "  INSERT INTO relay_deliveries (org_id, project_id, event_received_at, event_seq,"
@@ -80,8 +80,7 @@ static const char *s_insert_sql =
     " wake AS ("
     "  SELECT pg_notify ('layers_relay', '')"
     "    FROM (SELECT 1 FROM due WHERE status = 'pending' LIMIT 1) any_row)"
-    " SELECT pos FROM winners, (SELECT count (*) FROM wake) woken;"
-    " COMMIT";
+    " SELECT pos FROM winners, (SELECT count (*) FROM wake) woken";
 
 //  The staging table's type for a column of ly_event_copy_columns.
 static const char *
@@ -139,12 +138,18 @@ s_prepare_session (PGconn *db, void *arg)
     free (ddl);
     free (columns);
     char err [1024];
-    //  The staging table has no statistics and batches vary from one row to thousands:
-    //  a cached generic plan made for small batches joins big ones quadratically, so
-    //  plan each batch for its own size: the statement is sent as text every time (a
-    //  prepared statement without parameters keeps its first plan).
+    //  The batch statement is planned once per session (a statement without parameters
+    //  keeps its first plan), while batches go from one row to thousands and the staging
+    //  table has no statistics: a plan made for a small batch must not be quadratic for
+    //  a big one. So no nested loops (hash joins, linear for any size) but the LATERAL
+    //  lookup of project_layers by its key. JIT off: the disabled nested loops' cost
+    //  estimates would compile every execution for half a second.
     int rc = ly_db_exec (db, full, err, sizeof err);
     zstr_free (&full);
+    if (rc == 0)
+        rc = ly_db_exec (db, "SET jit = off", err, sizeof err);
+    if (rc == 0)
+        rc = ly_db_exec (db, "SET enable_nestloop = off", err, sizeof err);
     if (rc == 0) {
         //  An attribution token is kept only for the relay to resolve: when no Apple
         //  delivery will be made for the event, it is never stored.
@@ -152,9 +157,12 @@ s_prepare_session (PGconn *db, void *arg)
             "CASE WHEN consent_ads IS NOT FALSE AND EXISTS (SELECT 1 FROM project_layers l"
             " WHERE l.project_id = winners.project_id AND l.layer = 'apple_search_ads'"
             " AND l.enabled) THEN attribution_token END");
-        free (self->insert_sql);
-        self->insert_sql = zsys_sprintf (s_insert_sql, ly_event_copy_columns, select);
+        char *statement = zsys_sprintf (s_insert_sql, ly_event_copy_columns, select);
         free (select);
+        char *prepare = zsys_sprintf ("PREPARE ly_batch AS %s", statement);
+        zstr_free (&statement);
+        rc = ly_db_exec (db, prepare, err, sizeof err);
+        zstr_free (&prepare);
     }
     if (rc)
         ly_error (S_ACTOR, "could not prepare the store session: %s", err);
@@ -196,7 +204,6 @@ s_self_destroy (self_t **self_p)
         ly_tap_destroy (&self->tap);
         ly_db_session_destroy (&self->session);
         free (self->copy_sql);
-        free (self->insert_sql);
         free (self);
         *self_p = NULL;
     }
@@ -320,7 +327,7 @@ s_write (self_t *self, size_t from, size_t to)
         PQclear (res);
     //  The statement, then COMMIT: the first result is the statement's rows, the second
     //  COMMIT's; after an error PostgreSQL skips the COMMIT.
-    if (!PQsendQuery (self->db, self->insert_sql)) {
+    if (!PQsendQuery (self->db, "EXECUTE ly_batch; COMMIT")) {
         snprintf (err, sizeof err, "%s", PQerrorMessage (self->db));
         goto rollback;
     }

@@ -160,6 +160,11 @@ s_write_conf (ly_pg_t *self, char *err, size_t errlen)
         "unix_socket_directories = '%s'\n"
         "unix_socket_permissions = 0700\n"
         "max_connections = 200\n"
+        "# ingest writes WAL fast: with the default 1GB, checkpoints come every 25 s under\n"
+        "# load (PostgreSQL warns), each one a burst of full-page images and an fsync that\n"
+        "# stalls commits; ALTER SYSTEM (postgresql.auto.conf) still wins\n"
+        "max_wal_size = '4GB'\n"
+        "min_wal_size = '1GB'\n"
         "log_min_error_statement = panic\n"
         "log_line_prefix = '%%m [%%p] '\n",
         self->sockdir);

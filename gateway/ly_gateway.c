@@ -33,7 +33,7 @@
 #define S_CONNECTION_LIMIT 4000
 #define S_MAX_IN_FLIGHT 5000            /* requests waiting for actors */
 #define S_MAX_IN_FLIGHT_BYTES (256 * 1024 * 1024)   /* their bodies, together */
-#define S_KEY_TTL_MSEC 30000            /* a found SDK key is trusted this long */
+#define S_KEY_TTL_MSEC 5000             /* a found SDK key is trusted this long */
 #define S_UNKNOWN_KEY_TTL_MSEC 5000     /* an unknown one is refused this long */
 #define S_KEY_CACHE_MAX 100000
 #define S_MAX_PROXIES 16
@@ -861,6 +861,10 @@ s_handle_api_response (self_t *self, ly_msg_t *msg)
         s_auth_failed (self, request);
     else
         s_auth_worked (self, request);
+    //  A delete that worked may have revoked an SDK key (or removed its project): forget
+    //  every cached key, so that this gateway refuses it from now on
+    if (status >= 200 && status < 300 && streq (request->method, "DELETE"))
+        zhashx_purge (self->keys);
     s_finish (self, request);
 }
 

@@ -927,11 +927,24 @@ def test_sdk_keys_are_shown_once_and_revocable(server, orgs):
     status, _, got = post_events(server, {"event_id": "k-" + uuid.uuid4().hex, "name": "app_open"}, key=key)
     assert status == 202
     assert a.call("admin", "DELETE", "%s/%s" % (path, key_id))[0] == 204
+    # refused at once, though the gateway had just looked the key up
+    status, _, got = post_events(server, {"event_id": "k-" + uuid.uuid4().hex, "name": "app_open"}, key=key)
+    assert status == 401, got
     listed = a.call("viewer", "GET", path)[2]["data"]
     assert [k["revoked_at"] is not None for k in listed if k["key_id"] == key_id] == [True]
     cur = server.db.cursor()
     cur.execute("SELECT encode(key_sha256, 'hex') FROM sdk_keys WHERE key_id = %s", (key_id,))
     assert cur.fetchone()[0] == hashlib.sha256(key.encode()).hexdigest()
+    # revoked behind the gateway's back (SQL, another gateway): refused within its 5 s cache
+    status, _, got = a.call("admin", "POST", path, {"name": "other"})
+    other, other_id = got["key"], got["key_id"]
+    assert post_events(server, {"event_id": "k-" + uuid.uuid4().hex, "name": "x"}, key=other)[0] == 202
+    cur.execute("UPDATE sdk_keys SET revoked_at = now () WHERE key_id = %s", (other_id,))
+    server.db.commit()
+    revoked = time.monotonic()
+    while post_events(server, {"event_id": "k-" + uuid.uuid4().hex, "name": "x"}, key=other)[0] == 202:
+        assert time.monotonic() - revoked < 6.5, "a revoked SDK key still works"
+        time.sleep(0.2)
 
 
 def test_ads_content_links(server, orgs):

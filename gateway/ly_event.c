@@ -412,6 +412,11 @@ s_timestamp (scrub_t *self, const msgpack_object *value, int64_t received)
     }
     if (usec < received && (usec < received - past)) {
         s_duration (past, window, sizeof window);
+        //  10 digits: epoch seconds, a common mistake; say so
+        if (value && value->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+        &&  value->via.u64 >= 1000000000ULL && value->via.u64 < 10000000000ULL)
+            return s_refuse (self, "timestamp is more than %s in the past (it looks like"
+                             " epoch seconds; epoch milliseconds are expected)", window);
         return s_refuse (self, "timestamp is more than %s in the past", window);
     }
     if (s_format_time (usec, self->event_time))

@@ -164,6 +164,11 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
         free (inflated);
         return s_fail (error, 400, "malformed", "the body is empty");
     }
+    //  RFC 8259 lets a parser ignore a byte order mark; some HTTP clients send one
+    if (size >= 3 && memcmp (body, "\xEF\xBB\xBF", 3) == 0) {
+        body = (const uint8_t *) body + 3;
+        size -= 3;
+    }
     json_error_t json_error;
     json_t *root = json_loadb ((const char *) body, size, JSON_REJECT_DUPLICATES, &json_error);
     free (inflated);
@@ -177,10 +182,12 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
         batch = true;
     }
     else
-    if (!json_is_object (root)) {
+    if (!json_is_object (root) || json_object_get (root, "events")) {
+        bool object = json_is_object (root);
         json_decref (root);
-        return s_fail (error, 400, "malformed",
-                       "the body must be one event object or {\"events\": [...]}");
+        return s_fail (error, 400, "malformed", object
+                       ? "\"events\" must be an array of event objects"
+                       : "the body must be one event object or {\"events\": [...]}");
     }
     size_t count = batch? json_array_size (events): 1;
     if (count == 0) {

@@ -667,7 +667,8 @@ s_test_timestamp (void)
     TS_REFUSE ("\"2023-11-07T22:13:19.999999Z\"", "timestamp is more than 7 days in the past");
     TS_REFUSE ("1700000300001", "timestamp is more than 5 minutes in the future");
     TS_REFUSE ("1699395199999", "timestamp is more than 7 days in the past");
-    TS_REFUSE ("1700000000", "timestamp is more than 7 days in the past");     //  seconds, not ms
+    TS_REFUSE ("1700000000", "timestamp is more than 7 days in the past (it looks like epoch seconds; epoch milliseconds are expected)");
+    TS_REFUSE ("99999999", "timestamp is more than 7 days in the past");       //  too short for seconds
     TS_REFUSE ("0", "timestamp is more than 7 days in the past");
     TS_REFUSE ("-1", "timestamp is more than 7 days in the past");
     TS_REFUSE ("-9223372036854775808", "timestamp is more than 7 days in the past");

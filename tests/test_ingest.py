@@ -144,7 +144,8 @@ def test_gzip_body(server):
 
 @pytest.mark.parametrize("case", [
     "malformed", "content_type", "oversized", "gzip_bomb", "deep_body", "invalid_utf8",
-    "ten_thousand", "missing_key", "unknown_key", "empty", "bad_encoding", "not_gzip"])
+    "ten_thousand", "missing_key", "unknown_key", "empty", "bad_encoding", "not_gzip",
+    "events_not_array", "events_null", "top_level_array"])
 def test_bad_input_gets_its_status(server, case):
     key = server.key
     headers = {}
@@ -182,12 +183,35 @@ def test_bad_input_gets_its_status(server, case):
         expect = 415
     elif case == "not_gzip":
         headers["Content-Encoding"] = "gzip"
+    elif case == "events_not_array":
+        body = json.dumps({"events": {"event_id": eid(), "name": "x"}}).encode()
+    elif case == "events_null":
+        body = json.dumps({"events": None}).encode()
+    elif case == "top_level_array":
+        body = json.dumps([{"event_id": eid(), "name": "x"}]).encode()
     status, hdrs, parsed = post_events(server, body, key=key, headers=headers)
     assert status == expect, parsed
     assert parsed["error"]["code"] and parsed["error"]["message"]
     # the server keeps serving
     ok = post_events(server, {"event_id": eid(), "name": "app_open"}, key=server.key)
     assert ok[0] == 202
+
+
+def test_a_byte_order_mark_is_ignored(server):
+    event_id = eid()
+    body = b"\xef\xbb\xbf" + json.dumps({"event_id": event_id, "name": "x"}).encode()
+    status, _, parsed = post_events(server, body, key=server.key)
+    assert status == 202 and parsed["accepted"] == 1, parsed
+    assert len(row(server, event_id)) == 1
+
+
+def test_epoch_seconds_are_named_in_the_refusal(server):
+    status, _, parsed = post_events(server, {"events": [
+        {"event_id": eid(), "name": "x", "timestamp": int(time.time())},
+        {"event_id": eid(), "name": "x", "timestamp": int(time.time() * 1000)}]}, key=server.key)
+    assert status == 202 and parsed["accepted"] == 1, parsed
+    [refused] = parsed["rejected"]
+    assert refused["index"] == 0 and "epoch seconds" in refused["error"], refused
 
 
 def test_deeply_nested_properties_reject_that_event_alone(server):

@@ -44,6 +44,8 @@
 #include "ly_tap.h"
 #include "ly_tiktok.h"
 #include <openssl/crypto.h>
+#include <signal.h>
+#include <sys/stat.h>
 
 #define S_ACTOR "relay"
 #define S_CHANNEL "layers_relay"        /* LISTEN channel for new outbox rows */
@@ -123,7 +125,8 @@ struct _self_t {
     ly_db_session_t *session;   /* as layers_relay, owned */
     PGconn *db;                 /* the session's connection, borrowed; NULL while down */
     ly_httpc_t *httpc;          /* curl multi, owned */
-    char worker [96];           /* our locked_by */
+    char worker [128];          /* our locked_by: "HOST~PIDNS:PID:TAG" */
+    char local [96];            /* "HOST~PIDNS:": relays whose pids we can check */
     long backoff_ms;            /* LAYERS_RELAY_BACKOFF_MS */
     long lease_ms;              /* LAYERS_RELAY_LEASE_MS */
     long timeout_ms;            /* LAYERS_RELAY_TIMEOUT_MS */
@@ -238,6 +241,13 @@ static const struct {
       " UPDATE relay_deliveries d SET status = 'pending', locked_by = NULL, locked_until = NULL,"
       "        next_attempt_at = now (), reason = 'lease expired', updated_at = now ()"
       "   FROM expired WHERE d.delivery_id = expired.delivery_id" },
+    { "held_here",
+      "SELECT DISTINCT locked_by FROM relay_deliveries"
+      " WHERE status = 'in_flight' AND starts_with (locked_by, $1)" },
+    { "release_gone",
+      "UPDATE relay_deliveries SET status = 'pending', locked_by = NULL, locked_until = NULL,"
+      "       next_attempt_at = now (), reason = 'relay gone', updated_at = now ()"
+      " WHERE status = 'in_flight' AND locked_by = $1" },
     { "release",
       "UPDATE relay_deliveries SET status = 'pending', locked_until = NULL,"
       "       next_attempt_at = now (), updated_at = now ()"
@@ -1371,6 +1381,44 @@ s_job_done (void *arg, const ly_httpc_response_t *response)
 //  --------------------------------------------------------------------------
 //  Housekeeping
 
+//  Gives back at once the rows of relays on this host (and in our pid namespace) whose
+//  process is gone, a kill -9 say, rather than after their lease. A pid that lives is
+//  trusted, even when reused by another process: then the lease decides.
+static void
+s_reap_gone (self_t *self)
+{
+    if (!*self->local)
+        return;
+    const char *params [] = { self->local };
+    PGresult *res = PQexecPrepared (self->db, "held_here", 1, params, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+        s_db_failed (self, "list the relays holding rows", res);
+        PQclear (res);
+        return;
+    }
+    size_t prefix = strlen (self->local);
+    for (int row = 0; row < PQntuples (res) && self->db; row++) {
+        const char *holder = PQgetvalue (res, row, 0);
+        char *end = NULL;
+        long pid = strtol (holder + prefix, &end, 10);
+        if (streq (holder, self->worker) || pid <= 0 || *end != ':'
+        ||  kill ((pid_t) pid, 0) == 0 || errno != ESRCH)
+            continue;
+        const char *release [] = { holder };
+        PGresult *done = PQexecPrepared (self->db, "release_gone", 1, release, NULL, NULL, 0);
+        if (PQresultStatus (done) != PGRES_COMMAND_OK)
+            s_db_failed (self, "release the rows of a relay that is gone", done);
+        else
+        if (atol (PQcmdTuples (done)) > 0) {
+            ly_info (S_ACTOR, "released %s deliveries of relay %s, which is no longer running",
+                     PQcmdTuples (done), holder);
+            self->next_claim = ly_mono_msec ();
+        }
+        PQclear (done);
+    }
+    PQclear (res);
+}
+
 //  Puts every expired lease (any relay's) back to 'pending'.
 static void
 s_reap (self_t *self)
@@ -1389,6 +1437,8 @@ s_reap (self_t *self)
         self->next_claim = now;
     }
     PQclear (res);
+    if (self->db)
+        s_reap_gone (self);
 }
 
 //  Drops the tokens of Apple deliveries given up on ("not found") once the token's
@@ -1489,8 +1539,16 @@ s_self_new (zsock_t *pipe)
             memset (tag, 0, sizeof tag);
         fclose (urandom);
     }
-    snprintf (self->worker, sizeof self->worker, "%s:%d:%02x%02x%02x%02x", host, (int) getpid (),
-              tag [0], tag [1], tag [2], tag [3]);
+    //  The pid namespace tells apart containers that share a host name
+    struct stat pidns;
+    if (stat ("/proc/self/ns/pid", &pidns) == 0)
+        snprintf (self->local, sizeof self->local, "%s~%lu:", host, (unsigned long) pidns.st_ino);
+    else
+        snprintf (self->local, sizeof self->local, "%s~?:", host);
+    snprintf (self->worker, sizeof self->worker, "%s%d:%02x%02x%02x%02x", self->local,
+              (int) getpid (), tag [0], tag [1], tag [2], tag [3]);
+    if (strchr (self->local, '?'))
+        *self->local = 0;       //  no pid namespace to be sure of: leases only
     self->random = ((uint64_t) tag [0] << 24 | (uint64_t) tag [1] << 16 | (uint64_t) tag [2] << 8 | tag [3])
                  ^ ((uint64_t) getpid () << 32) ^ (uint64_t) ly_now_usec ();
     if (self->random == 0)

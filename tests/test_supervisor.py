@@ -19,10 +19,23 @@ def server():
 
 
 def test_help_on_every_binary():
-    for name in ("layersd", "layersctl", "layers-tap"):
+    for name in ("layersd", "layersctl", "layers-tap", "layers-mock"):
         out = subprocess.run([binary(name), "--help"], capture_output=True, text=True, timeout=10)
         assert out.returncode == 0, out.stderr
         assert "Usage:" in out.stdout
+
+
+def test_help_on_every_script():
+    """--help describes the script and does nothing else: no install, build or test run."""
+    tools = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools")
+    for name in ("up", "test", "deps", "bench"):
+        for flag in ("--help", "-h"):
+            started = time.monotonic()
+            out = subprocess.run([os.path.join(tools, name), flag], capture_output=True,
+                                 text=True, timeout=30)
+            assert out.returncode == 0, (name, out.stderr)
+            assert "Usage:" in out.stdout or "usage:" in out.stdout, (name, out.stdout)
+            assert time.monotonic() - started < 10, name
 
 
 def test_health_and_readiness(server):

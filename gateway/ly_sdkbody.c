@@ -98,8 +98,8 @@ s_depth (json_t *json)
     return 0;
 }
 
-static void
-s_pack_json (msgpack_packer *pk, json_t *json)
+void
+ly_sdkbody_pack_json (msgpack_packer *pk, json_t *json)
 {
     switch (json_typeof (json)) {
         case JSON_OBJECT: {
@@ -108,7 +108,7 @@ s_pack_json (msgpack_packer *pk, json_t *json)
             json_t *value;
             json_object_foreach (json, key, value) {
                 msgpack_pack_str_with_body (pk, key, strlen (key));
-                s_pack_json (pk, value);
+                ly_sdkbody_pack_json (pk, value);
             }
             break;
         }
@@ -117,7 +117,7 @@ s_pack_json (msgpack_packer *pk, json_t *json)
             size_t index;
             json_t *value;
             json_array_foreach (json, index, value)
-                s_pack_json (pk, value);
+                ly_sdkbody_pack_json (pk, value);
             break;
         }
         case JSON_STRING:
@@ -224,7 +224,7 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
             rejects++;
         }
         else
-            s_pack_json (&pk, event);
+            ly_sdkbody_pack_json (&pk, event);
     }
     json_decref (root);
     //  Put the array header in front of the rejections.

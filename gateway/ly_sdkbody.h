@@ -34,4 +34,8 @@ int ly_sdkbody_parse (const char *content_type, const char *content_encoding,
                       ly_sdkbody_error_t *error);
 void ly_sdkbody_free (ly_sdkbody_t *body);
 
+/*  Packs a JSON value as msgpack, the way the gateway packs each event (integers as
+    int64, reals as double). */
+void ly_sdkbody_pack_json (msgpack_packer *pk, json_t *json);
+
 #endif

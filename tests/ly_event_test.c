@@ -6,6 +6,8 @@
     there, for loading into PostgreSQL by hand (COPY ... FROM with ly_event_copy_columns). */
 #include "ly_prelude.h"
 #include "ly_event.h"
+#include "ly_sdkbody.h"
+#include "ly_testsupport.h"
 
 #define ORG_ID      "0b7e4f6a-3c1d-4e5f-9a8b-1c2d3e4f5a6b"
 #define PROJECT_ID  "5f0e1d2c-3b4a-4958-8776-655443322110"
@@ -65,29 +67,6 @@ s_col (const outcome_t *out, const char *name)
     return out->column [s_column_index (name)];
 }
 
-static bool
-s_utf8_valid (const char *text, size_t len)
-{
-    const uint8_t *p = (const uint8_t *) text, *end = p + len;
-    while (p < end) {
-        if (*p < 0x80) { p++; continue; }
-        size_t size = *p >= 0xf0? 4: *p >= 0xe0? 3: 2;
-        if (*p < 0xc2 || *p > 0xf4 || (size_t) (end - p) < size)
-            return false;
-        uint32_t cp = *p & (0xff >> (size + 1));
-        for (size_t i = 1; i < size; i++) {
-            if ((p [i] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (p [i] & 0x3f);
-        }
-        if ((size == 3 && cp < 0x800) || (size == 4 && (cp < 0x10000 || cp > 0x10ffff))
-        ||  (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        p += size;
-    }
-    return true;
-}
-
 //  Checks the shape of a line and splits it into unescaped columns. 0 / -1.
 static int
 s_split_line (int at, const char *line, size_t len, char *column [COLUMNS])
@@ -96,7 +75,7 @@ s_split_line (int at, const char *line, size_t len, char *column [COLUMNS])
         FAIL (at, "line does not end in exactly one newline");
         return -1;
     }
-    if (memchr (line, 0, len) || !s_utf8_valid (line, len)) {
+    if (memchr (line, 0, len) || !ly_test_utf8_valid (line, len)) {
         FAIL (at, "line holds NUL or invalid UTF-8");
         return -1;
     }
@@ -180,40 +159,6 @@ s_run_packed (int at, const char *data, size_t size, const ly_event_ctx_t *ctx, 
     msgpack_unpacked_destroy (&unpacked);
 }
 
-//  msgpack from a jansson value, as the gateway packs a JSON event
-static void
-s_pack_json (msgpack_packer *pk, json_t *json)
-{
-    switch (json_typeof (json)) {
-        case JSON_OBJECT: {
-            msgpack_pack_map (pk, json_object_size (json));
-            const char *key;
-            json_t *value;
-            json_object_foreach (json, key, value) {
-                msgpack_pack_str_with_body (pk, key, strlen (key));
-                s_pack_json (pk, value);
-            }
-            break;
-        }
-        case JSON_ARRAY: {
-            msgpack_pack_array (pk, json_array_size (json));
-            size_t index;
-            json_t *value;
-            json_array_foreach (json, index, value)
-                s_pack_json (pk, value);
-            break;
-        }
-        case JSON_STRING:
-            msgpack_pack_str_with_body (pk, json_string_value (json), json_string_length (json));
-            break;
-        case JSON_INTEGER: msgpack_pack_int64 (pk, json_integer_value (json)); break;
-        case JSON_REAL:    msgpack_pack_double (pk, json_real_value (json)); break;
-        case JSON_TRUE:    msgpack_pack_true (pk); break;
-        case JSON_FALSE:   msgpack_pack_false (pk); break;
-        case JSON_NULL:    msgpack_pack_nil (pk); break;
-    }
-}
-
 static void
 s_run_json (int at, const char *text, const ly_event_ctx_t *ctx, outcome_t *out)
 {
@@ -227,7 +172,7 @@ s_run_json (int at, const char *text, const ly_event_ctx_t *ctx, outcome_t *out)
     msgpack_sbuffer_init (&buffer);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &buffer, msgpack_sbuffer_write);
-    s_pack_json (&pk, json);
+    ly_sdkbody_pack_json (&pk, json);
     json_decref (json);
     s_run_packed (at, buffer.data, buffer.size, ctx, out);
     msgpack_sbuffer_destroy (&buffer);
@@ -521,7 +466,7 @@ s_test_full (void)
         msgpack_sbuffer_init (&buffer);
         msgpack_packer pk;
         msgpack_packer_init (&pk, &buffer, msgpack_sbuffer_write);
-        s_pack_json (&pk, json);
+        ly_sdkbody_pack_json (&pk, json);
         json_decref (json);
         msgpack_unpacked unpacked;
         msgpack_unpacked_init (&unpacked);
@@ -1031,45 +976,6 @@ s_test_objects (void)
     REFUSE ("{\"consent\": 1, \"app\": 2, \"name\": \"x\", \"event_id\": \"e\"}", "app must be an object");
 }
 
-//  Runs "perl tests/data/make_test_mmdb.pl out", the script found through LY_SOURCE_DIR
-//  (set by ctest), next to this source file, or relative to the working directory.
-static int
-s_make_mmdb (const char *out)
-{
-    char script [PATH_MAX] = "";
-    const char *source_dir = getenv ("LY_SOURCE_DIR");
-    if (source_dir && *source_dir)
-        snprintf (script, sizeof script, "%s/tests/data/make_test_mmdb.pl", source_dir);
-    if (!script [0] || access (script, R_OK)) {
-        const char *slash = strrchr (__FILE__, '/');
-        if (slash)
-            snprintf (script, sizeof script, "%.*s/data/make_test_mmdb.pl",
-                      (int) (slash - __FILE__), __FILE__);
-    }
-    const char *relative [] = { ".", "..", "../..", NULL };
-    for (int i = 0; relative [i] && (!script [0] || access (script, R_OK)); i++)
-        snprintf (script, sizeof script, "%s/tests/data/make_test_mmdb.pl", relative [i]);
-    if (access (script, R_OK)) {
-        printf ("make_test_mmdb.pl not found (set LY_SOURCE_DIR)\n");
-        return -1;
-    }
-    pid_t pid = fork ();
-    if (pid == -1)
-        return -1;
-    if (pid == 0) {
-        execlp ("perl", "perl", script, out, (char *) NULL);
-        _exit (127);
-    }
-    int status = 0;
-    while (waitpid (pid, &status, 0) == -1 && errno == EINTR)
-        ;
-    if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
-        printf ("perl %s %s failed (status %d)\n", script, out, status);
-        return -1;
-    }
-    return 0;
-}
-
 static void
 s_test_geo (void)
 {
@@ -1081,7 +987,7 @@ s_test_geo (void)
     char path [PATH_MAX];
     snprintf (path, sizeof path, "%s/test.mmdb", dir);
     char err [256];
-    ly_geoip_t *geoip = s_make_mmdb (path) == 0? ly_geoip_new (path, err, sizeof err): NULL;
+    ly_geoip_t *geoip = ly_testmmdb_make (path) == 0? ly_geoip_new (path, err, sizeof err): NULL;
     if (!geoip) {
         FAIL (__LINE__, "no test geo-IP database");
         rmdir (dir);

@@ -4,51 +4,9 @@
     that are no ISO codes, and a missing database. */
 #include "ly_prelude.h"
 #include "ly_geoip.h"
+#include "ly_testsupport.h"
 
 static int s_failures = 0;
-
-//  Runs "perl tests/data/make_test_mmdb.pl out"; the script is found through
-//  LY_SOURCE_DIR (set by ctest), next to this source file, or relative to the working
-//  directory. 0 / -1.
-static int
-s_make_mmdb (const char *out)
-{
-    char script [PATH_MAX] = "";
-    const char *source_dir = getenv ("LY_SOURCE_DIR");
-    if (source_dir && *source_dir)
-        snprintf (script, sizeof script, "%s/tests/data/make_test_mmdb.pl", source_dir);
-    if (!script [0] || access (script, R_OK)) {
-        //  __FILE__ is absolute in a CMake build: .../tests/ly_geoip_test.c
-        const char *slash = strrchr (__FILE__, '/');
-        if (slash)
-            snprintf (script, sizeof script, "%.*s/data/make_test_mmdb.pl",
-                      (int) (slash - __FILE__), __FILE__);
-    }
-    const char *relative [] = { ".", "..", "../..", NULL };
-    for (int i = 0; relative [i] && (!script [0] || access (script, R_OK)); i++)
-        snprintf (script, sizeof script, "%s/tests/data/make_test_mmdb.pl", relative [i]);
-    if (access (script, R_OK))
-        script [0] = 0;
-    if (!script [0]) {
-        printf ("make_test_mmdb.pl not found (set LY_SOURCE_DIR)\n");
-        return -1;
-    }
-    pid_t pid = fork ();
-    if (pid == -1)
-        return -1;
-    if (pid == 0) {
-        execlp ("perl", "perl", script, out, (char *) NULL);
-        _exit (127);
-    }
-    int status = 0;
-    while (waitpid (pid, &status, 0) == -1 && errno == EINTR)
-        ;
-    if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
-        printf ("perl %s %s failed (status %d)\n", script, out, status);
-        return -1;
-    }
-    return 0;
-}
 
 static void
 s_check (ly_geoip_t *geoip, const char *ip, int rc_wanted, const char *country_wanted,
@@ -73,7 +31,7 @@ main (void)
     }
     char path [PATH_MAX];
     snprintf (path, sizeof path, "%s/test.mmdb", dir);
-    if (s_make_mmdb (path)) {
+    if (ly_testmmdb_make (path)) {
         rmdir (dir);
         return 1;
     }

@@ -5,31 +5,9 @@
     final newline, only known escapes, and properties that parse as a JSON object. */
 #include "ly_prelude.h"
 #include "ly_event.h"
+#include "ly_testsupport.h"
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
-
-static bool
-s_utf8_valid (const uint8_t *p, size_t len)
-{
-    const uint8_t *end = p + len;
-    while (p < end) {
-        if (*p < 0x80) { p++; continue; }
-        size_t size = *p >= 0xf0? 4: *p >= 0xe0? 3: 2;
-        if (*p < 0xc2 || *p > 0xf4 || (size_t) (end - p) < size)
-            return false;
-        uint32_t cp = *p & (0xff >> (size + 1));
-        for (size_t i = 1; i < size; i++) {
-            if ((p [i] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (p [i] & 0x3f);
-        }
-        if ((size == 3 && cp < 0x800) || (size == 4 && (cp < 0x10000 || cp > 0x10ffff))
-        ||  (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        p += size;
-    }
-    return true;
-}
 
 //  True when no container in the msgpack data claims more elements than bytes remain.
 //  msgpack-c allocates a container's elements before reading them, so a few bytes could
@@ -92,7 +70,7 @@ s_check_line (const char *line, size_t len)
 {
     if (len == 0 || line [len - 1] != '\n' || memchr (line, '\n', len - 1))
         abort ();                       //  one line, one final newline
-    if (memchr (line, 0, len) || !s_utf8_valid ((const uint8_t *) line, len))
+    if (memchr (line, 0, len) || !ly_test_utf8_valid (line, len))
         abort ();
     int tabs = 0;
     size_t column_start = 0;

@@ -81,6 +81,7 @@ typedef struct {
     char *token;                /* the access token, owned, wiped when the batch goes */
     zlistx_t *rows;             /* ly_delivery_t, owned */
     size_t count;               /* rows in the batch */
+    size_t bytes;               /* their size as PostgreSQL sent them */
     size_t jobs;                /* requests not finished */
 } s_batch_t;
 
@@ -133,6 +134,9 @@ struct _self_t {
     long apple_retry_ms;        /* LAYERS_RELAY_APPLE_RETRY_MS */
     long poll_ms;               /* LAYERS_RELAY_POLL_MS */
     long claim_rows;            /* LAYERS_RELAY_CLAIM */
+    size_t held_max;            /* LAYERS_RELAY_HELD_BYTES */
+    size_t held_bytes;          /* size of the rows in live batches */
+    double row_bytes;           /* recent average size of a claimed row */
     double retry_window;        /* LAYERS_RELAY_RETRY_WINDOW_S */
     zlistx_t *queued;           /* s_job_t waiting to be sent, owned */
     zlistx_t *sending;          /* s_job_t in flight, owned */
@@ -724,8 +728,9 @@ s_batch_destroy (self_t *self, s_batch_t **batch_p)
 {
     s_batch_t *batch = *batch_p;
     if (batch) {
-        assert (self->rows_held >= batch->count);
+        assert (self->rows_held >= batch->count && self->held_bytes >= batch->bytes);
         self->rows_held -= batch->count;
+        self->held_bytes -= batch->bytes;
         if (self->claim_blocked) {
             self->claim_blocked = false;
             self->next_claim = ly_mono_msec ();
@@ -1110,12 +1115,17 @@ s_claim (self_t *self)
 {
     int64_t started = ly_mono_msec ();
     self->next_claim = started + self->poll_ms;
-    //  A claim takes a full claim's worth or waits for room, so that requests stay full
+    //  A claim takes a full claim's worth or waits for room, so that requests stay full;
+    //  and no more than fits in LAYERS_RELAY_HELD_BYTES at the recent size of a row, so
+    //  that large events cannot make the relay hold gigabytes
     long limit = S_CLAIM_LAYERS * self->claim_rows;
-    if ((long) self->rows_held + limit > S_MAX_CLAIMS * limit) {
+    if ((long) self->rows_held + limit > S_MAX_CLAIMS * limit || self->held_bytes >= self->held_max) {
         self->claim_blocked = true;
         return;
     }
+    double fit = (double) (self->held_max - self->held_bytes) / self->row_bytes;
+    if (fit < (double) limit)
+        limit = fit < 1? 1: (long) fit;
     if (!s_db (self)) {
         self->next_claim = started + S_DB_RETRY_MSEC;
         return;
@@ -1144,6 +1154,7 @@ s_claim (self_t *self)
         self->next_heartbeat = started + self->lease_ms / 3;
     }
     //  Group the rows per destination and project
+    size_t claimed_bytes = 0;
     zhashx_t *groups = zhashx_new ();
     zlistx_t *order = zlistx_new ();
     for (int row = 0; row < rows; row++) {
@@ -1183,10 +1194,18 @@ s_claim (self_t *self)
             zlistx_add_end (order, batch);
         }
         zlistx_add_end (batch->rows, delivery);
+        size_t bytes = 0;
+        for (int column = 0; column < PQnfields (res); column++)
+            bytes += (size_t) PQgetlength (res, row, column);
+        claimed_bytes += bytes;
+        batch->bytes += bytes;
         batch->count++;
         self->rows_held++;
+        self->held_bytes += bytes;
     }
     PQclear (res);
+    double average = (double) claimed_bytes / rows;
+    self->row_bytes = 0.5 * self->row_bytes + 0.5 * (average < 256? 256: average);
     if (self->verbose)
         ly_info (S_ACTOR, "claimed %d deliveries in %zu batches", rows, zlistx_size (order));
     for (s_batch_t *batch = (s_batch_t *) zlistx_first (order); batch;
@@ -1528,6 +1547,8 @@ s_self_new (zsock_t *pipe)
     self->apple_retry_ms = s_knob ("LAYERS_RELAY_APPLE_RETRY_MS", 5000, 1, 3600 * 1000);
     self->poll_ms = s_knob ("LAYERS_RELAY_POLL_MS", 200, 10, 60000);
     self->claim_rows = s_knob ("LAYERS_RELAY_CLAIM", 1000, 1, LY_META_MAX_EVENTS);
+    self->held_max = (size_t) s_knob ("LAYERS_RELAY_HELD_BYTES", 64L << 20, 64L << 10, 4L << 30);
+    self->row_bytes = 16 << 10;     //  until a claim tells: events may carry 32 KiB
 
     char host [64] = "";
     gethostname (host, sizeof host - 1);

@@ -840,6 +840,37 @@ def test_a_stalled_relay_loses_its_lease_and_writes_nothing(server, mock):
             stop_relay(*extra)
 
 
+def test_large_events_bound_what_a_relay_holds(server, mock):
+    """With LAYERS_RELAY_HELD_BYTES at 200 kB and events of ~20 kB, the relay never holds
+    the whole backlog at once (without the bound one claim takes all 40) and delivers
+    everything."""
+    project, key = new_project(server, meta={"dataset_id": "42"})
+    supervised = server.actors()["relay"]
+    os.kill(supervised, signal.SIGSTOP)
+    extra = None
+    try:
+        events = [event("purchase", device=IPHONE, properties={"blob": "x" * 20000})
+                  for _ in range(40)]
+        post(server, key, events)
+        mock.fault(service="meta", count=-1, delay_ms=300)
+        extra = start_relay(server, mock, "relay-bytes.log", LAYERS_RELAY_HELD_BYTES="200000")
+        most = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = deliveries(server, project)
+            most = max(most, sum(r["status"] == "in_flight" for r in rows.values()))
+            if len(rows) == 40 and all(r["status"] == "delivered" for r in rows.values()):
+                break
+            time.sleep(0.02)
+        assert all(r["status"] == "delivered" for r in deliveries(server, project).values())
+        assert 0 < most <= 20, most
+        assert sorted(meta_ids(mock)) == sorted(e["event_id"] for e in events)
+    finally:
+        if extra:
+            stop_relay(*extra)
+        os.kill(supervised, signal.SIGCONT)
+
+
 def test_notification_wakes_an_idle_relay(server, mock):
     """The store's commit sends NOTIFY layers_relay: a relay that polls only every minute
     delivers a new event at once."""

@@ -157,6 +157,8 @@ struct _self_t {
     ly_metric_t *unmapped;      /* TikTok events without a TikTok name */
     ly_metric_t *requests [LY_DEST_COUNT];              /* requests sent */
     ly_metric_t *seconds [LY_DEST_COUNT];               /* request latency */
+    ly_metric_t *due [LY_DEST_COUNT];                   /* deliveries due, not claimed */
+    ly_metric_t *waited [LY_DEST_COUNT];                /* how late the oldest one is */
 };
 
 static void s_job_done (void *arg, const ly_httpc_response_t *response);
@@ -245,6 +247,10 @@ static const struct {
       " UPDATE relay_deliveries d SET status = 'pending', locked_by = NULL, locked_until = NULL,"
       "        next_attempt_at = now (), reason = 'lease expired', updated_at = now ()"
       "   FROM expired WHERE d.delivery_id = expired.delivery_id" },
+    { "backlog",
+      "SELECT destination, count (*), extract (epoch FROM now () - min (next_attempt_at))"
+      "  FROM relay_deliveries"
+      " WHERE status = 'pending' AND next_attempt_at <= now () GROUP BY destination" },
     { "held_here",
       "SELECT DISTINCT locked_by FROM relay_deliveries"
       " WHERE status = 'in_flight' AND starts_with (locked_by, $1)" },
@@ -1438,6 +1444,32 @@ s_reap_gone (self_t *self)
     PQclear (res);
 }
 
+//  The backlog for /metrics: deliveries due and not claimed, and how long past its due
+//  time the oldest of them is, per destination (each relay reports the same figures).
+static void
+s_measure_backlog (self_t *self)
+{
+    PGresult *res = PQexecPrepared (self->db, "backlog", 0, NULL, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+        s_db_failed (self, "measure the backlog", res);
+        PQclear (res);
+        return;
+    }
+    double due [LY_DEST_COUNT] = { 0 }, waited [LY_DEST_COUNT] = { 0 };
+    for (int row = 0; row < PQntuples (res); row++) {
+        ly_destination_t destination;
+        if (ly_destination_parse (PQgetvalue (res, row, 0), &destination) == 0) {
+            due [destination] = strtod (PQgetvalue (res, row, 1), NULL);
+            waited [destination] = strtod (PQgetvalue (res, row, 2), NULL);
+        }
+    }
+    PQclear (res);
+    for (int d = 0; d < LY_DEST_COUNT; d++) {
+        ly_metric_set (self->due [d], due [d]);
+        ly_metric_set (self->waited [d], waited [d] > 0? waited [d]: 0);
+    }
+}
+
 //  Puts every expired lease (any relay's) back to 'pending'.
 static void
 s_reap (self_t *self)
@@ -1458,6 +1490,8 @@ s_reap (self_t *self)
     PQclear (res);
     if (self->db)
         s_reap_gone (self);
+    if (self->db)
+        s_measure_backlog (self);
 }
 
 //  Drops the tokens of Apple deliveries given up on ("not found") once the token's
@@ -1596,6 +1630,10 @@ s_self_new (zsock_t *pipe)
             "Requests the relay sent to ad networks", labels);
         self->seconds [d] = ly_histogram ("layers_relay_request_seconds",
             "Time for an ad network to answer one request", labels);
+        self->due [d] = ly_gauge ("layers_relay_due",
+            "Deliveries due and not claimed by any relay (measured every few seconds)", labels);
+        self->waited [d] = ly_gauge ("layers_relay_due_oldest_seconds",
+            "How long past its due time the oldest unclaimed delivery is", labels);
     }
     self->unmapped = ly_counter ("layers_relay_unmapped_total",
         "Events not sent because the destination has no name for them", "destination=\"tiktok\"");

@@ -871,6 +871,42 @@ def test_large_events_bound_what_a_relay_holds(server, mock):
         os.kill(supervised, signal.SIGCONT)
 
 
+def metric(server, name, labels):
+    """Values of a metric with these labels, one per reporting process."""
+    status, _, body = http("GET", server.base + "/metrics")
+    assert status == 200
+    values = []
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") and all(l in line for l in labels):
+            values.append(float(line.rsplit(" ", 1)[1]))
+    return values
+
+
+def test_backlog_is_in_the_metrics(server, mock):
+    """layers_relay_due counts deliveries due and unclaimed; it rises with a backlog and
+    returns to 0 once everything is delivered."""
+    project, key = new_project(server, meta={"dataset_id": "42"})
+    supervised = server.actors()["relay"]
+    os.kill(supervised, signal.SIGSTOP)
+    extra = None
+    try:
+        mock.fault(service="meta", count=-1, delay_ms=1500)
+        extra = start_relay(server, mock, "relay-backlog.log", LAYERS_RELAY_CLAIM="1")
+        ours = ['destination="meta"', 'instance="relay.%d"' % extra[0].pid]
+        post(server, key, [event("purchase", device=IPHONE) for _ in range(30)])
+        wait_for(lambda: any(v >= 10 for v in metric(server, "layers_relay_due", ours)),
+                 what="the backlog in /metrics")
+        assert any(v > 0 for v in metric(server, "layers_relay_due_oldest_seconds", ours))
+        mock.reset()                        # no more latency: the backlog drains
+        settled(server, project, 30)
+        wait_for(lambda: metric(server, "layers_relay_due", ours) == [0.0],
+                 what="the backlog back to 0 in /metrics")
+    finally:
+        if extra:
+            stop_relay(*extra)
+        os.kill(supervised, signal.SIGCONT)
+
+
 def test_notification_wakes_an_idle_relay(server, mock):
     """The store's commit sends NOTIFY layers_relay: a relay that polls only every minute
     delivers a new event at once."""

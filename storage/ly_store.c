@@ -22,6 +22,10 @@
 #define S_BATCH_ROWS 5000           /* rows per transaction, at most */
 #define S_BATCH_REQUESTS 1000       /* requests per transaction, at most */
 #define S_PARTITION_MSEC (3600 * 1000)  /* how often to create partitions ahead */
+#define S_EXPIRE_MSEC (60 * 1000)       /* how often to look for expired dedup keys */
+#define S_EXPIRE_ROWS 5000              /* keys forgotten per call, between batches */
+#define S_DEDUP_KEEP "8 days"           /* a re-sent event is recognized this long: the
+                                           7-day timestamp window and a day's margin */
 
 typedef struct {
     zframe_t *reply_to;     /* the gateway's routing id, owned */
@@ -39,6 +43,7 @@ typedef struct {
     ly_db_session_t *session;   /* as layers_store, owned */
     PGconn *db;             /* the session's connection for the batch at hand, borrowed */
     int64_t next_partition; /* monotonic msec of the next partition check */
+    int64_t next_expire;    /* monotonic msec of the next dedup key expiry */
     s_request_t batch [S_BATCH_REQUESTS];   /* requests of the batch being built */
     size_t batch_size;      /* requests in batch */
     uint32_t batch_rows;    /* rows in batch */
@@ -189,6 +194,38 @@ s_db_failed (self_t *self)
 {
     ly_db_session_check (self->session);
     self->db = NULL;
+}
+
+//  Forgets a chunk of deduplication keys older than S_DEDUP_KEEP, at most every
+//  S_EXPIRE_MSEC, or after each batch while there are more: sdk_event_ids stays the size
+//  of its window, and no batch waits behind one long DELETE.
+static void
+s_expire (self_t *self)
+{
+    if (!self->db || ly_mono_msec () < self->next_expire)
+        return;
+    self->next_expire = ly_mono_msec () + S_EXPIRE_MSEC;
+    char sql [128];
+    snprintf (sql, sizeof sql, "SELECT ly_expire_event_ids ('%s', %d)", S_DEDUP_KEEP, S_EXPIRE_ROWS);
+    PGresult *res = PQexec (self->db, sql);
+    if (PQresultStatus (res) == PGRES_TUPLES_OK) {
+        long removed = atol (PQgetvalue (res, 0, 0));
+        if (removed >= S_EXPIRE_ROWS)
+            self->next_expire = 0;              //  more: again after the next batch
+        if (removed > 0 && self->verbose)
+            ly_info (S_ACTOR, "forgot %ld deduplication keys older than " S_DEDUP_KEEP, removed);
+    }
+    else {
+        char reason [512];
+        snprintf (reason, sizeof reason, "%s", PQresultErrorMessage (res));
+        size_t len = strlen (reason);
+        while (len && (reason [len - 1] == '\n' || reason [len - 1] == ' '))
+            reason [--len] = 0;
+        ly_warning (S_ACTOR, "could not expire deduplication keys: %s", reason);
+        if (PQstatus (self->db) != CONNECTION_OK)
+            s_db_failed (self);
+    }
+    PQclear (res);
 }
 
 static void
@@ -419,6 +456,7 @@ s_flush (self_t *self)
     }
     self->batch_size = 0;
     self->batch_rows = 0;
+    s_expire (self);
 }
 
 static void

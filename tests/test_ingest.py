@@ -316,3 +316,33 @@ def test_attribution_token_is_not_kept_without_the_apple_layer(server):
     assert status == 202, body
     [r] = row(server, event_id)
     assert r["attribution_token"] is None
+
+
+def test_old_deduplication_keys_are_forgotten_in_chunks():
+    """The store forgets sdk_event_ids keys older than 8 days, 5,000 per call between
+    batches: a re-sent event past that window is stored again, one inside it is still a
+    duplicate."""
+    with Layersd() as s:
+        key = s.credentials()["sdk_key"]
+        project, org = s.credentials()["project_id"], s.credentials()["org_id"]
+        db = db_connect(s)
+        cur = db.cursor()
+        cur.execute("""INSERT INTO sdk_event_ids (project_id, event_id, org_id, received_at)
+                       SELECT %s, 'old-' || g, %s, now () - interval '9 days'
+                         FROM generate_series (1, 12000) g""", (project, org))
+        cur.execute("""INSERT INTO sdk_event_ids (project_id, event_id, org_id, received_at)
+                       VALUES (%s, 'recent-1', %s, now () - interval '7 days')""", (project, org))
+
+        def old_keys():
+            cur.execute("SELECT count (*) FROM sdk_event_ids WHERE event_id LIKE 'old-%%'")
+            return cur.fetchone()[0]
+        for _ in range(20):                 # each batch lets the store forget a chunk
+            if old_keys() == 0:
+                break
+            assert post_events(s, {"event_id": eid(), "name": "x"}, key=key)[0] == 202
+        assert old_keys() == 0
+        status, _, body = post_events(s, {"events": [{"event_id": "old-7", "name": "x"},
+                                                     {"event_id": "recent-1", "name": "x"}]},
+                                      key=key)
+        assert status == 202 and (body["accepted"], body["duplicates"]) == (1, 1), body
+        db.close()

@@ -58,6 +58,9 @@
 #define S_MAX_THROTTLE_MSEC (15 * 60 * 1000)
 #define S_LEASE_MARGIN_MSEC 500         /* a request must end this long before the lease */
 #define S_SWEEP_MSEC (10 * 60 * 1000)   /* how often expired Apple tokens are dropped */
+#define S_PRUNE_MSEC (60 * 1000)        /* how often old delivery records are looked for */
+#define S_PRUNE_ROWS 5000               /* rows looked at per pass, between other work */
+#define LY_RELAY_PRUNE_ROWS "5000"      /* the same, for the statement */
 #define S_DB_RETRY_MSEC 1000            /* wait after a database failure */
 #define S_MAX_POLL_SOCKETS 256
 #define S_CLOCK_MARGIN_MSEC 25          /* a scheduled retry is claimed this much later */
@@ -150,6 +153,9 @@ struct _self_t {
     int64_t next_heartbeat;
     int64_t next_reap;
     int64_t next_sweep;
+    int64_t next_prune;
+    long keep_days;             /* LAYERS_RELAY_KEEP_DAYS; 0: keep every record */
+    int64_t prune_cursor;       /* delivery_id up to which old records were looked at */
     int64_t next_write;
     uint64_t random;            /* xorshift state for jitter */
     bool verbose;               /* log every request */
@@ -251,6 +257,20 @@ static const struct {
       "SELECT destination, count (*), extract (epoch FROM now () - min (next_attempt_at))"
       "  FROM relay_deliveries"
       " WHERE status = 'pending' AND next_attempt_at <= now () GROUP BY destination" },
+    { "prune",
+      "WITH scanned AS ("
+      "  SELECT delivery_id, status, created_at FROM relay_deliveries"
+      "   WHERE delivery_id > $1 ORDER BY delivery_id LIMIT " LY_RELAY_PRUNE_ROWS "),"
+      " old AS (SELECT delivery_id, status FROM scanned"
+      "          WHERE created_at < now () - make_interval (days => $2::integer)),"
+      " gone AS ("
+      "  DELETE FROM relay_deliveries d"
+      "   WHERE d.delivery_id = ANY (ARRAY (SELECT delivery_id FROM old"
+      "                                      WHERE status IN ('delivered', 'skipped')))"
+      "     AND d.status IN ('delivered', 'skipped')"
+      "  RETURNING 1)"
+      " SELECT (SELECT max (delivery_id) FROM old), (SELECT count (*) FROM old),"
+      "        (SELECT count (*) FROM scanned), (SELECT count (*) FROM gone)" },
     { "held_here",
       "SELECT DISTINCT locked_by FROM relay_deliveries"
       " WHERE status = 'in_flight' AND starts_with (locked_by, $1)" },
@@ -1494,6 +1514,38 @@ s_reap (self_t *self)
         s_measure_backlog (self);
 }
 
+//  Deletes the records of deliveries delivered or skipped more than LAYERS_RELAY_KEEP_DAYS
+//  ago, a pass of S_PRUNE_ROWS rows at a time in delivery_id order from where the last
+//  pass stopped (ids grow with time, so no index on age is needed); dead and pending rows
+//  stay. Passes follow each other at once while every row they see is old.
+static void
+s_prune (self_t *self)
+{
+    self->next_prune = ly_mono_msec () + S_PRUNE_MSEC;
+    if (self->keep_days <= 0 || !s_db (self))
+        return;
+    char cursor [24], days [24];
+    snprintf (cursor, sizeof cursor, "%" PRId64, self->prune_cursor);
+    snprintf (days, sizeof days, "%ld", self->keep_days);
+    const char *params [] = { cursor, days };
+    PGresult *res = PQexecPrepared (self->db, "prune", 2, params, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
+        s_db_failed (self, "delete old delivery records", res);
+        PQclear (res);
+        return;
+    }
+    long old = atol (PQgetvalue (res, 0, 1));
+    long scanned = atol (PQgetvalue (res, 0, 2));
+    long gone = atol (PQgetvalue (res, 0, 3));
+    if (!PQgetisnull (res, 0, 0))
+        self->prune_cursor = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+    PQclear (res);
+    if (old == scanned && scanned == S_PRUNE_ROWS)
+        self->next_prune = ly_mono_msec ();     //  all old: there may be more
+    if (gone > 0 && self->verbose)
+        ly_info (S_ACTOR, "deleted %ld delivery records older than %ld days", gone, self->keep_days);
+}
+
 //  Drops the tokens of Apple deliveries given up on ("not found") once the token's
 //  life is over.
 static void
@@ -1582,6 +1634,7 @@ s_self_new (zsock_t *pipe)
     self->poll_ms = s_knob ("LAYERS_RELAY_POLL_MS", 200, 10, 60000);
     self->claim_rows = s_knob ("LAYERS_RELAY_CLAIM", 1000, 1, LY_META_MAX_EVENTS);
     self->held_max = (size_t) s_knob ("LAYERS_RELAY_HELD_BYTES", 64L << 20, 64L << 10, 4L << 30);
+    self->keep_days = s_knob ("LAYERS_RELAY_KEEP_DAYS", 30, 0, 36500);
     self->row_bytes = 16 << 10;     //  until a claim tells: events may carry 32 KiB
 
     char host [64] = "";
@@ -1665,6 +1718,8 @@ s_poll_timeout (self_t *self)
         next = self->next_reap;
     if (self->next_sweep < next)
         next = self->next_sweep;
+    if (self->keep_days > 0 && self->next_prune < next)
+        next = self->next_prune;
     if (self->rows_held > 0 && self->next_heartbeat < next)
         next = self->next_heartbeat;
     if (zlistx_size (self->outcomes) && self->next_write < next)
@@ -1689,6 +1744,8 @@ s_work (self_t *self)
         s_reap (self);
     if (now >= self->next_sweep)
         s_sweep (self);
+    if (self->keep_days > 0 && now >= self->next_prune)
+        s_prune (self);
     if (self->rows_held > 0 && now >= self->next_heartbeat)
         s_heartbeat (self);
     if (now >= self->next_claim)

@@ -907,6 +907,33 @@ def test_backlog_is_in_the_metrics(server, mock):
         os.kill(supervised, signal.SIGCONT)
 
 
+def test_old_delivery_records_are_deleted_but_not_dead_letters(server, mock):
+    """Rows delivered or skipped more than LAYERS_RELAY_KEEP_DAYS (30) days ago go; dead
+    letters and recent rows stay."""
+    project, _ = new_project(server, meta={"dataset_id": "42"})
+    cur = server.db.cursor()
+    planted = {}
+    for status, age in (("delivered", "40 days"), ("delivered", "31 days"), ("skipped", "40 days"),
+                        ("dead", "40 days"), ("delivered", "29 days"), ("delivered", "1 hour")):
+        event_id = "keep-%s-%s-%s" % (status, age.replace(" ", ""), uuid.uuid4().hex[:8])
+        cur.execute("""INSERT INTO relay_deliveries (org_id, project_id, event_received_at, event_seq,
+                                                     event_id, destination, status, created_at)
+                       VALUES (%s, %s, now () - %s::interval, 0, %s, 'meta', %s,
+                               now () - %s::interval)""",
+                    (server.org, project, age, event_id, status, age))
+        planted[event_id] = (status, age)
+    proc, path = start_relay(server, mock, "relay-prune.log")    # prunes as it starts
+    try:
+        def left():
+            cur.execute("SELECT event_id FROM relay_deliveries WHERE project_id = %s", (project,))
+            return {r[0] for r in cur.fetchall()}
+        wait_for(lambda: len(left()) == 3, what="old records deleted")
+        assert sorted(planted[e] for e in left()) == [
+            ("dead", "40 days"), ("delivered", "1 hour"), ("delivered", "29 days")]
+    finally:
+        stop_relay(proc, path)
+
+
 def test_notification_wakes_an_idle_relay(server, mock):
     """The store's commit sends NOTIFY layers_relay: a relay that polls only every minute
     delivers a new event at once."""

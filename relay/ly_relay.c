@@ -344,10 +344,6 @@ s_prepare_session (PGconn *db, void *arg)
         }
         PQclear (res);
     }
-    //  JIT compiles for hundreds of milliseconds once estimates pass jit_above_cost, as
-    //  they do on a large outbox; our statements are short and run all the time
-    if (rc == 0 && ly_db_exec (db, "SET jit = off", err, sizeof err))
-        rc = -1;
     if (rc == 0 && ly_db_exec (db, "SET statement_timeout = '" S_STATEMENT_TIMEOUT "'", err, sizeof err))
         rc = -1;
     if (rc == 0 && ly_db_exec (db, "LISTEN " S_CHANNEL, err, sizeof err))

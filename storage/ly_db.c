@@ -60,19 +60,19 @@ ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
     char password [65] = "";
     char application [64];
     snprintf (application, sizeof application, "layers-%s", ly_db_role_name (role));
-    const char *keys [] = { "dbname", "user", "password", "application_name",
-                            "connect_timeout", NULL };
-    const char *values [] = { s_admin_url, NULL, NULL, application, "5", NULL };
-    if (role != LY_DB_ADMIN) {
+    //  JIT off: every statement of ours is short and runs all the time, and JIT compiles
+    //  for hundreds of milliseconds once an estimate passes jit_above_cost
+    const char *keys [8] = { "dbname", "application_name", "connect_timeout", "options" };
+    const char *values [8] = { s_admin_url, application, "5", "-c jit=off" };
+    int count = 4;
+    if (role != LY_DB_ADMIN) {              //  else keep the URL's own user and password
         s_role_password (role, password);
-        values [1] = s_role_names [role];
-        values [2] = password;
+        keys [count] = "user";
+        values [count++] = s_role_names [role];
+        keys [count] = "password";
+        values [count++] = password;
     }
-    else {
-        keys [1] = "application_name";      //  keep the URL's own user and password
-        values [1] = application;
-        keys [2] = NULL;
-    }
+    keys [count] = values [count] = NULL;
     PGconn *conn = PQconnectdbParams (keys, values, 1);
     memset (password, 0, sizeof password);
     if (!conn) {

@@ -147,12 +147,11 @@ s_prepare_session (PGconn *db, void *arg)
     //  keeps its first plan), while batches go from one row to thousands and the staging
     //  table has no statistics: a plan made for a small batch must not be quadratic for
     //  a big one. So no nested loops (hash joins, linear for any size) but the LATERAL
-    //  lookup of project_layers by its key. JIT off: the disabled nested loops' cost
-    //  estimates would compile every execution for half a second.
+    //  lookup of project_layers by its key. (JIT is off for every session, ly_db.c: the
+    //  disabled nested loops' cost estimates would compile every execution for half a
+    //  second.)
     int rc = ly_db_exec (db, full, err, sizeof err);
     zstr_free (&full);
-    if (rc == 0)
-        rc = ly_db_exec (db, "SET jit = off", err, sizeof err);
     if (rc == 0)
         rc = ly_db_exec (db, "SET enable_nestloop = off", err, sizeof err);
     if (rc == 0) {

@@ -224,8 +224,8 @@ bool ly_apiv1_is_uuid (const char *text);
 size_t ly_apiv1_chars (const char *text);
 /*  True when every byte of text is in the set and text has 1..max bytes. */
 bool ly_apiv1_is_charset (const char *text, const char *set, size_t max);
-/*  RFC 3339 date-time ("2026-01-02T03:04:05.123Z", "...+02:00") to microseconds since
-    the epoch. 0 / -1. */
+/*  RFC 3339 date-time to microseconds since the epoch (ly_time_rfc3339), also when a
+    query's unencoded '+' of the offset arrived as a space. 0 / -1. */
 int ly_apiv1_rfc3339 (const char *text, int64_t *usec);
 /*  base64url without padding; caller frees. */
 char *ly_apiv1_base64url (const void *data, size_t len);

@@ -2,6 +2,7 @@
     statements and their errors, rows as JSON, ETags, pagination and cursors, field
     validation, and the formats the API reads (UUIDs, RFC 3339, base64url). */
 #include "ly_apiv1_private.h"
+#include "ly_time.h"
 #include "ly_log.h"
 
 #define S_ACTOR LY_APIV1_ACTOR
@@ -589,83 +590,18 @@ ly_apiv1_is_charset (const char *text, const char *set, size_t max)
     return len >= 1 && len <= max && strspn (text, set) == len;
 }
 
-static int
-s_digits (const char *text, int count)
-{
-    int value = 0;
-    for (int i = 0; i < count; i++) {
-        if (!isdigit ((unsigned char) text [i]))
-            return -1;
-        value = value * 10 + (text [i] - '0');
-    }
-    return value;
-}
-
-//  Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-static int64_t
-s_days_from_civil (int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0? y: y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2? -3: 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 int
 ly_apiv1_rfc3339 (const char *text, int64_t *usec)
 {
-    static const int month_days [] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    //  A '+' of the offset that was not percent-encoded in a query arrives as a space.
+    char copy [64];
     size_t len = strlen (text);
-    if (len < 20 || len > 40)
-        return -1;
-    int year = s_digits (text, 4), month = s_digits (text + 5, 2), day = s_digits (text + 8, 2);
-    int hour = s_digits (text + 11, 2), minute = s_digits (text + 14, 2);
-    int second = s_digits (text + 17, 2);
-    if (year < 1 || text [4] != '-' || text [7] != '-' || (text [10] != 'T' && text [10] != 't')
-    ||  text [13] != ':' || text [16] != ':' || month < 1 || month > 12 || day < 1
-    ||  day > month_days [month - 1] || hour < 0 || hour > 23 || minute < 0 || minute > 59
-    ||  second < 0 || second > 60)
-        return -1;
-    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    if (month == 2 && day == 29 && !leap)
-        return -1;
-    const char *p = text + 19;
-    int64_t fraction = 0;
-    if (*p == '.') {
-        p++;
-        int digits = 0;
-        while (isdigit ((unsigned char) *p)) {
-            if (digits < 6)
-                fraction = fraction * 10 + (*p - '0');
-            digits++;
-            p++;
-        }
-        if (digits == 0 || digits > 9)
-            return -1;
-        for (; digits < 6; digits++)
-            fraction *= 10;
+    if (len >= 26 && len < sizeof copy && text [len - 6] == ' ') {
+        memcpy (copy, text, len + 1);
+        copy [len - 6] = '+';
+        text = copy;
     }
-    int offset = 0;
-    if ((*p == 'Z' || *p == 'z') && p [1] == 0)
-        offset = 0;
-    else
-    //  A '+' that was not percent-encoded in a query arrives as a space.
-    if ((*p == '+' || *p == '-' || *p == ' ') && strlen (p) == 6 && p [3] == ':') {
-        int oh = s_digits (p + 1, 2), om = s_digits (p + 4, 2);
-        if (oh < 0 || oh > 23 || om < 0 || om > 59)
-            return -1;
-        offset = (oh * 60 + om) * (*p == '-'? -1: 1);
-    }
-    else
-        return -1;
-    if (second == 60)
-        second = 59;
-    int64_t seconds = s_days_from_civil (year, month, day) * 86400
-                    + hour * 3600 + minute * 60 + second - (int64_t) offset * 60;
-    *usec = seconds * 1000000 + fraction;
-    return 0;
+    return ly_time_rfc3339 (text, len, usec);
 }
 
 static const char s_b64url [] =

@@ -110,6 +110,19 @@ ly_is_sha256_hex (const char *text, size_t len)
     return true;
 }
 
+bool
+ly_is_uuid (const char *text)
+{
+    if (!text || strlen (text) != 36)
+        return false;
+    for (int i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash? text [i] != '-': !isxdigit ((unsigned char) text [i]))
+            return false;
+    }
+    return true;
+}
+
 char *
 ly_token_new (const char *prefix)
 {

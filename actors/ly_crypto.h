@@ -15,6 +15,9 @@ void ly_sha256_hex (const void *data, size_t size, char hex [65]);
 /*  True when text (len bytes) is exactly 64 hex digits, as a SHA-256 hex is. */
 bool ly_is_sha256_hex (const char *text, size_t len);
 
+/*  True when text is a UUID in its 36-character text form (any hex case). */
+bool ly_is_uuid (const char *text);
+
 /*  A random token: prefix followed by 32 base62 characters; caller owns. NULL when the
     system has no randomness to give. */
 char *ly_token_new (const char *prefix);

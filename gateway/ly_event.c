@@ -15,6 +15,7 @@
     given as a number, the parsed User-Agent, the hashes) are wiped before returning. */
 #include "ly_event.h"
 #include "ly_time.h"
+#include "ly_crypto.h"
 #include "ly_pii.h"
 #include <float.h>
 #include <math.h>
@@ -759,24 +760,11 @@ s_copy_put (char *out, const text_t *text)
     return out;
 }
 
-static bool
-s_is_uuid (const char *text)
-{
-    if (!text || strlen (text) != 36)
-        return false;
-    for (int i = 0; i < 36; i++) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash? text [i] != '-': !isxdigit ((unsigned char) text [i]))
-            return false;
-    }
-    return true;
-}
-
 static ly_result_t
 s_scrub (scrub_t *self, const msgpack_object *event, ly_event_stats_t *stats)
 {
     const ly_event_ctx_t *ctx = self->ctx;
-    if (!s_is_uuid (ctx->org_id) || !s_is_uuid (ctx->project_id)) {
+    if (!ly_is_uuid (ctx->org_id) || !ly_is_uuid (ctx->project_id)) {
         s_refuse (self, "the event's project context is incomplete");
         return LY_ERROR;
     }

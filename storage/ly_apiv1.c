@@ -262,7 +262,7 @@ s_match (ly_apiv1_ctx_t *ctx, const char *pattern, bool *bad_id)
             ctx->params [nparams++] = p;
             if (p_end)
                 *p_end = 0;
-            if (is_id && !ly_apiv1_is_uuid (p))
+            if (is_id && !ly_is_uuid (p))
                 *bad_id = true;
             if (p_end)
                 *p_end = '/';

@@ -54,7 +54,7 @@ ly_apiv1_ads_list (ly_apiv1_ctx_t *ctx)
         return;
     const char *project_id = ly_apiv1_query (ctx, "project_id");
     const char *kind = ly_apiv1_query (ctx, "kind");
-    if (project_id && !ly_apiv1_is_uuid (project_id)) {
+    if (project_id && !ly_is_uuid (project_id)) {
         ly_apiv1_error (ctx, 400, "bad_query", "project_id must be a UUID");
         return;
     }
@@ -222,7 +222,7 @@ ly_apiv1_containers_list (ly_apiv1_ctx_t *ctx)
         return;
     const char *project_id = ly_apiv1_query (ctx, "project_id");
     const char *kind = ly_apiv1_query (ctx, "kind");
-    if (project_id && !ly_apiv1_is_uuid (project_id)) {
+    if (project_id && !ly_is_uuid (project_id)) {
         ly_apiv1_error (ctx, 400, "bad_query", "project_id must be a UUID");
         return;
     }

@@ -6,6 +6,7 @@
 #define LY_APIV1_PRIVATE_H
 
 #include "ly_apiv1.h"
+#include "ly_crypto.h"
 
 #define LY_APIV1_ACTOR "api"
 #define LY_APIV1_MAX_PATH_PARAMS 4
@@ -219,7 +220,6 @@ void ly_apiv1_resource_delete (ly_apiv1_ctx_t *ctx, const ly_apiv1_resource_t *r
 //  --------------------------------------------------------------------------
 //  Formats
 
-bool ly_apiv1_is_uuid (const char *text);
 /*  Characters (UTF-8 code points) in text. */
 size_t ly_apiv1_chars (const char *text);
 /*  True when every byte of text is in the set and text has 1..max bytes. */

@@ -367,7 +367,7 @@ ly_apiv1_page (ly_apiv1_ctx_t *ctx, char kind, ly_apiv1_page_t *page)
         else {
             *second++ = 0;
             valid = s_is_int (text + 2, 18)
-                 && (kind == 'c'? ly_apiv1_is_uuid (second): s_is_int (second, 18));
+                 && (kind == 'c'? ly_is_uuid (second): s_is_int (second, 18));
             if (valid)
                 snprintf (page->after_b, sizeof page->after_b, "%s", second);
         }
@@ -556,22 +556,6 @@ ly_apiv1_exec_values (ly_apiv1_ctx_t *ctx, const char *sql, const char *id,
 
 //  --------------------------------------------------------------------------
 //  Formats
-
-bool
-ly_apiv1_is_uuid (const char *text)
-{
-    for (int i = 0; i < 36; i++) {
-        char c = text [i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return false;
-        }
-        else
-        if (!isxdigit ((unsigned char) c))
-            return false;
-    }
-    return text [36] == 0;
-}
 
 size_t
 ly_apiv1_chars (const char *text)

@@ -54,12 +54,6 @@ s_is_role (const char *text)
 }
 
 static bool
-s_is_uuid_field (const char *text)
-{
-    return ly_apiv1_is_uuid (text);
-}
-
-static bool
 s_is_time (const char *text)
 {
     int64_t usec;
@@ -424,7 +418,7 @@ ly_apiv1_member_delete (ly_apiv1_ctx_t *ctx)
 
 static const ly_apiv1_field_t s_token_fields [] = {
     { "name", LY_FIELD_TEXT, 200, true, false, false, NULL, NULL },
-    { "member_id", LY_FIELD_TEXT, 36, false, false, false, s_is_uuid_field, "a member id (UUID)" },
+    { "member_id", LY_FIELD_TEXT, 36, false, false, false, ly_is_uuid, "a member id (UUID)" },
     { "expires_at", LY_FIELD_TEXT, 40, false, true, false, s_is_time, "an RFC 3339 date-time" },
 };
 
@@ -435,7 +429,7 @@ ly_apiv1_tokens_list (ly_apiv1_ctx_t *ctx)
     if (ly_apiv1_page (ctx, 'c', &page))
         return;
     const char *member_id = ly_apiv1_query (ctx, "member_id");
-    if (member_id && !ly_apiv1_is_uuid (member_id)) {
+    if (member_id && !ly_is_uuid (member_id)) {
         ly_apiv1_error (ctx, 400, "bad_query", "member_id must be a UUID");
         return;
     }

@@ -1,4 +1,4 @@
-/*  ly_crypto_test.c: master key files, SHA-256 hex, tokens and sealed secrets. */
+/*  ly_crypto_test.c: master key files, SHA-256 hex, UUID text, tokens and sealed secrets. */
 #include "ly_prelude.h"
 #include "ly_crypto.h"
 
@@ -29,6 +29,15 @@ main (void)
     char hex [65];
     ly_sha256_hex ("abc", 3, hex);
     assert (streq (hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+    assert (ly_is_sha256_hex (hex, 64) && !ly_is_sha256_hex (hex, 63) && !ly_is_sha256_hex (NULL, 64));
+    assert (!ly_is_sha256_hex ("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015aZ", 64));
+
+    assert (ly_is_uuid ("0b5e6f0e-3c1a-4d2b-9f6e-1a2b3c4d5e6F"));
+    assert (!ly_is_uuid (NULL) && !ly_is_uuid ("") && !ly_is_uuid ("not-a-uuid"));
+    assert (!ly_is_uuid ("0b5e6f0e-3c1a-4d2b-9f6e-1a2b3c4d5e6"));       //  35 characters
+    assert (!ly_is_uuid ("0b5e6f0e-3c1a-4d2b-9f6e-1a2b3c4d5e6f0"));     //  37
+    assert (!ly_is_uuid ("0b5e6f0e3c1a-4d2b-9f6e-1a2b3c4d5e6f0"));      //  dash misplaced
+    assert (!ly_is_uuid ("0b5e6f0g-3c1a-4d2b-9f6e-1a2b3c4d5e6f"));      //  not hex
 
     char *token = ly_token_new ("lys_");
     assert (token && strlen (token) == 36 && strncmp (token, "lys_", 4) == 0);

@@ -237,18 +237,6 @@ cleanup:
     return rc;
 }
 
-static bool
-s_is_uuid (const char *text)
-{
-    if (!text || strlen (text) != 36)
-        return false;
-    for (int i = 0; i < 36; i++)
-        if ((i == 8 || i == 13 || i == 18 || i == 23)? text [i] != '-'
-                                                    : !isxdigit ((unsigned char) text [i]))
-            return false;
-    return true;
-}
-
 //  token create --org ORG_ID --member EMAIL [--name NAME] | token revoke TOKEN_ID
 static int
 s_token (int argc, char *argv [])
@@ -268,7 +256,7 @@ s_token (int argc, char *argv [])
         org_id = s_flag (argc - 1, argv + 1, "--org");
         email = s_flag (argc - 1, argv + 1, "--member");
         name = s_flag (argc - 1, argv + 1, "--name");
-        if (!s_is_uuid (org_id) || !email) {
+        if (!ly_is_uuid (org_id) || !email) {
             fprintf (stderr, "layersctl: token create needs --org ORG_ID (a UUID) and --member EMAIL\n");
             return 2;
         }
@@ -278,7 +266,7 @@ s_token (int argc, char *argv [])
         }
     }
     else
-    if (!s_is_uuid (argv [1])) {
+    if (!ly_is_uuid (argv [1])) {
         fprintf (stderr, "layersctl: token revoke needs a token id (a UUID)\n");
         return 2;
     }

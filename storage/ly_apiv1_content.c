@@ -46,22 +46,33 @@ static const ly_apiv1_resource_t s_ad = {
     s_ad_fields, sizeof s_ad_fields / sizeof s_ad_fields [0], NULL, NULL
 };
 
+//  The project_id and kind filters of the ads content and container lists; each NULL
+//  when absent. 0, or -1 with 400.
+static int
+s_list_filters (ly_apiv1_ctx_t *ctx, const char **project_id, const char **kind)
+{
+    *project_id = ly_apiv1_query (ctx, "project_id");
+    *kind = ly_apiv1_query (ctx, "kind");
+    if (*project_id && !ly_is_uuid (*project_id)) {
+        ly_apiv1_error (ctx, 400, "bad_query", "project_id must be a UUID");
+        return -1;
+    }
+    if (*kind && !s_is_kind (*kind)) {
+        ly_apiv1_error (ctx, 400, "bad_query", "kind must be 1 to 32 of [a-z_]");
+        return -1;
+    }
+    return 0;
+}
+
 void
 ly_apiv1_ads_list (ly_apiv1_ctx_t *ctx)
 {
     ly_apiv1_page_t page;
     if (ly_apiv1_page (ctx, 'c', &page))
         return;
-    const char *project_id = ly_apiv1_query (ctx, "project_id");
-    const char *kind = ly_apiv1_query (ctx, "kind");
-    if (project_id && !ly_is_uuid (project_id)) {
-        ly_apiv1_error (ctx, 400, "bad_query", "project_id must be a UUID");
+    const char *project_id, *kind;
+    if (s_list_filters (ctx, &project_id, &kind))
         return;
-    }
-    if (kind && !s_is_kind (kind)) {
-        ly_apiv1_error (ctx, 400, "bad_query", "kind must be 1 to 32 of [a-z_]");
-        return;
-    }
     const char *params [] = { page.has_cursor? page.after_a: NULL,
                               page.has_cursor? page.after_b: NULL, page.fetch, project_id, kind };
     PGresult *res = ly_apiv1_exec (ctx,
@@ -220,16 +231,9 @@ ly_apiv1_containers_list (ly_apiv1_ctx_t *ctx)
     ly_apiv1_page_t page;
     if (ly_apiv1_page (ctx, 'c', &page))
         return;
-    const char *project_id = ly_apiv1_query (ctx, "project_id");
-    const char *kind = ly_apiv1_query (ctx, "kind");
-    if (project_id && !ly_is_uuid (project_id)) {
-        ly_apiv1_error (ctx, 400, "bad_query", "project_id must be a UUID");
+    const char *project_id, *kind;
+    if (s_list_filters (ctx, &project_id, &kind))
         return;
-    }
-    if (kind && !s_is_kind (kind)) {
-        ly_apiv1_error (ctx, 400, "bad_query", "kind must be 1 to 32 of [a-z_]");
-        return;
-    }
     const char *params [] = { page.has_cursor? page.after_a: NULL,
                               page.has_cursor? page.after_b: NULL, page.fetch, project_id, kind };
     PGresult *res = ly_apiv1_exec (ctx,

@@ -173,6 +173,22 @@ def db_connect(server, dbname="layers", user="postgres"):
     return conn
 
 
+def files_containing(root, needles):
+    """(path, needle) for every file under root (database files, WAL, logs, spools)
+    that contains one of the byte strings."""
+    found = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            found.extend((path, needle) for needle in needles if needle in data)
+    return found
+
+
 def make_mmdb(path):
     """Builds the test geo-IP database (tests/data/make_test_mmdb.pl)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "make_test_mmdb.pl")

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from lyserver import Layersd, db_connect, make_mmdb, post_events
+from lyserver import Layersd, db_connect, files_containing, make_mmdb, post_events
 
 IPHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1_2 like Mac OS X) AppleWebKit/605.1.15 "
              "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1")
@@ -247,18 +247,7 @@ def test_raw_personal_data_is_nowhere_on_disk(server):
     needles = [email.encode(), email.lower().encode(), email.strip().lower().encode(),
                phone.encode(), b"442079460958", b"+442079460958", ip.encode(),
                b"ScanMarker9931", ua.encode()[:60]]
-    found = []
-    for root, _, files in os.walk(server.data_dir):
-        for name in files:
-            path = os.path.join(root, name)
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            for needle in needles:
-                if needle in data:
-                    found.append((path, needle))
+    found = files_containing(server.data_dir, needles)
     assert not found, found
 
 

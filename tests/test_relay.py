@@ -17,7 +17,7 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lyserver import BUILD, Layersd, binary, db_connect, http, post_events
+from lyserver import BUILD, Layersd, binary, db_connect, files_containing, http, post_events
 
 META_TOKEN = "EAAGm0PX4ZCpsBAL" + uuid.uuid4().hex          # never in a log or the database
 TIKTOK_TOKEN = "tt-" + uuid.uuid4().hex + "-secret"
@@ -218,17 +218,8 @@ def sent_events(mock, service):
 def check_no_secret(server):
     """Neither token appears in any file under the data directory (database files, WAL,
     logs) nor in the relay's database columns."""
-    needles = [secret.encode() for secret in SECRETS]
-    for root, _, files in os.walk(server.data_dir):
-        for name in files:
-            path = os.path.join(root, name)
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            for needle in needles:
-                assert needle not in data, f"access token found in {path}"
+    found = files_containing(server.data_dir, [secret.encode() for secret in SECRETS])
+    assert not found, "access token found in %s" % [path for path, _ in found]
 
 
 def event(name, **fields):

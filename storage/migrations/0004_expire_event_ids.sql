@@ -4,7 +4,8 @@
 -- store after weeks of ingest it would hold the store's session (and every batch behind
 -- it) for as long as millions of deletes take. This one deletes at most max_rows keys,
 -- oldest first (the received_at index), so the store can interleave chunks with its
--- batches; it returns how many it deleted, max_rows meaning "call again".
+-- batches; it returns how many it deleted, max_rows meaning "call again". The
+-- one-argument form, which nothing calls, goes.
 CREATE OR REPLACE FUNCTION ly_expire_event_ids (keep interval, max_rows integer)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
@@ -29,3 +30,5 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION ly_expire_event_ids (interval, integer) TO layers_store;
+
+DROP FUNCTION IF EXISTS ly_expire_event_ids (interval);

@@ -87,6 +87,18 @@ ly_mock_warning (ly_mock_answer_t *answer, const char *format, ...)
     va_end (args);
 }
 
+void
+ly_mock_check_money (ly_mock_answer_t *answer, long index, const char *field,
+                     const json_t *object)
+{
+    json_t *value = json_object_get (object, "value");
+    if (value && !json_is_number (value))
+        ly_mock_warning (answer, "data[%ld].%s.value: not a number", index, field);
+    json_t *currency = json_object_get (object, "currency");
+    if (currency && (!json_is_string (currency) || json_string_length (currency) != 3))
+        ly_mock_warning (answer, "data[%ld].%s.currency: not an ISO 4217 code", index, field);
+}
+
 const char *
 ly_mock_first_error (const ly_mock_answer_t *answer)
 {

@@ -57,6 +57,10 @@ void ly_mock_error (ly_mock_answer_t *answer, const char *format, ...)
     __attribute__ ((format (printf, 2, 3)));
 void ly_mock_warning (ly_mock_answer_t *answer, const char *format, ...)
     __attribute__ ((format (printf, 2, 3)));
+/*  Warns when data[index].field's "value" is not a number or its "currency" not a
+    3-letter code (Meta's custom_data, TikTok's properties). */
+void ly_mock_check_money (ly_mock_answer_t *answer, long index, const char *field,
+                          const json_t *object);
 /*  The first error, or "" (borrowed). */
 const char *ly_mock_first_error (const ly_mock_answer_t *answer);
 

@@ -268,14 +268,8 @@ s_check_event (json_t *event, long index, time_t now, ly_mock_answer_t *answer,
         s_refuse (answer, refusal, index, "custom_data", S_SUBCODE_INVALID, "Invalid Custom Data",
                   "must be an object");
     else
-    if (custom_data) {
-        json_t *value = json_object_get (custom_data, "value");
-        if (value && !json_is_number (value))
-            ly_mock_warning (answer, "data[%ld].custom_data.value: not a number", index);
-        json_t *currency = json_object_get (custom_data, "currency");
-        if (currency && (!json_is_string (currency) || json_string_length (currency) != 3))
-            ly_mock_warning (answer, "data[%ld].custom_data.currency: not an ISO 4217 code", index);
-    }
+    if (custom_data)
+        ly_mock_check_money (answer, index, "custom_data", custom_data);
     json_t *opt_out = json_object_get (event, "opt_out");
     if (opt_out && !json_is_boolean (opt_out))
         ly_mock_warning (answer, "data[%ld].opt_out: not a boolean", index);

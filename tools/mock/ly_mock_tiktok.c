@@ -165,12 +165,7 @@ s_check_event (json_t *event, long index, time_t now, bool app_source, ly_mock_a
         s_problem (answer, index, "properties", "must be an object");
     else
     if (properties) {
-        json_t *value = json_object_get (properties, "value");
-        if (value && !json_is_number (value))
-            ly_mock_warning (answer, "data[%ld].properties.value: not a number", index);
-        json_t *currency = json_object_get (properties, "currency");
-        if (currency && (!json_is_string (currency) || json_string_length (currency) != 3))
-            ly_mock_warning (answer, "data[%ld].properties.currency: not an ISO 4217 code", index);
+        ly_mock_check_money (answer, index, "properties", properties);
         json_t *contents = json_object_get (properties, "contents");
         if (contents && !json_is_array (contents))
             s_problem (answer, index, "properties.contents", "must be an array");

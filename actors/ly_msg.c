@@ -112,7 +112,8 @@ typedef struct {
     const char *bytes;          //  STR / BIN / OBJ bytes: owned, or inside self->frame
     size_t size;                //  length of bytes (STR: without the final NUL)
     char *owned;                //  bytes we allocated, or NULL
-    msgpack_object obj;         //  OBJ: the unpacked value
+    msgpack_object obj;         //  OBJ: the unpacked value, once obj_ready
+    bool obj_ready;             //  OBJ: obj is unpacked (a set value is, when first read)
     msgpack_unpacked unpacked;  //  OBJ from ly_msg_set_obj: owns obj's zone
 } s_value_t;
 
@@ -504,11 +505,24 @@ ly_msg_set_obj (ly_msg_t *self, int field, const void *packed, size_t len)
     if (((const uint8_t *) packed) [0] == 0xc0)
         return;                 //  nil: absent
     s_value_copy (slot, packed, len);
-    size_t offset = 0;
-    msgpack_unpack_return unpacked = msgpack_unpack_next (&slot->unpacked, slot->owned,
-                                                          len, &offset);
-    assert (unpacked == MSGPACK_UNPACK_SUCCESS && offset == len);
-    slot->obj = slot->unpacked.data;
+    slot->obj_ready = false;    //  the sender needs only the bytes: unpacked when read
+}
+
+//  The unpacked value of an OBJ field; a value set by ly_msg_set_obj is unpacked on
+//  first use (a tap, a reader of the message that built it), its cache in the slot.
+static const msgpack_object *
+s_obj (const s_value_t *value)
+{
+    if (!value->obj_ready) {
+        s_value_t *slot = (s_value_t *) value;
+        size_t offset = 0;
+        msgpack_unpack_return unpacked = msgpack_unpack_next (&slot->unpacked, slot->owned,
+                                                              slot->size, &offset);
+        assert (unpacked == MSGPACK_UNPACK_SUCCESS && offset == slot->size);
+        slot->obj = slot->unpacked.data;
+        slot->obj_ready = true;
+    }
+    return &value->obj;
 }
 
 bool
@@ -563,7 +577,7 @@ const msgpack_object *
 ly_msg_obj (const ly_msg_t *self, int field)
 {
     const s_value_t *slot = s_value (self, field, LY_FT_OBJ);
-    return slot->present? &slot->obj: NULL;
+    return slot->present? s_obj (slot): NULL;
 }
 
 
@@ -667,7 +681,7 @@ s_pack_field (msgpack_packer *pk, msgpack_sbuffer *sbuf, const ly_field_t *field
             return msgpack_pack_bin_with_body (pk, value->bytes, value->size);
         case LY_FT_OBJ:
             if (redact && field->pii == LY_PII_NESTED)
-                return s_pack_redacted (pk, &value->obj);
+                return s_pack_redacted (pk, s_obj (value));
             return msgpack_sbuffer_write (sbuf, value->bytes, value->size);
     }
     return -1;
@@ -792,6 +806,7 @@ s_decode_field (ly_msg_t *self, size_t index, const msgpack_object *obj,
         case LY_FT_OBJ:
             ok = true;
             slot->obj = *obj;
+            slot->obj_ready = true;
             slot->bytes = self->frame + start;
             slot->size = end - start;
             break;
@@ -1103,7 +1118,7 @@ s_field_to_json (const ly_field_t *field, const s_value_t *value)
         case LY_FT_BOOL: return json_boolean (value->boolean);
         case LY_FT_STR:  return s_json_string (value->bytes, value->size);
         case LY_FT_BIN:  return s_json_bin (value->bytes, value->size);
-        case LY_FT_OBJ:  return s_to_json (&value->obj, field->pii == LY_PII_NESTED, 0);
+        case LY_FT_OBJ:  return s_to_json (s_obj (value), field->pii == LY_PII_NESTED, 0);
     }
     return NULL;
 }

@@ -848,7 +848,6 @@ s_retry (self_t *self, ly_destination_t destination, ly_delivery_t **rows, size_
             attempts = rows [i]->attempts;
     double delay = fixed_ms >= 0? (double) fixed_ms / 1000.0
                                 : s_backoff (self, attempts + (sent? 1: 0));
-    double soonest = -1;
     for (size_t i = 0; i < count; i++) {
         ly_delivery_t *row = rows [i];
         if (destination == LY_DEST_APPLE && row->received_age + delay > LY_APPLE_TOKEN_LIFE)
@@ -856,11 +855,10 @@ s_retry (self_t *self, ly_destination_t destination, ly_delivery_t **rows, size_
         else
         if (row->age + delay > self->retry_window)
             s_outcome_add (expired, row);
-        else {
+        else
             s_outcome_add (again, row);
-            soonest = delay;
-        }
     }
+    bool retried = again->count > 0;
     again->delay = delay;
     again->reason = reason? strdup (reason): NULL;
     char text [128];
@@ -875,10 +873,10 @@ s_retry (self_t *self, ly_destination_t destination, ly_delivery_t **rows, size_
     s_outcome_queue (self, &again, destination, S_RETRIED);
     s_outcome_queue (self, &expired, destination, S_DEAD);
     s_outcome_queue (self, &token_expired, destination, S_DEAD);
-    if (soonest >= 0) {
+    if (retried) {
         //  next_attempt_at is set from the database's clock when the outcome is written,
         //  a moment from now
-        int64_t at = ly_mono_msec () + (int64_t) (soonest * 1000) + S_CLOCK_MARGIN_MSEC;
+        int64_t at = ly_mono_msec () + (int64_t) (delay * 1000) + S_CLOCK_MARGIN_MSEC;
         if (at < self->next_claim)
             self->next_claim = at;
     }

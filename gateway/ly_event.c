@@ -15,6 +15,7 @@
     given as a number, the parsed User-Agent, the hashes) are wiped before returning. */
 #include "ly_event.h"
 #include "ly_time.h"
+#include "ly_jsonw.h"
 #include "ly_crypto.h"
 #include "ly_pii.h"
 #include <float.h>
@@ -350,34 +351,18 @@ s_json_put (scrub_t *self, const char *data, size_t len)
 static bool
 s_json_string (scrub_t *self, const char *text, size_t len)
 {
-    static const char hex [] = "0123456789abcdef";
     if (!s_utf8_valid (text, len, false))
         return false;
     s_json_put (self, "\"", 1);
     size_t plain = 0;               //  start of the run not yet written
     for (size_t i = 0; i < len && !self->json_full; i++) {
-        unsigned char c = (unsigned char) text [i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        s_json_put (self, text + plain, i - plain);
-        plain = i + 1;
-        char escape [6] = { '\\', 0 };
-        size_t escape_len = 2;
-        switch (c) {
-            case '"':  escape [1] = '"'; break;
-            case '\\': escape [1] = '\\'; break;
-            case '\b': escape [1] = 'b'; break;
-            case '\f': escape [1] = 'f'; break;
-            case '\n': escape [1] = 'n'; break;
-            case '\r': escape [1] = 'r'; break;
-            case '\t': escape [1] = 't'; break;
-            default:
-                memcpy (escape + 1, "u00", 3);
-                escape [4] = hex [c >> 4];
-                escape [5] = hex [c & 15];
-                escape_len = 6;
+        char escape [6];
+        size_t escape_len = ly_jsonw_escape ((unsigned char) text [i], escape);
+        if (escape_len) {
+            s_json_put (self, text + plain, i - plain);
+            s_json_put (self, escape, escape_len);
+            plain = i + 1;
         }
-        s_json_put (self, escape, escape_len);
     }
     s_json_put (self, text + plain, len - plain);
     s_json_put (self, "\"", 1);

@@ -85,8 +85,12 @@ ly_delivery_new (const PGresult *res, int row)
         self->email_sha256 = s_text (res, row, S_EMAIL);
         self->phone_sha256 = s_text (res, row, S_PHONE);
         self->phone_e164_sha256 = s_text (res, row, S_PHONE_E164);
-        if (!PQgetisnull (res, row, S_PROPERTIES))
-            self->properties = json_loads (PQgetvalue (res, row, S_PROPERTIES), JSON_DECODE_ANY, NULL);
+        const char *properties = PQgetvalue (res, row, S_PROPERTIES);
+        if (*properties == '{' && !streq (properties, "{}")
+        &&  !(self->properties = strdup (properties))) {
+            ly_delivery_destroy (&self);
+            return NULL;
+        }
         self->device_os = s_text (res, row, S_DEVICE_OS);
         self->device_os_version = s_text (res, row, S_DEVICE_OS_VERSION);
         self->device_model = s_text (res, row, S_DEVICE_MODEL);
@@ -103,11 +107,7 @@ ly_delivery_new (const PGresult *res, int row)
             self->consent_ads = streq (PQgetvalue (res, row, S_CONSENT_ADS), "t");
         self->consent_att = s_text (res, row, S_CONSENT_ATT);
     }
-    if (!json_is_object (self->properties)) {
-        json_decref (self->properties);
-        self->properties = json_object ();
-    }
-    if (!self->event_id || !self->properties || (self->has_event && !self->name)) {
+    if (!self->event_id || (self->has_event && !self->name)) {
         ly_delivery_destroy (&self);
         return NULL;
     }
@@ -125,7 +125,7 @@ ly_delivery_destroy (ly_delivery_t **self_p)
         free (self->email_sha256);
         free (self->phone_sha256);
         free (self->phone_e164_sha256);
-        json_decref (self->properties);
+        free (self->properties);
         free (self->device_os);
         free (self->device_os_version);
         free (self->device_model);

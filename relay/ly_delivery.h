@@ -37,7 +37,8 @@ typedef struct {
     char *email_sha256;
     char *phone_sha256;         /* digits with country code (Meta) */
     char *phone_e164_sha256;    /* '+' and digits (TikTok) */
-    json_t *properties;         /* an object, owned; never NULL */
+    char *properties;           /* the properties object as JSON text (PostgreSQL's),
+                                   owned; NULL when there are none */
     char *device_os;
     char *device_os_version;
     char *device_model;

@@ -121,60 +121,74 @@ s_zone_abbreviation (const char *zone)
     return zone;
 }
 
-static json_t *
-s_hashed_list (const char *hex)
+//  "key": ["hex"], Meta's form for a hashed customer field.
+static void
+s_hashed_list (ly_jsonw_t *out, const char *key, const char *hex)
 {
-    return json_pack ("[s]", hex);
+    ly_jsonw_key (out, key);
+    ly_jsonw_open (out, '[');
+    ly_jsonw_string (out, hex);
+    ly_jsonw_close (out, ']');
 }
 
-json_t *
-ly_meta_event (const ly_delivery_t *delivery)
+void
+ly_meta_event (const ly_delivery_t *delivery, ly_jsonw_t *out)
 {
     char name [80];
     snprintf (name, sizeof name, "layers_%s", delivery->name);
-    json_t *user_data = json_object ();
+    ly_jsonw_open (out, '{');
+    ly_jsonw_member_string (out, "event_name", name);
+    ly_jsonw_member_int (out, "event_time", delivery->event_time);
+    ly_jsonw_member_string (out, "event_id", delivery->event_id);
+    ly_jsonw_member_string (out, "action_source", "app");
+
+    ly_jsonw_key (out, "user_data");
+    ly_jsonw_open (out, '{');
     if (delivery->email_sha256)
-        json_object_set_new (user_data, "em", s_hashed_list (delivery->email_sha256));
+        s_hashed_list (out, "em", delivery->email_sha256);
     if (delivery->phone_sha256)
-        json_object_set_new (user_data, "ph", s_hashed_list (delivery->phone_sha256));
+        s_hashed_list (out, "ph", delivery->phone_sha256);
     if (delivery->user_id) {
         char hex [65];
         ly_delivery_sha256 (delivery->user_id, hex);
-        json_object_set_new (user_data, "external_id", s_hashed_list (hex));
+        s_hashed_list (out, "external_id", hex);
     }
+    ly_jsonw_close (out, '}');
+
     const char *version = s_extinfo_version (delivery->device_os);
     const char *long_version = delivery->app_build? delivery->app_build: delivery->app_version;
-    #define S_OR_EMPTY(text) ((text)? (text): "")
-    json_t *extinfo = json_pack ("[ssssssssssssssss]",
-        version? version: "",
-        S_OR_EMPTY (delivery->app_package),
-        S_OR_EMPTY (delivery->app_version),
-        S_OR_EMPTY (long_version),
-        S_OR_EMPTY (delivery->device_os_version),
-        S_OR_EMPTY (delivery->device_model),
-        S_OR_EMPTY (delivery->device_locale),
+    const char *extinfo [16] = {
+        version,
+        delivery->app_package,
+        delivery->app_version,
+        long_version,
+        delivery->device_os_version,
+        delivery->device_model,
+        delivery->device_locale,
         s_zone_abbreviation (delivery->device_timezone),
-        "",                     /* carrier */
-        "", "", "",             /* screen width, height, density */
-        "",                     /* CPU cores */
-        "", "",                 /* storage size, free storage */
-        S_OR_EMPTY (delivery->device_timezone));
-    #undef S_OR_EMPTY
+        NULL,                   /* carrier */
+        NULL, NULL, NULL,       /* screen width, height, density */
+        NULL,                   /* CPU cores */
+        NULL, NULL,             /* storage size, free storage */
+        delivery->device_timezone
+    };
     bool att_authorized = delivery->consent_att && streq (delivery->consent_att, "authorized");
-    json_t *app_data = json_pack ("{s:i, s:i, s:o}",
-        "advertiser_tracking_enabled", att_authorized? 1: 0,
-        "application_tracking_enabled", delivery->consent_ads == 0? 0: 1,
-        "extinfo", extinfo);
-    json_t *event = json_pack ("{s:s, s:I, s:s, s:s, s:o, s:o}",
-        "event_name", name,
-        "event_time", (json_int_t) delivery->event_time,
-        "event_id", delivery->event_id,
-        "action_source", "app",
-        "user_data", user_data,
-        "app_data", app_data);
-    if (event && json_object_size (delivery->properties) > 0)
-        json_object_set_new (event, "custom_data", json_deep_copy (delivery->properties));
-    return event;
+    ly_jsonw_key (out, "app_data");
+    ly_jsonw_open (out, '{');
+    ly_jsonw_member_int (out, "advertiser_tracking_enabled", att_authorized? 1: 0);
+    ly_jsonw_member_int (out, "application_tracking_enabled", delivery->consent_ads == 0? 0: 1);
+    ly_jsonw_key (out, "extinfo");
+    ly_jsonw_open (out, '[');
+    for (size_t slot = 0; slot < 16; slot++)
+        ly_jsonw_string (out, extinfo [slot]? extinfo [slot]: "");
+    ly_jsonw_close (out, ']');
+    ly_jsonw_close (out, '}');
+
+    if (delivery->properties) {
+        ly_jsonw_key (out, "custom_data");
+        ly_jsonw_raw (out, delivery->properties, strlen (delivery->properties));
+    }
+    ly_jsonw_close (out, '}');
 }
 
 //  The URL without a trailing slash on base.
@@ -190,28 +204,6 @@ s_url (const char *base, const char *version, const char *dataset)
     return url;
 }
 
-//  The JSON body with the access token as its last member: the token is spliced into
-//  the text (it has no character that needs escaping, see the relay's check), so no
-//  copy of it lingers in a JSON tree.
-static char *
-s_body_with_token (json_t *body, const char *token, size_t *len)
-{
-    char *text = json_dumps (body, JSON_COMPACT);
-    if (!text)
-        return NULL;
-    size_t text_len = strlen (text);
-    static const char key [] = ",\"access_token\":\"";
-    size_t full = text_len - 1 + sizeof key - 1 + strlen (token) + 2;
-    char *out = (char *) malloc (full + 1);
-    if (out) {
-        memcpy (out, text, text_len - 1);           //  without the closing brace
-        snprintf (out + text_len - 1, full + 1 - (text_len - 1), "%s%s\"}", key, token);
-        *len = full;
-    }
-    free (text);
-    return out;
-}
-
 int
 ly_meta_request (const char *base, const char *default_version, const json_t *config,
                  const char *token, ly_delivery_t **deliveries, size_t count,
@@ -221,16 +213,24 @@ ly_meta_request (const char *base, const char *default_version, const json_t *co
     const char *version = json_string_value (json_object_get (config, "api_version"));
     const char *dataset = json_string_value (json_object_get (config, "dataset_id"));
     const char *test_code = json_string_value (json_object_get (config, "test_event_code"));
-    json_t *data = json_array ();
+    ly_jsonw_t body;
+    ly_jsonw_init (&body, 1024 + count * 768);
+    ly_jsonw_open (&body, '{');
+    ly_jsonw_key (&body, "data");
+    ly_jsonw_open (&body, '[');
     for (size_t i = 0; i < count; i++)
-        json_array_append_new (data, ly_meta_event (deliveries [i]));
-    json_t *body = json_pack ("{s:o}", "data", data);
-    if (body && test_code && *test_code)
-        json_object_set_new (body, "test_event_code", json_string (test_code));
+        ly_meta_event (deliveries [i], &body);
+    ly_jsonw_close (&body, ']');
+    if (test_code && *test_code)
+        ly_jsonw_member_string (&body, "test_event_code", test_code);
+    //  The token goes last, into room made beforehand: no copy of it is left behind
+    //  in a block the buffer moved out of.
+    ly_jsonw_reserve (&body, strlen (token) * 6 + 32);
+    ly_jsonw_member_string (&body, "access_token", token);
+    ly_jsonw_close (&body, '}');
+    request->body = ly_jsonw_take (&body, &request->len);
     request->url = s_url (base, version && *version? version: default_version, dataset? dataset: "");
     request->headers = curl_slist_append (NULL, "Content-Type: application/json");
-    request->body = body? s_body_with_token (body, token, &request->len): NULL;
-    json_decref (body);
     if (!request->url || !request->headers || !request->body) {
         ly_request_reset (request);
         return -1;

@@ -6,6 +6,7 @@
 #define LY_META_H
 
 #include "ly_delivery.h"
+#include "ly_jsonw.h"
 
 #define LY_META_MAX_EVENTS 1000         /* events per request, Meta's limit */
 #define LY_META_MAX_AGE (7 * 24 * 3600) /* event_time at most this old, in seconds */
@@ -19,8 +20,8 @@ int ly_meta_settings_check (const json_t *config, char *reason, size_t size);
     that gives app_data its extinfo version). 0 / -1 with the reason. */
 int ly_meta_event_check (const ly_delivery_t *delivery, time_t now, char *reason, size_t size);
 
-/*  One element of the request's data array. Caller owns. */
-json_t *ly_meta_event (const ly_delivery_t *delivery);
+/*  Writes one element of the request's data array. */
+void ly_meta_event (const ly_delivery_t *delivery, ly_jsonw_t *out);
 
 /*  Builds the request for count deliveries (each passed ly_meta_event_check) with the
     layer's config (checked), the access token, base (LAYERS_META_URL) and the default

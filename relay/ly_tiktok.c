@@ -108,72 +108,90 @@ ly_tiktok_event_name (const json_t *config, const char *name)
 }
 
 //  TikTok's properties from ours: content_ids becomes contents, ttclid goes to "ad".
-static json_t *
-s_properties (const json_t *properties)
+//  Most events have neither and their text is copied as PostgreSQL gave it; the others
+//  are parsed and rewritten.
+static void
+s_properties (ly_jsonw_t *out, const char *properties)
 {
-    json_t *out = json_deep_copy (properties);
-    json_t *ids = json_object_get (out, "content_ids");
-    if (json_is_array (ids) && !json_object_get (out, "contents")) {
+    if (!properties)
+        return;
+    if (!strstr (properties, "\"content_ids\"") && !strstr (properties, "\"ttclid\"")) {
+        ly_jsonw_key (out, "properties");
+        ly_jsonw_raw (out, properties, strlen (properties));
+        return;
+    }
+    json_t *tree = json_loads (properties, 0, NULL);
+    json_t *ids = json_object_get (tree, "content_ids");
+    if (json_is_array (ids) && !json_object_get (tree, "contents")) {
         json_t *contents = json_array ();
         size_t index;
         json_t *id;
         json_array_foreach (ids, index, id)
             if (json_is_string (id) || json_is_integer (id))
                 json_array_append_new (contents, json_pack ("{s:O}", "content_id", id));
-        json_object_set_new (out, "contents", contents);
-        json_object_del (out, "content_ids");
+        json_object_set_new (tree, "contents", contents);
+        json_object_del (tree, "content_ids");
     }
-    json_object_del (out, "ttclid");
-    return out;
+    json_t *ttclid = json_incref (json_object_get (tree, "ttclid"));
+    json_object_del (tree, "ttclid");
+    char *text = json_object_size (tree)? json_dumps (tree, JSON_COMPACT): NULL;
+    if (text) {
+        ly_jsonw_key (out, "properties");
+        ly_jsonw_raw (out, text, strlen (text));
+        free (text);
+    }
+    if (json_is_string (ttclid)) {
+        ly_jsonw_key (out, "ad");
+        ly_jsonw_open (out, '{');
+        ly_jsonw_member_string (out, "callback", json_string_value (ttclid));
+        ly_jsonw_close (out, '}');
+    }
+    json_decref (ttclid);
+    json_decref (tree);
 }
 
-json_t *
-ly_tiktok_event (const ly_delivery_t *delivery, const char *tiktok_name, const json_t *config)
+void
+ly_tiktok_event (const ly_delivery_t *delivery, const char *tiktok_name, const json_t *config,
+                 ly_jsonw_t *out)
 {
-    json_t *user = json_object ();
+    ly_jsonw_open (out, '{');
+    ly_jsonw_member_string (out, "event", tiktok_name);
+    ly_jsonw_member_int (out, "event_time", delivery->event_time);
+    ly_jsonw_member_string (out, "event_id", delivery->event_id);
+
+    ly_jsonw_key (out, "user");
+    ly_jsonw_open (out, '{');
     if (delivery->email_sha256)
-        json_object_set_new (user, "email", json_string (delivery->email_sha256));
+        ly_jsonw_member_string (out, "email", delivery->email_sha256);
     if (delivery->phone_e164_sha256)
-        json_object_set_new (user, "phone", json_string (delivery->phone_e164_sha256));
+        ly_jsonw_member_string (out, "phone", delivery->phone_e164_sha256);
     if (delivery->user_id) {
         char hex [65];
         ly_delivery_sha256 (delivery->user_id, hex);
-        json_object_set_new (user, "external_id", json_string (hex));
+        ly_jsonw_member_string (out, "external_id", hex);
     }
     if (delivery->consent_att) {
         char att [32];
         snprintf (att, sizeof att, "%s", delivery->consent_att);
         for (char *c = att; *c; c++)
             *c = (char) toupper ((unsigned char) *c);
-        json_object_set_new (user, "att_status", json_string (att));
+        ly_jsonw_member_string (out, "att_status", att);
     }
-    json_t *app = json_object ();
+    ly_jsonw_close (out, '}');
+
+    ly_jsonw_key (out, "app");
+    ly_jsonw_open (out, '{');
     if (delivery->app_package)
-        json_object_set_new (app, "app_id", json_string (delivery->app_package));
+        ly_jsonw_member_string (out, "app_id", delivery->app_package);
     const char *app_name = json_string_value (json_object_get (config, "app_name"));
     if (app_name && *app_name)
-        json_object_set_new (app, "app_name", json_string (app_name));
+        ly_jsonw_member_string (out, "app_name", app_name);
     if (delivery->app_version)
-        json_object_set_new (app, "app_version", json_string (delivery->app_version));
-    json_t *event = json_pack ("{s:s, s:I, s:s, s:o, s:o}",
-        "event", tiktok_name,
-        "event_time", (json_int_t) delivery->event_time,
-        "event_id", delivery->event_id,
-        "user", user,
-        "app", app);
-    if (!event)
-        return NULL;
-    if (json_object_size (delivery->properties) > 0) {
-        json_t *properties = s_properties (delivery->properties);
-        if (json_object_size (properties))
-            json_object_set_new (event, "properties", properties);
-        else
-            json_decref (properties);
-    }
-    json_t *ttclid = json_object_get (delivery->properties, "ttclid");
-    if (json_is_string (ttclid))
-        json_object_set_new (event, "ad", json_pack ("{s:O}", "callback", ttclid));
-    return event;
+        ly_jsonw_member_string (out, "app_version", delivery->app_version);
+    ly_jsonw_close (out, '}');
+
+    s_properties (out, delivery->properties);
+    ly_jsonw_close (out, '}');
 }
 
 int
@@ -183,16 +201,23 @@ ly_tiktok_request (const char *base, const json_t *config, const char *token,
     memset (request, 0, sizeof *request);
     const char *app_id = json_string_value (json_object_get (config, "app_id"));
     const char *test_code = json_string_value (json_object_get (config, "test_event_code"));
-    json_t *data = json_array ();
+    ly_jsonw_t body;
+    ly_jsonw_init (&body, 1024 + count * 640);
+    ly_jsonw_open (&body, '{');
+    ly_jsonw_member_string (&body, "event_source", "app");
+    ly_jsonw_member_string (&body, "event_source_id", app_id? app_id: "");
+    ly_jsonw_key (&body, "data");
+    ly_jsonw_open (&body, '[');
     for (size_t i = 0; i < count; i++) {
         const char *name = ly_tiktok_event_name (config, deliveries [i]->name);
         if (name)
-            json_array_append_new (data, ly_tiktok_event (deliveries [i], name, config));
+            ly_tiktok_event (deliveries [i], name, config, &body);
     }
-    json_t *body = json_pack ("{s:s, s:s, s:o}", "event_source", "app",
-                              "event_source_id", app_id? app_id: "", "data", data);
-    if (body && test_code && *test_code)
-        json_object_set_new (body, "test_event_code", json_string (test_code));
+    ly_jsonw_close (&body, ']');
+    if (test_code && *test_code)
+        ly_jsonw_member_string (&body, "test_event_code", test_code);
+    ly_jsonw_close (&body, '}');
+    request->body = ly_jsonw_take (&body, &request->len);
     size_t len = strlen (base);
     while (len > 0 && base [len - 1] == '/')
         len--;
@@ -206,9 +231,6 @@ ly_tiktok_request (const char *base, const json_t *config, const char *token,
     }
     if (request->headers)
         request->headers = curl_slist_append (request->headers, "Content-Type: application/json");
-    request->body = body? json_dumps (body, JSON_COMPACT): NULL;
-    request->len = request->body? strlen (request->body): 0;
-    json_decref (body);
     if (!request->url || !request->headers || !request->body) {
         ly_request_reset (request);
         return -1;

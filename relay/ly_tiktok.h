@@ -7,6 +7,7 @@
 #define LY_TIKTOK_H
 
 #include "ly_delivery.h"
+#include "ly_jsonw.h"
 
 #define LY_TIKTOK_MAX_EVENTS 1000       /* events per request, TikTok's limit */
 
@@ -19,10 +20,10 @@ int ly_tiktok_settings_check (const json_t *config, char *reason, size_t size);
     Borrowed from config or static. */
 const char *ly_tiktok_event_name (const json_t *config, const char *name);
 
-/*  One element of the request's data array, for an event that has a TikTok name.
-    Caller owns. */
-json_t *ly_tiktok_event (const ly_delivery_t *delivery, const char *tiktok_name,
-                         const json_t *config);
+/*  Writes one element of the request's data array, for an event that has a TikTok
+    name. */
+void ly_tiktok_event (const ly_delivery_t *delivery, const char *tiktok_name,
+                      const json_t *config, ly_jsonw_t *out);
 
 /*  Builds the request for count deliveries (each mapped) with the layer's config
     (checked), the access token and base (LAYERS_TIKTOK_URL). 0 / -1. */

@@ -395,6 +395,41 @@ def test_tiktok_receives_documented_shape(server, mock):
     assert rows[(refused["event_id"], "tiktok")]["reason"] == "consent"
 
 
+def test_event_text_reaches_both_networks_intact(server, mock):
+    """Strings that need escaping, non-ASCII text, nesting and numbers a double cannot
+    hold arrive in each network's body as the app sent them."""
+    project, key = new_project(server, meta={"dataset_id": "123456789012345"},
+                               tiktok={"app_id": "7301234567890123456"})
+    tricky = 'quote " backslash \\ tab \t newline \n bell \u0007 caf\u00e9 \u2028 \U0001F600'
+    plain = event("purchase", device=IPHONE, user_id=tricky,
+                  app={"version": 'v"1\\', "package": "com.example.app"},
+                  properties={"note": tricky, "big": 4611686018427387905,
+                              "exact": 0.1, "nested": {"list": [1, "two", None, True, {"k": tricky}]},
+                              tricky: "key too"})
+    rewritten = event("purchase", device=ANDROID,
+                      properties={"content_ids": ["sku-\"1\"", 7], "ttclid": "E.C.P." + tricky,
+                                  "note": tricky})
+    post(server, key, [plain, rewritten])
+    rows = settled(server, project, 4)
+    assert {r["status"] for r in rows.values()} == {"delivered"}, rows
+
+    meta = {e["event_id"]: e for r in mock.requests("meta") for e in r["body"]["data"]}
+    tiktok = {e["event_id"]: e for r in mock.requests("tiktok") for e in r["body"]["data"]}
+    for request in mock.requests("meta") + mock.requests("tiktok"):
+        assert request["errors"] == [], request["errors"]
+    assert meta[plain["event_id"]]["custom_data"] == plain["properties"]
+    assert meta[plain["event_id"]]["user_data"]["external_id"] == [sha(tricky)]
+    assert meta[plain["event_id"]]["app_data"]["extinfo"][2] == 'v"1\\'
+    assert meta[rewritten["event_id"]]["custom_data"] == rewritten["properties"]
+    assert tiktok[plain["event_id"]]["properties"] == plain["properties"]
+    assert tiktok[plain["event_id"]]["app"]["app_version"] == 'v"1\\'
+    assert "ad" not in tiktok[plain["event_id"]]
+    got = tiktok[rewritten["event_id"]]
+    assert got["properties"] == {"note": tricky,
+                                 "contents": [{"content_id": 'sku-"1"'}, {"content_id": 7}]}
+    assert got["ad"] == {"callback": "E.C.P." + tricky}
+
+
 def test_apple_attribution(server, mock):
     project, key = new_project(server, apple=True)
     tokens = {kind: f"{kind}{uuid.uuid4().hex}" for kind in

@@ -347,6 +347,11 @@ s_prepare_session (PGconn *db, void *arg)
     }
     if (rc == 0 && ly_db_exec (db, "SET statement_timeout = '" S_STATEMENT_TIMEOUT "'", err, sizeof err))
         rc = -1;
+    //  A commit of ours lost in a crash of PostgreSQL itself only means a batch sent
+    //  again with the same event_ids, as after a kill -9 of a relay: no need to wait
+    //  for the WAL flush of every claim and outcome
+    if (rc == 0 && ly_db_exec (db, "SET synchronous_commit = off", err, sizeof err))
+        rc = -1;
     if (rc == 0 && ly_db_exec (db, "LISTEN " S_CHANNEL, err, sizeof err))
         rc = -1;
     if (rc) {

@@ -165,6 +165,14 @@ s_write_conf (ly_pg_t *self, char *err, size_t errlen)
         "# stalls commits; ALTER SYSTEM (postgresql.auto.conf) still wins\n"
         "max_wal_size = '4GB'\n"
         "min_wal_size = '1GB'\n"
+        "# a new 16MB WAL segment is otherwise zero-filled and fsynced by the backend that\n"
+        "# needs it, holding up every commit meanwhile: ~60 ms each 16MB of ingest while\n"
+        "# there are no old segments to recycle (a fresh or quiet cluster)\n"
+        "wal_init_zero = off\n"
+        "# the store's backend writes the table pages it evicts; without this the kernel\n"
+        "# keeps them dirty and writes them back in one burst every 30 s (vm.dirty_expire),\n"
+        "# and commits wait behind that burst for 50-200 ms\n"
+        "backend_flush_after = '256kB'\n"
         "log_min_error_statement = panic\n"
         "log_line_prefix = '%%m [%%p] '\n",
         self->sockdir);

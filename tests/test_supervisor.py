@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lyserver import Layersd, binary, http, alive, children_of
+from lyserver import Layersd, binary, http, alive, children_of, db_connect
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,24 @@ def test_demo_credentials(server):
     assert creds["sdk_key"] != creds["api_token"]
     key = os.path.join(server.data_dir, "master.key")
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+
+
+def test_embedded_postgresql_settings(server):
+    """The embedded cluster runs with layers.conf: WAL room for sustained ingest, new WAL
+    segments not zero-filled while commits wait, and table writes pushed to the disk as
+    they go rather than in 30-second bursts (docs/bench.md)."""
+    conn = db_connect(server)
+    try:
+        cur = conn.cursor()
+        settings = {}
+        for name in ("max_wal_size", "min_wal_size", "wal_init_zero", "backend_flush_after",
+                     "listen_addresses"):
+            cur.execute("SELECT current_setting(%s)", (name,))
+            settings[name] = cur.fetchone()[0]
+    finally:
+        conn.close()
+    assert settings == {"max_wal_size": "4GB", "min_wal_size": "1GB", "wal_init_zero": "off",
+                        "backend_flush_after": "256kB", "listen_addresses": ""}
 
 
 def test_killed_actor_is_restarted(server):

@@ -44,7 +44,7 @@ s_room (ly_jsonw_t *self, size_t bytes)
         return false;
     if (self->len + bytes + 1 <= self->size)
         return true;
-    size_t size = self->size * 2;
+    size_t size = self->size? self->size * 2: 64;     //  0: taken or reset, not init
     while (size < self->len + bytes + 1)
         size *= 2;
     char *data = (char *) realloc (self->data, size);

@@ -110,6 +110,12 @@ main (void)
     text = ly_jsonw_take (&w, &len);
     assert (text == NULL && len == 0);
 
+    //  A writer that was taken from starts again from nothing when written to.
+    ly_jsonw_string (&w, "again");
+    text = ly_jsonw_take (&w, &len);
+    assert (text && streq (text, "\"again\"") && len == 7);
+    free (text);
+
     //  Reset without take frees (and may wipe) the text.
     ly_jsonw_init (&w, 0);
     ly_jsonw_string (&w, "x");

@@ -98,6 +98,120 @@ s_depth (json_t *json)
     return 0;
 }
 
+//  A batch whose body does not parse as a whole may still be whole as a batch: only
+//  some of its events are unreadable (a syntax error, invalid UTF-8, a number out of
+//  range). s_split finds the events' byte ranges in a body of exactly the form
+//  {"events": [ ... ]}, looking only at strings and brackets, so that each event can
+//  be parsed alone and an unreadable one refused alone. -1 when the body is not of
+//  that form, or its strings or brackets do not close (then the whole body is refused).
+
+#define S_SCAN_DEPTH 4096           /* brackets open at once; jansson stops at 2048 */
+
+static size_t
+s_skip_space (const char *text, size_t size, size_t at)
+{
+    while (at < size && (text [at] == ' ' || text [at] == '\t' || text [at] == '\n' || text [at] == '\r'))
+        at++;
+    return at;
+}
+
+//  The end of the string that starts at text [at] (a quote), or 0 when it does not end.
+static size_t
+s_skip_string (const char *text, size_t size, size_t at)
+{
+    for (at++; at < size; at++) {
+        if (text [at] == '\\')
+            at++;
+        else
+        if (text [at] == '"')
+            return at + 1;
+    }
+    return 0;
+}
+
+//  The end of the value that starts at text [at], or 0 when its brackets or strings do
+//  not close. Scalars run to the next delimiter; nothing inside is checked.
+static size_t
+s_skip_value (const char *text, size_t size, size_t at)
+{
+    char open [S_SCAN_DEPTH];
+    size_t depth = 0;
+    size_t start = at;
+    while (at < size) {
+        char c = text [at];
+        if (c == '"') {
+            at = s_skip_string (text, size, at);
+            if (!at)
+                return 0;
+        }
+        else
+        if (c == '{' || c == '[') {
+            if (depth == S_SCAN_DEPTH)
+                return 0;
+            open [depth++] = c == '{'? '}': ']';
+            at++;
+        }
+        else
+        if (c == '}' || c == ']') {
+            if (depth == 0)
+                break;              //  the container around the value closes
+            if (open [--depth] != c)
+                return 0;
+            at++;
+        }
+        else
+        if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r'))
+            break;
+        else
+            at++;
+        if (depth == 0 && (c == '"' || c == '}' || c == ']'))
+            break;                  //  a string or a container ended the value
+    }
+    return depth == 0 && at > start? at: 0;
+}
+
+//  Fills starts [] and ends [] (max entries) with the events' ranges; -1 as above, or
+//  when there are more than max.
+static int
+s_split (const char *text, size_t size, size_t *starts, size_t *ends, size_t max, size_t *count)
+{
+    size_t at = s_skip_space (text, size, 0);
+    if (at >= size || text [at] != '{')
+        return -1;
+    at = s_skip_space (text, size, at + 1);
+    if (size - at < 8 || memcmp (text + at, "\"events\"", 8))
+        return -1;
+    at = s_skip_space (text, size, at + 8);
+    if (at >= size || text [at] != ':')
+        return -1;
+    at = s_skip_space (text, size, at + 1);
+    if (at >= size || text [at] != '[')
+        return -1;
+    *count = 0;
+    at = s_skip_space (text, size, at + 1);
+    if (at < size && text [at] == ']')
+        return -1;                  //  empty: the whole-body error says it better
+    while (true) {
+        size_t end = s_skip_value (text, size, at);
+        if (!end || *count == max)
+            return -1;
+        starts [*count] = at;
+        ends [(*count)++] = end;
+        at = s_skip_space (text, size, end);
+        if (at < size && text [at] == ',') {
+            at = s_skip_space (text, size, at + 1);
+            continue;
+        }
+        if (at < size && text [at] == ']')
+            break;
+        return -1;
+    }
+    at = s_skip_space (text, size, at + 1);
+    if (at >= size || text [at] != '}')
+        return -1;
+    return s_skip_space (text, size, at + 1) == size? 0: -1;
+}
+
 void
 ly_sdkbody_pack_json (msgpack_packer *pk, json_t *json)
 {
@@ -140,6 +254,13 @@ ly_sdkbody_pack_json (msgpack_packer *pk, json_t *json)
     }
 }
 
+static void
+s_free_reasons (char **reasons)
+{
+    for (size_t i = 0; i < LY_SDKBODY_MAX_EVENTS; i++)
+        zstr_free (&reasons [i]);
+}
+
 int
 ly_sdkbody_parse (const char *content_type, const char *content_encoding,
                   const void *body, size_t size, ly_sdkbody_t *out,
@@ -171,6 +292,31 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
     }
     json_error_t json_error;
     json_t *root = json_loadb ((const char *) body, size, JSON_REJECT_DUPLICATES, &json_error);
+    char *unreadable [LY_SDKBODY_MAX_EVENTS] = { NULL };    //  reasons, when split
+    if (!root) {
+        //  Parse the events one by one, if the batch itself is whole
+        size_t starts [LY_SDKBODY_MAX_EVENTS], ends [LY_SDKBODY_MAX_EVENTS], parts = 0;
+        if (s_split ((const char *) body, size, starts, ends, LY_SDKBODY_MAX_EVENTS, &parts) == 0) {
+            root = json_object ();
+            json_t *list = json_array ();
+            json_object_set_new (root, "events", list);
+            for (size_t i = 0; i < parts; i++) {
+                json_error_t part_error;
+                json_t *event = json_loadb ((const char *) body + starts [i], ends [i] - starts [i],
+                                            JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &part_error);
+                if (!event) {
+                    //  Without jansson's "near '<the bytes>'": the reason travels in
+                    //  frames that taps show as they are, and the bytes may be anything
+                    const char *near = strstr (part_error.text, " near ");
+                    int len = near? (int) (near - part_error.text): (int) strlen (part_error.text);
+                    unreadable [i] = zsys_sprintf ("the event is not valid JSON: %.*s", len,
+                                                   part_error.text);
+                    event = json_null ();
+                }
+                json_array_append_new (list, event);
+            }
+        }
+    }
     free (inflated);
     if (!root)
         return s_fail (error, 400, "malformed", "the body is not valid JSON: %s at line %d column %d",
@@ -185,6 +331,7 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
     if (!json_is_object (root) || json_object_get (root, "events")) {
         bool object = json_is_object (root);
         json_decref (root);
+        s_free_reasons (unreadable);
         return s_fail (error, 400, "malformed", object
                        ? "\"events\" must be an array of event objects"
                        : "the body must be one event object or {\"events\": [...]}");
@@ -192,10 +339,12 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
     size_t count = batch? json_array_size (events): 1;
     if (count == 0) {
         json_decref (root);
+        s_free_reasons (unreadable);
         return s_fail (error, 400, "malformed", "\"events\" is empty");
     }
     if (count > LY_SDKBODY_MAX_EVENTS) {
         json_decref (root);
+        s_free_reasons (unreadable);
         return s_fail (error, 413, "too_many_events", "at most %d events per request, got %zu",
                        LY_SDKBODY_MAX_EVENTS, count);
     }
@@ -209,7 +358,10 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
     size_t rejects = 0;
     for (size_t i = 0; i < count; i++) {
         json_t *event = batch? json_array_get (events, i): events;
-        const char *reason = NULL;
+        const char *reason = unreadable [i];
+        if (reason)
+            ;
+        else
         if (!json_is_object (event))
             reason = "an event must be a JSON object";
         else
@@ -227,6 +379,7 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
             ly_sdkbody_pack_json (&pk, event);
     }
     json_decref (root);
+    s_free_reasons (unreadable);
     //  Put the array header in front of the rejections.
     msgpack_sbuffer header;
     msgpack_sbuffer_init (&header);

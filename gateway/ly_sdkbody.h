@@ -1,8 +1,9 @@
 /*  ly_sdkbody.h: the body of POST /l/events, from HTTP bytes to one msgpack array of
     events. Checks the content type and encoding, inflates gzip within a limit, parses
     the JSON (one event, or {"events": [...]}) and packs every event. An event the
-    gateway can already tell is unusable (not an object, nested too deep for a frame)
-    is packed as nil and listed with its reason, so the others go on. Pure functions:
+    gateway can already tell is unusable (not an object, nested too deep for a frame,
+    or, in a batch whose body does not parse whole, not parseable itself) is packed as
+    nil and listed with its reason, so the others go on. Pure functions:
     no sockets, no globals; fuzzed by tests/fuzz/fuzz_sdkbody.c. */
 #ifndef LY_SDKBODY_H
 #define LY_SDKBODY_H

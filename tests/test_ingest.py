@@ -197,6 +197,43 @@ def test_bad_input_gets_its_status(server, case):
     assert ok[0] == 202
 
 
+def test_an_unreadable_event_in_a_batch_is_refused_alone(server):
+    """Events that do not parse (a syntax error, a number out of range, invalid UTF-8)
+    are refused by index with the parser's reason, as are events the gateway refuses
+    itself (not an object, nested too deeply); the batch's readable events are stored."""
+    good = [eid(), eid()]
+    parts = [json.dumps({"event_id": good[0], "name": "x"}).encode(),
+             b'{"event_id": "a", "name": "x",}',
+             b'{"event_id": "b", "name": "x", "properties": {"n": 123456789012345678901234567890}}',
+             b'{"event_id": "c\xff", "name": "x"}',
+             b'{"event_id": "d", "name": "x", "properties": {"r": 1e999}}',
+             b'"just a string"',
+             json.dumps({"event_id": good[1], "name": "x", "properties": {"s": "[{\"}]"}}).encode(),
+             b'{"event_id": "e", "name": "x", "properties": ' + b'{"a": ' * 20 + b"1" + b"}" * 21]
+    body = b'{"events": [' + b",\n ".join(parts) + b"]}"
+    status, _, parsed = post_events(server, body, key=server.key)
+    assert status == 202, parsed
+    assert parsed["accepted"] == 2, parsed
+    refused = {r["index"]: r["error"] for r in parsed["rejected"]}
+    assert set(refused) == {1, 2, 3, 4, 5, 7}, parsed
+    for index in (1, 2, 3, 4):
+        assert refused[index].startswith("the event is not valid JSON: "), refused
+    assert "too big integer" in refused[2] and "0xff" in refused[3], refused
+    assert "overflow" in refused[4], refused
+    assert not any("near" in reason for reason in refused.values()), refused
+    assert refused[5] == "an event must be a JSON object"
+    assert refused[7].startswith("the event nests too deeply"), refused   # the gateway's reason
+    for event_id in good:
+        assert len(row(server, event_id)) == 1
+    # a batch that is not whole, or not only a batch, is still refused whole
+    for broken in (b'{"events": [' + parts[0] + b", " + parts[1],
+                   b'{"events": [' + parts[0] + b", " + parts[1] + b'], "more": 1}',
+                   b'{"events": [' + parts[0] + b", " + parts[1] + b"]} trailing",
+                   b'{"events": [' + parts[0] + b", " + parts[1] + b"}]}"):
+        status, _, parsed = post_events(server, broken, key=server.key)
+        assert status == 400 and parsed["error"]["code"] == "malformed", (broken, parsed)
+
+
 def test_a_byte_order_mark_is_ignored(server):
     event_id = eid()
     body = b"\xef\xbb\xbf" + json.dumps({"event_id": event_id, "name": "x"}).encode()

@@ -1,6 +1,7 @@
-/*  fuzz_sdkbody.c: libFuzzer target for the /l/events body: any bytes, plain and as a
-    gzip claim, must give either an error with a 4xx status or events that decode as
-    one msgpack array of the stated length, nested within the frame limit. */
+/*  fuzz_sdkbody.c: libFuzzer target for the /l/events body: any bytes, plain, as a
+    gzip claim and as the events of a batch, must give either an error with a 4xx
+    status or events that decode as one msgpack array of the stated length, nested
+    within the frame limit. */
 #include "ly_prelude.h"
 #include "ly_sdkbody.h"
 #include "ly_msg.h"
@@ -45,5 +46,17 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
     s_check (data, size, NULL);
     s_check (data, size, "gzip");
+    //  The same bytes as the inside of a batch's array, so that the event-by-event
+    //  parse of a batch that does not parse whole is reached often
+    static const char head [] = "{\"events\": [", tail [] = "]}";
+    size_t wrapped_size = sizeof head - 1 + size + sizeof tail - 1;
+    char *wrapped = (char *) malloc (wrapped_size);
+    assert (wrapped);
+    memcpy (wrapped, head, sizeof head - 1);
+    if (size)
+        memcpy (wrapped + sizeof head - 1, data, size);
+    memcpy (wrapped + sizeof head - 1 + size, tail, sizeof tail - 1);
+    s_check (wrapped, wrapped_size, NULL);
+    free (wrapped);
     return 0;
 }

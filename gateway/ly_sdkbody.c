@@ -130,44 +130,43 @@ s_skip_string (const char *text, size_t size, size_t at)
 }
 
 //  The end of the value that starts at text [at], or 0 when its brackets or strings do
-//  not close. Scalars run to the next delimiter; nothing inside is checked.
+//  not close. Nothing inside is checked: the value is parsed on its own afterwards.
 static size_t
 s_skip_value (const char *text, size_t size, size_t at)
 {
-    char open [S_SCAN_DEPTH];
-    size_t depth = 0;
-    size_t start = at;
-    while (at < size) {
-        char c = text [at];
-        if (c == '"') {
-            at = s_skip_string (text, size, at);
-            if (!at)
-                return 0;
+    if (at < size && text [at] == '"')
+        return s_skip_string (text, size, at);
+    if (at < size && (text [at] == '{' || text [at] == '[')) {
+        char close [S_SCAN_DEPTH];      //  the bracket each open one needs
+        size_t depth = 0;
+        for (; at < size; at++) {
+            char c = text [at];
+            if (c == '"') {
+                at = s_skip_string (text, size, at);
+                if (!at)
+                    return 0;
+                at--;                   //  the loop steps past the closing quote
+            }
+            else
+            if (c == '{' || c == '[') {
+                if (depth == S_SCAN_DEPTH)
+                    return 0;
+                close [depth++] = c == '{'? '}': ']';
+            }
+            else
+            if (c == '}' || c == ']') {
+                if (close [--depth] != c)
+                    return 0;
+                if (depth == 0)
+                    return at + 1;
+            }
         }
-        else
-        if (c == '{' || c == '[') {
-            if (depth == S_SCAN_DEPTH)
-                return 0;
-            open [depth++] = c == '{'? '}': ']';
-            at++;
-        }
-        else
-        if (c == '}' || c == ']') {
-            if (depth == 0)
-                break;              //  the container around the value closes
-            if (open [--depth] != c)
-                return 0;
-            at++;
-        }
-        else
-        if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r'))
-            break;
-        else
-            at++;
-        if (depth == 0 && (c == '"' || c == '}' || c == ']'))
-            break;                  //  a string or a container ended the value
+        return 0;
     }
-    return depth == 0 && at > start? at: 0;
+    size_t start = at;                  //  a scalar, up to the next delimiter
+    while (at < size && !memchr (",]} \t\n\r", text [at], 7))
+        at++;
+    return at > start? at: 0;
 }
 
 //  Fills starts [] and ends [] (max entries) with the events' ranges; -1 as above, or
@@ -254,11 +253,15 @@ ly_sdkbody_pack_json (msgpack_packer *pk, json_t *json)
     }
 }
 
+//  Frees the reasons of a split body (count of them), and the array.
 static void
-s_free_reasons (char **reasons)
+s_free_reasons (char ***reasons_p, size_t count)
 {
-    for (size_t i = 0; i < LY_SDKBODY_MAX_EVENTS; i++)
+    char **reasons = *reasons_p;
+    for (size_t i = 0; reasons && i < count; i++)
         zstr_free (&reasons [i]);
+    free (reasons);
+    *reasons_p = NULL;
 }
 
 int
@@ -292,11 +295,14 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
     }
     json_error_t json_error;
     json_t *root = json_loadb ((const char *) body, size, JSON_REJECT_DUPLICATES, &json_error);
-    char *unreadable [LY_SDKBODY_MAX_EVENTS] = { NULL };    //  reasons, when split
+    char **unreadable = NULL;       //  per event, NULL or why it does not parse: when split
+    size_t parts = 0;
     if (!root) {
         //  Parse the events one by one, if the batch itself is whole
-        size_t starts [LY_SDKBODY_MAX_EVENTS], ends [LY_SDKBODY_MAX_EVENTS], parts = 0;
+        size_t starts [LY_SDKBODY_MAX_EVENTS], ends [LY_SDKBODY_MAX_EVENTS];
         if (s_split ((const char *) body, size, starts, ends, LY_SDKBODY_MAX_EVENTS, &parts) == 0) {
+            unreadable = (char **) calloc (parts, sizeof (char *));
+            assert (unreadable);
             root = json_object ();
             json_t *list = json_array ();
             json_object_set_new (root, "events", list);
@@ -331,7 +337,7 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
     if (!json_is_object (root) || json_object_get (root, "events")) {
         bool object = json_is_object (root);
         json_decref (root);
-        s_free_reasons (unreadable);
+        s_free_reasons (&unreadable, parts);
         return s_fail (error, 400, "malformed", object
                        ? "\"events\" must be an array of event objects"
                        : "the body must be one event object or {\"events\": [...]}");
@@ -339,12 +345,12 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
     size_t count = batch? json_array_size (events): 1;
     if (count == 0) {
         json_decref (root);
-        s_free_reasons (unreadable);
+        s_free_reasons (&unreadable, parts);
         return s_fail (error, 400, "malformed", "\"events\" is empty");
     }
     if (count > LY_SDKBODY_MAX_EVENTS) {
         json_decref (root);
-        s_free_reasons (unreadable);
+        s_free_reasons (&unreadable, parts);
         return s_fail (error, 413, "too_many_events", "at most %d events per request, got %zu",
                        LY_SDKBODY_MAX_EVENTS, count);
     }
@@ -358,7 +364,7 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
     size_t rejects = 0;
     for (size_t i = 0; i < count; i++) {
         json_t *event = batch? json_array_get (events, i): events;
-        const char *reason = unreadable [i];
+        const char *reason = unreadable? unreadable [i]: NULL;
         if (reason)
             ;
         else
@@ -379,7 +385,7 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
             ly_sdkbody_pack_json (&pk, event);
     }
     json_decref (root);
-    s_free_reasons (unreadable);
+    s_free_reasons (&unreadable, parts);
     //  Put the array header in front of the rejections.
     msgpack_sbuffer header;
     msgpack_sbuffer_init (&header);

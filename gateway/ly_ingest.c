@@ -70,6 +70,26 @@ s_self_new (zsock_t *pipe)
     return self;
 }
 
+//  The gateway's reason for refusing event index, if it gave one: refused holds count
+//  [index, reason] pairs in index order, *cursor the first not yet passed.
+static const msgpack_object_str *
+s_gateway_reason (const msgpack_object *refused, uint32_t count, uint32_t *cursor, uint32_t index)
+{
+    for (; *cursor < count; (*cursor)++) {
+        const msgpack_object *pair = &refused->via.array.ptr [*cursor];
+        if (pair->type != MSGPACK_OBJECT_ARRAY || pair->via.array.size != 2
+        ||  pair->via.array.ptr [0].type != MSGPACK_OBJECT_POSITIVE_INTEGER
+        ||  pair->via.array.ptr [1].type != MSGPACK_OBJECT_STR)
+            continue;                   //  not a pair: skipped
+        uint64_t at = pair->via.array.ptr [0].via.u64;
+        if (at > index)
+            return NULL;
+        if (at == index)
+            return &pair->via.array.ptr [1].via.str;
+    }
+    return NULL;
+}
+
 //  Scrubs one request's events and sends them on to the store.
 static void
 s_handle_submit (self_t *self, ly_msg_t *submit)
@@ -100,26 +120,19 @@ s_handle_submit (self_t *self, ly_msg_t *submit)
     uint32_t rejects = 0;
     ly_event_stats_t stats = { 0 };
     bool valid_context = ctx.org_id && ctx.project_id && ctx.received_usec > 0;
-    //  The events the gateway refused already ([index, reason]; nil in events) keep
-    //  the gateway's reason
+    //  The events the gateway refused already keep its reason: its [index, reason]
+    //  pairs come in index order, so one cursor walks them beside the events
     const msgpack_object *refused = ly_msg_obj (submit, LY_EVENTS_SUBMIT_REJECTED);
-    const msgpack_object_str **gateway_reason =
-        (const msgpack_object_str **) calloc (count + 1, sizeof (msgpack_object_str *));
-    for (uint32_t r = 0; refused && refused->type == MSGPACK_OBJECT_ARRAY && r < refused->via.array.size; r++) {
-        const msgpack_object *pair = &refused->via.array.ptr [r];
-        if (pair->type == MSGPACK_OBJECT_ARRAY && pair->via.array.size == 2
-        &&  pair->via.array.ptr [0].type == MSGPACK_OBJECT_POSITIVE_INTEGER
-        &&  pair->via.array.ptr [0].via.u64 < count
-        &&  pair->via.array.ptr [1].type == MSGPACK_OBJECT_STR)
-            gateway_reason [pair->via.array.ptr [0].via.u64] = &pair->via.array.ptr [1].via.str;
-    }
+    uint32_t refused_count = refused && refused->type == MSGPACK_OBJECT_ARRAY? refused->via.array.size: 0;
+    uint32_t next_refused = 0;
     for (uint32_t i = 0; i < count; i++) {
         char event_id [129];
         char reason [256] = "";
         ly_result_t rc = LY_INVALID;
-        if (gateway_reason [i])
-            snprintf (reason, sizeof reason, "%.*s", (int) gateway_reason [i]->size,
-                      gateway_reason [i]->ptr);
+        const msgpack_object_str *gateway_reason =
+            s_gateway_reason (refused, refused_count, &next_refused, i);
+        if (gateway_reason)
+            snprintf (reason, sizeof reason, "%.*s", (int) gateway_reason->size, gateway_reason->ptr);
         else
         if (valid_context)
             rc = ly_event_scrub (&events->via.array.ptr [i], &ctx, &rows, &rows_len,
@@ -140,7 +153,6 @@ s_handle_submit (self_t *self, ly_msg_t *submit)
     }
     free (reject_index);
     free (reject_reason);
-    free (gateway_reason);
     ly_metric_add (self->accepted, count - rejects);
     ly_metric_add (self->rejected, rejects);
     ly_metric_add (self->email_invalid, stats.email_invalid);

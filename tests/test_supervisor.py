@@ -204,10 +204,11 @@ def test_default_actors(server):
 
 
 def test_several_relays_and_ingests_are_supervised():
-    with Layersd(args=["--relay", "2", "--ingest", "2"]) as s:
+    # counts other than the defaults (one ingest, two relays), so that an ignored option fails
+    with Layersd(args=["--relay", "3", "--ingest", "2"]) as s:
         roles = [cmdline_role(pid) for pid in children_of(s.proc.pid)]
         assert sorted(r for r in roles if r) == sorted(
-            ["store", "api", "ingest", "ingest", "gateway", "relay", "relay"]), roles
+            ["store", "api", "ingest", "ingest", "gateway", "relay", "relay", "relay"]), roles
 
 
 def cmdline_role(pid):

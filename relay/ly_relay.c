@@ -354,12 +354,8 @@ s_prepare_session (PGconn *db, void *arg)
         rc = -1;
     if (rc == 0 && ly_db_exec (db, "LISTEN " S_CHANNEL, err, sizeof err))
         rc = -1;
-    if (rc) {
-        size_t len = strlen (err);
-        while (len && (err [len - 1] == '\n' || err [len - 1] == ' '))
-            err [--len] = 0;
+    if (rc)
         ly_error (S_ACTOR, "could not prepare the relay session: %s", err);
-    }
     return rc;
 }
 
@@ -375,12 +371,8 @@ static void
 s_db_failed (self_t *self, const char *what, const PGresult *res)
 {
     char reason [512];
-    snprintf (reason, sizeof reason, "%s", res? PQresultErrorMessage (res)
-                                              : self->db? PQerrorMessage (self->db): "");
-    size_t len = strlen (reason);
-    while (len && (reason [len - 1] == '\n' || reason [len - 1] == ' '))
-        reason [--len] = 0;
-    ly_warning (S_ACTOR, "could not %s: %s", what, reason);
+    ly_warning (S_ACTOR, "could not %s: %s", what, ly_db_message (reason, sizeof reason,
+                res? PQresultErrorMessage (res): self->db? PQerrorMessage (self->db): ""));
     ly_db_session_check (self->session);
     self->db = NULL;
 }
@@ -592,11 +584,8 @@ failure:
         bool data_error = state && (strncmp (state, "22", 2) == 0 || strncmp (state, "23", 2) == 0);
         if (data_error) {
             char reason [256];
-            snprintf (reason, sizeof reason, "%s", PQresultErrorMessage (res));
-            size_t len = strlen (reason);
-            while (len && (reason [len - 1] == '\n' || reason [len - 1] == ' '))
-                reason [--len] = 0;
-            ly_warning (S_ACTOR, "could not %s: %s", failed, reason);
+            ly_warning (S_ACTOR, "could not %s: %s", failed,
+                        ly_db_message (reason, sizeof reason, PQresultErrorMessage (res)));
             result = LY_INVALID;
         }
         else

@@ -3,6 +3,7 @@
 #include "ly_bootstrap.h"
 #include "ly_config.h"
 #include "ly_crypto.h"
+#include "ly_db.h"
 #include "ly_log.h"
 
 #define S_PREFIX_LEN 12         /* visible part of a key or token, e.g. "lys_3kT9aQ2x" */
@@ -35,10 +36,9 @@ s_exec (PGconn *conn, const char *sql, int nparams, const char *const *params,
     if (PQresultStatus (res) == PGRES_COMMAND_OK || PQresultStatus (res) == PGRES_TUPLES_OK)
         value = strdup ("");
     else {
-        snprintf (err, errlen, "could not create the demo workspace: %s", PQresultErrorMessage (res));
-        size_t len = strlen (err);
-        while (len && err [len - 1] == '\n')
-            err [--len] = 0;
+        char reason [512];
+        snprintf (err, errlen, "could not create the demo workspace: %s",
+                  ly_db_message (reason, sizeof reason, PQresultErrorMessage (res)));
     }
     PQclear (res);
     return value;

@@ -80,15 +80,23 @@ ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
         return NULL;
     }
     if (PQstatus (conn) != CONNECTION_OK) {
+        char reason [512];
         snprintf (err, errlen, "could not connect to the database as %s: %s",
-                  ly_db_role_name (role), PQerrorMessage (conn));
-        size_t len = strlen (err);
-        while (len && (err [len - 1] == '\n' || err [len - 1] == ' '))
-            err [--len] = 0;
+                  ly_db_role_name (role), ly_db_message (reason, sizeof reason, PQerrorMessage (conn)));
         PQfinish (conn);
         return NULL;
     }
     return conn;
+}
+
+char *
+ly_db_message (char *out, size_t size, const char *message)
+{
+    snprintf (out, size, "%s", message? message: "");
+    size_t len = strlen (out);
+    while (len && (out [len - 1] == '\n' || out [len - 1] == ' '))
+        out [--len] = 0;
+    return out;
 }
 
 int
@@ -98,10 +106,7 @@ ly_db_exec (PGconn *conn, const char *sql, char *err, size_t errlen)
     ExecStatusType status = PQresultStatus (res);
     int rc = 0;
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-        snprintf (err, errlen, "%s", PQresultErrorMessage (res));
-        size_t len = strlen (err);
-        while (len && (err [len - 1] == '\n' || err [len - 1] == ' '))
-            err [--len] = 0;
+        ly_db_message (err, errlen, PQresultErrorMessage (res));
         rc = -1;
     }
     PQclear (res);

@@ -31,6 +31,9 @@ PGconn *ly_db_connect (ly_db_role_t role, char *err, size_t errlen);
 /*  Gives every server role LOGIN and its derived password (SCRAM-hashed client-side).
     conn is an admin session. 0 / -1. */
 int ly_db_setup_roles (PGconn *conn, char *err, size_t errlen);
+/*  A libpq message (PQresultErrorMessage, PQerrorMessage) copied into out as one log
+    line: without the newline (and spaces) libpq ends it with. Returns out. */
+char *ly_db_message (char *out, size_t size, const char *message);
 /*  Runs one statement without parameters and checks it succeeded; 0 / -1 (err). */
 int ly_db_exec (PGconn *conn, const char *sql, char *err, size_t errlen);
 

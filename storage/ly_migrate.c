@@ -26,6 +26,7 @@
 
 #include "ly_prelude.h"
 #include "ly_migrate.h"
+#include "ly_db.h"
 #include "ly_migrations_data.h"
 
 #define MIGRATE_LOCK_KEY "1280920905"   /* 0x4C594D49, "LYMI": the lock of schema migrations */
@@ -58,10 +59,8 @@ s_set_error (char *err, size_t errlen, PGconn *conn, const PGresult *res,
         }
         snprintf (where, sizeof where, " at line %d", line);
     }
-    snprintf (err, errlen, "%s%s: %s", what, where, message);
-    size_t len = strlen (err);
-    while (len > 0 && (err [len - 1] == '\n' || err [len - 1] == ' '))
-        err [--len] = '\0';
+    char line [1024];
+    snprintf (err, errlen, "%s%s: %s", what, where, ly_db_message (line, sizeof line, message));
 }
 
 //  Runs sql (one or more statements, no parameters) and checks it succeeded. what names

@@ -216,11 +216,8 @@ s_expire (self_t *self)
     }
     else {
         char reason [512];
-        snprintf (reason, sizeof reason, "%s", PQresultErrorMessage (res));
-        size_t len = strlen (reason);
-        while (len && (reason [len - 1] == '\n' || reason [len - 1] == ' '))
-            reason [--len] = 0;
-        ly_warning (S_ACTOR, "could not expire deduplication keys: %s", reason);
+        ly_warning (S_ACTOR, "could not expire deduplication keys: %s",
+                    ly_db_message (reason, sizeof reason, PQresultErrorMessage (res)));
         if (PQstatus (self->db) != CONNECTION_OK)
             s_db_failed (self);
     }
@@ -313,13 +310,13 @@ s_write (self_t *self, size_t from, size_t to)
     ly_result_t result = LY_UNAVAILABLE;
     PGresult *res = NULL;
     if (!PQsendQuery (self->db, self->copy_sql)) {      //  "BEGIN; COPY ..."
-        snprintf (err, sizeof err, "%s", PQerrorMessage (self->db));
+        ly_db_message (err, sizeof err, PQerrorMessage (self->db));
         goto cleanup;
     }
     while ((res = PQgetResult (self->db)) && PQresultStatus (res) == PGRES_COMMAND_OK)
         PQclear (res);                                  //  BEGIN
     if (PQresultStatus (res) != PGRES_COPY_IN) {
-        snprintf (err, sizeof err, "%s", res? PQresultErrorMessage (res): PQerrorMessage (self->db));
+        ly_db_message (err, sizeof err, res? PQresultErrorMessage (res): PQerrorMessage (self->db));
         goto rollback;
     }
     PQclear (res);
@@ -349,12 +346,12 @@ s_write (self_t *self, size_t from, size_t to)
         request->accepted = 0;
     }
     if (sent != 1 || PQputCopyEnd (self->db, NULL) != 1) {
-        snprintf (err, sizeof err, "%s", PQerrorMessage (self->db));
+        ly_db_message (err, sizeof err, PQerrorMessage (self->db));
         goto rollback;
     }
     res = PQgetResult (self->db);
     if (PQresultStatus (res) != PGRES_COMMAND_OK) {
-        snprintf (err, sizeof err, "%s", PQresultErrorMessage (res));
+        ly_db_message (err, sizeof err, PQresultErrorMessage (res));
         result = LY_INVALID;
         goto rollback;
     }
@@ -364,7 +361,7 @@ s_write (self_t *self, size_t from, size_t to)
     //  The statement, then COMMIT: the first result is the statement's rows, the second
     //  COMMIT's; after an error PostgreSQL skips the COMMIT.
     if (!PQsendQuery (self->db, "EXECUTE ly_batch; COMMIT")) {
-        snprintf (err, sizeof err, "%s", PQerrorMessage (self->db));
+        ly_db_message (err, sizeof err, PQerrorMessage (self->db));
         goto rollback;
     }
     res = PQgetResult (self->db);
@@ -374,7 +371,7 @@ s_write (self_t *self, size_t from, size_t to)
         PQclear (extra);
     if (PQresultStatus (res) != PGRES_TUPLES_OK || PQresultStatus (commit) != PGRES_COMMAND_OK) {
         const PGresult *failed = PQresultStatus (res) != PGRES_TUPLES_OK? res: commit;
-        snprintf (err, sizeof err, "%s", failed? PQresultErrorMessage (failed): PQerrorMessage (self->db));
+        ly_db_message (err, sizeof err, failed? PQresultErrorMessage (failed): PQerrorMessage (self->db));
         const char *state = PQresultErrorField (failed, PG_DIAG_SQLSTATE);
         if (state && (strncmp (state, "22", 2) == 0 || strncmp (state, "23", 2) == 0))
             result = LY_INVALID;
@@ -410,9 +407,6 @@ rollback:
 cleanup:
     PQclear (res);
     if (result != LY_OK) {
-        size_t len = strlen (err);
-        while (len && err [len - 1] == '\n')
-            err [--len] = 0;
         ly_warning (S_ACTOR, "could not write %zu requests: %s", to - from, err);
         if (PQstatus (self->db) != CONNECTION_OK)
             result = LY_UNAVAILABLE;

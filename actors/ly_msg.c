@@ -86,7 +86,8 @@ static const s_type_t s_types [] = {
         [LY_API_RESPONSE_ETAG]          = { "etag",         LY_FT_STR,  LY_PII_NONE },
         [LY_API_RESPONSE_LOCATION]      = { "location",     LY_FT_STR,  LY_PII_NONE },
         [LY_API_RESPONSE_BODY]          = { "body",         LY_FT_BIN,  LY_PII_RAW },
-        [LY_API_RESPONSE_ALLOW]         = { "allow",        LY_FT_STR,  LY_PII_NONE } } },
+        [LY_API_RESPONSE_ALLOW]         = { "allow",        LY_FT_STR,  LY_PII_NONE },
+        [LY_API_RESPONSE_KEYS_CHANGED]  = { "keys_changed", LY_FT_BOOL, LY_PII_NONE } } },
 #ifdef LY_MSG_SELFTEST_TYPES
     LY_MSG_SELFTEST_TYPES
 #endif

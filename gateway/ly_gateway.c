@@ -861,9 +861,9 @@ s_handle_api_response (self_t *self, ly_msg_t *msg)
         s_auth_failed (self, request);
     else
         s_auth_worked (self, request);
-    //  A delete that worked may have revoked an SDK key (or removed its project): forget
-    //  every cached key, so that this gateway refuses it from now on
-    if (status >= 200 && status < 300 && streq (request->method, "DELETE"))
+    //  An SDK key revoked, or its project changed or gone: forget the cached keys, so
+    //  that this gateway sees the change from the next request on
+    if (ly_msg_bool (msg, LY_API_RESPONSE_KEYS_CHANGED))
         zhashx_purge (self->keys);
     s_finish (self, request);
 }

@@ -128,6 +128,8 @@ s_api_request (self_t *self, ly_msg_t *msg)
     ly_msg_set_str (reply, LY_API_RESPONSE_LOCATION, response.location);
     ly_msg_set_bin (reply, LY_API_RESPONSE_BODY, response.body? response.body: "", response.body_len);
     ly_msg_set_str (reply, LY_API_RESPONSE_ALLOW, response.allow);
+    if (response.keys_changed)
+        ly_msg_set_bool (reply, LY_API_RESPONSE_KEYS_CHANGED, true);
     ly_api_response_reset (&response);
     return reply;
 }

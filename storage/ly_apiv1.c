@@ -111,6 +111,7 @@ ly_apiv1_role_permissions (int rank)
 
 #define S_BODY          1       /* a JSON object body is required */
 #define S_BODY_OPTIONAL 2       /* a JSON object body may be sent */
+#define S_KEYS          4       /* when it works, what SDK keys stand for changed */
 
 typedef struct {
     const char *method;
@@ -142,8 +143,8 @@ static const s_route_t s_routes [] = {
     { "GET",    "/v1/projects", LY_PERM_READ, 0, S_PAGE, ly_apiv1_projects_list },
     { "POST",   "/v1/projects", LY_PERM_PROJECT_WRITE, S_BODY, "", ly_apiv1_project_create },
     { "GET",    "/v1/projects/{project_id}", LY_PERM_READ, 0, "", ly_apiv1_project_get },
-    { "PATCH",  "/v1/projects/{project_id}", LY_PERM_PROJECT_WRITE, S_BODY, "", ly_apiv1_project_update },
-    { "DELETE", "/v1/projects/{project_id}", LY_PERM_PROJECT_WRITE, 0, "", ly_apiv1_project_delete },
+    { "PATCH",  "/v1/projects/{project_id}", LY_PERM_PROJECT_WRITE, S_BODY | S_KEYS, "", ly_apiv1_project_update },
+    { "DELETE", "/v1/projects/{project_id}", LY_PERM_PROJECT_WRITE, S_KEYS, "", ly_apiv1_project_delete },
 
     { "GET",    "/v1/projects/{project_id}/layers", LY_PERM_READ, 0, "", ly_apiv1_layers_list },
     { "GET",    "/v1/projects/{project_id}/layers/{layer}", LY_PERM_READ, 0, "", ly_apiv1_layer_get },
@@ -152,7 +153,7 @@ static const s_route_t s_routes [] = {
 
     { "GET",    "/v1/projects/{project_id}/sdk-keys", LY_PERM_READ, 0, S_PAGE, ly_apiv1_sdk_keys_list },
     { "POST",   "/v1/projects/{project_id}/sdk-keys", LY_PERM_PROJECT_WRITE, S_BODY_OPTIONAL, "", ly_apiv1_sdk_key_create },
-    { "DELETE", "/v1/projects/{project_id}/sdk-keys/{key_id}", LY_PERM_PROJECT_WRITE, 0, "", ly_apiv1_sdk_key_delete },
+    { "DELETE", "/v1/projects/{project_id}/sdk-keys/{key_id}", LY_PERM_PROJECT_WRITE, S_KEYS, "", ly_apiv1_sdk_key_delete },
 
     { "GET",    "/v1/projects/{project_id}/ads-content", LY_PERM_READ, 0, S_PAGE, ly_apiv1_project_ads_list },
     { "PUT",    "/v1/projects/{project_id}/ads-content/{ad_content_id}", LY_PERM_CONTENT_WRITE, 0, "", ly_apiv1_project_ad_link },
@@ -797,6 +798,7 @@ s_handle (ly_apiv1_t *self, const ly_api_request_t *req, ly_api_response_t *resp
     s_end (self, &ctx);
     if (!resp->status)
         ly_apiv1_error (&ctx, 500, "internal", "no answer");
+    resp->keys_changed = route && (route->flags & S_KEYS) && resp->status >= 200 && resp->status < 300;
 
     //  One line per request: nothing the client sent but its method, and only when it
     //  is a plain token.

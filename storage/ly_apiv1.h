@@ -29,6 +29,9 @@ typedef struct {
     char *etag;                 /* owned; NULL: no ETag header */
     char *location;             /* owned; NULL: no Location header */
     char *allow;                /* owned; NULL: no Allow header (set with 405) */
+    bool keys_changed;          /* the request changed what an SDK key stands for (a key
+                                   revoked, its project changed or gone): gateways must
+                                   look keys up again */
 } ly_api_response_t;
 
 typedef struct _ly_apiv1_t ly_apiv1_t;

@@ -947,6 +947,32 @@ def test_sdk_keys_are_shown_once_and_revocable(server, orgs):
         time.sleep(0.2)
 
 
+def test_a_project_change_reaches_the_gateway_at_once(server, orgs):
+    """The gateway caches what an SDK key stands for; a change to the key's project made
+    through the API (its default country code) applies from the next request, and a
+    deleted project's keys are refused at once."""
+    a, _ = orgs
+    project = a.new_project()
+    assert a.call("admin", "PATCH", "/v1/projects/" + project, {"default_country_code": "1"})[0] == 200
+    status, _, got = a.call("admin", "POST", "/v1/projects/%s/sdk-keys" % project, {"name": "cc"})
+    key = got["key"]
+    cur = server.db.cursor()
+
+    def phone_hash():
+        event_id = "cc-" + uuid.uuid4().hex
+        status, _, got = post_events(server, {"event_id": event_id, "name": "x", "phone": "650 555 1212"},
+                                     key=key)
+        assert status == 202 and got["accepted"] == 1, got
+        cur.execute("SELECT phone_sha256 FROM sdk_events WHERE event_id = %s", (event_id,))
+        return cur.fetchone()[0]
+    assert phone_hash() == hashlib.sha256(b"16505551212").hexdigest()     # the key is cached now
+    assert a.call("admin", "PATCH", "/v1/projects/" + project, {"default_country_code": "44"})[0] == 200
+    assert phone_hash() == hashlib.sha256(b"446505551212").hexdigest()
+    assert a.call("admin", "DELETE", "/v1/projects/" + project)[0] == 204
+    status, _, got = post_events(server, {"event_id": "cc-" + uuid.uuid4().hex, "name": "x"}, key=key)
+    assert status == 401, got
+
+
 def test_ads_content_links(server, orgs):
     a, _ = orgs
     ad, project = a.new_ad(), a.new_project()

@@ -50,6 +50,22 @@ s_role_password (ly_db_role_t role, char password [65])
     password [64] = 0;
 }
 
+char *
+ly_db_options (const char *conninfo, char *out, size_t size)
+{
+    const char *given = getenv ("PGOPTIONS");
+    PQconninfoOption *parsed = conninfo? PQconninfoParse (conninfo, NULL): NULL;
+    for (PQconninfoOption *option = parsed; option && option->keyword; option++)
+        if (streq (option->keyword, "options") && option->val && *option->val)
+            given = option->val;
+    if (given && *given)
+        snprintf (out, size, "%s -c jit=off", given);
+    else
+        snprintf (out, size, "-c jit=off");
+    PQconninfoFree (parsed);
+    return out;
+}
+
 PGconn *
 ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
 {
@@ -60,10 +76,10 @@ ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
     char password [65] = "";
     char application [64];
     snprintf (application, sizeof application, "layers-%s", ly_db_role_name (role));
-    //  JIT off: every statement of ours is short and runs all the time, and JIT compiles
-    //  for hundreds of milliseconds once an estimate passes jit_above_cost
+    char options [1024];
     const char *keys [8] = { "dbname", "application_name", "connect_timeout", "options" };
-    const char *values [8] = { s_admin_url, application, "5", "-c jit=off" };
+    const char *values [8] = { s_admin_url, application, "5",
+                               ly_db_options (s_admin_url, options, sizeof options) };
     int count = 4;
     if (role != LY_DB_ADMIN) {              //  else keep the URL's own user and password
         s_role_password (role, password);

@@ -31,6 +31,11 @@ PGconn *ly_db_connect (ly_db_role_t role, char *err, size_t errlen);
 /*  Gives every server role LOGIN and its derived password (SCRAM-hashed client-side).
     conn is an admin session. 0 / -1. */
 int ly_db_setup_roles (PGconn *conn, char *err, size_t errlen);
+/*  The server options a session of ours connects with: the URL's own "options" (else
+    $PGOPTIONS) and "-c jit=off" (every statement of ours is short and runs all the time,
+    while JIT compiles for hundreds of milliseconds once an estimate passes
+    jit_above_cost). Returns out. */
+char *ly_db_options (const char *conninfo, char *out, size_t size);
 /*  A libpq message (PQresultErrorMessage, PQerrorMessage) copied into out as one log
     line: without the newline (and spaces) libpq ends it with. Returns out. */
 char *ly_db_message (char *out, size_t size, const char *message);

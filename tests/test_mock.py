@@ -263,6 +263,19 @@ def test_meta_warns_about_accepted_deviations(mock):
     assert any("client_ip_address" in w for w in rec["warnings"])
 
 
+def test_both_fakes_warn_about_money_that_is_not_money(mock):
+    """A value that is not a number or a currency that is not a 3-letter code is accepted
+    with a warning by Meta's fake (custom_data) and TikTok's (properties) alike."""
+    bad = {"value": "9.99", "currency": "dollars"}
+    assert meta_post(mock, {"data": [meta_event(custom_data=bad)]}).status_code == 200
+    assert tiktok_post(mock, [tiktok_event(properties=bad)]).status_code == 200
+    for service, field in (("meta", "custom_data"), ("tiktok", "properties")):
+        [rec] = recorded(mock, service=service)
+        assert rec["errors"] == [], rec
+        assert "data[0].%s.value: not a number" % field in rec["warnings"], rec["warnings"]
+        assert "data[0].%s.currency: not an ISO 4217 code" % field in rec["warnings"], rec["warnings"]
+
+
 def test_tiktok_accepts_documented_batch(mock):
     events = [tiktok_event(i) for i in range(2)]
     r = tiktok_post(mock, events, test_event_code="TEST42")

@@ -1,6 +1,7 @@
 /*  ly_sdkbody.c: the /l/events body (see ly_sdkbody.h). */
 #include "ly_sdkbody.h"
 #include <zlib.h>
+#include <math.h>
 
 static int
 s_fail (ly_sdkbody_error_t *error, unsigned status, const char *code, const char *format, ...)
@@ -253,6 +254,494 @@ ly_sdkbody_pack_json (msgpack_packer *pk, json_t *json)
     }
 }
 
+//  The fast path. Most bodies are one event object or {"events": [objects]}, valid and
+//  within limits; for those, one pass over the text writes the msgpack directly, with
+//  no tree and no allocation per value. It accepts only what jansson (with the flags the
+//  reference path uses) would accept and turn into the same values; anything else, from
+//  a syntax error to an event nested too deep, makes it give up (-1) and the reference
+//  path below decides, with its messages. tests/fuzz/fuzz_sdkbody.c checks both paths
+//  agree on every input the fast path takes. Maps and arrays get a 16-bit length header
+//  (their size is known only at their end); strings and scalars are packed as msgpack-c
+//  packs them.
+
+#define S_FAST_KEYS 1024            /* keys of the objects open at once */
+
+typedef struct {
+    const uint8_t *text;
+    size_t size;
+    size_t at;                      //  next byte to read
+    msgpack_sbuffer out;
+    msgpack_packer pk;
+    char *scratch;                  //  an escaped string, decoded; NULL until needed
+    size_t key_at [S_FAST_KEYS];    //  the open objects' keys: offset in out.data
+    size_t key_len [S_FAST_KEYS];
+    size_t keys;
+} s_fast_t;
+
+static void
+s_fast_space (s_fast_t *self)
+{
+    while (self->at < self->size) {
+        uint8_t c = self->text [self->at];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+            break;
+        self->at++;
+    }
+}
+
+//  The byte at the cursor after white space, or 0 at the end.
+static uint8_t
+s_fast_peek (s_fast_t *self)
+{
+    s_fast_space (self);
+    return self->at < self->size? self->text [self->at]: 0;
+}
+
+//  Length of the valid UTF-8 sequence at text [at] (a byte >= 0x80), 0 when invalid:
+//  no overlong forms, no surrogates, nothing past U+10FFFF.
+static size_t
+s_fast_utf8 (const uint8_t *text, size_t size, size_t at)
+{
+    uint8_t c = text [at];
+    size_t len = c >= 0xC2 && c <= 0xDF? 2: c >= 0xE0 && c <= 0xEF? 3: c >= 0xF0 && c <= 0xF4? 4: 0;
+    if (!len || at + len > size)
+        return 0;
+    uint32_t point = c & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((text [at + i] & 0xC0) != 0x80)
+            return 0;
+        point = (point << 6) | (text [at + i] & 0x3F);
+    }
+    if ((len == 3 && point < 0x800) || (len == 4 && point < 0x10000)
+    ||  (point >= 0xD800 && point <= 0xDFFF) || point > 0x10FFFF)
+        return 0;
+    return len;
+}
+
+static int
+s_fast_hex4 (const uint8_t *text, size_t size, size_t at, uint32_t *value)
+{
+    if (at + 4 > size)
+        return -1;
+    *value = 0;
+    for (size_t i = at; i < at + 4; i++) {
+        uint8_t c = text [i];
+        int digit = c >= '0' && c <= '9'? c - '0': c >= 'a' && c <= 'f'? c - 'a' + 10
+                  : c >= 'A' && c <= 'F'? c - 'A' + 10: -1;
+        if (digit < 0)
+            return -1;
+        *value = (*value << 4) | (uint32_t) digit;
+    }
+    return 0;
+}
+
+//  Decodes the escaped string whose contents start at text [at] into scratch; the end
+//  of the string (after its closing quote) and the decoded length, or -1.
+static int
+s_fast_unescape (s_fast_t *self, size_t at, size_t *end, size_t *len)
+{
+    if (!self->scratch) {
+        self->scratch = (char *) malloc (self->size);
+        assert (self->scratch);
+    }
+    char *into = self->scratch;
+    const uint8_t *text = self->text;
+    while (at < self->size) {
+        uint8_t c = text [at];
+        if (c == '"') {
+            *end = at + 1;
+            *len = (size_t) (into - self->scratch);
+            return 0;
+        }
+        if (c < 0x20)
+            return -1;
+        if (c >= 0x80) {
+            size_t seq = s_fast_utf8 (text, self->size, at);
+            if (!seq)
+                return -1;
+            memcpy (into, text + at, seq);
+            into += seq;
+            at += seq;
+            continue;
+        }
+        if (c != '\\') {
+            *into++ = (char) c;
+            at++;
+            continue;
+        }
+        if (at + 1 >= self->size)
+            return -1;
+        c = text [at + 1];
+        const char *plain = strchr ("\"\\/bfnrt", c);
+        if (c && plain) {
+            *into++ = "\"\\/\b\f\n\r\t" [plain - "\"\\/bfnrt"];
+            at += 2;
+            continue;
+        }
+        uint32_t point;
+        if (c != 'u' || s_fast_hex4 (text, self->size, at + 2, &point))
+            return -1;
+        at += 6;
+        if (point >= 0xD800 && point <= 0xDBFF) {
+            uint32_t low;
+            if (at + 1 >= self->size || text [at] != '\\' || text [at + 1] != 'u'
+            ||  s_fast_hex4 (text, self->size, at + 2, &low) || low < 0xDC00 || low > 0xDFFF)
+                return -1;
+            point = 0x10000 + ((point - 0xD800) << 10) + (low - 0xDC00);
+            at += 6;
+        }
+        else
+        if ((point >= 0xDC00 && point <= 0xDFFF) || point == 0)
+            return -1;                  //  a lone low surrogate; NUL, which jansson refuses
+        if (point < 0x80)
+            *into++ = (char) point;
+        else
+        if (point < 0x800) {
+            *into++ = (char) (0xC0 | (point >> 6));
+            *into++ = (char) (0x80 | (point & 0x3F));
+        }
+        else
+        if (point < 0x10000) {
+            *into++ = (char) (0xE0 | (point >> 12));
+            *into++ = (char) (0x80 | ((point >> 6) & 0x3F));
+            *into++ = (char) (0x80 | (point & 0x3F));
+        }
+        else {
+            *into++ = (char) (0xF0 | (point >> 18));
+            *into++ = (char) (0x80 | ((point >> 12) & 0x3F));
+            *into++ = (char) (0x80 | ((point >> 6) & 0x3F));
+            *into++ = (char) (0x80 | (point & 0x3F));
+        }
+    }
+    return -1;
+}
+
+//  Packs the string at the cursor (a quote); *at is where its bytes start in out.data.
+static int
+s_fast_string (s_fast_t *self, size_t *at, size_t *len)
+{
+    const uint8_t *text = self->text;
+    size_t start = self->at + 1;
+    size_t i = start;
+    while (i < self->size) {
+        uint8_t c = text [i];
+        if (c == '"' || c == '\\' || c < 0x20)
+            break;
+        if (c < 0x80)
+            i++;
+        else {
+            size_t seq = s_fast_utf8 (text, self->size, i);
+            if (!seq)
+                return -1;
+            i += seq;
+        }
+    }
+    if (i >= self->size || text [i] < 0x20)
+        return -1;
+    const char *bytes = (const char *) text + start;
+    *len = i - start;
+    if (text [i] == '"')
+        self->at = i + 1;
+    else {
+        if (s_fast_unescape (self, start, &self->at, len))
+            return -1;
+        bytes = self->scratch;
+    }
+    msgpack_pack_str (&self->pk, *len);
+    *at = self->out.size;
+    msgpack_pack_str_body (&self->pk, bytes, *len);
+    return 0;
+}
+
+static int s_fast_value (s_fast_t *self, size_t depth);
+
+//  A container's place: a 16-bit length header, filled in at its end.
+static size_t
+s_fast_open (s_fast_t *self, uint8_t type)
+{
+    size_t at = self->out.size;
+    uint8_t header [3] = { type, 0, 0 };
+    msgpack_sbuffer_write (&self->out, (const char *) header, 3);
+    return at;
+}
+
+static int
+s_fast_close (s_fast_t *self, size_t at, size_t count)
+{
+    if (count > UINT16_MAX)
+        return -1;
+    self->out.data [at + 1] = (char) (count >> 8);
+    self->out.data [at + 2] = (char) (count & 0xFF);
+    return 0;
+}
+
+//  The object at the cursor ('{'), depth counting itself. An event's own keys may not
+//  say "events" when it is the whole body (the reference path reads that as a batch).
+static int
+s_fast_object (s_fast_t *self, size_t depth, bool body)
+{
+    if (depth > LY_SDKBODY_MAX_DEPTH)
+        return -1;
+    self->at++;
+    size_t header = s_fast_open (self, 0xde);
+    size_t first_key = self->keys;
+    size_t count = 0;
+    uint8_t c = s_fast_peek (self);
+    if (c == '}')
+        self->at++;
+    else
+    while (true) {
+        size_t key_at, key_len;
+        if (c != '"' || self->keys == S_FAST_KEYS || s_fast_string (self, &key_at, &key_len))
+            return -1;
+        for (size_t k = first_key; k < self->keys; k++)
+            if (self->key_len [k] == key_len
+            &&  memcmp (self->out.data + self->key_at [k], self->out.data + key_at, key_len) == 0)
+                return -1;          //  a duplicate key
+        if (body && key_len == 6 && memcmp (self->out.data + key_at, "events", 6) == 0)
+            return -1;
+        self->key_at [self->keys] = key_at;
+        self->key_len [self->keys++] = key_len;
+        if (s_fast_peek (self) != ':')
+            return -1;
+        self->at++;
+        s_fast_peek (self);
+        if (s_fast_value (self, depth + 1))
+            return -1;
+        count++;
+        c = s_fast_peek (self);
+        self->at++;
+        if (c == '}')
+            break;
+        if (c != ',')
+            return -1;
+        c = s_fast_peek (self);
+    }
+    self->keys = first_key;
+    return s_fast_close (self, header, count);
+}
+
+static int
+s_fast_array (s_fast_t *self, size_t depth)
+{
+    if (depth > LY_SDKBODY_MAX_DEPTH)
+        return -1;
+    self->at++;
+    size_t header = s_fast_open (self, 0xdc);
+    size_t count = 0;
+    uint8_t c = s_fast_peek (self);
+    if (c == ']')
+        self->at++;
+    else
+    while (true) {
+        if (s_fast_value (self, depth + 1))
+            return -1;
+        count++;
+        c = s_fast_peek (self);
+        self->at++;
+        if (c == ']')
+            break;
+        if (c != ',')
+            return -1;
+        s_fast_peek (self);
+    }
+    return s_fast_close (self, header, count);
+}
+
+static bool
+s_fast_digit (s_fast_t *self, size_t at)
+{
+    return at < self->size && self->text [at] >= '0' && self->text [at] <= '9';
+}
+
+//  A number: an integer within int64, or a real within double's range (as jansson,
+//  which refuses both overflows and takes an underflow as 0 or a subnormal).
+static int
+s_fast_number (s_fast_t *self)
+{
+    size_t at = self->at;
+    bool negative = self->text [at] == '-';
+    if (negative)
+        at++;
+    if (!s_fast_digit (self, at))
+        return -1;
+    size_t digits = at;
+    if (self->text [at] == '0')
+        at++;
+    else
+        while (s_fast_digit (self, at))
+            at++;
+    size_t int_end = at;
+    bool real = false;
+    if (at < self->size && self->text [at] == '.') {
+        if (!s_fast_digit (self, ++at))
+            return -1;
+        while (s_fast_digit (self, at))
+            at++;
+        real = true;
+    }
+    if (at < self->size && (self->text [at] == 'e' || self->text [at] == 'E')) {
+        at++;
+        if (at < self->size && (self->text [at] == '+' || self->text [at] == '-'))
+            at++;
+        if (!s_fast_digit (self, at))
+            return -1;
+        while (s_fast_digit (self, at))
+            at++;
+        real = true;
+    }
+    if (s_fast_digit (self, at))
+        return -1;                  //  a leading zero
+    if (real) {
+        char copy [64];
+        if (at - self->at >= sizeof copy)
+            return -1;
+        memcpy (copy, self->text + self->at, at - self->at);
+        copy [at - self->at] = 0;
+        errno = 0;
+        double value = strtod (copy, NULL);
+        if (errno == ERANGE && (value == HUGE_VAL || value == -HUGE_VAL))
+            return -1;
+        msgpack_pack_double (&self->pk, value);
+    }
+    else {
+        if (int_end - digits > 19)
+            return -1;
+        uint64_t value = 0;
+        for (size_t i = digits; i < int_end; i++)
+            value = value * 10 + (uint64_t) (self->text [i] - '0');
+        if (value > (uint64_t) INT64_MAX + negative)
+            return -1;
+        msgpack_pack_int64 (&self->pk, negative? (int64_t) (0 - value): (int64_t) value);
+    }
+    self->at = at;
+    return 0;
+}
+
+//  The literal word at the cursor.
+static int
+s_fast_word (s_fast_t *self, const char *word)
+{
+    size_t len = strlen (word);
+    if (self->size - self->at < len || memcmp (self->text + self->at, word, len))
+        return -1;
+    self->at += len;
+    return 0;
+}
+
+//  The value at the cursor (white space skipped), depth of a container counting itself.
+static int
+s_fast_value (s_fast_t *self, size_t depth)
+{
+    if (self->at >= self->size)
+        return -1;
+    switch (self->text [self->at]) {
+        case '{':
+            return s_fast_object (self, depth, false);
+        case '[':
+            return s_fast_array (self, depth);
+        case '"': {
+            size_t at, len;
+            return s_fast_string (self, &at, &len);
+        }
+        case 't':
+            if (s_fast_word (self, "true"))
+                return -1;
+            msgpack_pack_true (&self->pk);
+            return 0;
+        case 'f':
+            if (s_fast_word (self, "false"))
+                return -1;
+            msgpack_pack_false (&self->pk);
+            return 0;
+        case 'n':
+            if (s_fast_word (self, "null"))
+                return -1;
+            msgpack_pack_nil (&self->pk);
+            return 0;
+        default:
+            return s_fast_number (self);
+    }
+}
+
+int
+ly_sdkbody_parse_fast (const char *text, size_t size, ly_sdkbody_t *out)
+{
+    memset (out, 0, sizeof *out);
+    s_fast_t *self = (s_fast_t *) malloc (sizeof (s_fast_t));
+    assert (self);
+    self->text = (const uint8_t *) text;
+    self->size = size;
+    self->at = 0;
+    self->scratch = NULL;
+    self->keys = 0;
+    msgpack_sbuffer_init (&self->out);
+    msgpack_packer_init (&self->pk, &self->out, msgpack_sbuffer_write);
+    //  Room for the events' array header, written when their count is known
+    static const char room [5] = { 0 };
+    msgpack_sbuffer_write (&self->out, room, sizeof room);
+    size_t count = 0;
+    int rc = s_fast_peek (self) == '{'? 0: -1;
+    size_t at = self->at + 1;
+    while (at < size && (text [at] == ' ' || text [at] == '\t' || text [at] == '\n' || text [at] == '\r'))
+        at++;
+    if (rc == 0 && size - at >= 8 && memcmp (text + at, "\"events\"", 8) == 0) {
+        //  {"events": [objects]}, nothing else
+        self->at = at + 8;
+        if (s_fast_peek (self) != ':')
+            rc = -1;
+        self->at++;
+        if (rc == 0 && s_fast_peek (self) != '[')
+            rc = -1;
+        self->at++;
+        while (rc == 0) {
+            if (s_fast_peek (self) != '{' || count == LY_SDKBODY_MAX_EVENTS
+            ||  s_fast_object (self, 1, false))
+                rc = -1;
+            count++;
+            uint8_t c = s_fast_peek (self);
+            self->at++;
+            if (c == ']')
+                break;
+            if (c != ',')
+                rc = -1;
+        }
+        if (rc == 0 && s_fast_peek (self) != '}')
+            rc = -1;
+        self->at++;
+    }
+    else
+    if (rc == 0) {
+        rc = s_fast_object (self, 1, true);
+        count = 1;
+    }
+    s_fast_space (self);
+    if (rc == 0 && self->at != size)
+        rc = -1;                    //  more after the body
+    free (self->scratch);
+    if (rc == 0) {
+        //  The array header, right before the events
+        char header [5];
+        size_t header_size = count < 16? 1: 3;
+        header [0] = count < 16? (char) (0x90 | count): (char) 0xdc;
+        header [1] = (char) (count >> 8);
+        header [2] = (char) (count & 0xFF);
+        memmove (self->out.data + header_size, self->out.data + sizeof room,
+                 self->out.size - sizeof room);
+        memcpy (self->out.data, header, header_size);
+        out->events_size = self->out.size - sizeof room + header_size;
+        out->events = msgpack_sbuffer_release (&self->out);
+        out->rejected = malloc (1);
+        assert (out->rejected);
+        *(uint8_t *) out->rejected = 0x90;      //  an empty array
+        out->rejected_size = 1;
+        out->count = count;
+    }
+    msgpack_sbuffer_destroy (&self->out);
+    free (self);
+    return rc;
+}
+
 //  Frees the reasons of a split body (count of them), and the array.
 static void
 s_free_reasons (char ***reasons_p, size_t count)
@@ -293,14 +782,25 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
         body = (const uint8_t *) body + 3;
         size -= 3;
     }
+    int rc = ly_sdkbody_parse_fast ((const char *) body, size, out) == 0? 0
+           : ly_sdkbody_parse_json ((const char *) body, size, out, error);
+    free (inflated);
+    return rc;
+}
+
+int
+ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
+                       ly_sdkbody_error_t *error)
+{
+    memset (out, 0, sizeof *out);
     json_error_t json_error;
-    json_t *root = json_loadb ((const char *) body, size, JSON_REJECT_DUPLICATES, &json_error);
+    json_t *root = json_loadb (text, size, JSON_REJECT_DUPLICATES, &json_error);
     char **unreadable = NULL;       //  per event, NULL or why it does not parse: when split
     size_t parts = 0;
     if (!root) {
         //  Parse the events one by one, if the batch itself is whole
         size_t starts [LY_SDKBODY_MAX_EVENTS], ends [LY_SDKBODY_MAX_EVENTS];
-        if (s_split ((const char *) body, size, starts, ends, LY_SDKBODY_MAX_EVENTS, &parts) == 0) {
+        if (s_split (text, size, starts, ends, LY_SDKBODY_MAX_EVENTS, &parts) == 0) {
             unreadable = (char **) calloc (parts, sizeof (char *));
             assert (unreadable);
             root = json_object ();
@@ -308,7 +808,7 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
             json_object_set_new (root, "events", list);
             for (size_t i = 0; i < parts; i++) {
                 json_error_t part_error;
-                json_t *event = json_loadb ((const char *) body + starts [i], ends [i] - starts [i],
+                json_t *event = json_loadb (text + starts [i], ends [i] - starts [i],
                                             JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &part_error);
                 if (!event) {
                     //  Without jansson's "near '<the bytes>'": the reason travels in
@@ -323,7 +823,6 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
             }
         }
     }
-    free (inflated);
     if (!root)
         return s_fail (error, 400, "malformed", "the body is not valid JSON: %s at line %d column %d",
                        json_error.text, json_error.line, json_error.column);

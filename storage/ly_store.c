@@ -7,9 +7,19 @@
     position wins), and the outbox rows, NOTIFY the relays when there are pending outbox rows, and
     return the winning positions (every other row was a duplicate): "EXECUTE ly_batch;
     COMMIT", one query string.
+    Two sessions (writers): while a batch is written on one, the requests that arrive
+    wait, and they start a second batch on the other session only once S_OVERLAP_ROWS
+    rows wait (so small batches grow instead of splitting, and a busy store uses a
+    second core for PostgreSQL). A batch is one query string, so PostgreSQL finishes it
+    without the store; its session's socket is polled beside the router, and each
+    request is acknowledged as soon as its COMMIT has answered. Two batches may carry the
+    same key: the second waits for the first's COMMIT and then counts a duplicate; both
+    insert keys in (project, event_id) order, so they cannot deadlock each other (a
+    deadlock reported anyway is retried once).
     When the database is down, requests are answered "unavailable" at once (the gateway
     says 503); a batch that PostgreSQL refuses for its data is retried request by request
-    so one bad request cannot sink the others. */
+    so one bad request cannot sink the others. Maintenance (partitions ahead, expiry of
+    deduplication keys) runs between batches, with both sessions idle. */
 #include "ly_store.h"
 #include "ly_actor.h"
 #include "ly_db.h"
@@ -21,9 +31,14 @@
 #define S_ACTOR "store"
 #define S_BATCH_ROWS 5000           /* rows per transaction, at most */
 #define S_BATCH_REQUESTS 1000       /* requests per transaction, at most */
+#define S_WRITERS 2                 /* sessions taking turns */
+#define S_OVERLAP_ROWS 400          /* rows waiting before a batch starts beside another:
+                                       enough to carry a batch's fixed cost (~0.5 ms of
+                                       PostgreSQL time) within ~10 % */
 #define S_PARTITION_MSEC (3600 * 1000)  /* how often to create partitions ahead */
 #define S_EXPIRE_MSEC (60 * 1000)       /* how often to look for expired dedup keys */
 #define S_EXPIRE_ROWS 5000              /* keys forgotten per call, between batches */
+#define S_RETRY_MSEC 1000               /* maintenance that could not run, again after */
 #define S_DEDUP_KEEP "8 days"           /* a re-sent event is recognized this long: the
                                            7-day timestamp window and a day's margin */
 
@@ -36,17 +51,38 @@ typedef struct {
     uint32_t accepted;      /* rows that were new */
 } s_request_t;
 
+typedef enum {
+    S_IDLE,                 /* no batch */
+    S_EXECUTING,            /* "EXECUTE ly_batch; COMMIT" sent, the statement's rows not in */
+    S_COMMITTING            /* the statement's rows in, COMMIT's answer not yet */
+} s_phase_t;
+
+//  One session and the batch on it.
+typedef struct {
+    ly_db_session_t *session;   /* as layers_store, owned */
+    PGconn *db;             /* the session's connection while a batch is on it, borrowed */
+    s_phase_t phase;
+    size_t from, to;        /* the requests of the batch being written */
+    PGresult *winners;      /* the statement's rows, kept until COMMIT answers; owned */
+    ly_result_t result;     /* when idle again: LY_OK, LY_INVALID or LY_UNAVAILABLE */
+    bool deadlocked;        /* PostgreSQL chose it as a deadlock's victim */
+    char err [1024];        /* why it failed */
+    s_request_t batch [S_BATCH_REQUESTS];   /* its requests */
+    size_t batch_size;
+    uint32_t batch_rows;
+    int64_t started;        /* when the batch started, epoch usec */
+} s_writer_t;
+
 typedef struct {
     zsock_t *pipe;          /* actor pipe, borrowed */
     zsock_t *router;        /* "store" endpoint, owned */
     ly_tap_t *tap;          /* debug publisher, owned */
-    ly_db_session_t *session;   /* as layers_store, owned */
-    PGconn *db;             /* the session's connection for the batch at hand, borrowed */
+    s_writer_t writer [S_WRITERS];
+    s_request_t waiting [S_BATCH_REQUESTS];     /* requests taken, not yet on a writer */
+    size_t waiting_size;
+    uint32_t waiting_rows;
     int64_t next_partition; /* monotonic msec of the next partition check */
     int64_t next_expire;    /* monotonic msec of the next dedup key expiry */
-    s_request_t batch [S_BATCH_REQUESTS];   /* requests of the batch being built */
-    size_t batch_size;      /* requests in batch */
-    uint32_t batch_rows;    /* rows in batch */
     char *copy_sql;         /* the COPY statement, owned */
     ly_metric_t *committed; /* events written */
     ly_metric_t *duplicates;/* events already stored */
@@ -54,6 +90,7 @@ typedef struct {
     ly_metric_t *commit_seconds;  /* batch write latency */
     bool verbose;           /* log every batch */
     bool ack_stuck;         /* an acknowledgement timed out in this flush */
+    bool wrote;             /* a batch was written since the last expiry */
 } self_t;
 
 static const char *s_insert_sql =
@@ -173,40 +210,24 @@ s_prepare_session (PGconn *db, void *arg)
     return rc;
 }
 
-//  True when the database session works (reconnecting when allowed); sets self->db.
-static bool
-s_db_ready (self_t *self)
-{
-    self->db = ly_db_session_get (self->session);
-    if (self->db && ly_mono_msec () >= self->next_partition) {
-        char err [512];
-        if (ly_db_exec (self->db, "SELECT ly_ensure_event_partitions (3)", err, sizeof err))
-            ly_warning (S_ACTOR, "could not create event partitions ahead: %s", err);
-        self->next_partition = ly_mono_msec () + S_PARTITION_MSEC;
-    }
-    return self->db != NULL;
-}
-
-//  Forgets the session after a failure that may have broken it.
+//  Forgets a writer's session after a failure that may have broken it.
 static void
-s_db_failed (self_t *self)
+s_db_failed (s_writer_t *w)
 {
-    ly_db_session_check (self->session);
-    self->db = NULL;
+    ly_db_session_check (w->session);
+    w->db = NULL;
 }
 
 //  Forgets a chunk of deduplication keys older than S_DEDUP_KEEP, at most every
 //  S_EXPIRE_MSEC, or after each batch while there are more: sdk_event_ids stays the size
 //  of its window, and no batch waits behind one long DELETE.
 static void
-s_expire (self_t *self)
+s_expire (self_t *self, s_writer_t *w)
 {
-    if (!self->db || ly_mono_msec () < self->next_expire)
-        return;
     self->next_expire = ly_mono_msec () + S_EXPIRE_MSEC;
     char sql [128];
     snprintf (sql, sizeof sql, "SELECT ly_expire_event_ids ('%s', %d)", S_DEDUP_KEEP, S_EXPIRE_ROWS);
-    PGresult *res = PQexec (self->db, sql);
+    PGresult *res = PQexec (w->db, sql);
     if (PQresultStatus (res) == PGRES_TUPLES_OK) {
         long removed = atol (PQgetvalue (res, 0, 0));
         if (removed >= S_EXPIRE_ROWS)
@@ -218,8 +239,7 @@ s_expire (self_t *self)
         char reason [512];
         ly_warning (S_ACTOR, "could not expire deduplication keys: %s",
                     ly_db_message (reason, sizeof reason, PQresultErrorMessage (res)));
-        if (PQstatus (self->db) != CONNECTION_OK)
-            s_db_failed (self);
+        s_db_failed (w);
     }
     PQclear (res);
 }
@@ -229,13 +249,21 @@ s_self_destroy (self_t **self_p)
 {
     self_t *self = *self_p;
     if (self) {
-        for (size_t i = 0; i < self->batch_size; i++) {
-            zframe_destroy (&self->batch [i].reply_to);
-            ly_msg_destroy (&self->batch [i].msg);
+        for (size_t i = 0; i < self->waiting_size; i++) {
+            zframe_destroy (&self->waiting [i].reply_to);
+            ly_msg_destroy (&self->waiting [i].msg);
+        }
+        for (size_t k = 0; k < S_WRITERS; k++) {
+            s_writer_t *w = &self->writer [k];
+            for (size_t i = 0; i < w->batch_size; i++) {
+                zframe_destroy (&w->batch [i].reply_to);
+                ly_msg_destroy (&w->batch [i].msg);
+            }
+            PQclear (w->winners);
+            ly_db_session_destroy (&w->session);
         }
         zsock_destroy (&self->router);
         ly_tap_destroy (&self->tap);
-        ly_db_session_destroy (&self->session);
         free (self->copy_sql);
         free (self);
         *self_p = NULL;
@@ -249,7 +277,8 @@ s_self_new (zsock_t *pipe)
     self->pipe = pipe;
     self->router = ly_topology_open (S_ACTOR, "store");
     self->tap = ly_tap_new (S_ACTOR);
-    self->session = ly_db_session_new (LY_DB_STORE, S_ACTOR, s_prepare_session, self);
+    for (size_t k = 0; k < S_WRITERS; k++)
+        self->writer [k].session = ly_db_session_new (LY_DB_STORE, S_ACTOR, s_prepare_session, self);
     self->copy_sql = zsys_sprintf ("BEGIN; COPY ly_staging (pos, %s) FROM STDIN", ly_event_copy_columns);
     self->committed = ly_counter ("layers_store_events_total", "Events the store handled, by outcome",
                                   "outcome=\"stored\"");
@@ -300,32 +329,75 @@ s_ack (self_t *self, s_request_t *request, const char *status)
     ly_msg_destroy (&request->msg);
 }
 
-//  Writes requests [from, to) of the batch in one transaction. Returns LY_OK (each
-//  request's accepted count set), LY_INVALID (PostgreSQL refused the data) or
-//  LY_UNAVAILABLE (the database is down).
-static ly_result_t
-s_write (self_t *self, size_t from, size_t to)
+//  Ends the batch on w with result (failed: the result that says why, or NULL for the
+//  connection's own message): rolls back what is open, logs, and leaves w idle.
+static void
+s_write_end (s_writer_t *w, ly_result_t result, const PGresult *failed)
 {
-    char err [1024] = "";
-    ly_result_t result = LY_UNAVAILABLE;
-    PGresult *res = NULL;
-    if (!PQsendQuery (self->db, self->copy_sql)) {      //  "BEGIN; COPY ..."
-        ly_db_message (err, sizeof err, PQerrorMessage (self->db));
-        goto cleanup;
+    if (result != LY_OK) {
+        if (!w->err [0])
+            ly_db_message (w->err, sizeof w->err, failed? PQresultErrorMessage (failed)
+                                                        : PQerrorMessage (w->db));
+        if (w->db && PQstatus (w->db) == CONNECTION_OK) {
+            PGresult *rest;
+            while ((rest = PQgetResult (w->db))) {
+                bool copying = PQresultStatus (rest) == PGRES_COPY_IN;
+                PQclear (rest);
+                if (copying && PQputCopyEnd (w->db, "the store gave up the batch") != 1)
+                    break;
+            }
+            if (PQtransactionStatus (w->db) != PQTRANS_IDLE) {
+                char ignored [256];
+                ly_db_exec (w->db, "ROLLBACK", ignored, sizeof ignored);
+            }
+        }
+        ly_warning (S_ACTOR, "could not write %zu requests: %s", w->to - w->from, w->err);
+        if (w->db && PQstatus (w->db) != CONNECTION_OK)
+            result = LY_UNAVAILABLE;
+        s_db_failed (w);
     }
-    while ((res = PQgetResult (self->db)) && PQresultStatus (res) == PGRES_COMMAND_OK)
+    PQclear (w->winners);
+    w->winners = NULL;
+    w->result = result;
+    w->phase = S_IDLE;
+}
+
+//  Starts writing requests [from, to) of w's batch: "BEGIN; COPY" and the rows, then
+//  "EXECUTE ly_batch; COMMIT" sent without waiting for it (w is then S_EXECUTING). When
+//  it cannot start, w is left idle with the result.
+static void
+s_write_start (self_t *self, s_writer_t *w, size_t from, size_t to)
+{
+    w->from = from;
+    w->to = to;
+    w->err [0] = 0;
+    w->deadlocked = false;
+    w->started = ly_now_usec ();
+    w->db = ly_db_session_get (w->session);
+    if (!w->db) {
+        snprintf (w->err, sizeof w->err, "the database is unreachable");
+        w->result = LY_UNAVAILABLE;
+        w->phase = S_IDLE;
+        return;
+    }
+    if (!PQsendQuery (w->db, self->copy_sql)) {         //  "BEGIN; COPY ..."
+        s_write_end (w, LY_UNAVAILABLE, NULL);
+        return;
+    }
+    PGresult *res;
+    while ((res = PQgetResult (w->db)) && PQresultStatus (res) == PGRES_COMMAND_OK)
         PQclear (res);                                  //  BEGIN
     if (PQresultStatus (res) != PGRES_COPY_IN) {
-        ly_db_message (err, sizeof err, res? PQresultErrorMessage (res): PQerrorMessage (self->db));
-        goto rollback;
+        s_write_end (w, LY_UNAVAILABLE, res);
+        PQclear (res);
+        return;
     }
     PQclear (res);
-    res = NULL;
     //  Each row gets its batch position in front.
     uint32_t pos = 0;
     int sent = 1;
     for (size_t i = from; i < to && sent == 1; i++) {
-        s_request_t *request = &self->batch [i];
+        s_request_t *request = &w->batch [i];
         request->first_pos = pos;
         size_t size = 0;
         const char *rows = (const char *) ly_msg_bin (request->msg, LY_EVENTS_STORE_ROWS, &size);
@@ -335,133 +407,235 @@ s_write (self_t *self, size_t from, size_t to)
             size_t len = newline? (size_t) (newline - rows) + 1: (size_t) (end - rows);
             char prefix [16];
             int prefix_len = snprintf (prefix, sizeof prefix, "%u\t", pos++);
-            sent = PQputCopyData (self->db, prefix, prefix_len);
+            sent = PQputCopyData (w->db, prefix, prefix_len);
             if (sent == 1)
-                sent = PQputCopyData (self->db, rows, (int) len);
+                sent = PQputCopyData (w->db, rows, (int) len);
             if (sent == 1 && !newline)
-                sent = PQputCopyData (self->db, "\n", 1);
+                sent = PQputCopyData (w->db, "\n", 1);
             rows += len;
         }
         request->rows = pos - request->first_pos;
         request->accepted = 0;
     }
-    if (sent != 1 || PQputCopyEnd (self->db, NULL) != 1) {
-        ly_db_message (err, sizeof err, PQerrorMessage (self->db));
-        goto rollback;
+    if (sent != 1 || PQputCopyEnd (w->db, NULL) != 1) {
+        s_write_end (w, LY_UNAVAILABLE, NULL);
+        return;
     }
-    res = PQgetResult (self->db);
+    res = PQgetResult (w->db);
     if (PQresultStatus (res) != PGRES_COMMAND_OK) {
-        ly_db_message (err, sizeof err, PQresultErrorMessage (res));
-        result = LY_INVALID;
-        goto rollback;
+        s_write_end (w, res? LY_INVALID: LY_UNAVAILABLE, res);
+        PQclear (res);
+        return;
     }
     PQclear (res);
-    while ((res = PQgetResult (self->db)))
+    while ((res = PQgetResult (w->db)))
         PQclear (res);
     //  The statement, then COMMIT: the first result is the statement's rows, the second
     //  COMMIT's; after an error PostgreSQL skips the COMMIT.
-    if (!PQsendQuery (self->db, "EXECUTE ly_batch; COMMIT")) {
-        ly_db_message (err, sizeof err, PQerrorMessage (self->db));
-        goto rollback;
+    if (!PQsendQuery (w->db, "EXECUTE ly_batch; COMMIT")) {
+        s_write_end (w, LY_UNAVAILABLE, NULL);
+        return;
     }
-    res = PQgetResult (self->db);
-    PGresult *commit = res && PQresultStatus (res) == PGRES_TUPLES_OK? PQgetResult (self->db): NULL;
-    PGresult *extra;
-    while ((extra = PQgetResult (self->db)))
-        PQclear (extra);
-    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQresultStatus (commit) != PGRES_COMMAND_OK) {
-        const PGresult *failed = PQresultStatus (res) != PGRES_TUPLES_OK? res: commit;
-        ly_db_message (err, sizeof err, failed? PQresultErrorMessage (failed): PQerrorMessage (self->db));
-        const char *state = PQresultErrorField (failed, PG_DIAG_SQLSTATE);
-        if (state && (strncmp (state, "22", 2) == 0 || strncmp (state, "23", 2) == 0))
-            result = LY_INVALID;
-        PQclear (commit);
-        goto rollback;
-    }
-    PQclear (commit);
-    //  Credit each winning position to its request (requests are in position order).
-    for (int row = 0; row < PQntuples (res); row++) {
-        uint32_t winner = (uint32_t) strtoul (PQgetvalue (res, row, 0), NULL, 10);
-        size_t lo = from, hi = to;
-        while (hi - lo > 1) {
-            size_t mid = (lo + hi) / 2;
-            if (self->batch [mid].first_pos <= winner)
-                lo = mid;
-            else
-                hi = mid;
-        }
-        self->batch [lo].accepted++;
-    }
-    PQclear (res);
-    res = NULL;
-    result = LY_OK;
-    goto cleanup;
-
-rollback:
-    PQclear (res);
-    res = NULL;
-    if (PQstatus (self->db) == CONNECTION_OK && PQtransactionStatus (self->db) != PQTRANS_IDLE) {
-        char ignored [256];
-        ly_db_exec (self->db, "ROLLBACK", ignored, sizeof ignored);
-    }
-cleanup:
-    PQclear (res);
-    if (result != LY_OK) {
-        ly_warning (S_ACTOR, "could not write %zu requests: %s", to - from, err);
-        if (PQstatus (self->db) != CONNECTION_OK)
-            result = LY_UNAVAILABLE;
-        s_db_failed (self);
-    }
-    return result;
+    w->phase = S_EXECUTING;
 }
 
-//  Writes the batch and acknowledges every request in it.
+//  Reads w's answers: those that have come (block false), or until the batch is done.
 static void
-s_flush (self_t *self)
+s_write_read (s_writer_t *w, bool block)
 {
-    if (self->batch_size == 0)
+    if (w->phase == S_IDLE)
         return;
+    if (!block && !PQconsumeInput (w->db)) {
+        s_write_end (w, LY_UNAVAILABLE, NULL);
+        return;
+    }
+    while (w->phase != S_IDLE && (block || !PQisBusy (w->db))) {
+        PGresult *res = PQgetResult (w->db);
+        if (w->phase == S_EXECUTING) {
+            if (PQresultStatus (res) == PGRES_TUPLES_OK) {
+                w->winners = res;
+                w->phase = S_COMMITTING;
+                continue;
+            }
+            const char *state = res? PQresultErrorField (res, PG_DIAG_SQLSTATE): NULL;
+            bool data = state && (strncmp (state, "22", 2) == 0 || strncmp (state, "23", 2) == 0);
+            w->deadlocked = state && streq (state, "40P01");
+            s_write_end (w, data? LY_INVALID: LY_UNAVAILABLE, res);
+            PQclear (res);
+            return;
+        }
+        if (PQresultStatus (res) != PGRES_COMMAND_OK) {     //  COMMIT's answer
+            s_write_end (w, LY_UNAVAILABLE, res);
+            PQclear (res);
+            return;
+        }
+        PQclear (res);
+        while ((res = PQgetResult (w->db)))
+            PQclear (res);
+        //  Credit each winning position to its request (requests are in position order).
+        for (int row = 0; row < PQntuples (w->winners); row++) {
+            uint32_t winner = (uint32_t) strtoul (PQgetvalue (w->winners, row, 0), NULL, 10);
+            size_t lo = w->from, hi = w->to;
+            while (hi - lo > 1) {
+                size_t mid = (lo + hi) / 2;
+                if (w->batch [mid].first_pos <= winner)
+                    lo = mid;
+                else
+                    hi = mid;
+            }
+            w->batch [lo].accepted++;
+        }
+        s_write_end (w, LY_OK, NULL);
+    }
+}
+
+static const char *
+s_status_word (ly_result_t result)
+{
+    return result == LY_OK? "ok": result == LY_INVALID? "error": "unavailable";
+}
+
+//  After w's batch is done: acknowledges every request in it. A deadlock's victim is
+//  written again once; a batch PostgreSQL refused for its data is written again request
+//  by request (each waited for) to find the one it refuses.
+static void
+s_complete (self_t *self, s_writer_t *w)
+{
     self->ack_stuck = false;
-    int64_t started = ly_now_usec ();
-    ly_result_t result = s_db_ready (self)? s_write (self, 0, self->batch_size): LY_UNAVAILABLE;
-    if (result == LY_INVALID && self->batch_size > 1) {
-        //  Find the request PostgreSQL refuses: write them one by one.
-        for (size_t i = 0; i < self->batch_size; i++) {
-            ly_result_t one = s_db_ready (self)? s_write (self, i, i + 1): LY_UNAVAILABLE;
-            s_ack (self, &self->batch [i], one == LY_OK? "ok": one == LY_INVALID? "error": "unavailable");
+    if (w->deadlocked) {
+        s_write_start (self, w, 0, w->batch_size);
+        s_write_read (w, true);
+    }
+    if (w->result == LY_INVALID && w->batch_size > 1) {
+        for (size_t i = 0; i < w->batch_size; i++) {
+            s_write_start (self, w, i, i + 1);
+            s_write_read (w, true);
+            s_ack (self, &w->batch [i], s_status_word (w->result));
         }
     }
     else {
         uint32_t stored = 0;
-        for (size_t i = 0; i < self->batch_size; i++) {
-            stored += self->batch [i].accepted;
-            s_ack (self, &self->batch [i], result == LY_OK? "ok": result == LY_INVALID? "error": "unavailable");
+        for (size_t i = 0; i < w->batch_size; i++) {
+            stored += w->batch [i].accepted;
+            s_ack (self, &w->batch [i], s_status_word (w->result));
         }
-        if (result == LY_OK) {
+        if (w->result == LY_OK) {
+            self->wrote = true;
             ly_metric_add (self->committed, stored);
-            ly_metric_add (self->duplicates, self->batch_rows - stored);
+            ly_metric_add (self->duplicates, w->batch_rows - stored);
             ly_metric_add (self->batches, 1);
-            ly_metric_observe (self->commit_seconds, (double) (ly_now_usec () - started) / 1e6);
+            ly_metric_observe (self->commit_seconds, (double) (ly_now_usec () - w->started) / 1e6);
             if (self->verbose)
                 ly_info (S_ACTOR, "wrote %zu requests, %u rows, %u new",
-                         self->batch_size, self->batch_rows, stored);
+                         w->batch_size, w->batch_rows, stored);
         }
     }
-    self->batch_size = 0;
-    self->batch_rows = 0;
-    s_expire (self);
+    w->batch_size = 0;
+    w->batch_rows = 0;
+}
+
+//  Waits for every batch in flight and acknowledges it: all writers idle.
+static void
+s_finish_all (self_t *self)
+{
+    for (size_t k = 0; k < S_WRITERS; k++)
+        if (self->writer [k].phase != S_IDLE) {
+            s_write_read (&self->writer [k], true);
+            s_complete (self, &self->writer [k]);
+        }
+}
+
+//  True when maintenance is due: partitions ahead, or, after a batch, expired
+//  deduplication keys.
+static bool
+s_maintenance_due (self_t *self)
+{
+    int64_t now = ly_mono_msec ();
+    return now >= self->next_partition || (self->wrote && now >= self->next_expire);
+}
+
+//  Runs the maintenance that is due, once both sessions are idle: until then no batch
+//  starts (a statement that waits on a lock a batch holds must not stall the loop), but
+//  the batches in flight are read and acknowledged as usual.
+static void
+s_maintain (self_t *self)
+{
+    if (!s_maintenance_due (self))
+        return;
+    for (size_t k = 0; k < S_WRITERS; k++)
+        if (self->writer [k].phase != S_IDLE)
+            return;
+    int64_t now = ly_mono_msec ();
+    s_writer_t *w = &self->writer [0];
+    w->db = ly_db_session_get (w->session);
+    if (!w->db) {
+        //  Batches go on meanwhile (and are answered "unavailable" while it is down)
+        self->next_partition = now + S_RETRY_MSEC;
+        self->next_expire = now + S_RETRY_MSEC;
+        return;
+    }
+    if (now >= self->next_partition) {
+        char err [512];
+        self->next_partition = now + S_PARTITION_MSEC;
+        if (ly_db_exec (w->db, "SELECT ly_ensure_event_partitions (3)", err, sizeof err)) {
+            ly_warning (S_ACTOR, "could not create event partitions ahead: %s", err);
+            self->next_partition = now + S_RETRY_MSEC;
+            s_db_failed (w);
+            return;
+        }
+    }
+    if (self->wrote && now >= self->next_expire) {
+        s_expire (self, w);
+        self->wrote = false;
+    }
+}
+
+//  Starts batches while requests wait: on an idle writer, and beside a busy one only
+//  once S_OVERLAP_ROWS rows wait.
+static void
+s_dispatch (self_t *self)
+{
+    while (self->waiting_size > 0 && !s_maintenance_due (self)) {
+        s_writer_t *idle = NULL;
+        bool busy = false;
+        for (size_t k = 0; k < S_WRITERS; k++) {
+            s_writer_t *w = &self->writer [k];
+            if (w->phase == S_IDLE && !idle)
+                idle = w;
+            busy |= w->phase != S_IDLE;
+        }
+        if (!idle || (busy && self->waiting_rows < S_OVERLAP_ROWS))
+            return;
+        memcpy (idle->batch, self->waiting, self->waiting_size * sizeof (s_request_t));
+        idle->batch_size = self->waiting_size;
+        idle->batch_rows = self->waiting_rows;
+        self->waiting_size = 0;
+        self->waiting_rows = 0;
+        s_write_start (self, idle, 0, idle->batch_size);
+        if (idle->phase == S_IDLE)
+            s_complete (self, idle);        //  it could not start
+    }
 }
 
 static void
 s_answer_ping (self_t *self, zframe_t *routing_id, ly_msg_t *msg)
 {
-    bool db_ok = s_db_ready (self);
-    if (db_ok) {
-        PGresult *res = PQexec (self->db, "SELECT 1");
-        db_ok = PQresultStatus (res) == PGRES_TUPLES_OK;
-        PQclear (res);
-        if (!db_ok)
-            s_db_failed (self);
+    //  On an idle session; with both busy, the batches on them tell the database works
+    bool db_ok = true;
+    for (size_t k = 0; k < S_WRITERS; k++) {
+        s_writer_t *w = &self->writer [k];
+        if (w->phase != S_IDLE)
+            continue;
+        w->db = ly_db_session_get (w->session);
+        db_ok = w->db != NULL;
+        if (db_ok) {
+            PGresult *res = PQexec (w->db, "SELECT 1");
+            db_ok = PQresultStatus (res) == PGRES_TUPLES_OK;
+            PQclear (res);
+            if (!db_ok)
+                s_db_failed (w);
+        }
+        break;
     }
     ly_msg_t *reply = ly_msg_new (LY_MSG_PONG);
     ly_msg_set_uint (reply, LY_PONG_REQUEST_ID, ly_msg_uint (msg, LY_PING_REQUEST_ID));
@@ -487,13 +661,13 @@ s_take_one (self_t *self)
     if (ly_msg_type (msg) == LY_MSG_EVENTS_STORE) {
         size_t reply_to_len = 0;
         const void *reply_to = ly_msg_bin (msg, LY_EVENTS_STORE_REPLY_TO, &reply_to_len);
-        s_request_t *request = &self->batch [self->batch_size++];
+        s_request_t *request = &self->waiting [self->waiting_size++];
         request->reply_to = reply_to_len? zframe_new (reply_to, reply_to_len): NULL;
         request->request_id = ly_msg_uint (msg, LY_EVENTS_STORE_REQUEST_ID);
         size_t rows = 0;
         const char *data = (const char *) ly_msg_bin (msg, LY_EVENTS_STORE_ROWS, &rows);
         for (size_t i = 0; i < rows; i++)
-            self->batch_rows += data [i] == '\n';
+            self->waiting_rows += data [i] == '\n';
         request->msg = msg;
         msg = NULL;
     }
@@ -504,21 +678,75 @@ s_take_one (self_t *self)
     return true;
 }
 
-static void
-s_handle_router (void *self_, zsock_t *sock)
+//  True while more requests fit in the next batch.
+static bool
+s_room (self_t *self)
 {
-    self_t *self = (self_t *) self_;
-    //  Drain what is waiting, bounded, then write it as one batch.
-    while (self->batch_size < S_BATCH_REQUESTS && self->batch_rows < S_BATCH_ROWS
-       &&  s_take_one (self))
-        ;
-    s_flush (self);
+    return self->waiting_size < S_BATCH_REQUESTS && self->waiting_rows < S_BATCH_ROWS;
 }
 
 static const char *
 s_status (void *self)
 {
-    return ly_db_session_get (((self_t *) self)->session)? "ok": "database down";
+    return ly_db_session_get (((self_t *) self)->writer [0].session)? "ok": "database down";
+}
+
+//  The loop: the pipe, the tap, the router while the next batch has room, and the
+//  socket of each session with a batch on it.
+static void
+s_loop (self_t *self)
+{
+    enum { PIPE, TAP, ROUTER, WRITERS };
+    zmq_pollitem_t items [WRITERS + S_WRITERS];
+    while (true) {
+        memset (items, 0, sizeof items);
+        items [PIPE].socket = zsock_resolve (self->pipe);
+        items [TAP].socket = zsock_resolve (ly_tap_socket (self->tap));
+        items [ROUTER].socket = zsock_resolve (self->router);
+        items [PIPE].events = items [TAP].events = ZMQ_POLLIN;
+        items [ROUTER].events = s_room (self)? ZMQ_POLLIN: 0;
+        for (size_t k = 0; k < S_WRITERS; k++) {
+            s_writer_t *w = &self->writer [k];
+            items [WRITERS + k].fd = w->phase != S_IDLE? PQsocket (w->db): -1;
+            items [WRITERS + k].events = w->phase != S_IDLE? ZMQ_POLLIN: 0;
+        }
+        if (zmq_poll (items, WRITERS + S_WRITERS, -1) == -1) {
+            if (zsys_interrupted)
+                break;
+            continue;
+        }
+        if (items [PIPE].revents & ZMQ_POLLIN) {
+            if (ly_actor_pipe (self->pipe, S_ACTOR, &self->verbose, s_status (self)))
+                break;
+        }
+        if (items [TAP].revents & ZMQ_POLLIN)
+            ly_tap_handle (self->tap);
+        for (size_t k = 0; k < S_WRITERS; k++) {
+            s_writer_t *w = &self->writer [k];
+            if (items [WRITERS + k].revents & ZMQ_POLLIN) {
+                s_write_read (w, false);
+                if (w->phase == S_IDLE)
+                    s_complete (self, w);
+            }
+        }
+        //  Drain what is waiting, bounded, then start what can start.
+        while (s_room (self) && s_take_one (self))
+            ;
+        s_dispatch (self);
+        s_maintain (self);
+        s_dispatch (self);
+    }
+    //  Write what was taken before leaving
+    for (int round = 0; round < 3 && self->waiting_size; round++) {
+        s_finish_all (self);
+        s_maintain (self);
+        s_dispatch (self);
+    }
+    s_finish_all (self);
+    for (size_t i = 0; i < self->waiting_size; i++)
+        s_ack (self, &self->waiting [i], "unavailable");
+    self->waiting_size = 0;
+    self->waiting_rows = 0;
 }
 
 void
@@ -528,8 +756,7 @@ ly_store_actor (zsock_t *pipe, void *args)
     ly_actor_ready (pipe, self != NULL);
     if (!self)
         return;
-    s_db_ready (self);
-    ly_actor_loop (pipe, S_ACTOR, self->tap, &self->verbose, s_status, self,
-                   s_handle_router, self->router, NULL);
+    s_maintain (self);
+    s_loop (self);
     s_self_destroy (&self);
 }

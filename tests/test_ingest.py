@@ -115,6 +115,60 @@ def test_duplicates_are_stored_once(server):
     assert len(row(server, event_id)) == 1
 
 
+def test_a_second_batch_is_written_beside_a_stuck_one(server):
+    """The store writes on two sessions: while one batch waits (here on a lock the test
+    holds on one of its keys), a big request that comes meanwhile is written on the
+    other session and answered. A request repeating the stuck batch's keys waits for it
+    and then counts them as duplicates: each event is stored once."""
+    import threading
+    cred = server.credentials()
+    blocker = "m-" + eid()                  # sorts among the batch's uuid keys
+    first = [{"event_id": eid(), "name": "purchase"} for _ in range(499)]
+    first.append({"event_id": blocker, "name": "purchase"})
+    second = [{"event_id": eid(), "name": "purchase"} for _ in range(500)]
+    answers = {}
+
+    def send(name, events):
+        answers[name] = post_events(server, {"events": events}, key=server.key, timeout=30)
+    lock = db_connect(server)
+    lock.autocommit = False
+    held = lock.cursor()
+    held.execute("INSERT INTO sdk_event_ids (project_id, event_id, org_id) VALUES (%s, %s, %s)",
+                 (server.project, blocker, cred["org_id"]))        # not committed
+    stuck = threading.Thread(target=send, args=("first", first))
+    stuck.start()
+    watch = server.db.cursor()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        watch.execute("SELECT count (*) FROM pg_stat_activity"
+                      " WHERE usename = 'layers_store' AND wait_event_type = 'Lock'")
+        if watch.fetchone()[0] == 1:
+            break
+        time.sleep(0.05)
+    else:
+        lock.rollback()
+        pytest.fail("the first batch never waited on the held key")
+    try:
+        status, _, body = post_events(server, {"events": second}, key=server.key, timeout=15)
+        assert status == 202 and body["accepted"] == 500, body
+        assert stuck.is_alive()             # the first is still waiting
+        again = threading.Thread(target=send, args=("again", first))
+        again.start()
+        time.sleep(0.5)
+    finally:
+        lock.rollback()
+        lock.close()
+    stuck.join(30)
+    again.join(30)
+    assert answers["first"][0] == 202 and answers["first"][2]["accepted"] == 500, answers
+    assert answers["again"][0] == 202, answers
+    assert (answers["again"][2]["accepted"], answers["again"][2]["duplicates"]) == (0, 500)
+    watch.execute("SELECT count (*), count (DISTINCT event_id) FROM sdk_events"
+                  " WHERE project_id = %s AND event_id = ANY (%s)",
+                  (server.project, [e["event_id"] for e in first + second]))
+    assert watch.fetchone() == (1000, 1000)
+
+
 def test_mixed_batch_keeps_good_events(server):
     good = [eid(), eid()]
     status, _, body = post_events(server, {"events": [

@@ -10,7 +10,8 @@
     Two sessions (writers): while a batch is written on one, the requests that arrive
     wait, and they start a second batch on the other session only once S_OVERLAP_ROWS
     rows wait (so small batches grow instead of splitting, and a busy store uses a
-    second core for PostgreSQL). A batch is one query string, so PostgreSQL finishes it
+    second core for PostgreSQL), or once the first of them has waited S_OVERLAP_MSEC
+    (the running batch is slow: a stall, a lock). A batch is one query string, so PostgreSQL finishes it
     without the store; its session's socket is polled beside the router, and each
     request is acknowledged as soon as its COMMIT has answered. Two batches may carry the
     same key: the second waits for the first's COMMIT and then counts a duplicate; both
@@ -19,7 +20,7 @@
     When the database is down, requests are answered "unavailable" at once (the gateway
     says 503); a batch that PostgreSQL refuses for its data is retried request by request
     so one bad request cannot sink the others. Maintenance (partitions ahead, expiry of
-    deduplication keys) runs between batches, with both sessions idle. */
+    deduplication keys) runs between batches on an idle session. */
 #include "ly_store.h"
 #include "ly_actor.h"
 #include "ly_db.h"
@@ -35,6 +36,8 @@
 #define S_OVERLAP_ROWS 400          /* rows waiting before a batch starts beside another:
                                        enough to carry a batch's fixed cost (~0.5 ms of
                                        PostgreSQL time) within ~10 % */
+#define S_OVERLAP_MSEC 5            /* or once the first of them waited this long (the
+                                       running batch is slow: a stall, a lock) */
 #define S_PARTITION_MSEC (3600 * 1000)  /* how often to create partitions ahead */
 #define S_EXPIRE_MSEC (60 * 1000)       /* how often to look for expired dedup keys */
 #define S_EXPIRE_ROWS 5000              /* keys forgotten per call, between batches */
@@ -81,6 +84,7 @@ typedef struct {
     s_request_t waiting [S_BATCH_REQUESTS];     /* requests taken, not yet on a writer */
     size_t waiting_size;
     uint32_t waiting_rows;
+    int64_t waiting_since;  /* monotonic msec the first of them was taken */
     int64_t next_partition; /* monotonic msec of the next partition check */
     int64_t next_expire;    /* monotonic msec of the next dedup key expiry */
     char *copy_sql;         /* the COPY statement, owned */
@@ -554,19 +558,21 @@ s_maintenance_due (self_t *self)
     return now >= self->next_partition || (self->wrote && now >= self->next_expire);
 }
 
-//  Runs the maintenance that is due, once both sessions are idle: until then no batch
-//  starts (a statement that waits on a lock a batch holds must not stall the loop), but
-//  the batches in flight are read and acknowledged as usual.
+//  Runs the maintenance that is due on an idle session, if there is one. A statement of
+//  it that waits on a lock a batch on the other session holds waits at most for that
+//  batch: PostgreSQL commits it without the store.
 static void
 s_maintain (self_t *self)
 {
     if (!s_maintenance_due (self))
         return;
-    for (size_t k = 0; k < S_WRITERS; k++)
-        if (self->writer [k].phase != S_IDLE)
-            return;
+    s_writer_t *w = NULL;
+    for (size_t k = 0; k < S_WRITERS && !w; k++)
+        if (self->writer [k].phase == S_IDLE)
+            w = &self->writer [k];
+    if (!w)
+        return;
     int64_t now = ly_mono_msec ();
-    s_writer_t *w = &self->writer [0];
     w->db = ly_db_session_get (w->session);
     if (!w->db) {
         //  Batches go on meanwhile (and are answered "unavailable" while it is down)
@@ -591,11 +597,11 @@ s_maintain (self_t *self)
 }
 
 //  Starts batches while requests wait: on an idle writer, and beside a busy one only
-//  once S_OVERLAP_ROWS rows wait.
+//  once S_OVERLAP_ROWS rows wait or the first has waited S_OVERLAP_MSEC.
 static void
 s_dispatch (self_t *self)
 {
-    while (self->waiting_size > 0 && !s_maintenance_due (self)) {
+    while (self->waiting_size > 0) {
         s_writer_t *idle = NULL;
         bool busy = false;
         for (size_t k = 0; k < S_WRITERS; k++) {
@@ -604,7 +610,8 @@ s_dispatch (self_t *self)
                 idle = w;
             busy |= w->phase != S_IDLE;
         }
-        if (!idle || (busy && self->waiting_rows < S_OVERLAP_ROWS))
+        if (!idle || (busy && self->waiting_rows < S_OVERLAP_ROWS
+                          && ly_mono_msec () - self->waiting_since < S_OVERLAP_MSEC))
             return;
         memcpy (idle->batch, self->waiting, self->waiting_size * sizeof (s_request_t));
         idle->batch_size = self->waiting_size;
@@ -661,6 +668,8 @@ s_take_one (self_t *self)
     if (ly_msg_type (msg) == LY_MSG_EVENTS_STORE) {
         size_t reply_to_len = 0;
         const void *reply_to = ly_msg_bin (msg, LY_EVENTS_STORE_REPLY_TO, &reply_to_len);
+        if (self->waiting_size == 0)
+            self->waiting_since = ly_mono_msec ();
         s_request_t *request = &self->waiting [self->waiting_size++];
         request->reply_to = reply_to_len? zframe_new (reply_to, reply_to_len): NULL;
         request->request_id = ly_msg_uint (msg, LY_EVENTS_STORE_REQUEST_ID);
@@ -691,6 +700,23 @@ s_status (void *self)
     return ly_db_session_get (((self_t *) self)->writer [0].session)? "ok": "database down";
 }
 
+//  How long the loop may sleep, msec (-1: until something comes): until waiting
+//  requests have waited S_OVERLAP_MSEC, when they would then start a batch beside a
+//  busy one.
+static long
+s_poll_timeout (self_t *self)
+{
+    bool idle = false, busy = false;
+    for (size_t k = 0; k < S_WRITERS; k++) {
+        idle |= self->writer [k].phase == S_IDLE;
+        busy |= self->writer [k].phase != S_IDLE;
+    }
+    if (!self->waiting_size || !idle || !busy)
+        return -1;
+    int64_t left = S_OVERLAP_MSEC - (ly_mono_msec () - self->waiting_since);
+    return left > 0? (long) left: 0;
+}
+
 //  The loop: the pipe, the tap, the router while the next batch has room, and the
 //  socket of each session with a batch on it.
 static void
@@ -710,7 +736,7 @@ s_loop (self_t *self)
             items [WRITERS + k].fd = w->phase != S_IDLE? PQsocket (w->db): -1;
             items [WRITERS + k].events = w->phase != S_IDLE? ZMQ_POLLIN: 0;
         }
-        if (zmq_poll (items, WRITERS + S_WRITERS, -1) == -1) {
+        if (zmq_poll (items, WRITERS + S_WRITERS, s_poll_timeout (self)) == -1) {
             if (zsys_interrupted)
                 break;
             continue;
@@ -739,7 +765,6 @@ s_loop (self_t *self)
     //  Write what was taken before leaving
     for (int round = 0; round < 3 && self->waiting_size; round++) {
         s_finish_all (self);
-        s_maintain (self);
         s_dispatch (self);
     }
     s_finish_all (self);

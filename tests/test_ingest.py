@@ -118,8 +118,9 @@ def test_duplicates_are_stored_once(server):
 def test_a_second_batch_is_written_beside_a_stuck_one(server):
     """The store writes on two sessions: while one batch waits (here on a lock the test
     holds on one of its keys), a big request that comes meanwhile is written on the
-    other session and answered. A request repeating the stuck batch's keys waits for it
-    and then counts them as duplicates: each event is stored once."""
+    other session and answered at once, and a small one after a few ms. A request
+    repeating the stuck batch's keys waits for it and then counts them as duplicates:
+    each event is stored once."""
     import threading
     cred = server.credentials()
     blocker = "m-" + eid()                  # sorts among the batch's uuid keys
@@ -151,6 +152,10 @@ def test_a_second_batch_is_written_beside_a_stuck_one(server):
     try:
         status, _, body = post_events(server, {"events": second}, key=server.key, timeout=15)
         assert status == 202 and body["accepted"] == 500, body
+        # a small one does not wait for rows to pile up: only a few ms
+        small = {"event_id": eid(), "name": "purchase"}
+        status, _, body = post_events(server, small, key=server.key, timeout=15)
+        assert status == 202 and body["accepted"] == 1, body
         assert stuck.is_alive()             # the first is still waiting
         again = threading.Thread(target=send, args=("again", first))
         again.start()

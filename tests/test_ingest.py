@@ -174,6 +174,46 @@ def test_a_second_batch_is_written_beside_a_stuck_one(server):
     assert watch.fetchone() == (1000, 1000)
 
 
+def test_a_batch_chosen_as_a_deadlock_victim_is_written_again(server):
+    """When PostgreSQL breaks a deadlock by aborting a batch of the store, the store
+    writes the batch again instead of answering 503: here the test's own session takes
+    a key the batch needs, then waits on one the batch holds."""
+    import threading
+    cred = server.credentials()
+    first, second = "a-" + eid(), "m-" + eid()      # the batch inserts `first` first
+    answers = {}
+
+    def send():
+        answers["batch"] = post_events(server, {"events": [
+            {"event_id": first, "name": "purchase"}, {"event_id": second, "name": "purchase"}]},
+            key=server.key, timeout=30)
+    other = db_connect(server)
+    other.autocommit = False
+    cur = other.cursor()
+    insert = "INSERT INTO sdk_event_ids (project_id, event_id, org_id) VALUES (%s, %s, %s)"
+    cur.execute(insert, (server.project, second, cred["org_id"]))
+    sender = threading.Thread(target=send)
+    sender.start()
+    watch = server.db.cursor()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        watch.execute("SELECT count (*) FROM pg_stat_activity"
+                      " WHERE usename = 'layers_store' AND wait_event_type = 'Lock'")
+        if watch.fetchone()[0] == 1:
+            break
+        time.sleep(0.05)
+    try:
+        # waits on the batch's key until PostgreSQL aborts the batch (deadlock_timeout)
+        cur.execute(insert, (server.project, first, cred["org_id"]))
+    finally:
+        other.rollback()
+        other.close()
+    sender.join(30)
+    assert answers["batch"][0] == 202, answers
+    assert answers["batch"][2]["accepted"] == 2, answers
+    assert len(row(server, first)) == 1 and len(row(server, second)) == 1
+
+
 def test_mixed_batch_keeps_good_events(server):
     good = [eid(), eid()]
     status, _, body = post_events(server, {"events": [

@@ -267,15 +267,15 @@ ly_sdkbody_pack_json (msgpack_packer *pk, json_t *json)
 #define S_FAST_KEYS 1024            /* keys of the objects open at once */
 
 typedef struct {
-    const uint8_t *text;
-    size_t size;
-    size_t at;                      //  next byte to read
-    msgpack_sbuffer out;
-    msgpack_packer pk;
-    char *scratch;                  //  an escaped string, decoded; NULL until needed
-    size_t key_at [S_FAST_KEYS];    //  the open objects' keys: offset in out.data
-    size_t key_len [S_FAST_KEYS];
-    size_t keys;
+    const uint8_t *text;            /* the body, borrowed */
+    size_t size;                    /* its bytes */
+    size_t at;                      /* next byte to read */
+    msgpack_sbuffer out;            /* the events as msgpack, owned until released */
+    msgpack_packer pk;              /* writes into out */
+    char *scratch;                  /* an escaped string, decoded; NULL until needed, owned */
+    size_t key_at [S_FAST_KEYS];    /* the open objects' keys: offset in out.data */
+    size_t key_len [S_FAST_KEYS];   /* and length */
+    size_t keys;                    /* entries in key_at and key_len */
 } s_fast_t;
 
 static void

@@ -96,8 +96,8 @@ typedef struct {
 typedef struct {
     const ly_event_ctx_t *ctx;
     text_t column [COL_COUNT];              //  values, pointing into the event or below
-    char event_time [48];                   //  "YYYY-MM-DD HH:MM:SS.uuuuuu+00"
-    char received_at [48];
+    char event_time [24];                   //  epoch microseconds, decimal
+    char received_at [24];
     char user_id [24];                      //  an integer user_id as text
     char email_sha256 [65];
     char phone_sha256 [65];
@@ -244,26 +244,33 @@ s_civil_from_days (int64_t days, int64_t *year, int *month, int *day)
     *year = yoe + era * 400 + (*month <= 2);
 }
 
-//  Formats epoch microseconds as "YYYY-MM-DD HH:MM:SS.uuuuuu+00". -1 when the year is
-//  not within 1..9999.
+//  Formats epoch microseconds in decimal, the form the store's staging table takes (it
+//  converts them to timestamptz: cheaper for PostgreSQL than parsing date text). -1 when
+//  the year is not within 1..9999, which timestamptz could not hold.
 static int
-s_format_time (int64_t usec, char out [48])
+s_format_time (int64_t usec, char out [24])
 {
     int64_t days = usec / S_USEC_PER_DAY;
-    int64_t rest = usec % S_USEC_PER_DAY;
-    if (rest < 0) {
-        rest += S_USEC_PER_DAY;
+    if (usec % S_USEC_PER_DAY < 0)
         days--;
-    }
     int64_t year;
     int month, day;
     s_civil_from_days (days, &year, &month, &day);
     if (year < 1 || year > 9999)
         return -1;
-    int64_t seconds = rest / 1000000;
-    snprintf (out, 48, "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", (int) year, month, day,
-              (int) (seconds / 3600), (int) (seconds / 60 % 60), (int) (seconds % 60),
-              (int) (rest % 1000000));
+    char digits [24];
+    size_t len = 0;
+    uint64_t rest = usec < 0? 0 - (uint64_t) usec: (uint64_t) usec;
+    do {
+        digits [len++] = (char) ('0' + rest % 10);
+        rest /= 10;
+    } while (rest);
+    char *at = out;
+    if (usec < 0)
+        *at++ = '-';
+    while (len)
+        *at++ = digits [--len];
+    *at = 0;
     return 0;
 }
 

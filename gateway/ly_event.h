@@ -12,7 +12,8 @@
 #include "ly_uap.h"
 #include "ly_geoip.h"
 
-/*  The staging columns, in COPY order (without the store's leading "pos" column). */
+/*  The staging columns, in COPY order (without the store's leading "pos" column).
+    event_time and received_at are epoch microseconds (the store converts them). */
 extern const char *ly_event_copy_columns;
 
 typedef struct {

@@ -100,7 +100,8 @@ typedef struct {
 static const char *s_insert_sql =
     "WITH fresh AS ("
     "  INSERT INTO sdk_event_ids (project_id, event_id, org_id, received_at)"
-    "  SELECT DISTINCT ON (project_id, event_id) project_id, event_id, org_id, received_at"
+    "  SELECT DISTINCT ON (project_id, event_id) project_id, event_id, org_id,"
+    "         to_timestamp (0) + received_at * INTERVAL '1 microsecond'"
     "    FROM ly_staging ORDER BY project_id, event_id, pos"
     "  ON CONFLICT DO NOTHING RETURNING project_id, event_id),"
     " winners AS ("
@@ -135,7 +136,7 @@ s_column_type (const char *column)
     if (streq (column, "org_id") || streq (column, "project_id"))
         return "uuid";
     if (streq (column, "event_time") || streq (column, "received_at"))
-        return "timestamptz";
+        return "bigint";                //  epoch microseconds, converted in the statement
     if (streq (column, "properties"))
         return "jsonb";
     if (streq (column, "consent_ads"))
@@ -198,10 +199,18 @@ s_prepare_session (PGconn *db, void *arg)
     if (rc == 0) {
         //  An attribution token is kept only for the relay to resolve: when no Apple
         //  delivery will be made for the event, it is never stored.
-        char *select = s_replace_word (ly_event_copy_columns, "attribution_token",
+        char *token = s_replace_word (ly_event_copy_columns, "attribution_token",
             "CASE WHEN consent_ads IS NOT FALSE AND EXISTS (SELECT 1 FROM project_layers l"
             " WHERE l.project_id = winners.project_id AND l.layer = 'apple_search_ads'"
             " AND l.enabled) THEN attribution_token END");
+        //  Epoch microseconds to timestamptz: exact while they fit a double's 53 bits
+        //  (years 1685-2254), which the ingest's window keeps them within
+        char *event_time = s_replace_word (token, "event_time",
+            "to_timestamp (0) + event_time * INTERVAL '1 microsecond'");
+        char *select = s_replace_word (event_time, "received_at",
+            "to_timestamp (0) + received_at * INTERVAL '1 microsecond'");
+        free (token);
+        free (event_time);
         char *statement = zsys_sprintf (s_insert_sql, ly_event_copy_columns, select);
         free (select);
         char *prepare = zsys_sprintf ("PREPARE ly_batch AS %s", statement);

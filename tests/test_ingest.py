@@ -103,6 +103,32 @@ def test_invalid_email_and_phone_drop_the_field_not_the_event(server):
     assert r["email_sha256"] is None and r["phone_sha256"] is None
 
 
+def test_event_and_receive_times_are_stored_exactly(server):
+    """The SDK's timestamp (RFC 3339 with microseconds, or epoch milliseconds) is stored
+    to the microsecond, whatever the session's time zone; received_at is the gateway's
+    receive time, the same in sdk_events and the deduplication key."""
+    import datetime
+    utc = datetime.timezone.utc
+    sent = datetime.datetime.now(utc).replace(microsecond=123456) - datetime.timedelta(hours=1)
+    millis = int(time.time() * 1000) - 90061001
+    ids = [eid(), eid()]
+    before = datetime.datetime.now(utc)
+    status, _, body = post_events(server, {"events": [
+        {"event_id": ids[0], "name": "x", "timestamp": sent.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+02:00"},
+        {"event_id": ids[1], "name": "x", "timestamp": millis}]}, key=server.key)
+    after = datetime.datetime.now(utc)
+    assert status == 202 and body["accepted"] == 2, body
+    [first], [second] = row(server, ids[0]), row(server, ids[1])
+    assert first["event_time"] == sent - datetime.timedelta(hours=2)
+    assert second["event_time"] == datetime.datetime.fromtimestamp(millis / 1000, utc)
+    for r in (first, second):
+        assert before - datetime.timedelta(seconds=1) <= r["received_at"] <= after
+    cur = server.db.cursor()
+    cur.execute("SELECT received_at FROM sdk_event_ids WHERE project_id = %s AND event_id = %s",
+                (server.project, ids[0]))
+    assert cur.fetchone()[0] == first["received_at"]
+
+
 def test_duplicates_are_stored_once(server):
     event_id = eid()
     event = {"event_id": event_id, "name": "purchase"}

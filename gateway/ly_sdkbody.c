@@ -278,23 +278,42 @@ typedef struct {
     size_t keys;                    /* entries in key_at and key_len */
 } s_fast_t;
 
-static void
-s_fast_space (s_fast_t *self)
-{
-    while (self->at < self->size) {
-        uint8_t c = self->text [self->at];
-        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
-            break;
-        self->at++;
-    }
-}
-
 //  The byte at the cursor after white space, or 0 at the end.
 static uint8_t
 s_fast_peek (s_fast_t *self)
 {
-    s_fast_space (self);
+    self->at = s_skip_space ((const char *) self->text, self->size, self->at);
     return self->at < self->size? self->text [self->at]: 0;
+}
+
+//  Steps past want, after white space. 0, or -1 when another byte is there.
+static int
+s_fast_expect (s_fast_t *self, uint8_t want)
+{
+    if (s_fast_peek (self) != want)
+        return -1;
+    self->at++;
+    return 0;
+}
+
+//  Inside a container just opened: 1 when a first member or element follows, 0 when it
+//  closes at once (the close is taken).
+static int
+s_fast_first (s_fast_t *self, uint8_t close)
+{
+    return s_fast_expect (self, close) == 0? 0: 1;
+}
+
+//  After a member or element: 1 when a comma says another follows, 0 when the
+//  container closes (the close is taken), -1 for anything else.
+static int
+s_fast_next (s_fast_t *self, uint8_t close)
+{
+    uint8_t c = s_fast_peek (self);
+    if (c != ',' && c != close)
+        return -1;
+    self->at++;
+    return c == ',';
 }
 
 //  Length of the valid UTF-8 sequence at text [at] (a byte >= 0x80), 0 when invalid:
@@ -486,13 +505,11 @@ s_fast_object (s_fast_t *self, size_t depth, bool body)
     size_t header = s_fast_open (self, 0xde);
     size_t first_key = self->keys;
     size_t count = 0;
-    uint8_t c = s_fast_peek (self);
-    if (c == '}')
-        self->at++;
-    else
-    while (true) {
+    int more;
+    for (more = s_fast_first (self, '}'); more == 1; more = s_fast_next (self, '}')) {
         size_t key_at, key_len;
-        if (c != '"' || self->keys == S_FAST_KEYS || s_fast_string (self, &key_at, &key_len))
+        if (s_fast_peek (self) != '"' || self->keys == S_FAST_KEYS
+        ||  s_fast_string (self, &key_at, &key_len))
             return -1;
         for (size_t k = first_key; k < self->keys; k++)
             if (self->key_len [k] == key_len
@@ -502,21 +519,12 @@ s_fast_object (s_fast_t *self, size_t depth, bool body)
             return -1;
         self->key_at [self->keys] = key_at;
         self->key_len [self->keys++] = key_len;
-        if (s_fast_peek (self) != ':')
-            return -1;
-        self->at++;
-        s_fast_peek (self);
-        if (s_fast_value (self, depth + 1))
+        if (s_fast_expect (self, ':') || s_fast_value (self, depth + 1))
             return -1;
         count++;
-        c = s_fast_peek (self);
-        self->at++;
-        if (c == '}')
-            break;
-        if (c != ',')
-            return -1;
-        c = s_fast_peek (self);
     }
+    if (more < 0)
+        return -1;
     self->keys = first_key;
     return s_fast_close (self, header, count);
 }
@@ -529,22 +537,14 @@ s_fast_array (s_fast_t *self, size_t depth)
     self->at++;
     size_t header = s_fast_open (self, 0xdc);
     size_t count = 0;
-    uint8_t c = s_fast_peek (self);
-    if (c == ']')
-        self->at++;
-    else
-    while (true) {
+    int more;
+    for (more = s_fast_first (self, ']'); more == 1; more = s_fast_next (self, ']')) {
         if (s_fast_value (self, depth + 1))
             return -1;
         count++;
-        c = s_fast_peek (self);
-        self->at++;
-        if (c == ']')
-            break;
-        if (c != ',')
-            return -1;
-        s_fast_peek (self);
     }
+    if (more < 0)
+        return -1;
     return s_fast_close (self, header, count);
 }
 
@@ -629,13 +629,11 @@ s_fast_word (s_fast_t *self, const char *word)
     return 0;
 }
 
-//  The value at the cursor (white space skipped), depth of a container counting itself.
+//  The value at the cursor (after white space), depth of a container counting itself.
 static int
 s_fast_value (s_fast_t *self, size_t depth)
 {
-    if (self->at >= self->size)
-        return -1;
-    switch (self->text [self->at]) {
+    switch (s_fast_peek (self)) {
         case '{':
             return s_fast_object (self, depth, false);
         case '[':
@@ -659,6 +657,8 @@ s_fast_value (s_fast_t *self, size_t depth)
                 return -1;
             msgpack_pack_nil (&self->pk);
             return 0;
+        case 0:                     //  the end, or a NUL byte
+            return -1;
         default:
             return s_fast_number (self);
     }
@@ -682,43 +682,34 @@ ly_sdkbody_parse_fast (const char *text, size_t size, ly_sdkbody_t *out)
     msgpack_sbuffer_write (&self->out, room, sizeof room);
     size_t count = 0;
     int rc = s_fast_peek (self) == '{'? 0: -1;
-    size_t at = self->at + 1;
-    while (at < size && (text [at] == ' ' || text [at] == '\t' || text [at] == '\n' || text [at] == '\r'))
-        at++;
+    size_t at = s_skip_space (text, size, self->at + 1);
     if (rc == 0 && size - at >= 8 && memcmp (text + at, "\"events\"", 8) == 0) {
         //  {"events": [objects]}, nothing else
         self->at = at + 8;
-        if (s_fast_peek (self) != ':')
+        int more = -1;
+        if (s_fast_expect (self, ':') == 0 && s_fast_expect (self, '[') == 0)
+            for (more = s_fast_first (self, ']'); more == 1 && rc == 0; more = s_fast_next (self, ']')) {
+                if (s_fast_peek (self) != '{' || count == LY_SDKBODY_MAX_EVENTS
+                ||  s_fast_object (self, 1, false))
+                    rc = -1;
+                count++;
+            }
+        if (more < 0 || count == 0 || s_fast_expect (self, '}'))
             rc = -1;
-        self->at++;
-        if (rc == 0 && s_fast_peek (self) != '[')
-            rc = -1;
-        self->at++;
-        while (rc == 0) {
-            if (s_fast_peek (self) != '{' || count == LY_SDKBODY_MAX_EVENTS
-            ||  s_fast_object (self, 1, false))
-                rc = -1;
-            count++;
-            uint8_t c = s_fast_peek (self);
-            self->at++;
-            if (c == ']')
-                break;
-            if (c != ',')
-                rc = -1;
-        }
-        if (rc == 0 && s_fast_peek (self) != '}')
-            rc = -1;
-        self->at++;
     }
     else
     if (rc == 0) {
         rc = s_fast_object (self, 1, true);
         count = 1;
     }
-    s_fast_space (self);
+    s_fast_peek (self);
     if (rc == 0 && self->at != size)
         rc = -1;                    //  more after the body
-    free (self->scratch);
+    if (self->scratch) {
+        //  It held decoded strings, e-mail and phone among them
+        explicit_bzero (self->scratch, size);
+        free (self->scratch);
+    }
     if (rc == 0) {
         //  The array header, right before the events
         char header [5];

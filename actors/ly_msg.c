@@ -9,6 +9,7 @@
     allocate a huge zone. A decoded message owns a copy of the frame: OBJ and BIN
     fields point into that copy, STR fields get their own NUL-terminated copy. */
 #include "ly_msg.h"
+#include "ly_utf8.h"
 
 //  The schema. Indexed by message type; a type's fields end at the first entry
 //  without a name (or at LY_MSG_MAX_FIELDS). The self-test and the fuzz target
@@ -895,46 +896,6 @@ failed:
 //  --------------------------------------------------------------------------
 //  JSON, for taps and logs
 
-//  Length of the valid UTF-8 sequence at text (jansson's rules: no overlong forms,
-//  no surrogates, nothing above U+10FFFF), or 0 when it is not valid.
-static size_t
-s_utf8_sequence (const uint8_t *text, size_t left)
-{
-    uint8_t lead = text [0];
-    size_t length;
-    uint32_t code;
-    if (lead < 0x80)
-        return 1;
-    else
-    if (lead >= 0xc2 && lead <= 0xdf) {
-        length = 2;
-        code = lead & 0x1f;
-    }
-    else
-    if (lead >= 0xe0 && lead <= 0xef) {
-        length = 3;
-        code = lead & 0x0f;
-    }
-    else
-    if (lead >= 0xf0 && lead <= 0xf4) {
-        length = 4;
-        code = lead & 0x07;
-    }
-    else
-        return 0;
-    if (length > left)
-        return 0;
-    for (size_t index = 1; index < length; index++) {
-        if ((text [index] & 0xc0) != 0x80)
-            return 0;
-        code = (code << 6) | (text [index] & 0x3f);
-    }
-    if ((length == 3 && code < 0x800) || (length == 4 && code < 0x10000)
-    ||  (code >= 0xd800 && code <= 0xdfff) || code > 0x10ffff)
-        return 0;
-    return length;
-}
-
 //  A copy of text in which every invalid UTF-8 sequence is U+FFFD. Caller frees.
 static char *
 s_utf8_repair (const char *text, size_t size, size_t *repaired_size)
@@ -944,7 +905,7 @@ s_utf8_repair (const char *text, size_t size, size_t *repaired_size)
         return NULL;
     size_t out = 0;
     for (size_t in = 0; in < size; ) {
-        size_t length = s_utf8_sequence ((const uint8_t *) text + in, size - in);
+        size_t length = ly_utf8_sequence (text + in, size - in);
         if (length) {
             memcpy (repaired + out, text + in, length);
             out += length;

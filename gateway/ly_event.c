@@ -14,6 +14,7 @@
     normalized values, and the buffers here that held values derived from them (a phone
     given as a number, the parsed User-Agent, the hashes) are wiped before returning. */
 #include "ly_event.h"
+#include "ly_utf8.h"
 #include "ly_time.h"
 #include "ly_jsonw.h"
 #include "ly_crypto.h"
@@ -171,29 +172,9 @@ s_utf8_valid (const char *text, size_t len, bool no_controls)
             p++;
             continue;
         }
-        size_t size;
-        uint8_t low = 0x80, high = 0xbf;    //  range of the second byte
-        if (c >= 0xc2 && c <= 0xdf)
-            size = 2;
-        else
-        if (c >= 0xe0 && c <= 0xef) {
-            size = 3;
-            if (c == 0xe0) low = 0xa0;
-            if (c == 0xed) high = 0x9f;
-        }
-        else
-        if (c >= 0xf0 && c <= 0xf4) {
-            size = 4;
-            if (c == 0xf0) low = 0x90;
-            if (c == 0xf4) high = 0x8f;
-        }
-        else
+        size_t size = ly_utf8_sequence (p, (size_t) (end - p));
+        if (!size)
             return false;
-        if ((size_t) (end - p) < size || p [1] < low || p [1] > high)
-            return false;
-        for (size_t i = 2; i < size; i++)
-            if (p [i] < 0x80 || p [i] > 0xbf)
-                return false;
         if (no_controls && c == 0xc2 && p [1] <= 0x9f)
             return false;                   //  U+0080..U+009F
         p += size;

@@ -1,5 +1,6 @@
 /*  ly_sdkbody.c: the /l/events body (see ly_sdkbody.h). */
 #include "ly_sdkbody.h"
+#include "ly_utf8.h"
 #include <zlib.h>
 #include <math.h>
 
@@ -316,27 +317,6 @@ s_fast_next (s_fast_t *self, uint8_t close)
     return c == ',';
 }
 
-//  Length of the valid UTF-8 sequence at text [at] (a byte >= 0x80), 0 when invalid:
-//  no overlong forms, no surrogates, nothing past U+10FFFF.
-static size_t
-s_fast_utf8 (const uint8_t *text, size_t size, size_t at)
-{
-    uint8_t c = text [at];
-    size_t len = c >= 0xC2 && c <= 0xDF? 2: c >= 0xE0 && c <= 0xEF? 3: c >= 0xF0 && c <= 0xF4? 4: 0;
-    if (!len || at + len > size)
-        return 0;
-    uint32_t point = c & (0x7F >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((text [at + i] & 0xC0) != 0x80)
-            return 0;
-        point = (point << 6) | (text [at + i] & 0x3F);
-    }
-    if ((len == 3 && point < 0x800) || (len == 4 && point < 0x10000)
-    ||  (point >= 0xD800 && point <= 0xDFFF) || point > 0x10FFFF)
-        return 0;
-    return len;
-}
-
 static int
 s_fast_hex4 (const uint8_t *text, size_t size, size_t at, uint32_t *value)
 {
@@ -375,7 +355,7 @@ s_fast_unescape (s_fast_t *self, size_t at, size_t *end, size_t *len)
         if (c < 0x20)
             return -1;
         if (c >= 0x80) {
-            size_t seq = s_fast_utf8 (text, self->size, at);
+            size_t seq = ly_utf8_sequence (text + at, self->size - at);
             if (!seq)
                 return -1;
             memcpy (into, text + at, seq);
@@ -449,7 +429,7 @@ s_fast_string (s_fast_t *self, size_t *at, size_t *len)
         if (c < 0x80)
             i++;
         else {
-            size_t seq = s_fast_utf8 (text, self->size, i);
+            size_t seq = ly_utf8_sequence (text + i, self->size - i);
             if (!seq)
                 return -1;
             i += seq;

@@ -14,6 +14,7 @@
     '?', and a value too long for its field is cut at a character boundary. */
 #include "ly_prelude.h"
 #include "ly_uap.h"
+#include "ly_utf8.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -138,43 +139,6 @@ s_is_space (uint8_t c)
     return c == ' ' || (c >= '\t' && c <= '\r');
 }
 
-//  Length of the well-formed UTF-8 character at text (RFC 3629), 0 when it is not one
-static size_t
-s_utf8_char (const uint8_t *text, size_t len)
-{
-    uint8_t c = text [0];
-    if (c < 0x80)
-        return 1;
-    size_t need;
-    uint8_t low = 0x80, high = 0xBF;    //  bounds of the second byte
-    if (c >= 0xC2 && c <= 0xDF)
-        need = 2;
-    else
-    if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        if (c == 0xE0)
-            low = 0xA0;                 //  no overlong forms
-        if (c == 0xED)
-            high = 0x9F;                //  no surrogates
-    }
-    else
-    if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        if (c == 0xF0)
-            low = 0x90;
-        if (c == 0xF4)
-            high = 0x8F;                //  nothing past U+10FFFF
-    }
-    else
-        return 0;
-    if (len < need || text [1] < low || text [1] > high)
-        return 0;
-    for (size_t index = 2; index < need; index++)
-        if (text [index] < 0x80 || text [index] > 0xBF)
-            return 0;
-    return need;
-}
-
 static void
 s_value_start (s_value_t *value, char *data, size_t size)
 {
@@ -191,7 +155,7 @@ s_value_append (s_value_t *value, const char *text, size_t len)
     const uint8_t *next = (const uint8_t *) text;
     const uint8_t *end = next + len;
     while (next < end && !value->full) {
-        size_t char_len = s_utf8_char (next, (size_t) (end - next));
+        size_t char_len = ly_utf8_sequence (next, (size_t) (end - next));
         const uint8_t *bytes = next;
         if (char_len == 0 || (char_len == 1 && (*next < 0x20 || *next == 0x7F))) {
             bytes = (const uint8_t *) (s_is_space (*next)? " ": "?");

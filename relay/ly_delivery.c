@@ -1,6 +1,7 @@
 /*  ly_delivery.c: claimed rows, requests and verdicts, shared by the relay actor and
     its destination modules (see ly_delivery.h). */
 #include "ly_delivery.h"
+#include "ly_utf8.h"
 #include "ly_crypto.h"
 #include <openssl/crypto.h>
 
@@ -223,30 +224,6 @@ ly_verdict_http (ly_verdict_t *verdict, long status)
     }
 }
 
-//  Length of the valid UTF-8 sequence at text (at most left bytes), 0 when invalid.
-static size_t
-s_utf8_len (const unsigned char *text, size_t left)
-{
-    unsigned char c = text [0];
-    size_t len = c < 0x80? 1: (c & 0xE0) == 0xC0? 2: (c & 0xF0) == 0xE0? 3: (c & 0xF8) == 0xF0? 4: 0;
-    if (len == 0 || len > left || (len == 2 && c < 0xC2) || (len == 4 && c > 0xF4))
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((text [i] & 0xC0) != 0x80)
-            return 0;
-    if (len == 3) {
-        unsigned code = ((c & 0x0Fu) << 12) | ((text [1] & 0x3Fu) << 6) | (text [2] & 0x3Fu);
-        if (code < 0x800 || (code >= 0xD800 && code <= 0xDFFF))
-            return 0;
-    }
-    if (len == 4) {
-        unsigned code = ((c & 0x07u) << 18) | ((text [1] & 0x3Fu) << 12);
-        if (code < 0x10000 || code > 0x10FFFF)
-            return 0;
-    }
-    return len;
-}
-
 char *
 ly_response_text (const char *body, size_t len, const char *secret)
 {
@@ -267,7 +244,7 @@ ly_response_text (const char *body, size_t len, const char *secret)
             at += secret_len;
             continue;
         }
-        size_t char_len = s_utf8_len (text + at, len - at);
+        size_t char_len = ly_utf8_sequence (text + at, len - at);
         const char *piece = (const char *) text + at;
         char replacement = 0;
         if (char_len == 0) {

@@ -19,7 +19,7 @@ s_check_field (const char *field, size_t field_size)
     size_t offset = 0;
     while (offset < len) {
         uint8_t c = (uint8_t) field [offset];
-        size_t char_len = s_utf8_char ((const uint8_t *) field + offset, len - offset);
+        size_t char_len = ly_utf8_sequence (field + offset, len - offset);
         if (char_len == 0 || c < 0x20 || c == 0x7F)
             abort ();
         offset += char_len;

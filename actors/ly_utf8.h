@@ -1,0 +1,48 @@
+/*  ly_utf8.h: the one UTF-8 rule every module checks text against (RFC 3629, as
+    PostgreSQL and jansson take it: no overlong forms, no surrogates, nothing past
+    U+10FFFF). Inline: the ingest path calls it for every non-ASCII byte. */
+#ifndef LY_UTF8_H_INCLUDED
+#define LY_UTF8_H_INCLUDED
+
+#include "ly_prelude.h"
+
+/*  Length of the well-formed UTF-8 character at text (at most left bytes, at least 1):
+    1 for ASCII, 2 to 4, or 0 when it is not one. */
+static inline size_t
+ly_utf8_sequence (const void *text, size_t left)
+{
+    const uint8_t *p = (const uint8_t *) text;
+    uint8_t c = p [0];
+    if (c < 0x80)
+        return 1;
+    size_t need;
+    uint8_t low = 0x80, high = 0xBF;    //  bounds of the second byte
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 2;
+    else
+    if (c >= 0xE0 && c <= 0xEF) {
+        need = 3;
+        if (c == 0xE0)
+            low = 0xA0;                 //  no overlong forms
+        if (c == 0xED)
+            high = 0x9F;                //  no surrogates
+    }
+    else
+    if (c >= 0xF0 && c <= 0xF4) {
+        need = 4;
+        if (c == 0xF0)
+            low = 0x90;                 //  no overlong forms
+        if (c == 0xF4)
+            high = 0x8F;                //  nothing past U+10FFFF
+    }
+    else
+        return 0;
+    if (left < need || p [1] < low || p [1] > high)
+        return 0;
+    for (size_t index = 2; index < need; index++)
+        if (p [index] < 0x80 || p [index] > 0xBF)
+            return 0;
+    return need;
+}
+
+#endif

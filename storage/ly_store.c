@@ -30,6 +30,9 @@
 #include "ly_topology.h"
 
 #define S_ACTOR "store"
+//  A staging column of epoch microseconds as timestamptz: exact while they fit a
+//  double's 53 bits (years 1685-2254), which the ingest's window keeps them within
+#define S_FROM_USEC(column) "to_timestamp (0) + " column " * INTERVAL '1 microsecond'"
 #define S_BATCH_ROWS 5000           /* rows per transaction, at most */
 #define S_BATCH_REQUESTS 1000       /* requests per transaction, at most */
 #define S_WRITERS 2                 /* sessions taking turns */
@@ -101,7 +104,7 @@ static const char *s_insert_sql =
     "WITH fresh AS ("
     "  INSERT INTO sdk_event_ids (project_id, event_id, org_id, received_at)"
     "  SELECT DISTINCT ON (project_id, event_id) project_id, event_id, org_id,"
-    "         to_timestamp (0) + received_at * INTERVAL '1 microsecond'"
+    "         " S_FROM_USEC ("received_at")
     "    FROM ly_staging ORDER BY project_id, event_id, pos"
     "  ON CONFLICT DO NOTHING RETURNING project_id, event_id),"
     " winners AS ("
@@ -203,12 +206,8 @@ s_prepare_session (PGconn *db, void *arg)
             "CASE WHEN consent_ads IS NOT FALSE AND EXISTS (SELECT 1 FROM project_layers l"
             " WHERE l.project_id = winners.project_id AND l.layer = 'apple_search_ads'"
             " AND l.enabled) THEN attribution_token END");
-        //  Epoch microseconds to timestamptz: exact while they fit a double's 53 bits
-        //  (years 1685-2254), which the ingest's window keeps them within
-        char *event_time = s_replace_word (token, "event_time",
-            "to_timestamp (0) + event_time * INTERVAL '1 microsecond'");
-        char *select = s_replace_word (event_time, "received_at",
-            "to_timestamp (0) + received_at * INTERVAL '1 microsecond'");
+        char *event_time = s_replace_word (token, "event_time", S_FROM_USEC ("event_time"));
+        char *select = s_replace_word (event_time, "received_at", S_FROM_USEC ("received_at"));
         free (token);
         free (event_time);
         char *statement = zsys_sprintf (s_insert_sql, ly_event_copy_columns, select);
@@ -567,6 +566,26 @@ s_maintenance_due (self_t *self)
     return now >= self->next_partition || (self->wrote && now >= self->next_expire);
 }
 
+//  The first writer without a batch, or NULL; *busy (may be NULL) is set when another
+//  has one.
+static s_writer_t *
+s_idle_writer (self_t *self, bool *busy)
+{
+    s_writer_t *idle = NULL;
+    bool any_busy = false;
+    for (size_t k = 0; k < S_WRITERS; k++) {
+        s_writer_t *w = &self->writer [k];
+        if (w->phase != S_IDLE)
+            any_busy = true;
+        else
+        if (!idle)
+            idle = w;
+    }
+    if (busy)
+        *busy = any_busy;
+    return idle;
+}
+
 //  Runs the maintenance that is due on an idle session, if there is one. A statement of
 //  it that waits on a lock a batch on the other session holds waits at most for that
 //  batch: PostgreSQL commits it without the store.
@@ -575,10 +594,7 @@ s_maintain (self_t *self)
 {
     if (!s_maintenance_due (self))
         return;
-    s_writer_t *w = NULL;
-    for (size_t k = 0; k < S_WRITERS && !w; k++)
-        if (self->writer [k].phase == S_IDLE)
-            w = &self->writer [k];
+    s_writer_t *w = s_idle_writer (self, NULL);
     if (!w)
         return;
     int64_t now = ly_mono_msec ();
@@ -611,14 +627,8 @@ static void
 s_dispatch (self_t *self)
 {
     while (self->waiting_size > 0) {
-        s_writer_t *idle = NULL;
-        bool busy = false;
-        for (size_t k = 0; k < S_WRITERS; k++) {
-            s_writer_t *w = &self->writer [k];
-            if (w->phase == S_IDLE && !idle)
-                idle = w;
-            busy |= w->phase != S_IDLE;
-        }
+        bool busy;
+        s_writer_t *idle = s_idle_writer (self, &busy);
         if (!idle || (busy && self->waiting_rows < S_OVERLAP_ROWS
                           && ly_mono_msec () - self->waiting_since < S_OVERLAP_MSEC))
             return;
@@ -638,10 +648,8 @@ s_answer_ping (self_t *self, zframe_t *routing_id, ly_msg_t *msg)
 {
     //  On an idle session; with both busy, the batches on them tell the database works
     bool db_ok = true;
-    for (size_t k = 0; k < S_WRITERS; k++) {
-        s_writer_t *w = &self->writer [k];
-        if (w->phase != S_IDLE)
-            continue;
+    s_writer_t *w = s_idle_writer (self, NULL);
+    if (w) {
         w->db = ly_db_session_get (w->session);
         db_ok = w->db != NULL;
         if (db_ok) {
@@ -651,7 +659,6 @@ s_answer_ping (self_t *self, zframe_t *routing_id, ly_msg_t *msg)
             if (!db_ok)
                 s_db_failed (w);
         }
-        break;
     }
     ly_msg_t *reply = ly_msg_new (LY_MSG_PONG);
     ly_msg_set_uint (reply, LY_PONG_REQUEST_ID, ly_msg_uint (msg, LY_PING_REQUEST_ID));
@@ -715,12 +722,8 @@ s_status (void *self)
 static long
 s_poll_timeout (self_t *self)
 {
-    bool idle = false, busy = false;
-    for (size_t k = 0; k < S_WRITERS; k++) {
-        idle |= self->writer [k].phase == S_IDLE;
-        busy |= self->writer [k].phase != S_IDLE;
-    }
-    if (!self->waiting_size || !idle || !busy)
+    bool busy;
+    if (!self->waiting_size || !s_idle_writer (self, &busy) || !busy)
         return -1;
     int64_t left = S_OVERLAP_MSEC - (ly_mono_msec () - self->waiting_since);
     return left > 0? (long) left: 0;

@@ -39,7 +39,7 @@ const char *ly_event_copy_columns =
 #define S_PROPERTIES_DEPTH  16          //  the properties object is level 1
 #define S_DEFAULT_FUTURE    (5 * 60 * (int64_t) 1000000)
 #define S_DEFAULT_PAST      (7 * 86400 * (int64_t) 1000000)
-#define S_USEC_PER_DAY      (86400 * (int64_t) 1000000)
+#define S_USEC_EXACT        ((int64_t) 1 << 53)     //  times the store converts exactly
 
 //  The columns, in the order of ly_event_copy_columns
 typedef enum {
@@ -211,33 +211,13 @@ s_set (scrub_t *self, column_t column, const char *text)
 //  --------------------------------------------------------------------------------------
 //  Time
 
-static void
-s_civil_from_days (int64_t days, int64_t *year, int *month, int *day)
-{
-    days += 719468;
-    int64_t era = (days >= 0? days: days - 146096) / 146097;
-    int64_t doe = days - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *day = (int) (doy - (153 * mp + 2) / 5 + 1);
-    *month = (int) (mp < 10? mp + 3: mp - 9);
-    *year = yoe + era * 400 + (*month <= 2);
-}
-
 //  Formats epoch microseconds in decimal, the form the store's staging table takes (it
-//  converts them to timestamptz: cheaper for PostgreSQL than parsing date text). -1 when
-//  the year is not within 1..9999, which timestamptz could not hold.
+//  converts them to timestamptz, cheaper for PostgreSQL than parsing date text, and
+//  exactly within +-2^53 us: years 1685-2254). -1 outside that range.
 static int
 s_format_time (int64_t usec, char out [24])
 {
-    int64_t days = usec / S_USEC_PER_DAY;
-    if (usec % S_USEC_PER_DAY < 0)
-        days--;
-    int64_t year;
-    int month, day;
-    s_civil_from_days (days, &year, &month, &day);
-    if (year < 1 || year > 9999)
+    if (usec <= -S_USEC_EXACT || usec >= S_USEC_EXACT)
         return -1;
     char digits [24];
     size_t len = 0;
@@ -315,7 +295,7 @@ s_timestamp (scrub_t *self, const msgpack_object *value, int64_t received)
         return s_refuse (self, "timestamp is more than %s in the past", window);
     }
     if (s_format_time (usec, self->event_time))
-        return s_refuse (self, "%s", wrong);
+        return s_refuse (self, "timestamp is out of range (years 1685 to 2254)");
     s_set (self, COL_EVENT_TIME, self->event_time);
     return LY_OK;
 }

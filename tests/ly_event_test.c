@@ -524,6 +524,21 @@ s_test_full (void)
     if (out.rc != LY_ERROR)
         FAIL (__LINE__, "bad org_id: %d %s", out.rc, out.reason);
     s_outcome_free (&out);
+    //  A past window wide enough to reach times the store could not convert exactly
+    ctx = s_ctx ();
+    ctx.max_past_usec = INT64_C(400) * 365 * 86400 * 1000000;
+    s_run_json (__LINE__, "{\"event_id\": \"e\", \"name\": \"x\", \"timestamp\": \"1700-01-01T00:00:00Z\"}",
+                &ctx, &out);
+    if (out.rc != LY_OK)
+        FAIL (__LINE__, "year 1700: %d %s", out.rc, out.reason);
+    else
+        EXPECT_COL (&out, "event_time", "-8520336000000000");
+    s_outcome_free (&out);
+    s_run_json (__LINE__, "{\"event_id\": \"e\", \"name\": \"x\", \"timestamp\": \"1680-01-01T00:00:00Z\"}",
+                &ctx, &out);
+    if (out.rc != LY_INVALID || !strstr (out.reason, "out of range"))
+        FAIL (__LINE__, "year 1680: %d %s", out.rc, out.reason);
+    s_outcome_free (&out);
     //  No receive time in the context: now.
     ctx = s_ctx ();
     ctx.received_usec = 0;

@@ -141,6 +141,30 @@ def test_duplicates_are_stored_once(server):
     assert len(row(server, event_id)) == 1
 
 
+def hold_key(server, event_id):
+    """An open transaction of the test's own that holds the deduplication key event_id:
+    a store batch with that key waits until it ends. Returns the connection."""
+    conn = db_connect(server)
+    conn.autocommit = False
+    conn.cursor().execute(
+        "INSERT INTO sdk_event_ids (project_id, event_id, org_id) VALUES (%s, %s, %s)",
+        (server.project, event_id, server.credentials()["org_id"]))
+    return conn
+
+
+def wait_for_store_lock(server):
+    """Waits until a store session waits on a lock (a key hold_key holds)."""
+    watch = server.db.cursor()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        watch.execute("SELECT count (*) FROM pg_stat_activity"
+                      " WHERE usename = 'layers_store' AND wait_event_type = 'Lock'")
+        if watch.fetchone()[0] == 1:
+            return
+        time.sleep(0.05)
+    pytest.fail("no store batch waited on the held key")
+
+
 def test_a_second_batch_is_written_beside_a_stuck_one(server):
     """The store writes on two sessions: while one batch waits (here on a lock the test
     holds on one of its keys), a big request that comes meanwhile is written on the
@@ -148,7 +172,6 @@ def test_a_second_batch_is_written_beside_a_stuck_one(server):
     repeating the stuck batch's keys waits for it and then counts them as duplicates:
     each event is stored once."""
     import threading
-    cred = server.credentials()
     blocker = "m-" + eid()                  # sorts among the batch's uuid keys
     first = [{"event_id": eid(), "name": "purchase"} for _ in range(499)]
     first.append({"event_id": blocker, "name": "purchase"})
@@ -157,25 +180,12 @@ def test_a_second_batch_is_written_beside_a_stuck_one(server):
 
     def send(name, events):
         answers[name] = post_events(server, {"events": events}, key=server.key, timeout=30)
-    lock = db_connect(server)
-    lock.autocommit = False
-    held = lock.cursor()
-    held.execute("INSERT INTO sdk_event_ids (project_id, event_id, org_id) VALUES (%s, %s, %s)",
-                 (server.project, blocker, cred["org_id"]))        # not committed
     stuck = threading.Thread(target=send, args=("first", first))
-    stuck.start()
-    watch = server.db.cursor()
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        watch.execute("SELECT count (*) FROM pg_stat_activity"
-                      " WHERE usename = 'layers_store' AND wait_event_type = 'Lock'")
-        if watch.fetchone()[0] == 1:
-            break
-        time.sleep(0.05)
-    else:
-        lock.rollback()
-        pytest.fail("the first batch never waited on the held key")
+    again = threading.Thread(target=send, args=("again", first))
+    lock = hold_key(server, blocker)
     try:
+        stuck.start()
+        wait_for_store_lock(server)
         status, _, body = post_events(server, {"events": second}, key=server.key, timeout=15)
         assert status == 202 and body["accepted"] == 500, body
         # a small one does not wait for rows to pile up: only a few ms
@@ -183,7 +193,6 @@ def test_a_second_batch_is_written_beside_a_stuck_one(server):
         status, _, body = post_events(server, small, key=server.key, timeout=15)
         assert status == 202 and body["accepted"] == 1, body
         assert stuck.is_alive()             # the first is still waiting
-        again = threading.Thread(target=send, args=("again", first))
         again.start()
         time.sleep(0.5)
     finally:
@@ -194,10 +203,11 @@ def test_a_second_batch_is_written_beside_a_stuck_one(server):
     assert answers["first"][0] == 202 and answers["first"][2]["accepted"] == 500, answers
     assert answers["again"][0] == 202, answers
     assert (answers["again"][2]["accepted"], answers["again"][2]["duplicates"]) == (0, 500)
-    watch.execute("SELECT count (*), count (DISTINCT event_id) FROM sdk_events"
-                  " WHERE project_id = %s AND event_id = ANY (%s)",
-                  (server.project, [e["event_id"] for e in first + second]))
-    assert watch.fetchone() == (1000, 1000)
+    cur = server.db.cursor()
+    cur.execute("SELECT count (*), count (DISTINCT event_id) FROM sdk_events"
+                " WHERE project_id = %s AND event_id = ANY (%s)",
+                (server.project, [e["event_id"] for e in first + second]))
+    assert cur.fetchone() == (1000, 1000)
 
 
 def test_a_batch_chosen_as_a_deadlock_victim_is_written_again(server):
@@ -205,7 +215,6 @@ def test_a_batch_chosen_as_a_deadlock_victim_is_written_again(server):
     writes the batch again instead of answering 503: here the test's own session takes
     a key the batch needs, then waits on one the batch holds."""
     import threading
-    cred = server.credentials()
     first, second = "a-" + eid(), "m-" + eid()      # the batch inserts `first` first
     answers = {}
 
@@ -213,24 +222,15 @@ def test_a_batch_chosen_as_a_deadlock_victim_is_written_again(server):
         answers["batch"] = post_events(server, {"events": [
             {"event_id": first, "name": "purchase"}, {"event_id": second, "name": "purchase"}]},
             key=server.key, timeout=30)
-    other = db_connect(server)
-    other.autocommit = False
-    cur = other.cursor()
-    insert = "INSERT INTO sdk_event_ids (project_id, event_id, org_id) VALUES (%s, %s, %s)"
-    cur.execute(insert, (server.project, second, cred["org_id"]))
     sender = threading.Thread(target=send)
-    sender.start()
-    watch = server.db.cursor()
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        watch.execute("SELECT count (*) FROM pg_stat_activity"
-                      " WHERE usename = 'layers_store' AND wait_event_type = 'Lock'")
-        if watch.fetchone()[0] == 1:
-            break
-        time.sleep(0.05)
+    other = hold_key(server, second)
     try:
+        sender.start()
+        wait_for_store_lock(server)
         # waits on the batch's key until PostgreSQL aborts the batch (deadlock_timeout)
-        cur.execute(insert, (server.project, first, cred["org_id"]))
+        other.cursor().execute(
+            "INSERT INTO sdk_event_ids (project_id, event_id, org_id) VALUES (%s, %s, %s)",
+            (server.project, first, server.credentials()["org_id"]))
     finally:
         other.rollback()
         other.close()

@@ -1636,10 +1636,11 @@ s_self_new (zsock_t *pipe)
             memset (tag, 0, sizeof tag);
         fclose (urandom);
     }
-    //  The pid namespace tells apart containers that share a host name
+    //  The pid namespace tells apart containers that share a host name. In hex: its
+    //  ten decimal digits read as a phone number to the log scrubber, which masked it.
     struct stat pidns;
     if (stat ("/proc/self/ns/pid", &pidns) == 0)
-        snprintf (self->local, sizeof self->local, "%s~%lu:", host, (unsigned long) pidns.st_ino);
+        snprintf (self->local, sizeof self->local, "%s~%lx:", host, (unsigned long) pidns.st_ino);
     else
         snprintf (self->local, sizeof self->local, "%s~?:", host);
     snprintf (self->worker, sizeof self->worker, "%s%d:%02x%02x%02x%02x", self->local,

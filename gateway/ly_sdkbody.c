@@ -56,15 +56,17 @@ s_inflate (const void *data, size_t size, char **out, size_t *out_size, ly_sdkbo
         zs.avail_out = (uInt) (cap - used);
         rc = inflate (&zs, Z_NO_FLUSH);
         used = cap - zs.avail_out;
+        //  RFC 1952: a gzip file may hold several members, one after the other
+        if (rc == Z_STREAM_END && zs.avail_in > 0)
+            rc = inflateReset (&zs);
     }
-    bool trailing = rc == Z_STREAM_END && zs.avail_in > 0;
     inflateEnd (&zs);
     if (used > LY_SDKBODY_MAX_BYTES) {
         free (buffer);
         return s_fail (error, 413, "too_large", "the inflated body exceeds %d bytes",
                        LY_SDKBODY_MAX_BYTES);
     }
-    if (rc != Z_STREAM_END || trailing) {
+    if (rc != Z_STREAM_END) {
         free (buffer);
         return s_fail (error, 400, "malformed", "the body is not valid gzip");
     }

@@ -265,6 +265,18 @@ def test_gzip_body(server):
     status, _, body = post_events(server, raw, key=server.key, headers={"Content-Encoding": "gzip"})
     assert status == 202 and body["accepted"] == 1
     assert len(row(server, event_id)) == 1
+    # a body compressed as several gzip members (RFC 1952), split inside a string
+    ids = [eid(), eid()]
+    text = json.dumps({"events": [{"event_id": i, "name": "app_open"} for i in ids]}).encode()
+    cut = text.index(ids[1].encode()) + 3
+    raw = gzip.compress(text[:cut]) + gzip.compress(text[cut:])
+    status, _, body = post_events(server, raw, key=server.key, headers={"Content-Encoding": "gzip"})
+    assert status == 202 and body["accepted"] == 2, body
+    assert all(len(row(server, i)) == 1 for i in ids)
+    # a member followed by bytes that are not one
+    status, _, body = post_events(server, gzip.compress(text) + b"trailing", key=server.key,
+                                  headers={"Content-Encoding": "gzip"})
+    assert status == 400 and body["error"]["message"] == "the body is not valid gzip", body
 
 
 @pytest.mark.parametrize("case", [

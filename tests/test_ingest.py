@@ -279,6 +279,20 @@ def test_gzip_body(server):
     assert status == 400 and body["error"]["message"] == "the body is not valid gzip", body
 
 
+def test_content_type_parameters(server):
+    """Parameters of application/json are allowed; a charset other than UTF-8 is refused,
+    since the body would be read as something its sender did not mean."""
+    for value in ("application/json; charset=utf-8", "Application/JSON;charset=\"UTF-8\"",
+                  "application/json; charset=utf8 ; foo=bar"):
+        status, _, body = post_events(server, {"event_id": eid(), "name": "x"}, key=server.key,
+                                      headers={"Content-Type": value})
+        assert status == 202 and body["accepted"] == 1, (value, body)
+    for value in ("application/json; charset=iso-8859-1", "application/json;charset=utf-16"):
+        status, _, body = post_events(server, {"event_id": eid(), "name": "x"}, key=server.key,
+                                      headers={"Content-Type": value})
+        assert status == 415 and "UTF-8" in body["error"]["message"], (value, body)
+
+
 @pytest.mark.parametrize("case", [
     "malformed", "content_type", "oversized", "gzip_bomb", "deep_body", "invalid_utf8",
     "ten_thousand", "missing_key", "unknown_key", "empty", "bad_encoding", "not_gzip",

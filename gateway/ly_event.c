@@ -278,6 +278,15 @@ s_timestamp (scrub_t *self, const msgpack_object *value, int64_t received)
     if (value->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
         usec = value->via.i64 < INT64_MIN / 1000? INT64_MIN: value->via.i64 * 1000;
     else
+    if (value->type == MSGPACK_OBJECT_FLOAT64 || value->type == MSGPACK_OBJECT_FLOAT32) {
+        //  Milliseconds with a fraction, as SDKs computing them from a double send;
+        //  a double holds today's epoch microseconds exactly
+        double scaled = round (value->via.f64 * 1000.0);
+        if (!isfinite (scaled))
+            return s_refuse (self, "%s", wrong);
+        usec = scaled >= 0x1p62? INT64_MAX: scaled <= -0x1p62? INT64_MIN: (int64_t) scaled;
+    }
+    else
         return s_refuse (self, "%s", wrong);
 
     char window [32];
@@ -287,9 +296,12 @@ s_timestamp (scrub_t *self, const msgpack_object *value, int64_t received)
     }
     if (usec < received && (usec < received - past)) {
         s_duration (past, window, sizeof window);
-        //  10 digits: epoch seconds, a common mistake; say so
-        if (value && value->type == MSGPACK_OBJECT_POSITIVE_INTEGER
-        &&  value->via.u64 >= 1000000000ULL && value->via.u64 < 10000000000ULL)
+        //  10 digits before any fraction: epoch seconds, a common mistake; say so
+        double number = !value? 0:
+                        value->type == MSGPACK_OBJECT_POSITIVE_INTEGER? (double) value->via.u64:
+                        value->type == MSGPACK_OBJECT_FLOAT64
+                     || value->type == MSGPACK_OBJECT_FLOAT32? value->via.f64: 0;
+        if (number >= 1e9 && number < 1e10)
             return s_refuse (self, "timestamp is more than %s in the past (it looks like"
                              " epoch seconds; epoch milliseconds are expected)", window);
         return s_refuse (self, "timestamp is more than %s in the past", window);

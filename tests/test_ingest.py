@@ -104,23 +104,28 @@ def test_invalid_email_and_phone_drop_the_field_not_the_event(server):
 
 
 def test_event_and_receive_times_are_stored_exactly(server):
-    """The SDK's timestamp (RFC 3339 with microseconds, or epoch milliseconds) is stored
-    to the microsecond, whatever the session's time zone; received_at is the gateway's
-    receive time, the same in sdk_events and the deduplication key."""
+    """The SDK's timestamp (RFC 3339 with microseconds, or epoch milliseconds, with a
+    fraction too) is stored to the microsecond, whatever the session's time zone;
+    received_at is the gateway's receive time, the same in sdk_events and the
+    deduplication key."""
     import datetime
     utc = datetime.timezone.utc
     sent = datetime.datetime.now(utc).replace(microsecond=123456) - datetime.timedelta(hours=1)
     millis = int(time.time() * 1000) - 90061001
-    ids = [eid(), eid()]
+    ids = [eid(), eid(), eid()]
     before = datetime.datetime.now(utc)
-    status, _, body = post_events(server, {"events": [
-        {"event_id": ids[0], "name": "x", "timestamp": sent.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+02:00"},
-        {"event_id": ids[1], "name": "x", "timestamp": millis}]}, key=server.key)
+    body = ('{"events": [{"event_id": "%s", "name": "x", "timestamp": "%s+02:00"},'
+            ' {"event_id": "%s", "name": "x", "timestamp": %d},'
+            ' {"event_id": "%s", "name": "x", "timestamp": %d.25}]}'
+            % (ids[0], sent.strftime("%Y-%m-%dT%H:%M:%S.%f"), ids[1], millis, ids[2], millis))
+    status, _, body = post_events(server, body.encode(), key=server.key)
     after = datetime.datetime.now(utc)
-    assert status == 202 and body["accepted"] == 2, body
-    [first], [second] = row(server, ids[0]), row(server, ids[1])
+    assert status == 202 and body["accepted"] == 3, body
+    [first], [second], [third] = row(server, ids[0]), row(server, ids[1]), row(server, ids[2])
     assert first["event_time"] == sent - datetime.timedelta(hours=2)
-    assert second["event_time"] == datetime.datetime.fromtimestamp(millis / 1000, utc)
+    assert second["event_time"] == datetime.datetime.fromtimestamp(millis // 1000, utc) \
+        + datetime.timedelta(milliseconds=millis % 1000)
+    assert third["event_time"] == second["event_time"] + datetime.timedelta(microseconds=250)
     for r in (first, second):
         assert before - datetime.timedelta(seconds=1) <= r["received_at"] <= after
     cur = server.db.cursor()

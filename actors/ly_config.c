@@ -4,6 +4,7 @@
     URLs, the model URL and key) are never repeated in an error. */
 #include "ly_prelude.h"
 #include "ly_config.h"
+#include "ly_netaddr.h"
 
 #define S_VALUE_MAX     200     /* longest value repeated in an error */
 
@@ -419,7 +420,7 @@ s_load_model_kind (ly_config_t *cfg, char *err, size_t errlen)
     return s_fail (err, errlen, "%s \"%.*s\" is not openai or anthropic", name, S_VALUE_MAX, value);
 }
 
-//  Stored without spaces: "10.0.0.1,2001:db8::1"
+//  Addresses and CIDR ranges, stored without spaces: "10.0.0.1,2001:db8::/32"
 static int
 s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
 {
@@ -441,26 +442,20 @@ s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
         const char *last = end;
         while (last > entry && (last [-1] == ' ' || last [-1] == '\t'))
             last--;
-        char address [INET6_ADDRSTRLEN];
         size_t len = last - entry;
-        union { struct in_addr v4; struct in6_addr v6; } parsed;
+        ly_netaddr_range_t range;
         if (len == 0) {
             free (list);
             return s_fail (err, errlen, "%s \"%.*s\" has an empty entry", name, S_VALUE_MAX, value);
         }
-        if (len < sizeof address) {
-            memcpy (address, entry, len);
-            address [len] = 0;
-        }
-        if (len >= sizeof address
-        || (inet_pton (AF_INET, address, &parsed.v4) != 1 && inet_pton (AF_INET6, address, &parsed.v6) != 1)) {
+        if (ly_netaddr_range_parse (entry, len, &range)) {
             free (list);
-            return s_fail (err, errlen, "%s entry \"%.*s\" is not an IP address",
+            return s_fail (err, errlen, "%s entry \"%.*s\" is not an IP address or CIDR range",
                            name, (int) (len < S_VALUE_MAX? len: S_VALUE_MAX), entry);
         }
         if (size)
             list [size++] = ',';
-        memcpy (list + size, address, len);
+        memcpy (list + size, entry, len);
         size += len;
         if (*end == 0)
             break;

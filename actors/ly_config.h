@@ -22,7 +22,7 @@ typedef struct {
     char *model_url;        /* LAYERS_MODEL_URL, NULL: none */
     char *model_key;        /* LAYERS_MODEL_KEY (secret, never logged) */
     char *model_kind;       /* LAYERS_MODEL_KIND: openai | anthropic */
-    char *trusted_proxies;  /* LAYERS_TRUSTED_PROXIES, comma-separated addresses */
+    char *trusted_proxies;  /* LAYERS_TRUSTED_PROXIES, comma-separated addresses and CIDR ranges */
     ly_log_level_t log_level;   /* LAYERS_LOG_LEVEL */
 } ly_config_t;
 

@@ -18,6 +18,7 @@
 #include "ly_config.h"
 #include "ly_log.h"
 #include "ly_metrics.h"
+#include "ly_netaddr.h"
 #include "ly_topology.h"
 #include <microhttpd.h>
 #include <netdb.h>
@@ -36,7 +37,6 @@
 #define S_KEY_TTL_MSEC 5000             /* a found SDK key is trusted this long */
 #define S_UNKNOWN_KEY_TTL_MSEC 5000     /* an unknown one is refused this long */
 #define S_KEY_CACHE_MAX 100000
-#define S_MAX_PROXIES 16
 #define S_API_TIMEOUT_MSEC 30000
 #define S_AUTH_FAILURES 10              /* failures per client and credential, per window */
 #define S_AUTH_CLIENT_FAILURES 100      /* failures per client with any credential */
@@ -106,8 +106,8 @@ struct _s_shared_t {
     int wake_fd;                    /* eventfd: the queue is not empty */
     uint64_t next_id;               /* request id sequence */
     size_t in_flight_bytes;         /* bodies held by requests with the loop (atomic) */
-    char *proxies [S_MAX_PROXIES];  /* trusted proxy addresses, normalized, owned */
-    size_t proxy_count;
+    ly_netaddr_range_t *proxies;    /* trusted proxy addresses and ranges, owned */
+    size_t proxy_count;             /* entries in proxies */
 };
 
 typedef struct {
@@ -242,39 +242,33 @@ s_hand_off (s_shared_t *shared, s_request_t *request)
 }
 
 static bool
-s_trusted_proxy (s_shared_t *shared, const char *address)
+s_trusted_proxy (s_shared_t *shared, const uint8_t addr [16])
 {
     for (size_t i = 0; i < shared->proxy_count; i++)
-        if (streq (shared->proxies [i], address))
+        if (ly_netaddr_range_contains (&shared->proxies [i], addr))
             return true;
     return false;
 }
 
-//  Writes address in its canonical text form into out; false when it is not an IP.
-static bool
-s_canonical_ip (const char *text, size_t len, char out [INET6_ADDRSTRLEN])
+//  Appends each X-Forwarded-For line to a comma list: a proxy may add its own line
+//  rather than extend the one the client sent, and only all of them in order say
+//  which entries the trusted proxies added.
+static enum MHD_Result
+s_collect_forwarded (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
-    char copy [INET6_ADDRSTRLEN + 8];
-    while (len && (*text == ' ' || *text == '\t')) {
-        text++;
-        len--;
-    }
-    while (len && (text [len - 1] == ' ' || text [len - 1] == '\t'))
-        len--;
-    if (len == 0 || len >= sizeof copy)
-        return false;
-    memcpy (copy, text, len);
-    copy [len] = 0;
-    unsigned char bytes [16];
-    if (inet_pton (AF_INET, copy, bytes) == 1)
-        return inet_ntop (AF_INET, bytes, out, INET6_ADDRSTRLEN) != NULL;
-    if (inet_pton (AF_INET6, copy, bytes) == 1)
-        return inet_ntop (AF_INET6, bytes, out, INET6_ADDRSTRLEN) != NULL;
-    return false;
+    (void) kind;
+    zchunk_t *list = (zchunk_t *) cls;
+    if (!key || !value || strcasecmp (key, "X-Forwarded-For"))
+        return MHD_YES;
+    if (zchunk_size (list))
+        zchunk_extend (list, ",", 1);
+    zchunk_extend (list, value, strlen (value));
+    return MHD_YES;
 }
 
 //  The client's IP: the peer, or, when the peer is a trusted proxy, the right-most
-//  address in X-Forwarded-For that is not one.
+//  address in X-Forwarded-For that is not one. An entry that is not an address stops
+//  the walk at the last trusted proxy.
 static void
 s_client_ip (s_shared_t *shared, struct MHD_Connection *conn, char out [INET6_ADDRSTRLEN])
 {
@@ -284,29 +278,33 @@ s_client_ip (s_shared_t *shared, struct MHD_Connection *conn, char out [INET6_AD
     if (!info || !info->client_addr)
         return;
     const struct sockaddr *peer = info->client_addr;
+    uint8_t addr [16] = { [10] = 0xFF, [11] = 0xFF };
     if (peer->sa_family == AF_INET)
-        inet_ntop (AF_INET, &((const struct sockaddr_in *) peer)->sin_addr, out, INET6_ADDRSTRLEN);
+        memcpy (addr + 12, &((const struct sockaddr_in *) peer)->sin_addr, 4);
     else
     if (peer->sa_family == AF_INET6)
-        inet_ntop (AF_INET6, &((const struct sockaddr_in6 *) peer)->sin6_addr, out, INET6_ADDRSTRLEN);
-    if (!shared->proxy_count || !s_trusted_proxy (shared, out))
+        memcpy (addr, &((const struct sockaddr_in6 *) peer)->sin6_addr, 16);
+    else
         return;
-    const char *forwarded = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "X-Forwarded-For");
-    if (!forwarded)
+    ly_netaddr_format (addr, out);
+    if (!shared->proxy_count || !s_trusted_proxy (shared, addr))
         return;
-    const char *end = forwarded + strlen (forwarded);
+    zchunk_t *list = zchunk_new (NULL, 256);
+    MHD_get_connection_values (conn, MHD_HEADER_KIND, s_collect_forwarded, list);
+    const char *forwarded = (const char *) zchunk_data (list);
+    const char *end = forwarded + zchunk_size (list);
     while (end > forwarded) {
         const char *start = end;
         while (start > forwarded && start [-1] != ',')
             start--;
-        char candidate [INET6_ADDRSTRLEN];
-        if (!s_canonical_ip (start, (size_t) (end - start), candidate))
-            return;                 //  garbage: keep the last address we trust
-        memcpy (out, candidate, INET6_ADDRSTRLEN);
-        if (!s_trusted_proxy (shared, candidate))
-            return;
+        if (ly_netaddr_parse_forwarded (start, (size_t) (end - start), addr))
+            break;
+        ly_netaddr_format (addr, out);
+        if (!s_trusted_proxy (shared, addr))
+            break;
         end = start > forwarded? start - 1: start;
     }
+    zchunk_destroy (&list);
 }
 
 //  Prepares an /l/events request on the HTTP thread: auth header, body. Returns false
@@ -1075,8 +1073,7 @@ s_self_destroy (self_t **self_p)
     ly_tap_destroy (&self->tap);
     if (self->shared.wake_fd >= 0)
         close (self->shared.wake_fd);
-    for (size_t i = 0; i < self->shared.proxy_count; i++)
-        free (self->shared.proxies [i]);
+    free (self->shared.proxies);
     pthread_mutex_destroy (&self->shared.lock);
     free (self);
     *self_p = NULL;
@@ -1096,16 +1093,22 @@ s_id_compare (const void *a, const void *b)
     return x < y? -1: x > y;
 }
 
+//  The trusted proxies from the configuration, which checked every entry
 static void
 s_load_proxies (s_shared_t *shared)
 {
     const char *list = ly_config.trusted_proxies;
-    while (list && *list && shared->proxy_count < S_MAX_PROXIES) {
+    if (!list || !*list)
+        return;
+    size_t entries = 1;
+    for (const char *at = list; *at; at++)
+        entries += *at == ',';
+    shared->proxies = (ly_netaddr_range_t *) zmalloc (entries * sizeof (ly_netaddr_range_t));
+    while (list) {
         const char *comma = strchr (list, ',');
         size_t len = comma? (size_t) (comma - list): strlen (list);
-        char address [INET6_ADDRSTRLEN];
-        if (s_canonical_ip (list, len, address))
-            shared->proxies [shared->proxy_count++] = strdup (address);
+        if (ly_netaddr_range_parse (list, len, &shared->proxies [shared->proxy_count]) == 0)
+            shared->proxy_count++;
         list = comma? comma + 1: NULL;
     }
 }

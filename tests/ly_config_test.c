@@ -345,8 +345,13 @@ s_test_trusted_proxies (void)
     s_load_fails (name, "10.0.0.1,,10.0.0.2", "empty entry");
     s_load_fails (name, "10.0.0.1,", "empty entry");
     s_load_fails (name, " ", "empty entry");
-    s_load_fails (name, "10.0.0.0/8", "entry \"10.0.0.0/8\" is not an IP address");
-    s_load_fails (name, "10.0.0.1, proxy.local", "entry \"proxy.local\" is not an IP address");
+    cfg = s_load_ok (name, "10.0.0.0/8, fd00::/8,192.168.1.7/32");
+    assert (streq (cfg.trusted_proxies, "10.0.0.0/8,fd00::/8,192.168.1.7/32"));
+    ly_config_free (&cfg);
+
+    s_load_fails (name, "10.0.0.0/33", "entry \"10.0.0.0/33\" is not an IP address or CIDR range");
+    s_load_fails (name, "10.0.0.0/", "entry \"10.0.0.0/\" is not an IP address or CIDR range");
+    s_load_fails (name, "10.0.0.1, proxy.local", "entry \"proxy.local\" is not an IP address or CIDR range");
     s_load_fails (name, "10.0.0.256", "is not an IP address");
     s_load_fails (name, "1111:2222:3333:4444:5555:6666:7777:8888:9999:aaaa", "is not an IP address");
 }

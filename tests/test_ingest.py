@@ -25,7 +25,7 @@ def sha(text):
 def server(tmp_path_factory):
     mmdb = make_mmdb(str(tmp_path_factory.mktemp("geo") / "test.mmdb"))
     os.chmod(os.path.dirname(mmdb), 0o755)
-    with Layersd(env={"LAYERS_GEOIP_DB": mmdb, "LAYERS_TRUSTED_PROXIES": "127.0.0.1"}) as s:
+    with Layersd(env={"LAYERS_GEOIP_DB": mmdb, "LAYERS_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8, 2001:db8:ffff::/48"}) as s:
         s.key = s.credentials()["sdk_key"]
         s.project = s.credentials()["project_id"]
         s.db = db_connect(s)
@@ -91,6 +91,41 @@ def test_ipv6_geo_and_prehashed_values(server):
     [r] = row(server, event_id)
     assert r["email_sha256"] == hashed
     assert r["geo_country"] == "DE" and r["geo_region"] == "BE"
+
+
+@pytest.mark.parametrize("lines,country", [
+    (["81.2.69.160, 10.1.2.3"], "GB"),              # a proxy trusted by its range
+    (["81.2.69.160, 2001:db8:ffff::1"], "GB"),      # an IPv6 range
+    (["81.2.69.160, 2001:db8::9"], "DE"),           # not in the range: the client
+    (["81.2.69.160, 11.0.0.1"], None),              # just past 10.0.0.0/8
+    (["81.2.69.160", "175.16.199.1"], "CN"),        # a proxy's own line comes last
+    (["81.2.69.160:4711"], "GB"),                   # IPv4:port, as some proxies write it
+    (["[2001:db8::7]:443"], "DE"),
+    (["81.2.69.160, unknown, 10.0.0.1"], None),     # not an address: stop at the proxy
+])
+def test_client_ip_through_trusted_proxies(server, lines, country):
+    """The client is the right-most X-Forwarded-For entry that is not a trusted proxy
+    (LAYERS_TRUSTED_PROXIES holds addresses and CIDR ranges), reading every header line
+    in order."""
+    import http.client
+    event_id = eid()
+    conn = http.client.HTTPConnection(server.base.split("//")[1], timeout=15)
+    try:
+        conn.putrequest("POST", "/l/events")
+        body = json.dumps({"event_id": event_id, "name": "x"}).encode()
+        for name, value in (("Authorization", "Bearer " + server.key),
+                            ("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body)))):
+            conn.putheader(name, value)
+        for line in lines:
+            conn.putheader("X-Forwarded-For", line)
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        assert answer.status == 202, answer.read()
+    finally:
+        conn.close()
+    [r] = row(server, event_id)
+    assert r["geo_country"] == country, r
 
 
 def test_invalid_email_and_phone_drop_the_field_not_the_event(server):

@@ -63,7 +63,8 @@ s_usage (FILE *out)
 "                           ad-network endpoints\n"
 "  LAYERS_MODEL_URL, LAYERS_MODEL_KEY, LAYERS_MODEL_KIND (openai|anthropic)\n"
 "                           model provider for content generation\n"
-"  LAYERS_TRUSTED_PROXIES   proxies whose X-Forwarded-For is believed (comma list)\n"
+"  LAYERS_TRUSTED_PROXIES   proxies whose X-Forwarded-For is believed: addresses and\n"
+"                           CIDR ranges, comma-separated (10.0.0.0/8, fd00::/8)\n"
 "  LAYERS_LOG_LEVEL         debug, info, warning or error (info)\n");
 }
 

@@ -28,6 +28,10 @@ struct _ly_supervisor_t {
     size_t arg_count;
     s_child_t children [S_MAX_CHILDREN];/* the watched processes */
     size_t count;                       /* children in use */
+    ly_supervisor_watch_fn *watch;      /* run every watch_interval msec, or NULL */
+    void *watch_arg;                    /* its argument, borrowed */
+    int watch_interval;                 /* msec between runs */
+    int64_t watch_at;                   /* monotonic msec of the next run */
 };
 
 void
@@ -80,6 +84,16 @@ ly_supervisor_add (ly_supervisor_t *self, const char *role)
     s_child_t *child = &self->children [self->count++];
     child->role = strdup (role);
     child->backoff = S_BACKOFF_MIN_MSEC;
+}
+
+void
+ly_supervisor_set_watch (ly_supervisor_t *self, ly_supervisor_watch_fn *fn, void *arg,
+                         int interval_msec)
+{
+    self->watch = fn;
+    self->watch_arg = arg;
+    self->watch_interval = interval_msec;
+    self->watch_at = ly_mono_msec () + interval_msec;
 }
 
 static void
@@ -225,9 +239,17 @@ ly_supervisor_run (ly_supervisor_t *self)
     sigaddset (&set, SIGCHLD);
     sigaddset (&set, SIGHUP);
     while (true) {
-        //  Sleep until a signal or the next restart that is due.
+        //  Sleep until a signal, the next restart that is due or the next watch.
         int64_t now = ly_mono_msec ();
         int64_t next = -1;
+        if (self->watch) {
+            if (self->watch_at <= now) {
+                self->watch (self->watch_arg);
+                now = ly_mono_msec ();
+                self->watch_at = now + self->watch_interval;
+            }
+            next = self->watch_at;
+        }
         for (size_t i = 0; i < self->count; i++) {
             s_child_t *child = &self->children [i];
             if (!child->pid && child->restart_at) {

@@ -16,6 +16,11 @@ void ly_supervisor_destroy (ly_supervisor_t **self_p);
 void ly_supervisor_add_arg (ly_supervisor_t *self, const char *arg);
 /*  Adds one child running `exe --only role [extra args]`. */
 void ly_supervisor_add (ly_supervisor_t *self, const char *role);
+/*  Something else the supervisor looks after between signals (the embedded
+    PostgreSQL): fn (arg) runs every interval_msec while the supervisor runs. */
+typedef void (ly_supervisor_watch_fn) (void *arg);
+void ly_supervisor_set_watch (ly_supervisor_t *self, ly_supervisor_watch_fn *fn, void *arg,
+                              int interval_msec);
 /*  Starts the children and watches them until SIGINT or SIGTERM; then stops them all.
     The caller must have blocked SIGINT, SIGTERM and SIGCHLD in every thread.
     Returns 0. */

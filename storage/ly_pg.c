@@ -16,7 +16,12 @@ struct _ly_pg_t {
     char *sockdir;      /* socket directory, owned */
     char *admin_url;    /* conninfo for the superuser, owned */
     bool running;       /* we started it and have not stopped it */
+    int64_t retry_at;   /* monotonic msec of the next start after a crash, 0: none due */
+    int backoff;        /* msec before the start after the next failed one */
 };
+
+#define S_RESTART_BACKOFF_MIN 1000
+#define S_RESTART_BACKOFF_MAX 30000
 
 static char *
 s_sockdir (const char *root)
@@ -290,6 +295,65 @@ cleanup:
         ly_pg_destroy (&self);
     }
     return self;
+}
+
+//  True when the postmaster named in the cluster's postmaster.pid has died: the file
+//  is there (a clean stop removes it) and its process is gone, or is no postgres.
+static bool
+s_crashed (ly_pg_t *self)
+{
+    char *path = zsys_sprintf ("%s/postmaster.pid", self->cluster);
+    FILE *file = fopen (path, "r");
+    zstr_free (&path);
+    if (!file)
+        return false;
+    long pid = 0;
+    bool read = fscanf (file, "%ld", &pid) == 1 && pid > 0;
+    fclose (file);
+    if (!read)
+        return false;           //  being written by a postmaster that is starting
+    char comm_path [64], comm [32] = "";
+    snprintf (comm_path, sizeof comm_path, "/proc/%ld/comm", pid);
+    FILE *proc = fopen (comm_path, "r");
+    if (!proc)
+        return kill ((pid_t) pid, 0) == -1 && errno == ESRCH;
+    bool postgres = fgets (comm, sizeof comm, proc) && strncmp (comm, "postgres", 8) == 0;
+    fclose (proc);
+    return !postgres;
+}
+
+void
+ly_pg_watch (void *arg)
+{
+    ly_pg_t *self = (ly_pg_t *) arg;
+    if (!self->running)
+        return;
+    int64_t now = ly_mono_msec ();
+    if (self->retry_at == 0) {
+        if (!s_crashed (self))
+            return;
+        ly_warning ("supervisor", "PostgreSQL in \"%s\" died; starting it again", self->cluster);
+        self->backoff = S_RESTART_BACKOFF_MIN;
+    }
+    else
+    if (now < self->retry_at)
+        return;
+    char *log_path = zsys_sprintf ("%s/log", self->root);
+    char *argv [] = { S_PGBIN "/pg_ctl", "start", "-D", self->cluster, "-l", log_path,
+                      "-w", "-t", "60", NULL };
+    if (s_run ("/dev/null", argv) == 0) {
+        ly_info ("supervisor", "PostgreSQL in \"%s\" runs again", self->cluster);
+        self->retry_at = 0;
+    }
+    else {
+        //  Its old backends may still hold the shared memory for a moment
+        ly_warning ("supervisor", "could not start PostgreSQL in \"%s\" again; trying in %d ms;"
+                    " see \"%s\"", self->cluster, self->backoff, log_path);
+        self->retry_at = ly_mono_msec () + self->backoff;
+        self->backoff = self->backoff * 2 > S_RESTART_BACKOFF_MAX? S_RESTART_BACKOFF_MAX
+                                                                  : self->backoff * 2;
+    }
+    zstr_free (&log_path);
 }
 
 void

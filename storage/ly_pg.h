@@ -13,6 +13,11 @@ typedef struct _ly_pg_t ly_pg_t;
 /*  Initializes (first run) and starts the cluster; NULL on failure (reason in err).
     Caller owns; ly_pg_destroy stops the server. */
 ly_pg_t *ly_pg_start (const char *data_dir, char *err, size_t errlen);
+/*  Starts the server again when it died (its postmaster.pid names a process that is
+    gone: killed, or out of memory), with a backoff while it cannot start; PostgreSQL
+    recovers from its WAL. A server stopped cleanly (pg_ctl stop: no postmaster.pid)
+    is left stopped: someone meant it. For ly_supervisor_set_watch. */
+void ly_pg_watch (void *self);
 /*  Stops the server (fast shutdown) and frees. */
 void ly_pg_destroy (ly_pg_t **self_p);
 /*  The admin connection string (a superuser over the private socket); borrowed. */

@@ -123,3 +123,26 @@ def test_postgres_outage_under_load():
             wait_for(lambda: load.count(202) > acked_during + 20, 30,
                      "acknowledgements after PostgreSQL is back")
         check_all_stored_once(server, load.acked)
+
+
+def test_embedded_postgres_killed_under_load_is_started_again():
+    """kill -9 of the embedded PostgreSQL (the OOM killer's way): layersd starts it
+    again by itself, PostgreSQL recovers from its WAL, and ingest resumes with every
+    acknowledged event stored once. The first start after the crash may be refused
+    while the dead server's backends still hold its shared memory: it is retried."""
+    with Layersd() as server:
+        pid_file = os.path.join(server.data_dir, "pg", "data", "postmaster.pid")
+        with Load(server) as load:
+            wait_for(lambda: load.count(202) > 20, 30, "first acknowledgements")
+            with open(pid_file) as f:
+                postmaster = int(f.readline())
+            os.kill(postmaster, signal.SIGKILL)
+            acked_before = load.count(202)
+            wait_for(lambda: "died; starting it again" in server.log(), 15,
+                     "the supervisor to notice")
+            wait_for(lambda: load.count(202) > acked_before + 20, 60,
+                     "acknowledgements after PostgreSQL is back")
+        with open(pid_file) as f:
+            assert int(f.readline()) != postmaster
+        assert "runs again" in server.log()
+        check_all_stored_once(server, load.acked)

@@ -296,6 +296,8 @@ main (int argc, char *argv [])
             for (long copy = 0; copy < copies; copy++)
                 ly_supervisor_add (supervisor, ly_actor_names [i]);
         }
+        if (pg)
+            ly_supervisor_set_watch (supervisor, ly_pg_watch, pg, 1000);
         rc = ly_supervisor_run (supervisor);
         ly_supervisor_destroy (&supervisor);
     }

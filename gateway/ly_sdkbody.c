@@ -105,6 +105,22 @@ s_inflate (const void *data, size_t size, char **out, size_t *out_size, ly_sdkbo
     return 0;
 }
 
+//  jansson's reason in the SDK's terms: some of its messages name its own flags or
+//  say little ("too big integer"). Returns a static string, or text itself.
+static const char *
+s_json_reason (const char *text)
+{
+    static const struct { const char *jansson, *ours; } reasons [] = {
+        { "\\u0000 is not allowed without JSON_ALLOW_NUL", "\\u0000 is not allowed in a string" },
+        { "too big integer", "an integer beyond 64 bits" },
+        { "real number overflow", "a number beyond the range of a double" },
+    };
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons [0]; i++)
+        if (strncmp (text, reasons [i].jansson, strlen (reasons [i].jansson)) == 0)
+            return reasons [i].ours;
+    return text;
+}
+
 static size_t
 s_depth (json_t *json)
 {
@@ -819,10 +835,10 @@ ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
                 if (!event) {
                     //  Without jansson's "near '<the bytes>'": the reason travels in
                     //  frames that taps show as they are, and the bytes may be anything
-                    const char *near = strstr (part_error.text, " near ");
-                    int len = near? (int) (near - part_error.text): (int) strlen (part_error.text);
-                    unreadable [i] = zsys_sprintf ("the event is not valid JSON: %.*s", len,
-                                                   part_error.text);
+                    const char *reason = s_json_reason (part_error.text);
+                    const char *near = strstr (reason, " near ");
+                    int len = near? (int) (near - reason): (int) strlen (reason);
+                    unreadable [i] = zsys_sprintf ("the event is not valid JSON: %.*s", len, reason);
                     event = json_null ();
                 }
                 json_array_append_new (list, event);
@@ -831,7 +847,7 @@ ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
     }
     if (!root)
         return s_fail (error, 400, "malformed", "the body is not valid JSON: %s at line %d column %d",
-                       json_error.text, json_error.line, json_error.column);
+                       s_json_reason (json_error.text), json_error.line, json_error.column);
     json_t *events = root;
     bool batch = false;
     if (json_is_object (root) && json_is_array (json_object_get (root, "events"))) {

@@ -400,17 +400,21 @@ def test_an_unreadable_event_in_a_batch_is_refused_alone(server):
              b'{"event_id": "d", "name": "x", "properties": {"r": 1e999}}',
              b'"just a string"',
              json.dumps({"event_id": good[1], "name": "x", "properties": {"s": "[{\"}]"}}).encode(),
-             b'{"event_id": "e", "name": "x", "properties": ' + b'{"a": ' * 20 + b"1" + b"}" * 21]
+             b'{"event_id": "e", "name": "x", "properties": ' + b'{"a": ' * 20 + b"1" + b"}" * 21,
+             b'{"event_id": "f", "name": "x", "properties": {"s": "a\\u0000b"}}']
     body = b'{"events": [' + b",\n ".join(parts) + b"]}"
     status, _, parsed = post_events(server, body, key=server.key)
     assert status == 202, parsed
     assert parsed["accepted"] == 2, parsed
     refused = {r["index"]: r["error"] for r in parsed["rejected"]}
-    assert set(refused) == {1, 2, 3, 4, 5, 7}, parsed
-    for index in (1, 2, 3, 4):
+    assert set(refused) == {1, 2, 3, 4, 5, 7, 8}, parsed
+    for index in (1, 2, 3, 4, 8):
         assert refused[index].startswith("the event is not valid JSON: "), refused
-    assert "too big integer" in refused[2] and "0xff" in refused[3], refused
-    assert "overflow" in refused[4], refused
+    # in the SDK's terms, not jansson's
+    assert refused[2].endswith("an integer beyond 64 bits") and "0xff" in refused[3], refused
+    assert refused[4].endswith("a number beyond the range of a double"), refused
+    assert refused[8].endswith("\\u0000 is not allowed in a string"), refused
+    assert not any("JSON_" in reason for reason in refused.values()), refused
     assert not any("near" in reason for reason in refused.values()), refused
     assert refused[5] == "an event must be a JSON object"
     assert refused[7].startswith("the event nests too deeply"), refused   # the gateway's reason

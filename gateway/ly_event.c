@@ -62,26 +62,32 @@ static const char *s_fields [F_COUNT] = {
     "device", "app", "attribution_token", "consent"
 };
 
-//  A string field of device {...} or app {...}, and its column
+//  A string field of device {...} or app {...}, and its column. A version or a build
+//  may also come as an integer (Android's versionCode is one): slot is where its text
+//  goes, S_STRING_ONLY for the others.
 typedef struct {
     const char *key;
     const char *label;              //  how a reason names it
     column_t column;
+    int slot;                       //  index into scrub_t's numbers, or S_STRING_ONLY
 } subfield_t;
 
+#define S_STRING_ONLY (-1)
+#define S_NUMBER_SLOTS 3
+
 static const subfield_t s_device_fields [] = {
-    { "os",         "device.os",            COL_DEVICE_OS },
-    { "os_version", "device.os_version",    COL_DEVICE_OS_VERSION },
-    { "model",      "device.model",         COL_DEVICE_MODEL },
-    { "brand",      "device.brand",         COL_DEVICE_BRAND },
-    { "locale",     "device.locale",        COL_DEVICE_LOCALE },
-    { "timezone",   "device.timezone",      COL_DEVICE_TIMEZONE },
+    { "os",         "device.os",            COL_DEVICE_OS,          S_STRING_ONLY },
+    { "os_version", "device.os_version",    COL_DEVICE_OS_VERSION,  0 },
+    { "model",      "device.model",         COL_DEVICE_MODEL,       S_STRING_ONLY },
+    { "brand",      "device.brand",         COL_DEVICE_BRAND,       S_STRING_ONLY },
+    { "locale",     "device.locale",        COL_DEVICE_LOCALE,      S_STRING_ONLY },
+    { "timezone",   "device.timezone",      COL_DEVICE_TIMEZONE,    S_STRING_ONLY },
 };
 
 static const subfield_t s_app_fields [] = {
-    { "version",    "app.version",          COL_APP_VERSION },
-    { "build",      "app.build",            COL_APP_BUILD },
-    { "package",    "app.package",          COL_APP_PACKAGE },
+    { "version",    "app.version",          COL_APP_VERSION,        1 },
+    { "build",      "app.build",            COL_APP_BUILD,          2 },
+    { "package",    "app.package",          COL_APP_PACKAGE,        S_STRING_ONLY },
 };
 
 #define S_DEVICE_FIELDS (sizeof s_device_fields / sizeof s_device_fields [0])
@@ -100,6 +106,7 @@ typedef struct {
     char event_time [24];                   //  epoch microseconds, decimal
     char received_at [24];
     char user_id [24];                      //  an integer user_id as text
+    char numbers [S_NUMBER_SLOTS][24];      //  integer versions and builds as text
     char email_sha256 [65];
     char phone_sha256 [65];
     char phone_e164_sha256 [65];
@@ -205,6 +212,26 @@ s_set (scrub_t *self, column_t column, const char *text)
 {
     self->column [column].data = text;
     self->column [column].len = strlen (text);
+}
+
+//  Reads an optional string of at most max bytes, or an integer written in decimal
+//  into number, into column.
+static ly_result_t
+s_string_or_integer (scrub_t *self, const msgpack_object *value, const char *label,
+                     size_t max, column_t column, char number [24])
+{
+    if (value && value->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        snprintf (number, 24, "%" PRIu64, value->via.u64);
+    else
+    if (value && value->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        snprintf (number, 24, "%" PRId64, value->via.i64);
+    else
+    if (value && (value->type != MSGPACK_OBJECT_STR || value->via.str.size > max))
+        return s_refuse (self, "%s must be a string of at most %zu bytes or an integer", label, max);
+    else
+        return s_string_field (self, value, label, max, column);
+    s_set (self, column, number);
+    return LY_OK;
 }
 
 
@@ -501,21 +528,7 @@ s_name (scrub_t *self, const msgpack_object *value)
 static ly_result_t
 s_user_id (scrub_t *self, const msgpack_object *value)
 {
-    if (!value)
-        return LY_OK;
-    if (value->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        snprintf (self->user_id, sizeof self->user_id, "%" PRIu64, value->via.u64);
-    else
-    if (value->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        snprintf (self->user_id, sizeof self->user_id, "%" PRId64, value->via.i64);
-    else
-    if (value->type == MSGPACK_OBJECT_STR && value->via.str.size <= S_USER_ID_MAX)
-        return s_string_field (self, value, "user_id", S_USER_ID_MAX, COL_USER_ID);
-    else
-        return s_refuse (self, "user_id must be a string of at most %d bytes or an integer",
-                         S_USER_ID_MAX);
-    s_set (self, COL_USER_ID, self->user_id);
-    return LY_OK;
+    return s_string_or_integer (self, value, "user_id", S_USER_ID_MAX, COL_USER_ID, self->user_id);
 }
 
 static ly_result_t
@@ -587,8 +600,11 @@ s_object_fields (scrub_t *self, const msgpack_object *value, const char *label,
         names [i] = fields [i].key;
     s_pick (value, names, count, values);
     for (size_t i = 0; i < count; i++) {
-        ly_result_t rc = s_string_field (self, values [i], fields [i].label, S_DEVICE_FIELD_MAX,
-                                         fields [i].column);
+        const subfield_t *field = &fields [i];
+        ly_result_t rc = field->slot == S_STRING_ONLY
+            ? s_string_field (self, values [i], field->label, S_DEVICE_FIELD_MAX, field->column)
+            : s_string_or_integer (self, values [i], field->label, S_DEVICE_FIELD_MAX,
+                                   field->column, self->numbers [field->slot]);
         if (rc != LY_OK)
             return rc;
     }

@@ -967,14 +967,24 @@ s_test_objects (void)
     REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"device\": {\"os\": 17}}",
             "device.os must be a string of at most 128 bytes");
     REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"device\": {\"os_version\": 17.1}}",
-            "device.os_version must be a string of at most 128 bytes");
+            "device.os_version must be a string of at most 128 bytes or an integer");
+    REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"device\": {\"os_version\": true}}",
+            "device.os_version must be a string of at most 128 bytes or an integer");
+    //  a version or a build may be an integer (Android's versionCode is one)
+    ACCEPT_COL ("{\"event_id\": \"e\", \"name\": \"x\", \"device\": {\"os_version\": 17}}",
+                "device_os_version", "17");
+    ACCEPT_COL ("{\"event_id\": \"e\", \"name\": \"x\", \"app\": {\"build\": 231}}", "app_build", "231");
+    ACCEPT_COL ("{\"event_id\": \"e\", \"name\": \"x\", \"app\": {\"version\": 9223372036854775807,"
+                " \"build\": -1}}", "app_version", "9223372036854775807");
+    ACCEPT_COL ("{\"event_id\": \"e\", \"name\": \"x\", \"app\": {\"version\": 3, \"build\": -1}}",
+                "app_build", "-1");
     REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"device\": {\"timezone\": {}}}",
             "device.timezone must be a string of at most 128 bytes");
     REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"device\": {\"locale\": \"en\\u0000\"}}",
             "device.locale must be valid UTF-8 without NUL bytes");
     REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"app\": 1}", "app must be an object");
-    REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"app\": {\"build\": 231}}",
-            "app.build must be a string of at most 128 bytes");
+    REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"app\": {\"build\": 2.31}}",
+            "app.build must be a string of at most 128 bytes or an integer");
     REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"app\": {\"package\": false}}",
             "app.package must be a string of at most 128 bytes");
     REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"attribution_token\": 12}",
@@ -1013,7 +1023,7 @@ s_test_objects (void)
     snprintf (event, sizeof event, "{\"event_id\": \"e\", \"name\": \"x\", \"device\": {\"model\": \"%s\"}}", value);
     REFUSE (event, "device.model must be a string of at most 128 bytes");
     snprintf (event, sizeof event, "{\"event_id\": \"e\", \"name\": \"x\", \"app\": {\"version\": \"%s\"}}", value);
-    REFUSE (event, "app.version must be a string of at most 128 bytes");
+    REFUSE (event, "app.version must be a string of at most 128 bytes or an integer");
     memset (value, 'T', 4096);
     value [4096] = 0;
     snprintf (event, sizeof event, "{\"event_id\": \"e\", \"name\": \"x\", \"attribution_token\": \"%s\"}", value);

@@ -466,6 +466,33 @@ s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
+//  A duration: a whole number with an optional unit, s (the default), m, h or d
+static int
+s_load_duration (int64_t *out, const char *name, int64_t fallback, int64_t low, int64_t high,
+                 char *err, size_t errlen)
+{
+    const char *value = s_env (name);
+    *out = fallback;
+    if (!value)
+        return 0;
+    const char *at = value;
+    int64_t number = 0;
+    bool digits = false;
+    while (*at >= '0' && *at <= '9' && number <= high) {
+        number = number * 10 + (*at++ - '0');
+        digits = true;
+    }
+    int64_t unit = *at == 'd'? 86400: *at == 'h'? 3600: *at == 'm'? 60: 1;
+    if (*at && strchr ("smhd", *at))
+        at++;
+    if (!digits || *at || number > high / unit || number * unit < low || number * unit > high)
+        return s_fail (err, errlen, "%s \"%.*s\" is not a duration from %" PRId64 " s to %" PRId64
+                       " days (a number with s, m, h or d)", name, S_VALUE_MAX, value, low,
+                       high / 86400);
+    *out = number * unit;
+    return 0;
+}
+
 static int
 s_load_log_level (ly_config_t *cfg, char *err, size_t errlen)
 {
@@ -508,6 +535,10 @@ ly_config_load (ly_config_t *cfg, char *err, size_t errlen)
     ||  s_load_model_key (cfg, err, errlen)
     ||  s_load_model_kind (cfg, err, errlen)
     ||  s_load_trusted_proxies (cfg, err, errlen)
+    ||  s_load_duration (&cfg->event_max_age, "LAYERS_EVENT_MAX_AGE", 7 * 86400, 60,
+                         3650 * 86400, err, errlen)
+    ||  s_load_duration (&cfg->event_max_future, "LAYERS_EVENT_MAX_FUTURE", 300, 1,
+                         7 * 86400, err, errlen)
     ||  s_load_log_level (cfg, err, errlen)) {
         ly_config_free (cfg);
         return -1;

@@ -23,6 +23,8 @@ typedef struct {
     char *model_key;        /* LAYERS_MODEL_KEY (secret, never logged) */
     char *model_kind;       /* LAYERS_MODEL_KIND: openai | anthropic */
     char *trusted_proxies;  /* LAYERS_TRUSTED_PROXIES, comma-separated addresses and CIDR ranges */
+    int64_t event_max_age;      /* LAYERS_EVENT_MAX_AGE, seconds: older event times are refused */
+    int64_t event_max_future;   /* LAYERS_EVENT_MAX_FUTURE, seconds: further ahead, refused */
     ly_log_level_t log_level;   /* LAYERS_LOG_LEVEL */
 } ly_config_t;
 

@@ -102,6 +102,8 @@ s_handle_submit (self_t *self, ly_msg_t *submit)
         .user_agent = ly_msg_str (submit, LY_EVENTS_SUBMIT_USER_AGENT),
         .user_agent_len = ly_msg_str_len (submit, LY_EVENTS_SUBMIT_USER_AGENT),
         .default_country_code = ly_msg_str (submit, LY_EVENTS_SUBMIT_DEFAULT_COUNTRY_CODE),
+        .max_past_usec = ly_config.event_max_age * 1000000,
+        .max_future_usec = ly_config.event_max_future * 1000000,
         .uap = self->uap,
         .geoip = self->geoip,
     };

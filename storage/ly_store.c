@@ -23,6 +23,7 @@
     deduplication keys) runs between batches on an idle session. */
 #include "ly_store.h"
 #include "ly_actor.h"
+#include "ly_config.h"
 #include "ly_db.h"
 #include "ly_event.h"
 #include "ly_log.h"
@@ -45,8 +46,8 @@
 #define S_EXPIRE_MSEC (60 * 1000)       /* how often to look for expired dedup keys */
 #define S_EXPIRE_ROWS 5000              /* keys forgotten per call, between batches */
 #define S_RETRY_MSEC 1000               /* maintenance that could not run, again after */
-#define S_DEDUP_KEEP "8 days"           /* a re-sent event is recognized this long: the
-                                           7-day timestamp window and a day's margin */
+#define S_DEDUP_MARGIN 86400           /* seconds a re-sent event is recognized beyond the
+                                           timestamp window (LAYERS_EVENT_MAX_AGE) */
 
 typedef struct {
     zframe_t *reply_to;     /* the gateway's routing id, owned */
@@ -230,7 +231,8 @@ s_db_failed (s_writer_t *w)
     w->db = NULL;
 }
 
-//  Forgets a chunk of deduplication keys older than S_DEDUP_KEEP, at most every
+//  Forgets a chunk of deduplication keys older than the timestamp window and a day's
+//  margin (an event can be re-sent only while its time is within the window), at most every
 //  S_EXPIRE_MSEC, or after each batch while there are more: sdk_event_ids stays the size
 //  of its window, and no batch waits behind one long DELETE.
 static void
@@ -238,14 +240,16 @@ s_expire (self_t *self, s_writer_t *w)
 {
     self->next_expire = ly_mono_msec () + S_EXPIRE_MSEC;
     char sql [128];
-    snprintf (sql, sizeof sql, "SELECT ly_expire_event_ids ('%s', %d)", S_DEDUP_KEEP, S_EXPIRE_ROWS);
+    snprintf (sql, sizeof sql, "SELECT ly_expire_event_ids ('%" PRId64 " seconds', %d)",
+              ly_config.event_max_age + S_DEDUP_MARGIN, S_EXPIRE_ROWS);
     PGresult *res = PQexec (w->db, sql);
     if (PQresultStatus (res) == PGRES_TUPLES_OK) {
         long removed = atol (PQgetvalue (res, 0, 0));
         if (removed >= S_EXPIRE_ROWS)
             self->next_expire = 0;              //  more: again after the next batch
         if (removed > 0 && self->verbose)
-            ly_info (S_ACTOR, "forgot %ld deduplication keys older than " S_DEDUP_KEEP, removed);
+            ly_info (S_ACTOR, "forgot %ld deduplication keys older than %" PRId64 " seconds",
+                     removed, ly_config.event_max_age + S_DEDUP_MARGIN);
     }
     else {
         char reason [512];

@@ -12,7 +12,8 @@ static const char *s_variables [] = {
     "LAYERS_GEOIP_DB", "LAYERS_MASTER_KEY_FILE", "LAYERS_META_URL",
     "LAYERS_META_API_VERSION", "LAYERS_TIKTOK_URL", "LAYERS_ADSERVICES_URL",
     "LAYERS_MODEL_URL", "LAYERS_MODEL_KEY", "LAYERS_MODEL_KIND",
-    "LAYERS_TRUSTED_PROXIES", "LAYERS_LOG_LEVEL", NULL
+    "LAYERS_TRUSTED_PROXIES", "LAYERS_EVENT_MAX_AGE", "LAYERS_EVENT_MAX_FUTURE",
+    "LAYERS_LOG_LEVEL", NULL
 };
 
 static void
@@ -95,6 +96,8 @@ s_test_defaults (void)
     assert (cfg.model_key == NULL);
     assert (streq (cfg.model_kind, "openai"));
     assert (cfg.trusted_proxies == NULL);
+    assert (cfg.event_max_age == 7 * 86400);
+    assert (cfg.event_max_future == 300);
     assert (cfg.log_level == LY_LOG_INFO);
     ly_config_free (&cfg);
     assert (s_is_zero (&cfg));
@@ -357,6 +360,38 @@ s_test_trusted_proxies (void)
 }
 
 static void
+s_test_event_windows (void)
+{
+    const char *age = "LAYERS_EVENT_MAX_AGE";
+    const struct { const char *text; int64_t seconds; } good [] = {
+        { "30d", 30 * 86400 }, { "36h", 36 * 3600 }, { "90m", 5400 }, { "600s", 600 },
+        { "600", 600 }, { "60", 60 }, { "3650d", 3650 * 86400 }, { "0090m", 5400 },
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good [0]; i++) {
+        ly_config_t cfg = s_load_ok (age, good [i].text);
+        assert (cfg.event_max_age == good [i].seconds);
+        assert (cfg.event_max_future == 300);
+        ly_config_free (&cfg);
+    }
+    const char *expected = "LAYERS_EVENT_MAX_AGE \"%s\" is not a duration from 60 s to 3650 days"
+                           " (a number with s, m, h or d)";
+    const char *bad [] = { "", "d", "59", "59s", "3651d", "7 d", " 7d", "7dd", "7w", "-7d",
+                           "1.5d", "99999999999999999999999", "7D", NULL };
+    for (int i = 0; bad [i]; i++) {
+        char reason [256];
+        snprintf (reason, sizeof reason, expected, bad [i]);
+        if (*bad [i])
+            s_load_fails (age, bad [i], reason);
+    }
+    const char *future = "LAYERS_EVENT_MAX_FUTURE";
+    ly_config_t cfg = s_load_ok (future, "30s");
+    assert (cfg.event_max_future == 30 && cfg.event_max_age == 7 * 86400);
+    ly_config_free (&cfg);
+    s_load_fails (future, "0", "LAYERS_EVENT_MAX_FUTURE \"0\" is not a duration from 1 s to 7 days");
+    s_load_fails (future, "8d", "is not a duration from 1 s to 7 days");
+}
+
+static void
 s_test_log_level (void)
 {
     const char *name = "LAYERS_LOG_LEVEL";
@@ -401,6 +436,7 @@ main (void)
     s_test_http_urls ();
     s_test_model ();
     s_test_trusted_proxies ();
+    s_test_event_windows ();
     s_test_log_level ();
 
     assert (unlink ("plain.mmdb") == 0);

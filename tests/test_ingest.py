@@ -567,3 +567,43 @@ def test_old_deduplication_keys_are_forgotten_in_chunks():
                                       key=key)
         assert status == 202 and (body["accepted"], body["duplicates"]) == (1, 1), body
         db.close()
+
+
+def test_timestamp_windows_are_configurable():
+    """LAYERS_EVENT_MAX_AGE and LAYERS_EVENT_MAX_FUTURE set the window of accepted event
+    times, named in the reasons; the store then recognizes a re-sent event for that
+    window and a day: a key older than that is forgotten, a younger one is not."""
+    with Layersd(env={"LAYERS_EVENT_MAX_AGE": "1h", "LAYERS_EVENT_MAX_FUTURE": "30s"}) as s:
+        key, project = s.credentials()["sdk_key"], s.credentials()["project_id"]
+        now = int(time.time() * 1000)
+        db = db_connect(s)
+        db.autocommit = True
+        cur = db.cursor()
+        # keys received 26 hours ago (past 1 h + 1 day) and 20 hours ago (within it)
+        old, young = eid(), eid()
+        for event_id, hours in ((old, 26), (young, 20)):
+            cur.execute("INSERT INTO sdk_event_ids (project_id, event_id, org_id, received_at)"
+                        " SELECT project_id, %s, org_id, now () - %s * interval '1 hour'"
+                        "   FROM projects WHERE project_id = %s", (event_id, hours, project))
+        status, _, body = post_events(s, {"events": [
+            {"event_id": eid(), "name": "x", "timestamp": now - 3540 * 1000},
+            {"event_id": eid(), "name": "x", "timestamp": now - 3660 * 1000},
+            {"event_id": eid(), "name": "x", "timestamp": now + 20 * 1000},
+            {"event_id": eid(), "name": "x", "timestamp": now + 40 * 1000}]}, key=key)
+        assert status == 202 and body["accepted"] == 2, body
+        assert body["rejected"] == [
+            {"index": 1, "error": "timestamp is more than 1 hour in the past"},
+            {"index": 3, "error": "timestamp is more than 30 seconds in the future"}], body
+        # the batch above let the store expire keys
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            cur.execute("SELECT count(*) FROM sdk_event_ids WHERE event_id = %s", (old,))
+            if cur.fetchone()[0] == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the 26-hour-old key was not forgotten")
+        status, _, body = post_events(s, {"events": [{"event_id": old, "name": "x"},
+                                                     {"event_id": young, "name": "x"}]}, key=key)
+        assert status == 202 and (body["accepted"], body["duplicates"]) == (1, 1), body
+        db.close()

@@ -65,6 +65,9 @@ s_usage (FILE *out)
 "                           model provider for content generation\n"
 "  LAYERS_TRUSTED_PROXIES   proxies whose X-Forwarded-For is believed: addresses and\n"
 "                           CIDR ranges, comma-separated (10.0.0.0/8, fd00::/8)\n"
+"  LAYERS_EVENT_MAX_AGE     oldest event time accepted, 60s to 3650d (7d); a re-sent\n"
+"                           event is recognized this long and a day more\n"
+"  LAYERS_EVENT_MAX_FUTURE  furthest event time ahead accepted, 1s to 7d (5m)\n"
 "  LAYERS_LOG_LEVEL         debug, info, warning or error (info)\n");
 }
 

@@ -5,6 +5,7 @@
 #include "ly_prelude.h"
 #include "ly_config.h"
 #include "ly_netaddr.h"
+#include "ly_time.h"
 
 #define S_VALUE_MAX     200     /* longest value repeated in an error */
 
@@ -485,10 +486,13 @@ s_load_duration (int64_t *out, const char *name, int64_t fallback, int64_t low, 
     int64_t unit = *at == 'd'? 86400: *at == 'h'? 3600: *at == 'm'? 60: 1;
     if (*at && strchr ("smhd", *at))
         at++;
-    if (!digits || *at || number > high / unit || number * unit < low || number * unit > high)
-        return s_fail (err, errlen, "%s \"%.*s\" is not a duration from %" PRId64 " s to %" PRId64
-                       " days (a number with s, m, h or d)", name, S_VALUE_MAX, value, low,
-                       high / 86400);
+    if (!digits || *at || number > high / unit || number * unit < low || number * unit > high) {
+        char from [32], to [32];
+        ly_time_duration_text (low, from, sizeof from);
+        ly_time_duration_text (high, to, sizeof to);
+        return s_fail (err, errlen, "%s \"%.*s\" is not a duration from %s to %s"
+                       " (a number with s, m, h or d)", name, S_VALUE_MAX, value, from, to);
+    }
     *out = number * unit;
     return 0;
 }

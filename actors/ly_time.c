@@ -98,3 +98,15 @@ ly_time_rfc3339 (const char *text, size_t len, int64_t *usec)
     *usec = seconds * 1000000 + fraction;
     return 0;
 }
+
+void
+ly_time_duration_text (int64_t seconds, char *out, size_t size)
+{
+    static const struct { int64_t unit; const char *name; } units [] = {
+        { 86400, "day" }, { 3600, "hour" }, { 60, "minute" }, { 1, "second" } };
+    size_t i = 0;
+    while (seconds % units [i].unit)
+        i++;
+    int64_t count = seconds / units [i].unit;
+    snprintf (out, size, "%" PRId64 " %s%s", count, units [i].name, count == 1? "": "s");
+}

@@ -11,4 +11,8 @@
 int
     ly_time_rfc3339 (const char *text, size_t len, int64_t *usec);
 
+/*  Writes a duration in its largest whole unit: "7 days", "1 hour", "90 seconds". */
+void
+    ly_time_duration_text (int64_t seconds, char *out, size_t size);
+
 #endif

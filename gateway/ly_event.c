@@ -262,23 +262,6 @@ s_format_time (int64_t usec, char out [24])
     return 0;
 }
 
-//  "5 minutes", "7 days", "90 seconds": a window for a reason.
-static void
-s_duration (int64_t usec, char *out, size_t size)
-{
-    int64_t seconds = usec / 1000000;
-    if (seconds % 86400 == 0)
-        snprintf (out, size, "%" PRId64 " day%s", seconds / 86400, seconds == 86400? "": "s");
-    else
-    if (seconds % 3600 == 0)
-        snprintf (out, size, "%" PRId64 " hour%s", seconds / 3600, seconds == 3600? "": "s");
-    else
-    if (seconds % 60 == 0)
-        snprintf (out, size, "%" PRId64 " minute%s", seconds / 60, seconds == 60? "": "s");
-    else
-        snprintf (out, size, "%" PRId64 " second%s", seconds, seconds == 1? "": "s");
-}
-
 static ly_result_t
 s_timestamp (scrub_t *self, const msgpack_object *value, int64_t received)
 {
@@ -318,11 +301,11 @@ s_timestamp (scrub_t *self, const msgpack_object *value, int64_t received)
 
     char window [32];
     if (usec > received && usec - received > future) {
-        s_duration (future, window, sizeof window);
+        ly_time_duration_text (future / 1000000, window, sizeof window);
         return s_refuse (self, "timestamp is more than %s in the future", window);
     }
     if (usec < received && (usec < received - past)) {
-        s_duration (past, window, sizeof window);
+        ly_time_duration_text (past / 1000000, window, sizeof window);
         //  10 digits before any fraction: epoch seconds, a common mistake; say so
         double number = !value? 0:
                         value->type == MSGPACK_OBJECT_POSITIVE_INTEGER? (double) value->via.u64:

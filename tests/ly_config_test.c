@@ -373,7 +373,7 @@ s_test_event_windows (void)
         assert (cfg.event_max_future == 300);
         ly_config_free (&cfg);
     }
-    const char *expected = "LAYERS_EVENT_MAX_AGE \"%s\" is not a duration from 60 s to 3650 days"
+    const char *expected = "LAYERS_EVENT_MAX_AGE \"%s\" is not a duration from 1 minute to 3650 days"
                            " (a number with s, m, h or d)";
     const char *bad [] = { "", "d", "59", "59s", "3651d", "7 d", " 7d", "7dd", "7w", "-7d",
                            "1.5d", "99999999999999999999999", "7D", NULL };
@@ -387,8 +387,8 @@ s_test_event_windows (void)
     ly_config_t cfg = s_load_ok (future, "30s");
     assert (cfg.event_max_future == 30 && cfg.event_max_age == 7 * 86400);
     ly_config_free (&cfg);
-    s_load_fails (future, "0", "LAYERS_EVENT_MAX_FUTURE \"0\" is not a duration from 1 s to 7 days");
-    s_load_fails (future, "8d", "is not a duration from 1 s to 7 days");
+    s_load_fails (future, "0", "LAYERS_EVENT_MAX_FUTURE \"0\" is not a duration from 1 second to 7 days");
+    s_load_fails (future, "8d", "is not a duration from 1 second to 7 days");
 }
 
 static void

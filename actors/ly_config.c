@@ -543,6 +543,8 @@ ly_config_load (ly_config_t *cfg, char *err, size_t errlen)
                          3650 * 86400, err, errlen)
     ||  s_load_duration (&cfg->event_max_future, "LAYERS_EVENT_MAX_FUTURE", 300, 1,
                          7 * 86400, err, errlen)
+    ||  s_load_duration (&cfg->event_retention, "LAYERS_EVENT_RETENTION", 0, 86400,
+                         36500 * 86400LL, err, errlen)
     ||  s_load_log_level (cfg, err, errlen)) {
         ly_config_free (cfg);
         return -1;

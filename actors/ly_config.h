@@ -25,6 +25,7 @@ typedef struct {
     char *trusted_proxies;  /* LAYERS_TRUSTED_PROXIES, comma-separated addresses and CIDR ranges */
     int64_t event_max_age;      /* LAYERS_EVENT_MAX_AGE, seconds: older event times are refused */
     int64_t event_max_future;   /* LAYERS_EVENT_MAX_FUTURE, seconds: further ahead, refused */
+    int64_t event_retention;    /* LAYERS_EVENT_RETENTION, seconds events are kept; 0: for ever */
     ly_log_level_t log_level;   /* LAYERS_LOG_LEVEL */
 } ly_config_t;
 

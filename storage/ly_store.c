@@ -561,6 +561,31 @@ s_finish_all (self_t *self)
         }
 }
 
+//  Drops the months of events received before LAYERS_EVENT_RETENTION. A month that
+//  cannot go now (its lock was busy) goes at the next partition check.
+static void
+s_drop_expired_months (s_writer_t *w)
+{
+    char sql [96];
+    snprintf (sql, sizeof sql, "SELECT ly_drop_event_partitions ('%" PRId64 " seconds')",
+              ly_config.event_retention);
+    PGresult *res = PQexec (w->db, sql);
+    if (PQresultStatus (res) == PGRES_TUPLES_OK) {
+        int dropped = atoi (PQgetvalue (res, 0, 0));
+        if (dropped > 0)
+            ly_info (S_ACTOR, "dropped %d month%s of events older than the retention",
+                     dropped, dropped == 1? "": "s");
+    }
+    else {
+        char reason [512];
+        ly_warning (S_ACTOR, "could not drop the months of events past their retention: %s",
+                    ly_db_message (reason, sizeof reason, PQresultErrorMessage (res)));
+        if (PQstatus (w->db) != CONNECTION_OK)
+            s_db_failed (w);
+    }
+    PQclear (res);
+}
+
 //  True when maintenance is due: partitions ahead, or, after a batch, expired
 //  deduplication keys.
 static bool
@@ -618,6 +643,10 @@ s_maintain (self_t *self)
             s_db_failed (w);
             return;
         }
+        if (ly_config.event_retention > 0)
+            s_drop_expired_months (w);
+        if (!w->db)
+            return;
     }
     if (self->wrote && now >= self->next_expire) {
         s_expire (self, w);

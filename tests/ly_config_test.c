@@ -13,7 +13,7 @@ static const char *s_variables [] = {
     "LAYERS_META_API_VERSION", "LAYERS_TIKTOK_URL", "LAYERS_ADSERVICES_URL",
     "LAYERS_MODEL_URL", "LAYERS_MODEL_KEY", "LAYERS_MODEL_KIND",
     "LAYERS_TRUSTED_PROXIES", "LAYERS_EVENT_MAX_AGE", "LAYERS_EVENT_MAX_FUTURE",
-    "LAYERS_LOG_LEVEL", NULL
+    "LAYERS_EVENT_RETENTION", "LAYERS_LOG_LEVEL", NULL
 };
 
 static void
@@ -389,6 +389,19 @@ s_test_event_windows (void)
     ly_config_free (&cfg);
     s_load_fails (future, "0", "LAYERS_EVENT_MAX_FUTURE \"0\" is not a duration from 1 second to 7 days");
     s_load_fails (future, "8d", "is not a duration from 1 second to 7 days");
+
+    const char *retention = "LAYERS_EVENT_RETENTION";
+    cfg = s_load_ok (NULL, NULL);
+    assert (cfg.event_retention == 0);                  //  for ever
+    ly_config_free (&cfg);
+    cfg = s_load_ok (retention, "400d");
+    assert (cfg.event_retention == 400 * 86400);
+    ly_config_free (&cfg);
+    cfg = s_load_ok (retention, "24h");
+    assert (cfg.event_retention == 86400);
+    ly_config_free (&cfg);
+    s_load_fails (retention, "23h", "LAYERS_EVENT_RETENTION \"23h\" is not a duration from 1 day to 36500 days");
+    s_load_fails (retention, "0", "is not a duration");
 }
 
 static void

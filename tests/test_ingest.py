@@ -607,3 +607,49 @@ def test_timestamp_windows_are_configurable():
                                                      {"event_id": young, "name": "x"}]}, key=key)
         assert status == 202 and (body["accepted"], body["duplicates"]) == (1, 1), body
         db.close()
+
+
+def test_months_past_the_retention_are_dropped():
+    """With LAYERS_EVENT_RETENTION, the store drops each month of sdk_events once the
+    whole month is older than the retention, at its partition check (at start, then
+    hourly); younger months stay."""
+    import datetime
+    import signal
+    with Layersd(env={"LAYERS_EVENT_RETENTION": "60d"}) as s:
+        creds = s.credentials()
+        db = db_connect(s)
+        db.autocommit = True
+        cur = db.cursor()
+        today = datetime.datetime.now(datetime.timezone.utc)
+        recent = (today - datetime.timedelta(days=40)).replace(day=1, hour=0, minute=0, second=0,
+                                                                microsecond=0)
+        months = {"sdk_events_p202001": datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
+                  "sdk_events_p%04d%02d" % (recent.year, recent.month): recent}
+        for name, start in months.items():
+            end = (start + datetime.timedelta(days=32)).replace(day=1)
+            cur.execute("SELECT to_regclass (%s)", ("public." + name,))
+            if cur.fetchone()[0] is None:     # owned by the schema's owner, as ours are
+                cur.execute("SET ROLE layers_owner; CREATE TABLE %s PARTITION OF sdk_events"
+                            " FOR VALUES FROM ('%s') TO ('%s'); RESET ROLE"
+                            % (name, start.isoformat(), end.isoformat()))
+            cur.execute("INSERT INTO sdk_events (org_id, project_id, event_id, name, event_time,"
+                        " received_at) VALUES (%s, %s, %s, 'x', %s, %s)",
+                        (creds["org_id"], creds["project_id"], eid(), start, start))
+        os.kill(s.actors()["store"], signal.SIGKILL)      # its next session checks at once
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            cur.execute("SELECT to_regclass ('public.sdk_events_p202001')")
+            if cur.fetchone()[0] is None:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the month of 2020-01 is still there: " + s.log()[-2000:])
+        cur.execute("SELECT count(*) FROM sdk_events WHERE received_at = %s", (recent,))
+        assert cur.fetchone()[0] == 1
+        cur.execute("SELECT count(*) FROM sdk_events WHERE received_at < '2021-01-01'")
+        assert cur.fetchone()[0] == 0
+        assert "dropped 1 month of events older than the retention" in s.log()
+        # and ingest goes on
+        status, _, body = post_events(s, {"event_id": eid(), "name": "x"}, key=creds["sdk_key"])
+        assert status == 202 and body["accepted"] == 1, body
+        db.close()

@@ -68,6 +68,8 @@ s_usage (FILE *out)
 "  LAYERS_EVENT_MAX_AGE     oldest event time accepted, 60s to 3650d (7d); a re-sent\n"
 "                           event is recognized this long and a day more\n"
 "  LAYERS_EVENT_MAX_FUTURE  furthest event time ahead accepted, 1s to 7d (5m)\n"
+"  LAYERS_EVENT_RETENTION   drop each month of stored events once it is older than\n"
+"                           this, 1d or more (unset: keep them for ever)\n"
 "  LAYERS_LOG_LEVEL         debug, info, warning or error (info)\n");
 }
 

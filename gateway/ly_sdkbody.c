@@ -1,6 +1,7 @@
 /*  ly_sdkbody.c: the /l/events body (see ly_sdkbody.h). */
 #include "ly_sdkbody.h"
 #include "ly_utf8.h"
+#include "ly_jsonr.h"
 #include <zlib.h>
 #include <math.h>
 
@@ -103,22 +104,6 @@ s_inflate (const void *data, size_t size, char **out, size_t *out_size, ly_sdkbo
     *out = buffer;
     *out_size = used;
     return 0;
-}
-
-//  jansson's reason in the SDK's terms: some of its messages name its own flags or
-//  say little ("too big integer"). Returns a static string, or text itself.
-static const char *
-s_json_reason (const char *text)
-{
-    static const struct { const char *jansson, *ours; } reasons [] = {
-        { "\\u0000 is not allowed without JSON_ALLOW_NUL", "\\u0000 is not allowed in a string" },
-        { "too big integer", "an integer beyond 64 bits" },
-        { "real number overflow", "a number beyond the range of a double" },
-    };
-    for (size_t i = 0; i < sizeof reasons / sizeof reasons [0]; i++)
-        if (strncmp (text, reasons [i].jansson, strlen (reasons [i].jansson)) == 0)
-            return reasons [i].ours;
-    return text;
 }
 
 static size_t
@@ -835,7 +820,7 @@ ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
                 if (!event) {
                     //  Without jansson's "near '<the bytes>'": the reason travels in
                     //  frames that taps show as they are, and the bytes may be anything
-                    const char *reason = s_json_reason (part_error.text);
+                    const char *reason = ly_jsonr_reason (part_error.text);
                     const char *near = strstr (reason, " near ");
                     int len = near? (int) (near - reason): (int) strlen (reason);
                     unreadable [i] = zsys_sprintf ("the event is not valid JSON: %.*s", len, reason);
@@ -847,7 +832,7 @@ ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
     }
     if (!root)
         return s_fail (error, 400, "malformed", "the body is not valid JSON: %s at line %d column %d",
-                       s_json_reason (json_error.text), json_error.line, json_error.column);
+                       ly_jsonr_reason (json_error.text), json_error.line, json_error.column);
     json_t *events = root;
     bool batch = false;
     if (json_is_object (root) && json_is_array (json_object_get (root, "events"))) {

@@ -27,6 +27,7 @@
 #include "ly_apiv1_private.h"
 #include "ly_crypto.h"
 #include "ly_db.h"
+#include "ly_jsonr.h"
 #include "ly_log.h"
 
 #define S_ACTOR LY_APIV1_ACTOR
@@ -428,7 +429,7 @@ s_parse_body (ly_apiv1_ctx_t *ctx, const s_route_t *route)
     ctx->body = json_loadb (req->body, req->body_len, JSON_REJECT_DUPLICATES, &error);
     if (!ctx->body) {
         ly_apiv1_error (ctx, 400, "bad_json", "the body is not valid JSON: %s at position %d",
-                        error.text, error.position);
+                        ly_jsonr_reason (error.text), error.position);
         return -1;
     }
     if (!json_is_object (ctx->body)) {

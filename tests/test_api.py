@@ -629,6 +629,11 @@ def test_error_shapes_and_statuses(server, orgs):
           "bad_json", 400)
     check(*a.call("owner", "POST", p, b"{\"name\":\"a\",\"name\":\"b\"}",
                   headers={"Content-Type": "application/json"})[::2], "bad_json", 400)
+    status, _, got = a.call("owner", "POST", p, b"{\"name\": \"a\\u0000b\"}",
+                            headers={"Content-Type": "application/json"})
+    check(status, got, "bad_json", 400)
+    assert got["error"]["message"].startswith(    # in the client's terms, not jansson's
+        "the body is not valid JSON: \\u0000 is not allowed in a string"), got
     check(*a.call("owner", "POST", p, b"", headers={"Content-Type": "application/json"})[::2],
           "bad_request", 400)
     status, _, got = a.call("owner", "POST", p, {"name": ""})

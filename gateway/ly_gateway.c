@@ -304,6 +304,7 @@ s_client_ip (s_shared_t *shared, struct MHD_Connection *conn, char out [INET6_AD
             break;
         end = start > forwarded? start - 1: start;
     }
+    explicit_bzero (zchunk_data (list), zchunk_size (list));      //  clients' addresses
     zchunk_destroy (&list);
 }
 

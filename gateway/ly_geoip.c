@@ -1,13 +1,38 @@
 /*  ly_geoip.c: country and first subdivision of an IP address from a MaxMind .mmdb
     (GeoIP2 / GeoLite2 City or Country layout), with libmaxminddb. The database is
-    memory-mapped and read-only after opening, so lookups from several threads are safe.
-    The address is used for the lookup only: it is neither kept nor logged. */
+    memory-mapped and read-only after opening, so lookups from several threads are safe
+    (ly_geoip_refresh excepted). The file is watched: a new one put in its place is
+    opened and used from then on. The address is used for the lookup only: it is
+    neither kept nor logged. */
 #include "ly_geoip.h"
+#include "ly_log.h"
 #include <maxminddb.h>
+
+#define S_REFRESH_MSEC 1000         /* how often the file is looked at, at most */
 
 struct _ly_geoip_t {
     MMDB_s mmdb;                //  the opened database, owned
+    char *path;                 //  its file, owned
+    struct stat opened;         //  the file as it was when opened
+    int64_t next_check;         //  monotonic msec of the next look at the file
+    bool warned;                //  the file that replaced it could not be opened
 };
+
+//  Opens path into mmdb; -1 with the reason in err.
+static int
+s_open (const char *path, MMDB_s *mmdb, char *err, size_t errlen)
+{
+    int rc = MMDB_open (path, MMDB_MODE_MMAP, mmdb);
+    if (rc == MMDB_SUCCESS)
+        return 0;
+    if (rc == MMDB_IO_ERROR)
+        snprintf (err, errlen, "could not open geo-IP database \"%s\": %s: %s",
+                  path, MMDB_strerror (rc), strerror (errno));
+    else
+        snprintf (err, errlen, "could not open geo-IP database \"%s\": %s",
+                  path, MMDB_strerror (rc));
+    return -1;
+}
 
 ly_geoip_t *
 ly_geoip_new (const char *path, char *err, size_t errlen)
@@ -21,17 +46,18 @@ ly_geoip_new (const char *path, char *err, size_t errlen)
         snprintf (err, errlen, "out of memory");
         return NULL;
     }
-    int rc = MMDB_open (path, MMDB_MODE_MMAP, &self->mmdb);
-    if (rc != MMDB_SUCCESS) {
-        if (rc == MMDB_IO_ERROR)
-            snprintf (err, errlen, "could not open geo-IP database \"%s\": %s: %s",
-                      path, MMDB_strerror (rc), strerror (errno));
-        else
-            snprintf (err, errlen, "could not open geo-IP database \"%s\": %s",
-                      path, MMDB_strerror (rc));
+    if (stat (path, &self->opened)) {
+        snprintf (err, errlen, "could not open geo-IP database \"%s\": %s",
+                  path, strerror (errno));
         free (self);
         return NULL;
     }
+    if (s_open (path, &self->mmdb, err, errlen)) {
+        free (self);
+        return NULL;
+    }
+    self->path = strdup (path);
+    self->next_check = ly_mono_msec () + S_REFRESH_MSEC;
     return self;
 }
 
@@ -40,9 +66,41 @@ ly_geoip_destroy (ly_geoip_t **self_p)
 {
     if (self_p && *self_p) {
         MMDB_close (&(*self_p)->mmdb);
+        free ((*self_p)->path);
         free (*self_p);
         *self_p = NULL;
     }
+}
+
+int
+ly_geoip_refresh (ly_geoip_t *self)
+{
+    int64_t now = ly_mono_msec ();
+    if (!self || now < self->next_check)
+        return 0;
+    self->next_check = now + S_REFRESH_MSEC;
+    struct stat current;
+    if (stat (self->path, &current))
+        return 0;                   //  gone for a moment while it is replaced: keep ours
+    if (current.st_ino == self->opened.st_ino && current.st_dev == self->opened.st_dev
+    &&  current.st_size == self->opened.st_size
+    &&  current.st_mtim.tv_sec == self->opened.st_mtim.tv_sec
+    &&  current.st_mtim.tv_nsec == self->opened.st_mtim.tv_nsec)
+        return 0;
+    MMDB_s fresh;
+    char err [512] = "";
+    if (s_open (self->path, &fresh, err, sizeof err)) {
+        if (!self->warned)
+            ly_warning ("ingest", "%s; still using the one opened before", err);
+        self->warned = true;
+        return -1;
+    }
+    MMDB_close (&self->mmdb);
+    self->mmdb = fresh;
+    self->opened = current;
+    self->warned = false;
+    ly_info ("ingest", "opened the new geo-IP database \"%s\"", self->path);
+    return 1;
 }
 
 //  Copies the utf8_string at path under entry into out when it is 1..size-1 upper-case

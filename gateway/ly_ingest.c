@@ -94,6 +94,7 @@ s_gateway_reason (const msgpack_object *refused, uint32_t count, uint32_t *curso
 static void
 s_handle_submit (self_t *self, ly_msg_t *submit)
 {
+    ly_geoip_refresh (self->geoip);
     ly_event_ctx_t ctx = {
         .org_id = ly_msg_str (submit, LY_EVENTS_SUBMIT_ORG_ID),
         .project_id = ly_msg_str (submit, LY_EVENTS_SUBMIT_PROJECT_ID),

@@ -189,10 +189,11 @@ def files_containing(root, needles):
     return found
 
 
-def make_mmdb(path):
-    """Builds the test geo-IP database (tests/data/make_test_mmdb.pl)."""
+def make_mmdb(path, edition=None):
+    """Builds the test geo-IP database (tests/data/make_test_mmdb.pl); edition "next"
+    moves 81.2.69.0/24 from GB/ENG to FR/IDF."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "make_test_mmdb.pl")
-    subprocess.run(["perl", script, path], check=True, timeout=120)
+    subprocess.run(["perl", script, path] + ([edition] if edition else []), check=True, timeout=120)
     return path
 
 

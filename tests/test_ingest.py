@@ -653,3 +653,49 @@ def test_months_past_the_retention_are_dropped():
         status, _, body = post_events(s, {"event_id": eid(), "name": "x"}, key=creds["sdk_key"])
         assert status == 202 and body["accepted"] == 1, body
         db.close()
+
+
+def test_a_new_geoip_database_is_used_without_a_restart(tmp_path):
+    """A new .mmdb put in place of LAYERS_GEOIP_DB with a rename (as geoipupdate does) is
+    used within seconds; a broken one is refused with a warning and the last good one
+    stays in use."""
+    folder = tmp_path / "geo"
+    folder.mkdir()
+    os.chmod(str(folder), 0o755)
+    path = make_mmdb(str(folder / "city.mmdb"))
+    os.chmod(path, 0o644)
+
+    def region(s, key):
+        event_id = eid()
+        status, _, body = post_events(s, {"event_id": event_id, "name": "x"}, key=key,
+                                      headers={"X-Forwarded-For": "81.2.69.160"})
+        assert status == 202 and body["accepted"] == 1, body
+        cur = s.db.cursor()
+        cur.execute("SELECT geo_country, geo_region FROM sdk_events WHERE event_id = %s",
+                    (event_id,))
+        return cur.fetchone()
+
+    def replace(make):
+        staged = str(folder / "staged.mmdb")
+        make(staged)
+        os.chmod(staged, 0o644)
+        os.replace(staged, path)
+
+    with Layersd(env={"LAYERS_GEOIP_DB": path, "LAYERS_TRUSTED_PROXIES": "127.0.0.1"}) as s:
+        s.db = db_connect(s)
+        key = s.credentials()["sdk_key"]
+        assert region(s, key) == ("GB", "ENG")
+        replace(lambda p: make_mmdb(p, "next"))
+        deadline = time.monotonic() + 15
+        while region(s, key) != ("FR", "IDF"):
+            assert time.monotonic() < deadline, "the new database was not used"
+            time.sleep(0.3)
+        assert "opened the new geo-IP database" in s.log()
+        replace(lambda p: open(p, "wb").write(b"not a MaxMind database"))
+        deadline = time.monotonic() + 15
+        while "still using the one opened before" not in s.log():
+            assert time.monotonic() < deadline, s.log()[-2000:]
+            region(s, key)
+            time.sleep(0.3)
+        assert region(s, key) == ("FR", "IDF")
+        s.db.close()

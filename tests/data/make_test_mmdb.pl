@@ -1,13 +1,15 @@
 #!/usr/bin/perl
 # make_test_mmdb.pl: writes a small GeoIP2-City style .mmdb for the geo-IP tests
-# (ly_geoip_test, ly_event_test). Usage: perl make_test_mmdb.pl OUT.mmdb
+# (ly_geoip_test, ly_event_test). Usage: perl make_test_mmdb.pl OUT.mmdb [next]
 # IPv6 tree with IPv4 aliased (::ffff:a.b.c.d and 2002::/16 find the IPv4 entries).
+# "next" writes next month's edition: 81.2.69.0/24 moved to France, the rest the same.
 use strict;
 use warnings;
 use MaxMind::DB::Writer::Tree;
 
-die "usage: $0 OUT.mmdb\n" unless @ARGV == 1;
+die "usage: $0 OUT.mmdb [next]\n" unless @ARGV == 1 || (@ARGV == 2 && $ARGV[1] eq 'next');
 my $out = $ARGV[0];
+my $next = @ARGV == 2;
 
 my %types = (
     city            => 'map',
@@ -46,7 +48,8 @@ sub city {
     return \%record;
 }
 
-$tree->insert_network('81.2.69.0/24', city('GB', 'United Kingdom', 'ENG', 'England', 'London'));
+$tree->insert_network('81.2.69.0/24', $next ? city('FR', 'France', 'IDF', 'Ile-de-France', 'Paris')
+                                            : city('GB', 'United Kingdom', 'ENG', 'England', 'London'));
 $tree->insert_network('2001:db8::/32', city('DE', 'Germany', 'BE', 'Berlin', 'Berlin'));
 $tree->insert_network('175.16.199.0/24', city('CN', 'China', '22', 'Jilin Sheng', 'Changchun'));
 # A country without subdivisions.

@@ -180,6 +180,18 @@ def test_bad_configuration_is_named(name, value):
     assert not os.path.exists("/tmp/layers-never-created")
 
 
+def test_a_file_that_is_no_geoip_database_is_refused_at_start(tmp_path):
+    """Not a crash loop of the ingest actor: layersd names the variable and the reason."""
+    bad = tmp_path / "city.mmdb"
+    bad.write_bytes(b"not a MaxMind database")
+    out = subprocess.run([binary("layersd")], env=dict(os.environ, LAYERS_GEOIP_DB=str(bad),
+                         LAYERS_DATA_DIR="/tmp/layers-never-created"),
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2
+    assert "LAYERS_GEOIP_DB" in out.stderr and "invalid metadata" in out.stderr, out.stderr
+    assert not os.path.exists("/tmp/layers-never-created")
+
+
 def test_second_supervisor_on_same_data_dir_is_refused(server):
     out = subprocess.run([binary("layersd")], env=server.env, capture_output=True,
                          text=True, timeout=20)

@@ -9,6 +9,7 @@
 #include "ly_config.h"
 #include "ly_crypto.h"
 #include "ly_db.h"
+#include "ly_geoip.h"
 #include "ly_log.h"
 #include "ly_metrics.h"
 #include "ly_migrate.h"
@@ -203,6 +204,16 @@ main (int argc, char *argv [])
     if (ly_config_load (&ly_config, err, sizeof err)) {
         fprintf (stderr, "layersd: %s\n", err);
         return 2;
+    }
+    if (ly_config.geoip_db && (!only || streq (only, "ingest"))) {
+        //  A file that is no geo-IP database would only show as ingest failing to start
+        ly_geoip_t *geoip = ly_geoip_new (ly_config.geoip_db, err, sizeof err);
+        if (!geoip) {
+            fprintf (stderr, "layersd: LAYERS_GEOIP_DB: %s\n", err);
+            ly_config_free (&ly_config);
+            return 2;
+        }
+        ly_geoip_destroy (&geoip);
     }
     ly_log_init (ly_config.log_level, only? only: "supervisor");
 

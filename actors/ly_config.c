@@ -497,6 +497,26 @@ s_load_duration (int64_t *out, const char *name, int64_t fallback, int64_t low, 
     return 0;
 }
 
+//  A whole number from low to high; fallback when unset
+static int
+s_load_count (int64_t *out, const char *name, int64_t fallback, int64_t low, int64_t high,
+              char *err, size_t errlen)
+{
+    const char *value = s_env (name);
+    *out = fallback;
+    if (!value)
+        return 0;
+    int64_t number = 0;
+    const char *at = value;
+    while (*at >= '0' && *at <= '9' && number <= high)
+        number = number * 10 + (*at++ - '0');
+    if (at == value || *at || number < low || number > high)
+        return s_fail (err, errlen, "%s \"%.*s\" is not a whole number from %" PRId64 " to %" PRId64,
+                       name, S_VALUE_MAX, value, low, high);
+    *out = number;
+    return 0;
+}
+
 static int
 s_load_log_level (ly_config_t *cfg, char *err, size_t errlen)
 {
@@ -545,6 +565,8 @@ ly_config_load (ly_config_t *cfg, char *err, size_t errlen)
                          7 * 86400, err, errlen)
     ||  s_load_duration (&cfg->event_retention, "LAYERS_EVENT_RETENTION", 0, 86400,
                          36500 * 86400LL, err, errlen)
+    ||  s_load_count (&cfg->project_event_rate, "LAYERS_PROJECT_EVENT_RATE", 0, 1,
+                      100000000, err, errlen)
     ||  s_load_log_level (cfg, err, errlen)) {
         ly_config_free (cfg);
         return -1;

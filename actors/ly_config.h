@@ -26,6 +26,7 @@ typedef struct {
     int64_t event_max_age;      /* LAYERS_EVENT_MAX_AGE, seconds: older event times are refused */
     int64_t event_max_future;   /* LAYERS_EVENT_MAX_FUTURE, seconds: further ahead, refused */
     int64_t event_retention;    /* LAYERS_EVENT_RETENTION, seconds events are kept; 0: for ever */
+    int64_t project_event_rate; /* LAYERS_PROJECT_EVENT_RATE, events/s per project; 0: no limit */
     ly_log_level_t log_level;   /* LAYERS_LOG_LEVEL */
 } ly_config_t;
 

@@ -20,6 +20,7 @@
 #include "ly_metrics.h"
 #include "ly_netaddr.h"
 #include "ly_topology.h"
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <sys/eventfd.h>
@@ -147,10 +148,18 @@ typedef struct {
     zhashx_t *good_tokens;          /* API token hash -> expiry (int64_t), owned */
     zhashx_t *keys;                 /* key hash -> s_key_t, owned */
     zhashx_t *lookups;              /* key hash -> zlistx of request ids (char *), owned */
+    zhashx_t *rates;                /* project id -> s_bucket_t, owned */
     ly_metric_t *in_flight;         /* gauge: requests with the loop */
     ly_metric_t *overloaded;        /* 503s for a full pipeline */
+    ly_metric_t *rate_limited;      /* 429s for a project over its rate */
     bool verbose;                   /* log every request */
 } self_t;
+
+//  A project's events allowance under LAYERS_PROJECT_EVENT_RATE (a token bucket)
+typedef struct {
+    double tokens;                  /* events it may send now */
+    int64_t refilled;               /* monotonic msec of the last refill */
+} s_bucket_t;
 
 //  Sets the answer; takes over body (may be NULL: empty).
 static void
@@ -904,9 +913,51 @@ s_submit (self_t *self, s_request_t *request, const s_key_t *key)
     }
 }
 
+//  Takes count events from the project's allowance under LAYERS_PROJECT_EVENT_RATE:
+//  0 when they may go, else the seconds until they could. The allowance refills at the
+//  rate, up to ten seconds' worth, and never less than one full request's worth.
+static int
+s_rate_wait (self_t *self, const char *project_id, size_t count)
+{
+    double rate = (double) ly_config.project_event_rate;
+    if (rate <= 0)
+        return 0;
+    double burst = rate * 10 > LY_SDKBODY_MAX_EVENTS? rate * 10: LY_SDKBODY_MAX_EVENTS;
+    int64_t now = ly_mono_msec ();
+    s_bucket_t *bucket = (s_bucket_t *) zhashx_lookup (self->rates, project_id);
+    if (!bucket) {
+        if (zhashx_size (self->rates) >= S_KEY_CACHE_MAX)
+            zhashx_purge (self->rates);
+        bucket = (s_bucket_t *) zmalloc (sizeof (s_bucket_t));
+        bucket->tokens = burst;
+        bucket->refilled = now;
+        zhashx_insert (self->rates, project_id, bucket);
+    }
+    bucket->tokens += rate * (double) (now - bucket->refilled) / 1000.0;
+    if (bucket->tokens > burst)
+        bucket->tokens = burst;
+    bucket->refilled = now;
+    if (bucket->tokens >= (double) count) {
+        bucket->tokens -= (double) count;
+        return 0;
+    }
+    return (int) ceil (((double) count - bucket->tokens) / rate);
+}
+
 static void
 s_key_answer (self_t *self, s_request_t *request, const s_key_t *key)
 {
+    int wait = key->found? s_rate_wait (self, key->project_id, request->events.count): 0;
+    if (wait) {
+        ly_metric_add (self->rate_limited, 1);
+        char message [128];
+        snprintf (message, sizeof message, "the project sends more than its %" PRId64
+                  " events a second; retry later", ly_config.project_event_rate);
+        s_answer_error (request, MHD_HTTP_TOO_MANY_REQUESTS, "rate_limited", message);
+        request->retry_after = wait;
+        s_finish (self, request);
+    }
+    else
     if (key->found)
         s_submit (self, request, key);
     else {
@@ -1065,6 +1116,7 @@ s_self_destroy (self_t **self_p)
     zhashx_destroy (&self->keys);
     zhashx_destroy (&self->lookups);
     zhashx_destroy (&self->auth_failures);
+    zhashx_destroy (&self->rates);
     zhashx_destroy (&self->good_tokens);
     zsock_destroy (&self->store);
     zsock_destroy (&self->api);
@@ -1138,9 +1190,14 @@ s_self_new (zsock_t *pipe)
     zhashx_set_destructor (self->good_tokens, (zhashx_destructor_fn *) zstr_free);
     self->lookups = zhashx_new ();
     zhashx_set_destructor (self->lookups, (zhashx_destructor_fn *) zlistx_destroy);
+    self->rates = zhashx_new ();
+    zhashx_set_destructor (self->rates, (zhashx_destructor_fn *) zstr_free);
     self->in_flight = ly_gauge ("layers_gateway_in_flight", "Requests waiting for actors", NULL);
     self->overloaded = ly_counter ("layers_gateway_overloaded_total",
                                    "Requests refused with 503 because a queue was full", NULL);
+    self->rate_limited = ly_counter ("layers_gateway_rate_limited_total",
+                                     "Event requests refused with 429: the project was over"
+                                     " LAYERS_PROJECT_EVENT_RATE", NULL);
     self->store = ly_topology_open_as (S_ACTOR, "store", self->routing_id);
     self->api = ly_topology_open (S_ACTOR, "api");
     self->metrics = ly_topology_open (S_ACTOR, "metrics");

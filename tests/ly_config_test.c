@@ -13,7 +13,7 @@ static const char *s_variables [] = {
     "LAYERS_META_API_VERSION", "LAYERS_TIKTOK_URL", "LAYERS_ADSERVICES_URL",
     "LAYERS_MODEL_URL", "LAYERS_MODEL_KEY", "LAYERS_MODEL_KIND",
     "LAYERS_TRUSTED_PROXIES", "LAYERS_EVENT_MAX_AGE", "LAYERS_EVENT_MAX_FUTURE",
-    "LAYERS_EVENT_RETENTION", "LAYERS_LOG_LEVEL", NULL
+    "LAYERS_EVENT_RETENTION", "LAYERS_PROJECT_EVENT_RATE", "LAYERS_LOG_LEVEL", NULL
 };
 
 static void
@@ -402,6 +402,21 @@ s_test_event_windows (void)
     ly_config_free (&cfg);
     s_load_fails (retention, "23h", "LAYERS_EVENT_RETENTION \"23h\" is not a duration from 1 day to 36500 days");
     s_load_fails (retention, "0", "is not a duration");
+
+    const char *rate = "LAYERS_PROJECT_EVENT_RATE";
+    cfg = s_load_ok (NULL, NULL);
+    assert (cfg.project_event_rate == 0);               //  no limit
+    ly_config_free (&cfg);
+    cfg = s_load_ok (rate, "2000");
+    assert (cfg.project_event_rate == 2000);
+    ly_config_free (&cfg);
+    const char *bad_rates [] = { "0", "-5", "1.5", "2k", " 10", "100000001", "99999999999999999999", NULL };
+    for (int i = 0; bad_rates [i]; i++) {
+        char reason [160];
+        snprintf (reason, sizeof reason, "LAYERS_PROJECT_EVENT_RATE \"%s\" is not a whole number"
+                  " from 1 to 100000000", bad_rates [i]);
+        s_load_fails (rate, bad_rates [i], reason);
+    }
 }
 
 static void

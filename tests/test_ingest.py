@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from lyserver import Layersd, db_connect, files_containing, make_mmdb, post_events
+from lyserver import Layersd, api_call, db_connect, files_containing, make_mmdb, post_events
 
 IPHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1_2 like Mac OS X) AppleWebKit/605.1.15 "
              "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1")
@@ -699,3 +699,51 @@ def test_a_new_geoip_database_is_used_without_a_restart(tmp_path):
             time.sleep(0.3)
         assert region(s, key) == ("FR", "IDF")
         s.db.close()
+
+
+def test_a_project_over_its_event_rate_gets_429():
+    """LAYERS_PROJECT_EVENT_RATE: a project may send that many events a second through a
+    gateway, in bursts of up to ten seconds' worth (at least one full request); past
+    that it gets 429 rate_limited with Retry-After and nothing of the request is stored,
+    while other projects go on."""
+    with Layersd(env={"LAYERS_PROJECT_EVENT_RATE": "50"}) as s:
+        creds = s.credentials()
+        key, token = creds["sdk_key"], creds["api_token"]
+        status, _, other = api_call(s, "POST", "/v1/projects", token, {"name": "Other app"})
+        assert status == 201, other
+        status, _, made = api_call(s, "POST", "/v1/projects/%s/sdk-keys" % other["project_id"],
+                                   token, {})
+        assert status == 201, made
+
+        def batch():
+            return {"events": [{"event_id": eid(), "name": "x"} for _ in range(20)]}
+
+        accepted, limited = 0, None
+        for _ in range(40):                     # 800 events against a burst of 500
+            status, headers, body = post_events(s, batch(), key=key)
+            if status == 202:
+                accepted += body["accepted"]
+                continue
+            limited = (status, headers, body)
+            break
+        assert limited, "never limited"
+        status, headers, body = limited
+        assert status == 429 and body["error"]["code"] == "rate_limited", body
+        assert "50 events a second" in body["error"]["message"]
+        assert 1 <= int(headers["Retry-After"]) <= 2, headers
+        assert 500 <= accepted <= 560, accepted
+        # another project is not held back
+        status, _, body = post_events(s, batch(), key=made["key"])
+        assert status == 202 and body["accepted"] == 20, body
+        # and the limited one goes on once it waited
+        time.sleep(int(headers["Retry-After"]))
+        status, _, body = post_events(s, batch(), key=key)
+        assert status == 202 and body["accepted"] == 20, body
+        db = db_connect(s)
+        cur = db.cursor()
+        cur.execute("SELECT count(*) FROM sdk_events WHERE project_id = %s", (creds["project_id"],))
+        assert cur.fetchone()[0] == accepted + 20
+        db.close()
+        metrics = api_call(s, "GET", "/metrics")[2]
+        metrics = metrics.decode() if isinstance(metrics, bytes) else metrics
+        assert "layers_gateway_rate_limited_total 1" in metrics, metrics[-3000:]

@@ -72,6 +72,8 @@ s_usage (FILE *out)
 "  LAYERS_EVENT_MAX_FUTURE  furthest event time ahead accepted, 1s to 7d (5m)\n"
 "  LAYERS_EVENT_RETENTION   drop each month of stored events once it is older than\n"
 "                           this, 1d or more (unset: keep them for ever)\n"
+"  LAYERS_PROJECT_EVENT_RATE  events a second a project may send through one gateway,\n"
+"                           in bursts of ten seconds' worth; more gets 429 (no limit)\n"
 "  LAYERS_LOG_LEVEL         debug, info, warning or error (info)\n");
 }
 

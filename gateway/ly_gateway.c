@@ -496,6 +496,19 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         if (length && strtoull (length, NULL, 10) > LY_SDKBODY_MAX_BYTES)
             request->too_large = true;
         *req_cls = request;
+        const char *expect = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
+                                                          MHD_HTTP_HEADER_EXPECT);
+        if (request->too_large && request->method_ok && expect
+        &&  strcasecmp (expect, "100-continue") == 0
+        &&  (request->route->id == S_EVENTS || request->route->id == S_API)) {
+            //  Said too large up front by a client that waits for 100 Continue: answer
+            //  now, and it sends none of the body (the connection then closes). Other
+            //  clients send the body anyway; they would see a reset instead of our
+            //  answer, so theirs is read and thrown away first.
+            s_answer_error (request, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
+                            "the body exceeds 1048576 bytes");
+            return s_queue_answer (request);
+        }
         return MHD_YES;     //  answer once the whole request is in: keeps keep-alive
     }
     if (request->status)                //  answered, possibly after a resume

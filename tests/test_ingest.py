@@ -319,6 +319,23 @@ def test_gzip_body(server):
     assert status == 400 and body["error"]["message"] == "the body is not valid gzip", body
 
 
+def test_a_body_said_too_large_is_refused_before_it_is_sent(server):
+    """A client that waits for 100 Continue and says its body is over 1 MiB gets 413
+    at once: it need not send the body."""
+    import socket
+    host, port = server.base.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(("POST /l/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 200000000\r\n"
+                      "Expect: 100-continue\r\n\r\n" % server.key).encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = conn.recv(4096)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+
+
 def test_content_type_parameters(server):
     """Parameters of application/json are allowed; a charset other than UTF-8 is refused,
     since the body would be read as something its sender did not mean."""

@@ -299,6 +299,9 @@ ly_sdkbody_pack_json (msgpack_packer *pk, json_t *json)
 //  packs them.
 
 #define S_FAST_KEYS 1024            /* keys of the objects open at once */
+#define S_FAST_OBJECT_KEYS 64       /* keys of one object: duplicates are looked for
+                                       pairwise, so more go to the reference path, whose
+                                       hash table does not slow down with their count */
 
 typedef struct {
     const uint8_t *text;            /* the body, borrowed */
@@ -522,6 +525,7 @@ s_fast_object (s_fast_t *self, size_t depth, bool body)
     for (more = s_fast_first (self, '}'); more == 1; more = s_fast_next (self, '}')) {
         size_t key_at, key_len;
         if (s_fast_peek (self) != '"' || self->keys == S_FAST_KEYS
+        ||  self->keys - first_key == S_FAST_OBJECT_KEYS
         ||  s_fast_string (self, &key_at, &key_len))
             return -1;
         for (size_t k = first_key; k < self->keys; k++)

@@ -103,6 +103,21 @@ s_batch (size_t n)
     return done;
 }
 
+//  An event whose properties object has n keys, "k0" to "kN-1".
+static char *
+s_wide (size_t n)
+{
+    char *text = strdup ("{\"event_id\":\"e\",\"properties\":{");
+    for (size_t i = 0; i < n; i++) {
+        char *longer = zsys_sprintf ("%s%s\"k%zu\":%zu", text, i? ",": "", i, i);
+        free (text);
+        text = longer;
+    }
+    char *done = zsys_sprintf ("%s}}", text);
+    free (text);
+    return done;
+}
+
 //  An event whose properties nest to `depth` levels counting the event.
 static char *
 s_nested (size_t depth)
@@ -203,6 +218,15 @@ main (void)
     s_slow (text, strlen (text));
     free (text);
     text = s_batch (LY_SDKBODY_MAX_EVENTS + 1);
+    s_slow (text, strlen (text));
+    free (text);
+    //  Wide objects: duplicates are looked for pairwise on the fast path, so one of
+    //  more than 64 keys goes to the reference (a hash table), and a body of wide
+    //  objects costs what its size does
+    text = s_wide (64);
+    s_fast (text);
+    free (text);
+    text = s_wide (65);
     s_slow (text, strlen (text));
     free (text);
 

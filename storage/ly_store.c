@@ -96,6 +96,8 @@ typedef struct {
     ly_metric_t *duplicates;/* events already stored */
     ly_metric_t *batches;   /* transactions */
     ly_metric_t *commit_seconds;  /* batch write latency */
+    ly_metric_t *beside_rows;     /* batches started beside a running one: rows waited */
+    ly_metric_t *beside_wait;     /* ... the first request waited S_OVERLAP_MSEC */
     bool verbose;           /* log every batch */
     bool ack_stuck;         /* an acknowledgement timed out in this flush */
     bool wrote;             /* a batch was written since the last expiry */
@@ -301,6 +303,10 @@ s_self_new (zsock_t *pipe)
     self->duplicates = ly_counter ("layers_store_events_total", NULL, "outcome=\"duplicate\"");
     self->batches = ly_counter ("layers_store_batches_total", "Transactions written by the store", NULL);
     self->commit_seconds = ly_histogram ("layers_store_batch_seconds", "Time to write one batch", NULL);
+    self->beside_rows = ly_counter ("layers_store_beside_batches_total",
+                                    "Batches started while the other session was writing, by the"
+                                    " rule that started them", "rule=\"rows\"");
+    self->beside_wait = ly_counter ("layers_store_beside_batches_total", NULL, "rule=\"wait\"");
     if (self->router) {
         zsock_set_router_mandatory (self->router, 1);
         zsock_set_sndtimeo (self->router, 2000);
@@ -665,6 +671,9 @@ s_dispatch (self_t *self)
         if (!idle || (busy && self->waiting_rows < S_OVERLAP_ROWS
                           && ly_mono_msec () - self->waiting_since < S_OVERLAP_MSEC))
             return;
+        if (busy)
+            ly_metric_add (self->waiting_rows >= S_OVERLAP_ROWS? self->beside_rows
+                                                               : self->beside_wait, 1);
         memcpy (idle->batch, self->waiting, self->waiting_size * sizeof (s_request_t));
         idle->batch_size = self->waiting_size;
         idle->batch_rows = self->waiting_rows;

@@ -205,13 +205,27 @@ def wait_for_store_lock(server):
     pytest.fail("no store batch waited on the held key")
 
 
+def beside_batches(server):
+    """{rule: count} of layers_store_beside_batches_total, summed over store processes."""
+    import re
+    text = api_call(server, "GET", "/metrics")[2]
+    text = text.decode() if isinstance(text, bytes) else text
+    counts = {"rows": 0, "wait": 0}
+    for rule, value in re.findall(r'^layers_store_beside_batches_total\{rule="(\w+)"[^}]*\} (\d+)',
+                                  text, re.M):
+        counts[rule] += int(value)
+    return counts
+
+
 def test_a_second_batch_is_written_beside_a_stuck_one(server):
     """The store writes on two sessions: while one batch waits (here on a lock the test
     holds on one of its keys), a big request that comes meanwhile is written on the
-    other session and answered at once, and a small one after a few ms. A request
-    repeating the stuck batch's keys waits for it and then counts them as duplicates:
-    each event is stored once."""
+    other session and answered at once (400 rows waiting start it), and a small one
+    after a few ms (its wait starts it); layers_store_beside_batches_total counts each
+    by its rule. A request repeating the stuck batch's keys waits for it and then counts
+    them as duplicates: each event is stored once."""
     import threading
+    before = beside_batches(server)
     blocker = "m-" + eid()                  # sorts among the batch's uuid keys
     first = [{"event_id": eid(), "name": "purchase"} for _ in range(499)]
     first.append({"event_id": blocker, "name": "purchase"})
@@ -248,6 +262,14 @@ def test_a_second_batch_is_written_beside_a_stuck_one(server):
                 " WHERE project_id = %s AND event_id = ANY (%s)",
                 (server.project, [e["event_id"] for e in first + second]))
     assert cur.fetchone() == (1000, 1000)
+    # the big ones were started by the rows rule, the small one by its wait
+    deadline = time.monotonic() + 10
+    while True:
+        after = beside_batches(server)
+        if after["rows"] > before["rows"] and after["wait"] > before["wait"]:
+            break
+        assert time.monotonic() < deadline, (before, after)
+        time.sleep(0.2)
 
 
 def test_a_batch_chosen_as_a_deadlock_victim_is_written_again(server):

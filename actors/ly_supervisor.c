@@ -9,6 +9,8 @@
 #define S_BACKOFF_MAX_MSEC 5000
 #define S_STABLE_MSEC 10000         /* a child up this long starts again at minimum backoff */
 #define S_GRACE_MSEC 3000           /* SIGTERM to SIGKILL */
+#define S_DRAIN_MSEC 7000           /* gateways stopping: the requests they hold are
+                                       answered within 5 s (ly_gateway.c), then the rest stop */
 #define S_MAX_CHILDREN 32
 
 typedef struct {
@@ -181,43 +183,55 @@ s_reap (ly_supervisor_t *self, bool stopping)
     }
 }
 
+//  Children running, of one role or (NULL) all
 static size_t
-s_running (ly_supervisor_t *self)
+s_running (ly_supervisor_t *self, const char *role)
 {
     size_t running = 0;
     for (size_t i = 0; i < self->count; i++)
-        if (self->children [i].pid)
+        if (self->children [i].pid && (!role || streq (self->children [i].role, role)))
             running++;
     return running;
 }
 
 static void
-s_signal_all (ly_supervisor_t *self, int signum)
+s_signal (ly_supervisor_t *self, const char *role, int signum)
 {
     for (size_t i = 0; i < self->count; i++)
-        if (self->children [i].pid)
+        if (self->children [i].pid && (!role || streq (self->children [i].role, role)))
             kill (self->children [i].pid, signum);
 }
 
+//  Reaps children until none of role (NULL: any) runs, or until msec have passed.
 static void
-s_stop (ly_supervisor_t *self)
+s_wait_stopped (ly_supervisor_t *self, const char *role, int msec)
 {
-    s_signal_all (self, SIGTERM);
     sigset_t chld;
     sigemptyset (&chld);
     sigaddset (&chld, SIGCHLD);
-    int64_t deadline = ly_mono_msec () + S_GRACE_MSEC;
+    int64_t deadline = ly_mono_msec () + msec;
     s_reap (self, true);
-    while (s_running (self) && ly_mono_msec () < deadline) {
+    while (s_running (self, role) && ly_mono_msec () < deadline) {
         int64_t wait = deadline - ly_mono_msec ();
         struct timespec timeout = { wait / 1000, (wait % 1000) * 1000000 };
         sigtimedwait (&chld, NULL, &timeout);
         s_reap (self, true);
     }
-    if (s_running (self)) {
+}
+
+//  Stops the gateways first: each answers the requests it holds before it exits (the
+//  other actors must still run for that), then the rest.
+static void
+s_stop (ly_supervisor_t *self)
+{
+    s_signal (self, "gateway", SIGTERM);
+    s_wait_stopped (self, "gateway", S_DRAIN_MSEC);
+    s_signal (self, NULL, SIGTERM);
+    s_wait_stopped (self, NULL, S_GRACE_MSEC);
+    if (s_running (self, NULL)) {
         ly_warning (S_ACTOR, "%zu actors did not stop in %d ms; killing them",
-                    s_running (self), S_GRACE_MSEC);
-        s_signal_all (self, SIGKILL);
+                    s_running (self, NULL), S_GRACE_MSEC);
+        s_signal (self, NULL, SIGKILL);
         for (size_t i = 0; i < self->count; i++)
             if (self->children [i].pid) {
                 waitpid (self->children [i].pid, NULL, 0);

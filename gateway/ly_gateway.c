@@ -39,6 +39,8 @@
 #define S_UNKNOWN_KEY_TTL_MSEC 5000     /* an unknown one is refused this long */
 #define S_KEY_CACHE_MAX 100000
 #define S_API_TIMEOUT_MSEC 30000
+#define S_DRAIN_MSEC 5000               /* stopping: longest wait for requests in flight */
+#define S_DRAIN_POLL_MSEC 20            /* how often to look meanwhile */
 #define S_AUTH_FAILURES 10              /* failures per client and credential, per window */
 #define S_AUTH_CLIENT_FAILURES 100      /* failures per client with any credential */
 #define S_AUTH_WINDOW_MSEC 60000
@@ -107,6 +109,7 @@ struct _s_shared_t {
     int wake_fd;                    /* eventfd: the queue is not empty */
     uint64_t next_id;               /* request id sequence */
     size_t in_flight_bytes;         /* bodies held by requests with the loop (atomic) */
+    size_t open_requests;           /* requests begun and not yet completed (atomic) */
     ly_netaddr_range_t *proxies;    /* trusted proxy addresses and ranges, owned */
     size_t proxy_count;             /* entries in proxies */
 };
@@ -153,6 +156,7 @@ typedef struct {
     ly_metric_t *overloaded;        /* 503s for a full pipeline */
     ly_metric_t *rate_limited;      /* 429s for a project over its rate */
     bool verbose;                   /* log every request */
+    int64_t drain_until;            /* stopping: monotonic msec to give up waiting; 0: not */
 } self_t;
 
 //  A project's events allowance under LAYERS_PROJECT_EVENT_RATE (a token bucket)
@@ -471,6 +475,7 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         request = (s_request_t *) calloc (1, sizeof (s_request_t));
         if (!request)
             return MHD_NO;
+        __atomic_add_fetch (&shared->open_requests, 1, __ATOMIC_RELAXED);
         request->conn = conn;
         request->started_usec = ly_now_usec ();
         snprintf (request->method, sizeof request->method, "%s", method);
@@ -575,6 +580,7 @@ s_request_completed (void *cls, struct MHD_Connection *conn, void **req_cls,
 {
     s_request_t *request = (s_request_t *) *req_cls;
     if (request) {
+        __atomic_sub_fetch (&((s_shared_t *) cls)->open_requests, 1, __ATOMIC_RELAXED);
         if (request->held_bytes)
             __atomic_sub_fetch (&request->shared->in_flight_bytes, request->held_bytes, __ATOMIC_RELAXED);
         free (request->body);
@@ -633,7 +639,7 @@ s_start_http (self_t *self)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_CONNECTION_LIMIT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 30,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
-        MHD_OPTION_NOTIFY_COMPLETED, s_request_completed, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, s_request_completed, &self->shared,
         MHD_OPTION_END);
     freeaddrinfo (addresses);
     if (!daemon)
@@ -1384,6 +1390,21 @@ s_handle_api (self_t *self)
     ly_msg_destroy (&msg);
 }
 
+//  Stopping: no new connection is accepted (the listening socket is closed), and the
+//  loop goes on until every request begun is answered and sent, for S_DRAIN_MSEC at
+//  most; ingest and the store still run meanwhile (the supervisor stops them after).
+static void
+s_drain_start (self_t *self)
+{
+    self->drain_until = ly_mono_msec () + S_DRAIN_MSEC;
+    MHD_socket listener = MHD_quiesce_daemon (self->daemon);
+    if (listener != MHD_INVALID_SOCKET)
+        close (listener);
+    size_t open = __atomic_load_n (&self->shared.open_requests, __ATOMIC_RELAXED);
+    if (open)
+        ly_info (S_ACTOR, "stopping: answering the %zu requests in flight first", open);
+}
+
 void
 ly_gateway_actor (zsock_t *pipe, void *args)
 {
@@ -1403,14 +1424,19 @@ ly_gateway_actor (zsock_t *pipe, void *args)
             { zsock_resolve (self->metrics), 0, ZMQ_POLLIN, 0 },
         };
         long timeout = s_expire (self);
+        if (self->drain_until && (timeout < 0 || timeout > S_DRAIN_POLL_MSEC))
+            timeout = S_DRAIN_POLL_MSEC;    //  requests complete on the HTTP threads
         if (zmq_poll (items, 7, timeout) == -1) {
             if (errno == EINTR)
                 continue;
             break;
         }
         if (items [0].revents & ZMQ_POLLIN
-        &&  ly_actor_pipe (pipe, S_ACTOR, &self->verbose, "ok"))
-            break;
+        &&  ly_actor_pipe (pipe, S_ACTOR, &self->verbose, "ok")) {
+            if (self->drain_until || !self->daemon)
+                break;
+            s_drain_start (self);
+        }
         //  Drain what is waiting (bounded), so answers never pile up behind the poll.
         for (int n = 0; n < 1000 && (zsock_events (self->store) & ZMQ_POLLIN); n++)
             s_handle_store (self);
@@ -1424,6 +1450,10 @@ ly_gateway_actor (zsock_t *pipe, void *args)
             s_handle_monitor (self);
         if (items [6].revents & ZMQ_POLLIN)
             s_handle_metrics (self);
+        if (self->drain_until
+        &&  (__atomic_load_n (&self->shared.open_requests, __ATOMIC_RELAXED) == 0
+        ||   ly_mono_msec () >= self->drain_until))
+            break;
     }
     s_self_destroy (&self);
 }

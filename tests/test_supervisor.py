@@ -145,6 +145,46 @@ def test_sigterm_leaves_nothing_behind():
         s.cleanup()
 
 
+def test_sigterm_answers_the_requests_in_flight_first():
+    """A stop (a deploy, a rolling restart) does not drop requests: the gateway stops
+    first, takes no new connection, and answers every request it holds (here while the
+    store is held back, then let go) before the rest stop."""
+    import threading
+    from lyserver import post_events
+    s = Layersd().start()
+    try:
+        key = s.credentials()["sdk_key"]
+        store = s.actors()["store"]
+        os.kill(store, signal.SIGSTOP)
+        answers = []
+
+        def send(i):
+            try:
+                answers.append(post_events(s, {"event_id": "drain-%d" % i, "name": "x"},
+                                           key=key, timeout=20)[0])
+            except OSError as e:
+                answers.append(repr(e))
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while "layers_gateway_in_flight 5" not in http("GET", s.base + "/metrics")[2].decode():
+            assert time.monotonic() < deadline, "the requests did not reach the gateway"
+            time.sleep(0.05)
+        s.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        os.kill(store, signal.SIGCONT)
+        for t in threads:
+            t.join(20)
+        s.proc.wait(15)
+        assert answers == [202] * 5, answers
+        assert s.proc.returncode == 0, s.log()[-3000:]
+        assert "answering the 5 requests in flight first" in s.log()
+        s.check_sanitizers()
+    finally:
+        s.cleanup()
+
+
 def test_killed_supervisor_is_recovered_on_next_start():
     s = Layersd().start()
     try:

@@ -718,6 +718,13 @@ def meta_ids(mock):
     return [e["event_id"] for _, e in sent_events(mock, "meta")]
 
 
+def wait_for_held_request(mock, service="meta"):
+    """Waits until the fake holds a request its delay fault applies to: a relay's rows
+    are in_flight once claimed, before the request is sent."""
+    wait_for(lambda: all(f["applied"] for f in mock.call("GET", "/_mock/faults")
+                         if f["service"] == service), what="the request at the fake")
+
+
 def test_kill_relay_mid_batch_loses_nothing(server, mock):
     project, key = new_project(server, meta={"dataset_id": "42"})
     mock.fault(service="meta", count=1, delay_ms=1000)      # keeps the first request open
@@ -730,7 +737,7 @@ def test_kill_relay_mid_batch_loses_nothing(server, mock):
         held = {k[0] for k, r in rows.items() if r["status"] == "in_flight"}
         return held if len(held) == len(batch) else None
     held = wait_for(in_flight, what="the batch in flight")
-    time.sleep(0.2)                                         # the request is on the wire
+    wait_for_held_request(mock)                             # the request is on the wire
     os.kill(relay, signal.SIGKILL)
     wait_for(lambda: server.actors().get("relay") not in (None, relay), what="a new relay")
     later = [event("purchase", device=IPHONE) for _ in range(5)]
@@ -765,6 +772,7 @@ def test_a_killed_relays_rows_come_back_long_before_its_lease(server, mock):
                           if r["status"] == "in_flight" and ":%d:" % proc.pid in r["locked_by"]]
                  .__len__() == 10, what="the batch in flight at the doomed relay")
         doomed = next(iter(deliveries(server, project).values()))["locked_by"]
+        wait_for_held_request(mock)
         proc.kill()
         proc.wait(5)
     finally:
@@ -845,6 +853,7 @@ def test_a_stalled_relay_loses_its_lease_and_writes_nothing(server, mock):
         wait_for(lambda: all(r["status"] == "in_flight"
                              for r in deliveries(server, project).values())
                  and len(deliveries(server, project)) == 5, what="the batch in flight")
+        wait_for_held_request(mock)     # or it could be frozen before sending: no send
         os.kill(supervised, signal.SIGSTOP)             # frozen with the request open
         extra = start_relay(server, mock, "relay-takeover.log")
         rows = settled(server, project, 5)              # after the lease (4 s) ran out

@@ -297,29 +297,34 @@ cleanup:
     return self;
 }
 
-//  True when the postmaster named in the cluster's postmaster.pid has died: the file
-//  is there (a clean stop removes it) and its process is gone, or is no postgres.
-static bool
-s_crashed (ly_pg_t *self)
+typedef enum {
+    S_STOPPED,          //  no postmaster.pid: stopped cleanly, or never started
+    S_RUNNING,          //  its postmaster runs (or is starting)
+    S_DEAD              //  postmaster.pid names a process that is gone, or no postgres
+} s_state_t;
+
+//  What the cluster's postmaster.pid says, checked against the process it names
+static s_state_t
+s_state (ly_pg_t *self)
 {
     char *path = zsys_sprintf ("%s/postmaster.pid", self->cluster);
     FILE *file = fopen (path, "r");
     zstr_free (&path);
     if (!file)
-        return false;
+        return S_STOPPED;
     long pid = 0;
     bool read = fscanf (file, "%ld", &pid) == 1 && pid > 0;
     fclose (file);
     if (!read)
-        return false;           //  being written by a postmaster that is starting
+        return S_RUNNING;       //  being written by a postmaster that is starting
     char comm_path [64], comm [32] = "";
     snprintf (comm_path, sizeof comm_path, "/proc/%ld/comm", pid);
     FILE *proc = fopen (comm_path, "r");
     if (!proc)
-        return kill ((pid_t) pid, 0) == -1 && errno == ESRCH;
+        return kill ((pid_t) pid, 0) == -1 && errno == ESRCH? S_DEAD: S_RUNNING;
     bool postgres = fgets (comm, sizeof comm, proc) && strncmp (comm, "postgres", 8) == 0;
     fclose (proc);
-    return !postgres;
+    return postgres? S_RUNNING: S_DEAD;
 }
 
 void
@@ -329,11 +334,19 @@ ly_pg_watch (void *arg)
     if (!self->running)
         return;
     int64_t now = ly_mono_msec ();
+    s_state_t state = s_state (self);
     if (self->retry_at == 0) {
-        if (!s_crashed (self))
+        if (state != S_DEAD)
             return;
         ly_warning ("supervisor", "PostgreSQL in \"%s\" died; starting it again", self->cluster);
         self->backoff = S_RESTART_BACKOFF_MIN;
+    }
+    else
+    if (state == S_RUNNING) {
+        //  A start that pg_ctl gave up waiting for went on
+        ly_info ("supervisor", "PostgreSQL in \"%s\" runs again", self->cluster);
+        self->retry_at = 0;
+        return;
     }
     else
     if (now < self->retry_at)

@@ -37,6 +37,9 @@
 #define S_BATCH_ROWS 5000           /* rows per transaction, at most */
 #define S_BATCH_REQUESTS 1000       /* requests per transaction, at most */
 #define S_WRITERS 2                 /* sessions taking turns */
+#define S_UNSENT_MSEC 5000          /* an acknowledgement waits this long for its gateway */
+#define S_UNSENT_MAX 10000          /* acknowledgements waiting, at most */
+#define S_UNSENT_POLL_MSEC 20       /* how often they are tried again */
 #define S_OVERLAP_ROWS 400          /* rows waiting before a batch starts beside another:
                                        enough to carry a batch's fixed cost (~0.5 ms of
                                        PostgreSQL time) within ~10 % */
@@ -99,9 +102,30 @@ typedef struct {
     ly_metric_t *beside_rows;     /* batches started beside a running one: rows waited */
     ly_metric_t *beside_wait;     /* ... the first request waited S_OVERLAP_MSEC */
     bool verbose;           /* log every batch */
+    zlistx_t *unsent;       /* s_unsent_t: acknowledgements to a gateway not connected */
     bool ack_stuck;         /* an acknowledgement timed out in this flush */
     bool wrote;             /* a batch was written since the last expiry */
 } self_t;
+
+//  An acknowledgement for a gateway the router does not know (yet): right after the
+//  store restarts, a gateway reconnects up to a few hundred ms after the ingest actors
+//  whose requests the store then commits. It is sent again until S_UNSENT_MSEC.
+typedef struct {
+    zframe_t *reply_to;     /* the gateway's routing id, owned */
+    zframe_t *ack;          /* the encoded EVENTS_ACK, owned */
+    int64_t until;          /* monotonic msec to give up: the gateway is gone */
+} s_unsent_t;
+
+static void
+s_unsent_destroy (s_unsent_t **self_p)
+{
+    if (*self_p) {
+        zframe_destroy (&(*self_p)->reply_to);
+        zframe_destroy (&(*self_p)->ack);
+        free (*self_p);
+        *self_p = NULL;
+    }
+}
 
 static const char *s_insert_sql =
     "WITH fresh AS ("
@@ -280,6 +304,7 @@ s_self_destroy (self_t **self_p)
             PQclear (w->winners);
             ly_db_session_destroy (&w->session);
         }
+        zlistx_destroy (&self->unsent);
         zsock_destroy (&self->router);
         ly_tap_destroy (&self->tap);
         free (self->copy_sql);
@@ -294,6 +319,8 @@ s_self_new (zsock_t *pipe)
     self_t *self = (self_t *) zmalloc (sizeof (self_t));
     self->pipe = pipe;
     self->router = ly_topology_open (S_ACTOR, "store");
+    self->unsent = zlistx_new ();
+    zlistx_set_destructor (self->unsent, (zlistx_destructor_fn *) s_unsent_destroy);
     self->tap = ly_tap_new (S_ACTOR);
     for (size_t k = 0; k < S_WRITERS; k++)
         self->writer [k].session = ly_db_session_new (LY_DB_STORE, S_ACTOR, s_prepare_session, self);
@@ -316,6 +343,27 @@ s_self_new (zsock_t *pipe)
     return self;
 }
 
+//  Sends an encoded acknowledgement (kept) to the gateway reply_to; -1 with zmq_errno
+//  EHOSTUNREACH (not connected) or EAGAIN (not reading, after the send timeout when
+//  wait).
+static int
+s_send_ack (self_t *self, zframe_t *reply_to, zframe_t *ack, bool wait)
+{
+    int flags = wait? 0: ZFRAME_DONTWAIT;
+    zframe_t *to = zframe_dup (reply_to);
+    zframe_t *body = zframe_dup (ack);
+    if (zframe_send (&to, self->router, ZFRAME_MORE | flags) == -1) {
+        zframe_destroy (&to);
+        zframe_destroy (&body);
+        return -1;
+    }
+    if (zframe_send (&body, self->router, flags) == -1) {
+        zframe_destroy (&body);
+        return -1;
+    }
+    return 0;
+}
+
 //  Sends one request's acknowledgement to its gateway and forgets the request.
 static void
 s_ack (self_t *self, s_request_t *request, const char *status)
@@ -336,19 +384,53 @@ s_ack (self_t *self, s_request_t *request, const char *status)
         msgpack_sbuffer_destroy (&sbuf);
     }
     //  With ROUTER_MANDATORY a full queue to the gateway blocks (up to the send
-    //  timeout) instead of dropping the acknowledgement; a gone gateway fails at once.
-    //  Once a send timed out in this flush, the rest do not wait.
-    if (request->reply_to
-    &&  (self->ack_stuck? ly_send (self->router, self->tap, request->reply_to, &ack)
-                        : ly_send_wait (self->router, self->tap, request->reply_to, &ack))) {
-        if (zmq_errno () == EAGAIN)
-            self->ack_stuck = true;
-        ly_debug (S_ACTOR, "could not acknowledge request %" PRIu64 ": its gateway is %s",
-                  request->request_id, self->ack_stuck? "not reading": "gone");
+    //  timeout) instead of dropping the acknowledgement; a gateway the router does not
+    //  know fails at once, and is tried again for a while. Once a send timed out in
+    //  this flush, the rest do not wait.
+    if (request->reply_to) {
+        ly_tap_publish (self->tap, "out", ack);
+        zframe_t *frame = ly_msg_encode_frame (ack, false);
+        if (frame && s_send_ack (self, request->reply_to, frame, !self->ack_stuck)) {
+            if (zmq_errno () == EHOSTUNREACH && zlistx_size (self->unsent) < S_UNSENT_MAX) {
+                s_unsent_t *unsent = (s_unsent_t *) zmalloc (sizeof (s_unsent_t));
+                unsent->reply_to = request->reply_to;
+                request->reply_to = NULL;
+                unsent->ack = frame;
+                frame = NULL;
+                unsent->until = ly_mono_msec () + S_UNSENT_MSEC;
+                zlistx_add_end (self->unsent, unsent);
+            }
+            else {
+                if (zmq_errno () == EAGAIN)
+                    self->ack_stuck = true;
+                ly_debug (S_ACTOR, "could not acknowledge request %" PRIu64 ": its gateway is %s",
+                          request->request_id, self->ack_stuck? "not reading": "gone");
+            }
+        }
+        zframe_destroy (&frame);
     }
     ly_msg_destroy (&ack);
     zframe_destroy (&request->reply_to);
     ly_msg_destroy (&request->msg);
+}
+
+//  Sends the acknowledgements waiting for their gateway that it now takes; forgets
+//  those whose gateway stayed away.
+static void
+s_send_unsent (self_t *self)
+{
+    s_unsent_t *unsent = (s_unsent_t *) zlistx_first (self->unsent);
+    while (unsent) {
+        void *cursor = zlistx_cursor (self->unsent);
+        bool done = s_send_ack (self, unsent->reply_to, unsent->ack, false) == 0;
+        if (!done && zmq_errno () == EHOSTUNREACH && ly_mono_msec () >= unsent->until) {
+            ly_debug (S_ACTOR, "dropped an acknowledgement: its gateway did not come back");
+            done = true;
+        }
+        unsent = (s_unsent_t *) zlistx_next (self->unsent);
+        if (done)
+            zlistx_delete (self->unsent, cursor);
+    }
 }
 
 //  Ends the batch on w with result (failed: the result that says why, or NULL for the
@@ -764,11 +846,13 @@ s_status (void *self)
 static long
 s_poll_timeout (self_t *self)
 {
+    long unsent = zlistx_size (self->unsent)? S_UNSENT_POLL_MSEC: -1;
     bool busy;
     if (!self->waiting_size || !s_idle_writer (self, &busy) || !busy)
-        return -1;
+        return unsent;
     int64_t left = S_OVERLAP_MSEC - (ly_mono_msec () - self->waiting_since);
-    return left > 0? (long) left: 0;
+    long overlap = left > 0? (long) left: 0;
+    return unsent >= 0 && unsent < overlap? unsent: overlap;
 }
 
 //  The loop: the pipe, the tap, the router while the next batch has room, and the
@@ -809,6 +893,8 @@ s_loop (self_t *self)
                     s_complete (self, w);
             }
         }
+        if (zlistx_size (self->unsent))
+            s_send_unsent (self);
         //  Drain what is waiting, bounded, then start what can start.
         while (s_room (self) && s_take_one (self))
             ;

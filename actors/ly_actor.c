@@ -26,6 +26,24 @@ ly_actor_fn (const char *name)
     return NULL;
 }
 
+int
+ly_send_frame (zsock_t *sock, zframe_t *routing_id, zframe_t *frame, int flags)
+{
+    if (routing_id) {
+        zframe_t *copy = zframe_dup (routing_id);
+        if (zframe_send (&copy, sock, ZFRAME_MORE | flags) == -1) {
+            zframe_destroy (&copy);
+            return -1;
+        }
+    }
+    zframe_t *copy = zframe_dup (frame);
+    if (zframe_send (&copy, sock, flags) == -1) {
+        zframe_destroy (&copy);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 s_send (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p, int flags)
 {
@@ -35,19 +53,9 @@ s_send (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p, in
     ly_msg_destroy (msg_p);
     if (!frame)
         return -1;
-    if (routing_id) {
-        zframe_t *copy = zframe_dup (routing_id);
-        if (zframe_send (&copy, sock, ZFRAME_MORE | flags) == -1) {
-            zframe_destroy (&copy);
-            zframe_destroy (&frame);
-            return -1;
-        }
-    }
-    if (zframe_send (&frame, sock, flags) == -1) {
-        zframe_destroy (&frame);
-        return -1;
-    }
-    return 0;
+    int rc = ly_send_frame (sock, routing_id, frame, flags);
+    zframe_destroy (&frame);
+    return rc;
 }
 
 int

@@ -14,6 +14,10 @@ int ly_send (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_
 /*  The same, but waits while the peer's queue is full (up to the socket's send
     timeout): backpressure for a stage that must not drop work. */
 int ly_send_wait (zsock_t *sock, ly_tap_t *tap, zframe_t *routing_id, ly_msg_t **msg_p);
+/*  Sends a frame already encoded (ly_msg_encode_frame), preceded by routing_id when
+    not NULL; both stay the caller's, to send again. flags: ZFRAME_DONTWAIT or 0.
+    0 / -1 (zmq_errno: EHOSTUNREACH for a ROUTER_MANDATORY peer not connected, EAGAIN). */
+int ly_send_frame (zsock_t *sock, zframe_t *routing_id, zframe_t *frame, int flags);
 /*  Receives one message. For ROUTER sockets pass routing_id_p to get the sender's id
     (caller owns). Returns NULL when the frame is malformed (logged, dropped) or on
     interrupt. Caller owns. */

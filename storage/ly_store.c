@@ -343,27 +343,6 @@ s_self_new (zsock_t *pipe)
     return self;
 }
 
-//  Sends an encoded acknowledgement (kept) to the gateway reply_to; -1 with zmq_errno
-//  EHOSTUNREACH (not connected) or EAGAIN (not reading, after the send timeout when
-//  wait).
-static int
-s_send_ack (self_t *self, zframe_t *reply_to, zframe_t *ack, bool wait)
-{
-    int flags = wait? 0: ZFRAME_DONTWAIT;
-    zframe_t *to = zframe_dup (reply_to);
-    zframe_t *body = zframe_dup (ack);
-    if (zframe_send (&to, self->router, ZFRAME_MORE | flags) == -1) {
-        zframe_destroy (&to);
-        zframe_destroy (&body);
-        return -1;
-    }
-    if (zframe_send (&body, self->router, flags) == -1) {
-        zframe_destroy (&body);
-        return -1;
-    }
-    return 0;
-}
-
 //  Sends one request's acknowledgement to its gateway and forgets the request.
 static void
 s_ack (self_t *self, s_request_t *request, const char *status)
@@ -390,7 +369,8 @@ s_ack (self_t *self, s_request_t *request, const char *status)
     if (request->reply_to) {
         ly_tap_publish (self->tap, "out", ack);
         zframe_t *frame = ly_msg_encode_frame (ack, false);
-        if (frame && s_send_ack (self, request->reply_to, frame, !self->ack_stuck)) {
+        if (frame && ly_send_frame (self->router, request->reply_to, frame,
+                                    self->ack_stuck? ZFRAME_DONTWAIT: 0)) {
             if (zmq_errno () == EHOSTUNREACH && zlistx_size (self->unsent) < S_UNSENT_MAX) {
                 s_unsent_t *unsent = (s_unsent_t *) zmalloc (sizeof (s_unsent_t));
                 unsent->reply_to = request->reply_to;
@@ -422,7 +402,8 @@ s_send_unsent (self_t *self)
     s_unsent_t *unsent = (s_unsent_t *) zlistx_first (self->unsent);
     while (unsent) {
         void *cursor = zlistx_cursor (self->unsent);
-        bool done = s_send_ack (self, unsent->reply_to, unsent->ack, false) == 0;
+        bool done = ly_send_frame (self->router, unsent->reply_to, unsent->ack,
+                                   ZFRAME_DONTWAIT) == 0;
         if (!done && zmq_errno () == EHOSTUNREACH && ly_mono_msec () >= unsent->until) {
             ly_debug (S_ACTOR, "dropped an acknowledgement: its gateway did not come back");
             done = true;

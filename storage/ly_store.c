@@ -257,6 +257,25 @@ s_db_failed (s_writer_t *w)
     w->db = NULL;
 }
 
+//  Runs one maintenance function, which answers a count, on w; -1 when it failed
+//  (warned; w forgets its session, checked at its next use).
+static long
+s_maintenance_call (s_writer_t *w, const char *sql, const char *what)
+{
+    PGresult *res = PQexec (w->db, sql);
+    long count = -1;
+    if (PQresultStatus (res) == PGRES_TUPLES_OK)
+        count = atol (PQgetvalue (res, 0, 0));
+    else {
+        char reason [512];
+        ly_warning (S_ACTOR, "could not %s: %s", what,
+                    ly_db_message (reason, sizeof reason, PQresultErrorMessage (res)));
+        s_db_failed (w);
+    }
+    PQclear (res);
+    return count;
+}
+
 //  Forgets a chunk of deduplication keys older than the timestamp window and a day's
 //  margin (an event can be re-sent only while its time is within the window), at most every
 //  S_EXPIRE_MSEC, or after each batch while there are more: sdk_event_ids stays the size
@@ -265,25 +284,16 @@ static void
 s_expire (self_t *self, s_writer_t *w)
 {
     self->next_expire = ly_mono_msec () + S_EXPIRE_MSEC;
+    int64_t keep = ly_config.event_max_age + S_DEDUP_MARGIN;
     char sql [128];
     snprintf (sql, sizeof sql, "SELECT ly_expire_event_ids ('%" PRId64 " seconds', %d)",
-              ly_config.event_max_age + S_DEDUP_MARGIN, S_EXPIRE_ROWS);
-    PGresult *res = PQexec (w->db, sql);
-    if (PQresultStatus (res) == PGRES_TUPLES_OK) {
-        long removed = atol (PQgetvalue (res, 0, 0));
-        if (removed >= S_EXPIRE_ROWS)
-            self->next_expire = 0;              //  more: again after the next batch
-        if (removed > 0 && self->verbose)
-            ly_info (S_ACTOR, "forgot %ld deduplication keys older than %" PRId64 " seconds",
-                     removed, ly_config.event_max_age + S_DEDUP_MARGIN);
-    }
-    else {
-        char reason [512];
-        ly_warning (S_ACTOR, "could not expire deduplication keys: %s",
-                    ly_db_message (reason, sizeof reason, PQresultErrorMessage (res)));
-        s_db_failed (w);
-    }
-    PQclear (res);
+              keep, S_EXPIRE_ROWS);
+    long removed = s_maintenance_call (w, sql, "expire deduplication keys");
+    if (removed >= S_EXPIRE_ROWS)
+        self->next_expire = 0;              //  more: again after the next batch
+    if (removed > 0 && self->verbose)
+        ly_info (S_ACTOR, "forgot %ld deduplication keys older than %" PRId64 " seconds",
+                 removed, keep);
 }
 
 static void
@@ -630,29 +640,25 @@ s_finish_all (self_t *self)
         }
 }
 
-//  Drops the months of events received before LAYERS_EVENT_RETENTION. A month that
-//  cannot go now (its lock was busy) goes at the next partition check.
-static void
-s_drop_expired_months (s_writer_t *w)
+//  Creates the months of partitions ahead and, with LAYERS_EVENT_RETENTION, drops
+//  those past it (a month whose lock was busy goes at the next check, not sooner: its
+//  wait holds inserts back). -1 when the partitions ahead could not be made.
+static int
+s_check_partitions (s_writer_t *w)
 {
+    if (s_maintenance_call (w, "SELECT ly_ensure_event_partitions (3)",
+                            "create event partitions ahead") < 0)
+        return -1;
+    if (ly_config.event_retention <= 0)
+        return 0;
     char sql [96];
     snprintf (sql, sizeof sql, "SELECT ly_drop_event_partitions ('%" PRId64 " seconds')",
               ly_config.event_retention);
-    PGresult *res = PQexec (w->db, sql);
-    if (PQresultStatus (res) == PGRES_TUPLES_OK) {
-        int dropped = atoi (PQgetvalue (res, 0, 0));
-        if (dropped > 0)
-            ly_info (S_ACTOR, "dropped %d month%s of events older than the retention",
-                     dropped, dropped == 1? "": "s");
-    }
-    else {
-        char reason [512];
-        ly_warning (S_ACTOR, "could not drop the months of events past their retention: %s",
-                    ly_db_message (reason, sizeof reason, PQresultErrorMessage (res)));
-        if (PQstatus (w->db) != CONNECTION_OK)
-            s_db_failed (w);
-    }
-    PQclear (res);
+    long dropped = s_maintenance_call (w, sql, "drop the months of events past their retention");
+    if (dropped > 0)
+        ly_info (S_ACTOR, "dropped %ld month%s of events older than the retention",
+                 dropped, dropped == 1? "": "s");
+    return 0;
 }
 
 //  True when maintenance is due: partitions ahead, or, after a batch, expired
@@ -704,18 +710,11 @@ s_maintain (self_t *self)
         return;
     }
     if (now >= self->next_partition) {
-        char err [512];
         self->next_partition = now + S_PARTITION_MSEC;
-        if (ly_db_exec (w->db, "SELECT ly_ensure_event_partitions (3)", err, sizeof err)) {
-            ly_warning (S_ACTOR, "could not create event partitions ahead: %s", err);
+        if (s_check_partitions (w))
             self->next_partition = now + S_RETRY_MSEC;
-            s_db_failed (w);
-            return;
-        }
-        if (ly_config.event_retention > 0)
-            s_drop_expired_months (w);
         if (!w->db)
-            return;
+            return;                 //  a call failed: the session is checked at next use
     }
     if (self->wrote && now >= self->next_expire) {
         s_expire (self, w);

@@ -467,6 +467,18 @@ s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
+//  Reads the decimal digits at text into *number, stopping once it passes cap (so it
+//  cannot overflow); returns what follows, or NULL when there was no digit.
+static const char *
+s_whole_number (const char *text, int64_t cap, int64_t *number)
+{
+    const char *at = text;
+    *number = 0;
+    while (*at >= '0' && *at <= '9' && *number <= cap)
+        *number = *number * 10 + (*at++ - '0');
+    return at == text? NULL: at;
+}
+
 //  A duration: a whole number with an optional unit, s (the default), m, h or d
 static int
 s_load_duration (int64_t *out, const char *name, int64_t fallback, int64_t low, int64_t high,
@@ -476,17 +488,13 @@ s_load_duration (int64_t *out, const char *name, int64_t fallback, int64_t low, 
     *out = fallback;
     if (!value)
         return 0;
-    const char *at = value;
-    int64_t number = 0;
-    bool digits = false;
-    while (*at >= '0' && *at <= '9' && number <= high) {
-        number = number * 10 + (*at++ - '0');
-        digits = true;
-    }
-    int64_t unit = *at == 'd'? 86400: *at == 'h'? 3600: *at == 'm'? 60: 1;
-    if (*at && strchr ("smhd", *at))
+    int64_t number, unit = 1;
+    const char *at = s_whole_number (value, high, &number);
+    if (at && *at && strchr ("smhd", *at)) {
+        unit = *at == 'd'? 86400: *at == 'h'? 3600: *at == 'm'? 60: 1;
         at++;
-    if (!digits || *at || number > high / unit || number * unit < low || number * unit > high) {
+    }
+    if (!at || *at || number > high / unit || number * unit < low || number * unit > high) {
         char from [32], to [32];
         ly_time_duration_text (low, from, sizeof from);
         ly_time_duration_text (high, to, sizeof to);
@@ -506,11 +514,9 @@ s_load_count (int64_t *out, const char *name, int64_t fallback, int64_t low, int
     *out = fallback;
     if (!value)
         return 0;
-    int64_t number = 0;
-    const char *at = value;
-    while (*at >= '0' && *at <= '9' && number <= high)
-        number = number * 10 + (*at++ - '0');
-    if (at == value || *at || number < low || number > high)
+    int64_t number;
+    const char *at = s_whole_number (value, high, &number);
+    if (!at || *at || number < low || number > high)
         return s_fail (err, errlen, "%s \"%.*s\" is not a whole number from %" PRId64 " to %" PRId64,
                        name, S_VALUE_MAX, value, low, high);
     *out = number;

@@ -359,8 +359,31 @@ s_test_trusted_proxies (void)
     s_load_fails (name, "1111:2222:3333:4444:5555:6666:7777:8888:9999:aaaa", "is not an IP address");
 }
 
+//  The int64_t field at offset of the configuration loaded with name=value (NULL: unset)
+static int64_t
+s_loaded (const char *name, const char *value, size_t offset)
+{
+    ly_config_t cfg = s_load_ok (name, value);
+    int64_t loaded = *(const int64_t *) ((const char *) &cfg + offset);
+    ly_config_free (&cfg);
+    return loaded;
+}
+
+#define S_LOADED(name, value, field) s_loaded (name, value, offsetof (ly_config_t, field))
+
+//  Every text of bad refused with the sentence format (%s: the text)
 static void
-s_test_event_windows (void)
+s_all_fail (const char *name, const char *bad [], const char *format)
+{
+    for (int i = 0; bad [i]; i++) {
+        char reason [256];
+        snprintf (reason, sizeof reason, format, bad [i]);
+        s_load_fails (name, bad [i], reason);
+    }
+}
+
+static void
+s_test_ingest_settings (void)
 {
     const char *age = "LAYERS_EVENT_MAX_AGE";
     const struct { const char *text; int64_t seconds; } good [] = {
@@ -368,55 +391,33 @@ s_test_event_windows (void)
         { "600", 600 }, { "60", 60 }, { "3650d", 3650 * 86400 }, { "0090m", 5400 },
     };
     for (size_t i = 0; i < sizeof good / sizeof good [0]; i++) {
-        ly_config_t cfg = s_load_ok (age, good [i].text);
-        assert (cfg.event_max_age == good [i].seconds);
-        assert (cfg.event_max_future == 300);
-        ly_config_free (&cfg);
+        assert (S_LOADED (age, good [i].text, event_max_age) == good [i].seconds);
+        assert (S_LOADED (age, good [i].text, event_max_future) == 300);
     }
-    const char *expected = "LAYERS_EVENT_MAX_AGE \"%s\" is not a duration from 1 minute to 3650 days"
-                           " (a number with s, m, h or d)";
-    const char *bad [] = { "", "d", "59", "59s", "3651d", "7 d", " 7d", "7dd", "7w", "-7d",
-                           "1.5d", "99999999999999999999999", "7D", NULL };
-    for (int i = 0; bad [i]; i++) {
-        char reason [256];
-        snprintf (reason, sizeof reason, expected, bad [i]);
-        if (*bad [i])
-            s_load_fails (age, bad [i], reason);
-    }
+    const char *bad_ages [] = { "d", "59", "59s", "3651d", "7 d", " 7d", "7dd", "7w", "-7d",
+                                "1.5d", "99999999999999999999999", "7D", NULL };
+    s_all_fail (age, bad_ages, "LAYERS_EVENT_MAX_AGE \"%s\" is not a duration from 1 minute"
+                " to 3650 days (a number with s, m, h or d)");
+
     const char *future = "LAYERS_EVENT_MAX_FUTURE";
-    ly_config_t cfg = s_load_ok (future, "30s");
-    assert (cfg.event_max_future == 30 && cfg.event_max_age == 7 * 86400);
-    ly_config_free (&cfg);
+    assert (S_LOADED (future, "30s", event_max_future) == 30);
+    assert (S_LOADED (future, "30s", event_max_age) == 7 * 86400);
     s_load_fails (future, "0", "LAYERS_EVENT_MAX_FUTURE \"0\" is not a duration from 1 second to 7 days");
     s_load_fails (future, "8d", "is not a duration from 1 second to 7 days");
 
     const char *retention = "LAYERS_EVENT_RETENTION";
-    cfg = s_load_ok (NULL, NULL);
-    assert (cfg.event_retention == 0);                  //  for ever
-    ly_config_free (&cfg);
-    cfg = s_load_ok (retention, "400d");
-    assert (cfg.event_retention == 400 * 86400);
-    ly_config_free (&cfg);
-    cfg = s_load_ok (retention, "24h");
-    assert (cfg.event_retention == 86400);
-    ly_config_free (&cfg);
+    assert (S_LOADED (NULL, NULL, event_retention) == 0);          //  for ever
+    assert (S_LOADED (retention, "400d", event_retention) == 400 * 86400);
+    assert (S_LOADED (retention, "24h", event_retention) == 86400);
     s_load_fails (retention, "23h", "LAYERS_EVENT_RETENTION \"23h\" is not a duration from 1 day to 36500 days");
     s_load_fails (retention, "0", "is not a duration");
 
     const char *rate = "LAYERS_PROJECT_EVENT_RATE";
-    cfg = s_load_ok (NULL, NULL);
-    assert (cfg.project_event_rate == 0);               //  no limit
-    ly_config_free (&cfg);
-    cfg = s_load_ok (rate, "2000");
-    assert (cfg.project_event_rate == 2000);
-    ly_config_free (&cfg);
+    assert (S_LOADED (NULL, NULL, project_event_rate) == 0);       //  no limit
+    assert (S_LOADED (rate, "2000", project_event_rate) == 2000);
     const char *bad_rates [] = { "0", "-5", "1.5", "2k", " 10", "100000001", "99999999999999999999", NULL };
-    for (int i = 0; bad_rates [i]; i++) {
-        char reason [160];
-        snprintf (reason, sizeof reason, "LAYERS_PROJECT_EVENT_RATE \"%s\" is not a whole number"
-                  " from 1 to 100000000", bad_rates [i]);
-        s_load_fails (rate, bad_rates [i], reason);
-    }
+    s_all_fail (rate, bad_rates, "LAYERS_PROJECT_EVENT_RATE \"%s\" is not a whole number"
+                " from 1 to 100000000");
 }
 
 static void
@@ -464,7 +465,7 @@ main (void)
     s_test_http_urls ();
     s_test_model ();
     s_test_trusted_proxies ();
-    s_test_event_windows ();
+    s_test_ingest_settings ();
     s_test_log_level ();
 
     assert (unlink ("plain.mmdb") == 0);

@@ -321,6 +321,22 @@ s_client_ip (s_shared_t *shared, struct MHD_Connection *conn, char out [INET6_AD
     zchunk_destroy (&list);
 }
 
+//  413 for a body over the limit, however it was found out
+static void
+s_answer_too_large (s_request_t *request)
+{
+    char message [64];
+    snprintf (message, sizeof message, "the body exceeds %d bytes", LY_SDKBODY_MAX_BYTES);
+    s_answer_error (request, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", message);
+}
+
+//  True for a request whose route and method take a body (the others' is thrown away)
+static bool
+s_takes_body (const s_request_t *request)
+{
+    return request->method_ok && (request->route->id == S_EVENTS || request->route->id == S_API);
+}
+
 //  Prepares an /l/events request on the HTTP thread: auth header, body. Returns false
 //  when the request was answered here.
 static bool
@@ -328,8 +344,7 @@ s_prepare_events (s_shared_t *shared, s_request_t *request)
 {
     struct MHD_Connection *conn = request->conn;
     if (request->too_large) {
-        s_answer_error (request, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
-                        "the body exceeds 1048576 bytes");
+        s_answer_too_large (request);
         return false;
     }
     const char *authorization = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
@@ -420,8 +435,7 @@ static bool
 s_prepare_api (s_shared_t *shared, s_request_t *request)
 {
     if (request->too_large) {
-        s_answer_error (request, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
-                        "the body exceeds 1048576 bytes");
+        s_answer_too_large (request);
         return false;
     }
     const char *authorization = MHD_lookup_connection_value (request->conn, MHD_HEADER_KIND,
@@ -503,15 +517,13 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         *req_cls = request;
         const char *expect = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
                                                           MHD_HTTP_HEADER_EXPECT);
-        if (request->too_large && request->method_ok && expect
-        &&  strcasecmp (expect, "100-continue") == 0
-        &&  (request->route->id == S_EVENTS || request->route->id == S_API)) {
+        if (request->too_large && s_takes_body (request) && expect
+        &&  strcasecmp (expect, "100-continue") == 0) {
             //  Said too large up front by a client that waits for 100 Continue: answer
             //  now, and it sends none of the body (the connection then closes). Other
             //  clients send the body anyway; they would see a reset instead of our
             //  answer, so theirs is read and thrown away first.
-            s_answer_error (request, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
-                            "the body exceeds 1048576 bytes");
+            s_answer_too_large (request);
             return s_queue_answer (request);
         }
         return MHD_YES;     //  answer once the whole request is in: keeps keep-alive
@@ -520,8 +532,7 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         return s_queue_answer (request);
     if (*upload_data_size) {
         //  Keep the body of routes that take one, up to the limit; discard the rest.
-        if (request->method_ok && (request->route->id == S_EVENTS || request->route->id == S_API)
-        &&  !request->too_large) {
+        if (s_takes_body (request) && !request->too_large) {
             if (request->upload_size + *upload_data_size > LY_SDKBODY_MAX_BYTES) {
                 request->too_large = true;
                 free (request->upload);

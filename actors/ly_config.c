@@ -421,7 +421,8 @@ s_load_model_kind (ly_config_t *cfg, char *err, size_t errlen)
     return s_fail (err, errlen, "%s \"%.*s\" is not openai or anthropic", name, S_VALUE_MAX, value);
 }
 
-//  Addresses and CIDR ranges, stored without spaces: "10.0.0.1,2001:db8::/32"
+//  Addresses and CIDR ranges, stored without spaces ("10.0.0.1,2001:db8::/32") and
+//  parsed, for the gateway
 static int
 s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
 {
@@ -430,8 +431,16 @@ s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
     if (!value)
         return 0;
     char *list = malloc (strlen (value) + 1);
-    if (!list)
+    size_t entries = 1;
+    for (const char *at = value; *at; at++)
+        entries += *at == ',';
+    ly_netaddr_range_t *ranges = (ly_netaddr_range_t *) calloc (entries, sizeof *ranges);
+    if (!list || !ranges) {
+        free (list);
+        free (ranges);
         return s_fail (err, errlen, "out of memory");
+    }
+    size_t count = 0;
     size_t size = 0;
     const char *entry = value;
     while (true) {
@@ -444,13 +453,14 @@ s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
         while (last > entry && (last [-1] == ' ' || last [-1] == '\t'))
             last--;
         size_t len = last - entry;
-        ly_netaddr_range_t range;
         if (len == 0) {
             free (list);
+            free (ranges);
             return s_fail (err, errlen, "%s \"%.*s\" has an empty entry", name, S_VALUE_MAX, value);
         }
-        if (ly_netaddr_range_parse (entry, len, &range)) {
+        if (ly_netaddr_range_parse (entry, len, &ranges [count++])) {
             free (list);
+            free (ranges);
             return s_fail (err, errlen, "%s entry \"%.*s\" is not an IP address or CIDR range",
                            name, (int) (len < S_VALUE_MAX? len: S_VALUE_MAX), entry);
         }
@@ -464,6 +474,8 @@ s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
     }
     list [size] = 0;
     cfg->trusted_proxies = list;
+    cfg->trusted_ranges = ranges;
+    cfg->trusted_range_count = count;
     return 0;
 }
 
@@ -603,5 +615,6 @@ ly_config_free (ly_config_t *cfg)
     free (cfg->model_key);
     free (cfg->model_kind);
     free (cfg->trusted_proxies);
+    free (cfg->trusted_ranges);
     memset (cfg, 0, sizeof *cfg);
 }

@@ -5,6 +5,7 @@
 
 #include "ly_prelude.h"
 #include "ly_log.h"
+#include "ly_netaddr.h"
 
 typedef struct {
     char *http_addr;        /* LAYERS_HTTP_ADDR, "host:port" */
@@ -23,6 +24,8 @@ typedef struct {
     char *model_key;        /* LAYERS_MODEL_KEY (secret, never logged) */
     char *model_kind;       /* LAYERS_MODEL_KIND: openai | anthropic */
     char *trusted_proxies;  /* LAYERS_TRUSTED_PROXIES, comma-separated addresses and CIDR ranges */
+    ly_netaddr_range_t *trusted_ranges;     /* the same, parsed; owned */
+    size_t trusted_range_count;             /* entries in trusted_ranges */
     int64_t event_max_age;      /* LAYERS_EVENT_MAX_AGE, seconds: older event times are refused */
     int64_t event_max_future;   /* LAYERS_EVENT_MAX_FUTURE, seconds: further ahead, refused */
     int64_t event_retention;    /* LAYERS_EVENT_RETENTION, seconds events are kept; 0: for ever */

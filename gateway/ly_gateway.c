@@ -110,8 +110,6 @@ struct _s_shared_t {
     uint64_t next_id;               /* request id sequence */
     size_t in_flight_bytes;         /* bodies held by requests with the loop (atomic) */
     size_t open_requests;           /* requests begun and not yet completed (atomic) */
-    ly_netaddr_range_t *proxies;    /* trusted proxy addresses and ranges, owned */
-    size_t proxy_count;             /* entries in proxies */
 };
 
 typedef struct {
@@ -255,10 +253,10 @@ s_hand_off (s_shared_t *shared, s_request_t *request)
 }
 
 static bool
-s_trusted_proxy (s_shared_t *shared, const uint8_t addr [16])
+s_trusted_proxy (const uint8_t addr [16])
 {
-    for (size_t i = 0; i < shared->proxy_count; i++)
-        if (ly_netaddr_range_contains (&shared->proxies [i], addr))
+    for (size_t i = 0; i < ly_config.trusted_range_count; i++)
+        if (ly_netaddr_range_contains (&ly_config.trusted_ranges [i], addr))
             return true;
     return false;
 }
@@ -283,7 +281,7 @@ s_collect_forwarded (void *cls, enum MHD_ValueKind kind, const char *key, const 
 //  address in X-Forwarded-For that is not one. An entry that is not an address stops
 //  the walk at the last trusted proxy.
 static void
-s_client_ip (s_shared_t *shared, struct MHD_Connection *conn, char out [INET6_ADDRSTRLEN])
+s_client_ip (struct MHD_Connection *conn, char out [INET6_ADDRSTRLEN])
 {
     out [0] = 0;
     const union MHD_ConnectionInfo *info =
@@ -300,7 +298,7 @@ s_client_ip (s_shared_t *shared, struct MHD_Connection *conn, char out [INET6_AD
     else
         return;
     ly_netaddr_format (addr, out);
-    if (!shared->proxy_count || !s_trusted_proxy (shared, addr))
+    if (!s_trusted_proxy (addr))
         return;
     zchunk_t *list = zchunk_new (NULL, 256);
     MHD_get_connection_values (conn, MHD_HEADER_KIND, s_collect_forwarded, list);
@@ -313,7 +311,7 @@ s_client_ip (s_shared_t *shared, struct MHD_Connection *conn, char out [INET6_AD
         if (ly_netaddr_parse_forwarded (start, (size_t) (end - start), addr))
             break;
         ly_netaddr_format (addr, out);
-        if (!s_trusted_proxy (shared, addr))
+        if (!s_trusted_proxy (addr))
             break;
         end = start > forwarded? start - 1: start;
     }
@@ -378,7 +376,7 @@ s_prepare_events (s_shared_t *shared, s_request_t *request)
     }
     free (request->upload);
     request->upload = NULL;
-    s_client_ip (shared, conn, request->client_ip);
+    s_client_ip (conn, request->client_ip);
     const char *user_agent = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
                                                           MHD_HTTP_HEADER_USER_AGENT);
     if (user_agent)
@@ -460,7 +458,7 @@ s_prepare_api (s_shared_t *shared, s_request_t *request)
     s_query_t q = { strdup (""), 0 };
     MHD_get_connection_values (request->conn, MHD_GET_ARGUMENT_KIND, s_query_arg, &q);
     request->query = q.query;
-    s_client_ip (shared, request->conn, request->client_ip);
+    s_client_ip (request->conn, request->client_ip);
     return true;
 }
 
@@ -1156,7 +1154,6 @@ s_self_destroy (self_t **self_p)
     ly_tap_destroy (&self->tap);
     if (self->shared.wake_fd >= 0)
         close (self->shared.wake_fd);
-    free (self->shared.proxies);
     pthread_mutex_destroy (&self->shared.lock);
     free (self);
     *self_p = NULL;
@@ -1176,26 +1173,6 @@ s_id_compare (const void *a, const void *b)
     return x < y? -1: x > y;
 }
 
-//  The trusted proxies from the configuration, which checked every entry
-static void
-s_load_proxies (s_shared_t *shared)
-{
-    const char *list = ly_config.trusted_proxies;
-    if (!list || !*list)
-        return;
-    size_t entries = 1;
-    for (const char *at = list; *at; at++)
-        entries += *at == ',';
-    shared->proxies = (ly_netaddr_range_t *) zmalloc (entries * sizeof (ly_netaddr_range_t));
-    while (list) {
-        const char *comma = strchr (list, ',');
-        size_t len = comma? (size_t) (comma - list): strlen (list);
-        if (ly_netaddr_range_parse (list, len, &shared->proxies [shared->proxy_count]) == 0)
-            shared->proxy_count++;
-        list = comma? comma + 1: NULL;
-    }
-}
-
 static self_t *
 s_self_new (zsock_t *pipe)
 {
@@ -1204,7 +1181,6 @@ s_self_new (zsock_t *pipe)
     pthread_mutex_init (&self->shared.lock, NULL);
     self->shared.wake_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->shared.next_id = (uint64_t) ly_now_usec () << 8;     //  unique across restarts
-    s_load_proxies (&self->shared);
     snprintf (self->routing_id, sizeof self->routing_id, "gateway.%d.%" PRIx64,
               (int) getpid (), (uint64_t) ly_now_usec ());
     self->pending = zhashx_new ();

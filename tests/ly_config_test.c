@@ -350,6 +350,7 @@ s_test_trusted_proxies (void)
     s_load_fails (name, " ", "empty entry");
     cfg = s_load_ok (name, "10.0.0.0/8, fd00::/8,192.168.1.7/32");
     assert (streq (cfg.trusted_proxies, "10.0.0.0/8,fd00::/8,192.168.1.7/32"));
+    assert (cfg.trusted_range_count == 3 && cfg.trusted_ranges [1].prefix == 8);
     ly_config_free (&cfg);
 
     s_load_fails (name, "10.0.0.0/33", "entry \"10.0.0.0/33\" is not an IP address or CIDR range");

@@ -63,31 +63,27 @@ static const char *s_fields [F_COUNT] = {
 };
 
 //  A string field of device {...} or app {...}, and its column. A version or a build
-//  may also come as an integer (Android's versionCode is one): slot is where its text
-//  goes, S_STRING_ONLY for the others.
+//  may also come as an integer (Android's versionCode is one).
 typedef struct {
     const char *key;
     const char *label;              //  how a reason names it
     column_t column;
-    int slot;                       //  index into scrub_t's numbers, or S_STRING_ONLY
+    bool integer_ok;                //  an integer is taken too, as its decimal text
 } subfield_t;
 
-#define S_STRING_ONLY (-1)
-#define S_NUMBER_SLOTS 3
-
 static const subfield_t s_device_fields [] = {
-    { "os",         "device.os",            COL_DEVICE_OS,          S_STRING_ONLY },
-    { "os_version", "device.os_version",    COL_DEVICE_OS_VERSION,  0 },
-    { "model",      "device.model",         COL_DEVICE_MODEL,       S_STRING_ONLY },
-    { "brand",      "device.brand",         COL_DEVICE_BRAND,       S_STRING_ONLY },
-    { "locale",     "device.locale",        COL_DEVICE_LOCALE,      S_STRING_ONLY },
-    { "timezone",   "device.timezone",      COL_DEVICE_TIMEZONE,    S_STRING_ONLY },
+    { "os",         "device.os",            COL_DEVICE_OS,          false },
+    { "os_version", "device.os_version",    COL_DEVICE_OS_VERSION,  true },
+    { "model",      "device.model",         COL_DEVICE_MODEL,       false },
+    { "brand",      "device.brand",         COL_DEVICE_BRAND,       false },
+    { "locale",     "device.locale",        COL_DEVICE_LOCALE,      false },
+    { "timezone",   "device.timezone",      COL_DEVICE_TIMEZONE,    false },
 };
 
 static const subfield_t s_app_fields [] = {
-    { "version",    "app.version",          COL_APP_VERSION,        1 },
-    { "build",      "app.build",            COL_APP_BUILD,          2 },
-    { "package",    "app.package",          COL_APP_PACKAGE,        S_STRING_ONLY },
+    { "version",    "app.version",          COL_APP_VERSION,        true },
+    { "build",      "app.build",            COL_APP_BUILD,          true },
+    { "package",    "app.package",          COL_APP_PACKAGE,        false },
 };
 
 #define S_DEVICE_FIELDS (sizeof s_device_fields / sizeof s_device_fields [0])
@@ -99,14 +95,12 @@ typedef struct {
     size_t len;
 } text_t;
 
-//  The work of one ly_event_scrub call; lives on its stack
+//  The work of one ly_event_scrub call, allocated per call; zeroed up to json_buffer
 typedef struct {
     const ly_event_ctx_t *ctx;
     text_t column [COL_COUNT];              //  values, pointing into the event or below
     char event_time [24];                   //  epoch microseconds, decimal
     char received_at [24];
-    char user_id [24];                      //  an integer user_id as text
-    char numbers [S_NUMBER_SLOTS][24];      //  integer versions and builds as text
     char email_sha256 [65];
     char phone_sha256 [65];
     char phone_e164_sha256 [65];
@@ -119,7 +113,9 @@ typedef struct {
     char *json;                             //  properties being serialized
     size_t json_len;
     bool json_full;                         //  it outgrew S_PROPERTIES_MAX
+    //  Written before they are read: not zeroed
     char json_buffer [S_PROPERTIES_MAX];
+    char integer [COL_COUNT][24];           //  a column given as an integer, as text
 } scrub_t;
 
 //  Writes the reason for refusing the event; returns LY_INVALID.
@@ -214,12 +210,13 @@ s_set (scrub_t *self, column_t column, const char *text)
     self->column [column].len = strlen (text);
 }
 
-//  Reads an optional string of at most max bytes, or an integer written in decimal
-//  into number, into column.
+//  Reads an optional string of at most max bytes, or an integer as its decimal text,
+//  into column.
 static ly_result_t
 s_string_or_integer (scrub_t *self, const msgpack_object *value, const char *label,
-                     size_t max, column_t column, char number [24])
+                     size_t max, column_t column)
 {
+    char *number = self->integer [column];
     if (value && value->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         snprintf (number, 24, "%" PRIu64, value->via.u64);
     else
@@ -511,7 +508,7 @@ s_name (scrub_t *self, const msgpack_object *value)
 static ly_result_t
 s_user_id (scrub_t *self, const msgpack_object *value)
 {
-    return s_string_or_integer (self, value, "user_id", S_USER_ID_MAX, COL_USER_ID, self->user_id);
+    return s_string_or_integer (self, value, "user_id", S_USER_ID_MAX, COL_USER_ID);
 }
 
 static ly_result_t
@@ -584,10 +581,9 @@ s_object_fields (scrub_t *self, const msgpack_object *value, const char *label,
     s_pick (value, names, count, values);
     for (size_t i = 0; i < count; i++) {
         const subfield_t *field = &fields [i];
-        ly_result_t rc = field->slot == S_STRING_ONLY
-            ? s_string_field (self, values [i], field->label, S_DEVICE_FIELD_MAX, field->column)
-            : s_string_or_integer (self, values [i], field->label, S_DEVICE_FIELD_MAX,
-                                   field->column, self->numbers [field->slot]);
+        ly_result_t rc = field->integer_ok
+            ? s_string_or_integer (self, values [i], field->label, S_DEVICE_FIELD_MAX, field->column)
+            : s_string_field (self, values [i], field->label, S_DEVICE_FIELD_MAX, field->column);
         if (rc != LY_OK)
             return rc;
     }

@@ -1,9 +1,22 @@
-/*  ly_jsonr.h: reading JSON with jansson, the parts the SDK body reader and the partner
-    API share: jansson's reasons for refusing a text, in words for the client. */
+/*  ly_jsonr.h: reading JSON, the parts the SDK body reader and the partner API share:
+    whether a Content-Type announces JSON we read, and jansson's reasons for refusing a
+    text, in words for the client. */
 #ifndef LY_JSONR_H_INCLUDED
 #define LY_JSONR_H_INCLUDED
 
 #include "ly_prelude.h"
+
+typedef enum {
+    LY_JSONR_JSON,          /* application/json, UTF-8 (said or not) */
+    LY_JSONR_NOT_JSON,      /* another media type, or none */
+    LY_JSONR_NOT_UTF8       /* application/json with another charset parameter */
+} ly_jsonr_type_t;
+
+/*  What a Content-Type header value (may be NULL) announces. JSON between systems is
+    UTF-8 (RFC 8259): a body labelled with another charset would be read as something
+    its sender did not mean. Parameters are allowed; charset may be quoted, any case. */
+ly_jsonr_type_t
+    ly_jsonr_content_type (const char *value);
 
 /*  jansson's reason (json_error_t.text) in the client's terms: some of its messages
     name jansson's own flags ("without JSON_ALLOW_NUL") or say little ("too big

@@ -17,7 +17,7 @@ s_fail (ly_sdkbody_error_t *error, unsigned status, const char *code, const char
     return -1;
 }
 
-//  True when the header value names this media type, parameters allowed.
+//  True when the header value names this token (a content coding), parameters allowed.
 static bool
 s_media_type_is (const char *value, const char *type)
 {
@@ -28,36 +28,6 @@ s_media_type_is (const char *value, const char *type)
         return false;
     char next = value [len];
     return next == 0 || next == ';' || next == ' ' || next == '\t';
-}
-
-//  True unless the header's parameters name a charset other than UTF-8: JSON
-//  exchanged between systems is UTF-8 (RFC 8259), and a body labelled otherwise would
-//  be read as something its sender did not mean.
-static bool
-s_charset_is_utf8 (const char *value)
-{
-    const char *param = strchr (value, ';');
-    while (param) {
-        param++;
-        while (*param == ' ' || *param == '\t')
-            param++;
-        const char *next = strchr (param, ';');
-        if (strncasecmp (param, "charset=", 8) == 0) {
-            const char *name = param + 8;
-            size_t len = next? (size_t) (next - name): strlen (name);
-            while (len > 0 && (name [len - 1] == ' ' || name [len - 1] == '\t'))
-                len--;
-            if (len >= 2 && name [0] == '"' && name [len - 1] == '"') {
-                name++;
-                len -= 2;
-            }
-            if (!((len == 5 && strncasecmp (name, "utf-8", 5) == 0)
-            ||    (len == 4 && strncasecmp (name, "utf8", 4) == 0)))
-                return false;
-        }
-        param = next;
-    }
-    return true;
 }
 
 //  Inflates a gzip body into a new buffer of at most LY_SDKBODY_MAX_BYTES.
@@ -767,10 +737,11 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
                   ly_sdkbody_error_t *error)
 {
     memset (out, 0, sizeof *out);
-    if (!content_type || !s_media_type_is (content_type, "application/json"))
+    ly_jsonr_type_t type = ly_jsonr_content_type (content_type);
+    if (type == LY_JSONR_NOT_JSON)
         return s_fail (error, 415, "unsupported_media_type",
                        "Content-Type must be application/json");
-    if (!s_charset_is_utf8 (content_type))
+    if (type == LY_JSONR_NOT_UTF8)
         return s_fail (error, 415, "unsupported_media_type",
                        "the body must be UTF-8 (Content-Type: application/json; charset=utf-8)");
     if (size > LY_SDKBODY_MAX_BYTES)

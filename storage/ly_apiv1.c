@@ -421,8 +421,11 @@ s_parse_body (ly_apiv1_ctx_t *ctx, const s_route_t *route)
         ctx->body = json_object ();
         return 0;
     }
-    if (!ly_apiv1_is_json_type (req->content_type)) {
-        ly_apiv1_error (ctx, 415, "unsupported_media_type", "the body must be application/json");
+    ly_jsonr_type_t type = ly_jsonr_content_type (req->content_type);
+    if (type != LY_JSONR_JSON) {
+        ly_apiv1_error (ctx, 415, "unsupported_media_type", type == LY_JSONR_NOT_UTF8
+                        ? "the body must be UTF-8 (Content-Type: application/json; charset=utf-8)"
+                        : "the body must be application/json");
         return -1;
     }
     json_error_t error;

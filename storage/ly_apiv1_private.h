@@ -232,8 +232,6 @@ char *ly_apiv1_base64url (const void *data, size_t len);
 /*  Decodes base64url (no padding, no other characters) into a NUL-terminated buffer;
     caller frees; NULL when invalid. */
 char *ly_apiv1_base64url_decode (const char *text, size_t *len);
-/*  The request body's media type is application/json (parameters allowed). */
-bool ly_apiv1_is_json_type (const char *content_type);
 
 //  --------------------------------------------------------------------------
 //  Handlers (ly_apiv1_workspace.c, ly_apiv1_layers.c, ly_apiv1_content.c,

@@ -647,22 +647,6 @@ ly_apiv1_base64url_decode (const char *text, size_t *len)
     return out;
 }
 
-bool
-ly_apiv1_is_json_type (const char *content_type)
-{
-    if (!content_type)
-        return false;
-    while (*content_type == ' ')
-        content_type++;
-    size_t len = strlen ("application/json");
-    if (strncasecmp (content_type, "application/json", len))
-        return false;
-    const char *rest = content_type + len;
-    while (*rest == ' ')
-        rest++;
-    return *rest == 0 || *rest == ';';
-}
-
 //  --------------------------------------------------------------------------
 //  Resources: one row of one table, read, created, updated and deleted the same way
 

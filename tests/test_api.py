@@ -623,6 +623,14 @@ def test_error_shapes_and_statuses(server, orgs):
     check(*a.call("owner", "PUT", p)[::2], "method_not_allowed", 405)
     check(*a.call("owner", "POST", p, b"name=x", headers={"Content-Type": "text/plain"})[::2],
           "unsupported_media_type", 415)
+    # the same rule as the SDK endpoint: JSON in another charset would be misread
+    status, _, got = a.call("owner", "POST", p, b'{"name": "x"}',
+                            headers={"Content-Type": "application/json; charset=iso-8859-1"})
+    check(status, got, "unsupported_media_type", 415)
+    assert "UTF-8" in got["error"]["message"], got
+    status, _, got = a.call("owner", "POST", p, b'{"name": "x"}',
+                            headers={"Content-Type": "application/json; charset=\"UTF-8\""})
+    assert status == 201, got
     check(*a.call("owner", "POST", p, b"{\"name\": ", headers={"Content-Type": "application/json"})[::2],
           "bad_json", 400)
     check(*a.call("owner", "POST", p, b"[1]", headers={"Content-Type": "application/json"})[::2],

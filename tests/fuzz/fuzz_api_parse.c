@@ -3,6 +3,7 @@
     what decodes re-encodes to the same bytes. */
 #include "ly_prelude.h"
 #include "ly_apiv1_private.h"
+#include "ly_jsonr.h"
 
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
@@ -14,7 +15,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     (void) ly_apiv1_rfc3339 (text, &usec);
     if (ly_is_uuid (text))
         assert (strlen (text) == 36);
-    (void) ly_apiv1_is_json_type (text);
+    ly_jsonr_type_t type = ly_jsonr_content_type (text);
+    assert (type == LY_JSONR_JSON || type == LY_JSONR_NOT_JSON || type == LY_JSONR_NOT_UTF8);
     (void) ly_apiv1_chars (text);
     size_t len = 0;
     char *decoded = ly_apiv1_base64url_decode (text, &len);

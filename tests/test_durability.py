@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from lyserver import Layersd, db_connect, post_events
+from lyserver import Layersd, db_connect, http, post_events
 
 
 class Load:
@@ -148,3 +148,46 @@ def test_embedded_postgres_killed_under_load_is_started_again():
         # actors did
         wait_for(lambda: "runs again" in server.log(), 15, "the supervisor's pg_ctl to return")
         check_all_stored_once(server, load.acked)
+
+
+def test_an_acknowledgement_waits_for_a_gateway_that_reconnects_late():
+    """After the store restarts, a gateway may reconnect to it later than an ingest
+    actor: the acknowledgement of a request committed in between waits for the gateway
+    (its client gets its 202), instead of being dropped (a 503 at the deadline). Here
+    the gateway is frozen while the new store commits the request."""
+    import threading
+    server = Layersd().start()
+    try:
+        key = server.credentials()["sdk_key"]
+        post_events(server, {"event_id": str(uuid.uuid4()), "name": "x"}, key=key)  # key cached
+        actors = server.actors()
+        os.kill(server.proc.pid, signal.SIGSTOP)        # no restart of the store yet
+        try:
+            os.kill(actors["store"], signal.SIGKILL)
+            event_id = str(uuid.uuid4())
+            answer = []
+            sender = threading.Thread(target=lambda: answer.append(post_events(
+                server, {"event_id": event_id, "name": "x"}, key=key, timeout=20)[:3:2]))
+            sender.start()
+            wait_for(lambda: b"layers_gateway_in_flight 1"
+                     in http("GET", server.base + "/metrics")[2], 10, "the request in flight")
+            os.kill(actors["gateway"], signal.SIGSTOP)  # it cannot reconnect to the new store
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        try:
+            db = db_connect(server)
+            db.autocommit = True
+
+            def stored():
+                cur = db.cursor()
+                cur.execute("SELECT count(*) FROM sdk_events WHERE event_id = %s", (event_id,))
+                return cur.fetchone()[0] == 1
+            wait_for(stored, 15, "the new store to commit the request")
+            db.close()
+        finally:
+            os.kill(actors["gateway"], signal.SIGCONT)
+        sender.join(20)
+        assert answer and answer[0][0] == 202, answer
+        assert answer[0][1]["accepted"] == 1, answer
+    finally:
+        server.cleanup()

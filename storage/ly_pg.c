@@ -15,6 +15,7 @@ struct _ly_pg_t {
     char *cluster;      /* $DATA/pg/data, owned */
     char *sockdir;      /* socket directory, owned */
     char *admin_url;    /* conninfo for the superuser, owned */
+    char *log_path;     /* the server's log, $DATA/pg/log, owned */
     bool running;       /* we started it and have not stopped it */
     int64_t retry_at;   /* monotonic msec of the next start after a crash, 0: none due */
     int backoff;        /* msec before the start after the next failed one */
@@ -117,6 +118,19 @@ s_run (const char *log_path, char *const argv [])
     return WIFEXITED (status)? WEXITSTATUS (status): -1;
 }
 
+//  Runs pg_ctl start (the server logging to log_path) or stop (fast) on the cluster
+//  and waits for it: 60 s for a start, which may recover from a crash, 30 for a stop.
+//  Returns pg_ctl's exit status.
+static int
+s_pg_ctl (ly_pg_t *self, const char *action)
+{
+    bool start = streq (action, "start");
+    char *argv [] = { S_PGBIN "/pg_ctl", (char *) action, "-D", self->cluster, "-w",
+                      "-t", start? "60": "30", start? "-l": "-m", start? self->log_path: "fast",
+                      NULL };
+    return s_run (start? "/dev/null": self->log_path, argv);
+}
+
 //  Makes dir (and parents) owned by postgres when we are root.
 static int
 s_own_dir (const char *dir, mode_t mode, char *err, size_t errlen)
@@ -193,6 +207,7 @@ s_destroy_fields (ly_pg_t *self)
     zstr_free (&self->cluster);
     zstr_free (&self->sockdir);
     zstr_free (&self->admin_url);
+    zstr_free (&self->log_path);
     free (self);
 }
 
@@ -207,7 +222,8 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
     self->cluster = zsys_sprintf ("%s/data", self->root);
     self->sockdir = s_sockdir (self->root);
     self->admin_url = ly_pg_url_for (data_dir);
-    char *log_path = zsys_sprintf ("%s/log", self->root);
+    self->log_path = zsys_sprintf ("%s/log", self->root);
+    const char *log_path = self->log_path;
     char *init_log = zsys_sprintf ("%s/initdb.log", self->root);
     int rc = -1;
 
@@ -245,14 +261,10 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
         char *status_argv [] = { S_PGBIN "/pg_ctl", "status", "-D", self->cluster, NULL };
         if (s_run ("/dev/null", status_argv) == 0) {
             ly_warning ("supervisor", "stopping a PostgreSQL left running in \"%s\"", self->cluster);
-            char *stop_argv [] = { S_PGBIN "/pg_ctl", "stop", "-D", self->cluster,
-                                   "-m", "fast", "-w", "-t", "30", NULL };
-            s_run (log_path, stop_argv);
+            s_pg_ctl (self, "stop");
         }
     }
-    char *start_argv [] = { S_PGBIN "/pg_ctl", "start", "-D", self->cluster, "-l", log_path,
-                            "-w", "-t", "60", NULL };
-    if (s_run ("/dev/null", start_argv) != 0) {
+    if (s_pg_ctl (self, "start") != 0) {
         snprintf (err, errlen, "could not start PostgreSQL in \"%s\"; see \"%s\"",
                   self->cluster, log_path);
         goto cleanup;
@@ -286,7 +298,6 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
     rc = 0;
 
 cleanup:
-    zstr_free (&log_path);
     zstr_free (&init_log);
     if (rc) {
         size_t len = strlen (err);
@@ -351,22 +362,18 @@ ly_pg_watch (void *arg)
     else
     if (now < self->retry_at)
         return;
-    char *log_path = zsys_sprintf ("%s/log", self->root);
-    char *argv [] = { S_PGBIN "/pg_ctl", "start", "-D", self->cluster, "-l", log_path,
-                      "-w", "-t", "60", NULL };
-    if (s_run ("/dev/null", argv) == 0) {
+    if (s_pg_ctl (self, "start") == 0) {
         ly_info ("supervisor", "PostgreSQL in \"%s\" runs again", self->cluster);
         self->retry_at = 0;
     }
     else {
         //  Its old backends may still hold the shared memory for a moment
         ly_warning ("supervisor", "could not start PostgreSQL in \"%s\" again; trying in %d ms;"
-                    " see \"%s\"", self->cluster, self->backoff, log_path);
+                    " see \"%s\"", self->cluster, self->backoff, self->log_path);
         self->retry_at = ly_mono_msec () + self->backoff;
         self->backoff = self->backoff * 2 > S_RESTART_BACKOFF_MAX? S_RESTART_BACKOFF_MAX
                                                                   : self->backoff * 2;
     }
-    zstr_free (&log_path);
 }
 
 void
@@ -377,13 +384,9 @@ ly_pg_destroy (ly_pg_t **self_p)
     if (!self)
         return;
     if (self->running) {
-        char *log_path = zsys_sprintf ("%s/log", self->root);
-        char *argv [] = { S_PGBIN "/pg_ctl", "stop", "-D", self->cluster, "-m", "fast",
-                          "-w", "-t", "30", NULL };
-        if (s_run (log_path, argv) != 0)
+        if (s_pg_ctl (self, "stop") != 0)
             ly_warning ("supervisor", "could not stop PostgreSQL in \"%s\"; see \"%s\"",
-                        self->cluster, log_path);
-        zstr_free (&log_path);
+                        self->cluster, self->log_path);
     }
     s_destroy_fields (self);
     *self_p = NULL;

@@ -211,6 +211,36 @@ s_destroy_fields (ly_pg_t *self)
     free (self);
 }
 
+typedef enum {
+    S_STOPPED,          //  no postmaster.pid: stopped cleanly, or never started
+    S_RUNNING,          //  its postmaster runs (or is starting)
+    S_DEAD              //  postmaster.pid names a process that is gone, or no postgres
+} s_state_t;
+
+//  What the cluster's postmaster.pid says, checked against the process it names
+static s_state_t
+s_state (ly_pg_t *self)
+{
+    char *path = zsys_sprintf ("%s/postmaster.pid", self->cluster);
+    FILE *file = fopen (path, "r");
+    zstr_free (&path);
+    if (!file)
+        return S_STOPPED;
+    long pid = 0;
+    bool read = fscanf (file, "%ld", &pid) == 1 && pid > 0;
+    fclose (file);
+    if (!read)
+        return S_RUNNING;       //  being written by a postmaster that is starting
+    char comm_path [64], comm [32] = "";
+    snprintf (comm_path, sizeof comm_path, "/proc/%ld/comm", pid);
+    FILE *proc = fopen (comm_path, "r");
+    if (!proc)
+        return kill ((pid_t) pid, 0) == -1 && errno == ESRCH? S_DEAD: S_RUNNING;
+    bool postgres = fgets (comm, sizeof comm, proc) && strncmp (comm, "postgres", 8) == 0;
+    fclose (proc);
+    return postgres? S_RUNNING: S_DEAD;
+}
+
 ly_pg_t *
 ly_pg_start (const char *data_dir, char *err, size_t errlen)
 {
@@ -256,13 +286,10 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
     }
     if (s_write_conf (self, err, errlen))
         goto cleanup;
-    if (s_file_exists ("%s/postmaster.pid", self->cluster)) {
-        //  Left behind by a supervisor that was killed: stop that server if it runs.
-        char *status_argv [] = { S_PGBIN "/pg_ctl", "status", "-D", self->cluster, NULL };
-        if (s_run ("/dev/null", status_argv) == 0) {
-            ly_warning ("supervisor", "stopping a PostgreSQL left running in \"%s\"", self->cluster);
-            s_pg_ctl (self, "stop");
-        }
+    if (s_state (self) == S_RUNNING) {
+        //  Left behind by a supervisor that was killed: stop it, to start it as ours
+        ly_warning ("supervisor", "stopping a PostgreSQL left running in \"%s\"", self->cluster);
+        s_pg_ctl (self, "stop");
     }
     if (s_pg_ctl (self, "start") != 0) {
         snprintf (err, errlen, "could not start PostgreSQL in \"%s\"; see \"%s\"",
@@ -306,36 +333,6 @@ cleanup:
         ly_pg_destroy (&self);
     }
     return self;
-}
-
-typedef enum {
-    S_STOPPED,          //  no postmaster.pid: stopped cleanly, or never started
-    S_RUNNING,          //  its postmaster runs (or is starting)
-    S_DEAD              //  postmaster.pid names a process that is gone, or no postgres
-} s_state_t;
-
-//  What the cluster's postmaster.pid says, checked against the process it names
-static s_state_t
-s_state (ly_pg_t *self)
-{
-    char *path = zsys_sprintf ("%s/postmaster.pid", self->cluster);
-    FILE *file = fopen (path, "r");
-    zstr_free (&path);
-    if (!file)
-        return S_STOPPED;
-    long pid = 0;
-    bool read = fscanf (file, "%ld", &pid) == 1 && pid > 0;
-    fclose (file);
-    if (!read)
-        return S_RUNNING;       //  being written by a postmaster that is starting
-    char comm_path [64], comm [32] = "";
-    snprintf (comm_path, sizeof comm_path, "/proc/%ld/comm", pid);
-    FILE *proc = fopen (comm_path, "r");
-    if (!proc)
-        return kill ((pid_t) pid, 0) == -1 && errno == ESRCH? S_DEAD: S_RUNNING;
-    bool postgres = fgets (comm, sizeof comm, proc) && strncmp (comm, "postgres", 8) == 0;
-    fclose (proc);
-    return postgres? S_RUNNING: S_DEAD;
 }
 
 void

@@ -261,20 +261,48 @@ s_trusted_proxy (const uint8_t addr [16])
     return false;
 }
 
-//  Appends each X-Forwarded-For line to a comma list: a proxy may add its own line
+//  The X-Forwarded-For lines of a request, in order: a proxy may add its own line
 //  rather than extend the one the client sent, and only all of them in order say
-//  which entries the trusted proxies added.
+//  which entries the trusted proxies added. The last S_FORWARDED_LINES are kept (the
+//  right-most entries are the ones read); they point into libmicrohttpd's copy of the
+//  headers, so no client address is copied.
+#define S_FORWARDED_LINES 16
+typedef struct {
+    const char *line [S_FORWARDED_LINES];   /* a ring: line n at n % S_FORWARDED_LINES */
+    size_t count;                           /* lines seen */
+} s_forwarded_t;
+
 static enum MHD_Result
 s_collect_forwarded (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void) kind;
-    zchunk_t *list = (zchunk_t *) cls;
-    if (!key || !value || strcasecmp (key, "X-Forwarded-For"))
-        return MHD_YES;
-    if (zchunk_size (list))
-        zchunk_extend (list, ",", 1);
-    zchunk_extend (list, value, strlen (value));
+    s_forwarded_t *forwarded = (s_forwarded_t *) cls;
+    if (key && value && strcasecmp (key, "X-Forwarded-For") == 0)
+        forwarded->line [forwarded->count++ % S_FORWARDED_LINES] = value;
     return MHD_YES;
+}
+
+//  Walks the entries of one X-Forwarded-For line from the right: writes each address
+//  into out while it is a trusted proxy's. True when the walk goes on to the line
+//  before (every entry was a trusted proxy).
+static bool
+s_walk_forwarded (const char *line, char out [INET6_ADDRSTRLEN])
+{
+    const char *end = line + strlen (line);
+    while (true) {
+        const char *start = end;
+        while (start > line && start [-1] != ',')
+            start--;
+        uint8_t addr [16];
+        if (ly_netaddr_parse_forwarded (start, (size_t) (end - start), addr))
+            return false;           //  not an address: the last trusted one stays
+        ly_netaddr_format (addr, out);
+        if (!s_trusted_proxy (addr))
+            return false;           //  the client
+        if (start == line)
+            return true;
+        end = start - 1;
+    }
 }
 
 //  The client's IP: the peer, or, when the peer is a trusted proxy, the right-most
@@ -300,23 +328,12 @@ s_client_ip (struct MHD_Connection *conn, char out [INET6_ADDRSTRLEN])
     ly_netaddr_format (addr, out);
     if (!s_trusted_proxy (addr))
         return;
-    zchunk_t *list = zchunk_new (NULL, 256);
-    MHD_get_connection_values (conn, MHD_HEADER_KIND, s_collect_forwarded, list);
-    const char *forwarded = (const char *) zchunk_data (list);
-    const char *end = forwarded + zchunk_size (list);
-    while (end > forwarded) {
-        const char *start = end;
-        while (start > forwarded && start [-1] != ',')
-            start--;
-        if (ly_netaddr_parse_forwarded (start, (size_t) (end - start), addr))
+    s_forwarded_t forwarded = { .count = 0 };
+    MHD_get_connection_values (conn, MHD_HEADER_KIND, s_collect_forwarded, &forwarded);
+    size_t kept = forwarded.count < S_FORWARDED_LINES? forwarded.count: S_FORWARDED_LINES;
+    for (size_t n = forwarded.count; n > forwarded.count - kept; n--)
+        if (!s_walk_forwarded (forwarded.line [(n - 1) % S_FORWARDED_LINES], out))
             break;
-        ly_netaddr_format (addr, out);
-        if (!s_trusted_proxy (addr))
-            break;
-        end = start > forwarded? start - 1: start;
-    }
-    explicit_bzero (zchunk_data (list), zchunk_size (list));      //  clients' addresses
-    zchunk_destroy (&list);
 }
 
 //  413 for a body over the limit, however it was found out

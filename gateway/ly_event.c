@@ -303,12 +303,10 @@ s_timestamp (scrub_t *self, const msgpack_object *value, int64_t received)
     }
     if (usec < received && (usec < received - past)) {
         ly_time_duration_text (past / 1000000, window, sizeof window);
-        //  10 digits before any fraction: epoch seconds, a common mistake; say so
-        double number = !value? 0:
-                        value->type == MSGPACK_OBJECT_POSITIVE_INTEGER? (double) value->via.u64:
-                        value->type == MSGPACK_OBJECT_FLOAT64
-                     || value->type == MSGPACK_OBJECT_FLOAT32? value->via.f64: 0;
-        if (number >= 1e9 && number < 1e10)
+        //  A number of 10 digits before any fraction (1e12 to 1e13 us once read as
+        //  milliseconds): epoch seconds, a common mistake; say so
+        bool number = value && value->type != MSGPACK_OBJECT_STR;
+        if (number && usec >= INT64_C(1000000000000) && usec < INT64_C(10000000000000))
             return s_refuse (self, "timestamp is more than %s in the past (it looks like"
                              " epoch seconds; epoch milliseconds are expected)", window);
         return s_refuse (self, "timestamp is more than %s in the past", window);

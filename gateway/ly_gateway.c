@@ -37,6 +37,11 @@
 #define S_MAX_IN_FLIGHT_BYTES (256 * 1024 * 1024)   /* their bodies, together */
 #define S_KEY_TTL_MSEC 5000             /* a found SDK key is trusted this long */
 #define S_UNKNOWN_KEY_TTL_MSEC 5000     /* an unknown one is refused this long */
+#define S_KEY_STALE_MSEC 60000          /* past its TTL, a found key still serves when its
+                                           new lookup is slow, for at most this long */
+#define S_LOOKUP_SLOW_MSEC 1000         /* a lookup unanswered this long is slow */
+#define S_LOOKUP_RESEND_MSEC 2000       /* a key lookup not answered in this time (the api
+                                           actor restarted, the database hangs) is sent again */
 #define S_KEY_CACHE_MAX 100000
 #define S_API_TIMEOUT_MSEC 30000
 #define S_DRAIN_MSEC 5000               /* stopping: longest wait for requests in flight */
@@ -129,6 +134,23 @@ typedef struct {
     char country_code [8];
 } s_key_t;
 
+//  A key lookup sent to the api actor, and the requests waiting for its answer.
+typedef struct {
+    zlistx_t *waiting;              /* request ids (char *), owned */
+    int64_t since;                  /* monotonic msec it was first sent */
+    int64_t sent;                   /* monotonic msec it was last sent */
+} s_lookup_t;
+
+static void
+s_lookup_destroy (s_lookup_t **self_p)
+{
+    if (*self_p) {
+        zlistx_destroy (&(*self_p)->waiting);
+        free (*self_p);
+        *self_p = NULL;
+    }
+}
+
 typedef struct {
     zsock_t *pipe;                  /* actor pipe, borrowed */
     zsock_t *store;                 /* DEALER to the store (PING out, ACKs in), owned */
@@ -148,7 +170,7 @@ typedef struct {
     zhashx_t *auth_failures;        /* "ip/credential" -> s_failures_t, owned */
     zhashx_t *good_tokens;          /* API token hash -> expiry (int64_t), owned */
     zhashx_t *keys;                 /* key hash -> s_key_t, owned */
-    zhashx_t *lookups;              /* key hash -> zlistx of request ids (char *), owned */
+    zhashx_t *lookups;              /* key hash -> s_lookup_t, owned */
     zhashx_t *rates;                /* project id -> s_bucket_t, owned */
     ly_metric_t *in_flight;         /* gauge: requests with the loop */
     ly_metric_t *overloaded;        /* 503s for a full pipeline */
@@ -1012,30 +1034,110 @@ s_key_answer (self_t *self, s_request_t *request, const s_key_t *key)
     }
 }
 
-//  Resolves the request's SDK key from the cache, or asks the api actor.
+//  Sends the lookup of key_hash to the api actor (request_id names the first request
+//  waiting for it) and notes when; creates the lookup when it is new. -1 when the
+//  queue to the api actor is full.
+static int
+s_lookup_send (self_t *self, const char *key_hash, uint64_t request_id)
+{
+    ly_msg_t *msg = ly_msg_new (LY_MSG_KEY_LOOKUP);
+    ly_msg_set_uint (msg, LY_KEY_LOOKUP_REQUEST_ID, request_id);
+    ly_msg_set_str (msg, LY_KEY_LOOKUP_KEY_SHA256, key_hash);
+    if (ly_send (self->api, self->tap, NULL, &msg))
+        return -1;
+    s_lookup_t *lookup = (s_lookup_t *) zhashx_lookup (self->lookups, key_hash);
+    if (!lookup) {
+        lookup = (s_lookup_t *) zmalloc (sizeof (s_lookup_t));
+        lookup->waiting = zlistx_new ();
+        zlistx_set_destructor (lookup->waiting, (zlistx_destructor_fn *) zstr_free);
+        zhashx_insert (self->lookups, key_hash, lookup);
+        lookup->since = ly_mono_msec ();
+    }
+    lookup->sent = ly_mono_msec ();
+    return 0;
+}
+
+//  The cached key of key_hash when it may serve past its TTL: found, expired less than
+//  S_KEY_STALE_MSEC ago, and its new lookup slow (the database does not answer). Else
+//  NULL.
+static s_key_t *
+s_key_stale (self_t *self, const char *key_hash, s_lookup_t *lookup, int64_t now)
+{
+    s_key_t *key = (s_key_t *) zhashx_lookup (self->keys, key_hash);
+    if (key && key->found && now < key->expires + S_KEY_STALE_MSEC
+    &&  lookup && now - lookup->since >= S_LOOKUP_SLOW_MSEC)
+        return key;
+    return NULL;
+}
+
+//  Goes on with the lookups that requests wait for: forgets the requests whose deadline
+//  passed; serves the others with the key as it was when the new lookup is slow
+//  (s_key_stale); sends again a lookup not answered within S_LOOKUP_RESEND_MSEC (the
+//  api actor restarted and lost it, or the database hangs). Returns msec to the next
+//  thing due, or -1.
+static long
+s_lookups_resend (self_t *self)
+{
+    int64_t now = ly_mono_msec ();
+    long next = -1;
+    for (s_lookup_t *lookup = (s_lookup_t *) zhashx_first (self->lookups); lookup;
+         lookup = (s_lookup_t *) zhashx_next (self->lookups)) {
+        const char *key_hash = (const char *) zhashx_cursor (self->lookups);
+        s_key_t *stale = s_key_stale (self, key_hash, lookup, now);
+        s_request_t *first = NULL;
+        for (char *id = (char *) zlistx_first (lookup->waiting); id && !first;
+             id = (char *) zlistx_first (lookup->waiting)) {
+            uint64_t request_id = strtoull (id, NULL, 10);
+            s_request_t *request = (s_request_t *) zhashx_lookup (self->pending, &request_id);
+            if (request && !stale)
+                first = request;
+            else {
+                zlistx_delete (lookup->waiting, zlistx_cursor (lookup->waiting));
+                if (request)
+                    s_key_answer (self, request, stale);
+            }
+        }
+        if (!first)
+            continue;
+        if (now - lookup->sent >= S_LOOKUP_RESEND_MSEC)
+            s_lookup_send (self, key_hash, first->id);
+        int64_t due = lookup->sent + S_LOOKUP_RESEND_MSEC;
+        int64_t slow = lookup->since + S_LOOKUP_SLOW_MSEC;
+        if (slow < due && s_key_stale (self, key_hash, lookup, slow))
+            due = slow;
+        long wait = due > now? (long) (due - now): S_LOOKUP_RESEND_MSEC;
+        if (next < 0 || wait < next)
+            next = wait;
+    }
+    return next;
+}
+
+//  Resolves the request's SDK key from the cache, or asks the api actor. While a new
+//  lookup of a key that was good is slow, the key serves as it was (s_key_stale), so
+//  that a database that hangs holds no request at the key: the store answers for it.
 static void
 s_events_begin (self_t *self, s_request_t *request)
 {
+    int64_t now = ly_mono_msec ();
     s_key_t *key = (s_key_t *) zhashx_lookup (self->keys, request->key_hash);
-    if (key && key->expires > ly_mono_msec ()) {
+    if (key && key->expires > now) {
         s_key_answer (self, request, key);
         return;
     }
-    zlistx_t *waiting = (zlistx_t *) zhashx_lookup (self->lookups, request->key_hash);
-    if (!waiting) {
-        ly_msg_t *lookup = ly_msg_new (LY_MSG_KEY_LOOKUP);
-        ly_msg_set_uint (lookup, LY_KEY_LOOKUP_REQUEST_ID, request->id);
-        ly_msg_set_str (lookup, LY_KEY_LOOKUP_KEY_SHA256, request->key_hash);
-        if (ly_send (self->api, self->tap, NULL, &lookup)) {
+    s_lookup_t *lookup = (s_lookup_t *) zhashx_lookup (self->lookups, request->key_hash);
+    s_key_t *stale = s_key_stale (self, request->key_hash, lookup, now);
+    if (!lookup || (stale && now - lookup->sent >= S_LOOKUP_RESEND_MSEC)) {
+        if (s_lookup_send (self, request->key_hash, request->id) && !stale) {
             s_answer_unavailable (request, "overloaded", "the key lookup queue is full", 1);
             s_finish (self, request);
             return;
         }
-        waiting = zlistx_new ();
-        zlistx_set_destructor (waiting, (zlistx_destructor_fn *) zstr_free);
-        zhashx_insert (self->lookups, request->key_hash, waiting);
+        lookup = (s_lookup_t *) zhashx_lookup (self->lookups, request->key_hash);
     }
-    zlistx_add_end (waiting, zsys_sprintf ("%" PRIu64, request->id));
+    if (stale)
+        s_key_answer (self, request, stale);
+    else
+        zlistx_add_end (lookup->waiting, zsys_sprintf ("%" PRIu64, request->id));
 }
 
 static void
@@ -1043,9 +1145,10 @@ s_handle_key_info (self_t *self, ly_msg_t *msg)
 {
     const char *hash = ly_msg_str (msg, LY_KEY_INFO_KEY_SHA256);
     const char *status = ly_msg_str (msg, LY_KEY_INFO_STATUS);
-    zlistx_t *waiting = hash? (zlistx_t *) zhashx_lookup (self->lookups, hash): NULL;
-    if (!waiting || !status)
+    s_lookup_t *lookup = hash? (s_lookup_t *) zhashx_lookup (self->lookups, hash): NULL;
+    if (!lookup || !status)
         return;
+    zlistx_t *waiting = lookup->waiting;
     s_key_t key = { 0 };
     bool unavailable = !streq (status, "found") && !streq (status, "unknown");
     if (streq (status, "found")) {
@@ -1212,7 +1315,7 @@ s_self_new (zsock_t *pipe)
     self->good_tokens = zhashx_new ();
     zhashx_set_destructor (self->good_tokens, (zhashx_destructor_fn *) zstr_free);
     self->lookups = zhashx_new ();
-    zhashx_set_destructor (self->lookups, (zhashx_destructor_fn *) zlistx_destroy);
+    zhashx_set_destructor (self->lookups, (zhashx_destructor_fn *) s_lookup_destroy);
     self->rates = zhashx_new ();
     zhashx_set_destructor (self->rates, (zhashx_destructor_fn *) zstr_free);
     self->in_flight = ly_gauge ("layers_gateway_in_flight", "Requests waiting for actors", NULL);
@@ -1428,6 +1531,9 @@ ly_gateway_actor (zsock_t *pipe, void *args)
             { zsock_resolve (self->metrics), 0, ZMQ_POLLIN, 0 },
         };
         long timeout = s_expire (self);
+        long resend = s_lookups_resend (self);
+        if (resend >= 0 && (timeout < 0 || resend < timeout))
+            timeout = resend;
         if (self->drain_until && (timeout < 0 || timeout > S_DRAIN_POLL_MSEC))
             timeout = S_DRAIN_POLL_MSEC;    //  requests complete on the HTTP threads
         if (zmq_poll (items, 7, timeout) == -1) {

@@ -150,6 +150,32 @@ def test_embedded_postgres_killed_under_load_is_started_again():
         check_all_stored_once(server, load.acked)
 
 
+def test_a_key_lookup_lost_with_the_api_actor_is_asked_again():
+    """kill -9 of the api actor while it holds the gateway's lookup of an SDK key: the
+    gateway asks the restarted api actor again, and the request waiting for the key
+    gets its 202 (before, it and every later request with that key waited for the
+    deadline, for as long as the gateway ran)."""
+    import threading
+    with Layersd() as server:
+        key = server.credentials()["sdk_key"]
+        api = server.actors()["api"]
+        os.kill(api, signal.SIGSTOP)
+        answer = []
+        try:
+            sender = threading.Thread(target=lambda: answer.append(post_events(
+                server, {"event_id": str(uuid.uuid4()), "name": "x"}, key=key, timeout=20)))
+            sender.start()
+            wait_for(lambda: b"layers_gateway_in_flight 1"
+                     in http("GET", server.base + "/metrics")[2], 10, "the request in flight")
+        finally:
+            os.kill(api, signal.SIGKILL)
+        sender.join(20)
+        assert answer and answer[0][0] == 202, answer
+        status, _, body = post_events(server, {"event_id": str(uuid.uuid4()), "name": "x"},
+                                      key=key)
+        assert status == 202, body
+
+
 def test_an_acknowledgement_waits_for_a_gateway_that_reconnects_late():
     """After the store restarts, a gateway may reconnect to it later than an ingest
     actor: the acknowledgement of a request committed in between waits for the gateway

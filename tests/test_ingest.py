@@ -300,6 +300,11 @@ def test_a_batch_chosen_as_a_deadlock_victim_is_written_again(server):
     assert answers["batch"][0] == 202, answers
     assert answers["batch"][2]["accepted"] == 2, answers
     assert len(row(server, first)) == 1 and len(row(server, second)) == 1
+    # the session that was the victim writes the next batches once, not twice
+    for _ in range(3):
+        status, _, body = post_events(server, {"event_id": eid(), "name": "purchase"},
+                                      key=server.key)
+        assert (status, body["accepted"], body["duplicates"]) == (202, 1, 0), body
 
 
 def test_mixed_batch_keeps_good_events(server):

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <poll.h>
 #include <pwd.h>
 #include <sys/file.h>
 #include <sys/prctl.h>

@@ -238,3 +238,10 @@ ly_db_session_check (ly_db_session_t *self)
     if (self->conn && PQstatus (self->conn) != CONNECTION_OK)
         s_session_drop (self);
 }
+
+void
+ly_db_session_drop (ly_db_session_t *self)
+{
+    if (self->conn)
+        s_session_drop (self);
+}

@@ -58,4 +58,7 @@ PGconn *ly_db_session_get (ly_db_session_t *self);
 /*  After a failed statement: drops the connection when it is broken, so the next
     ly_db_session_get reconnects. */
 void ly_db_session_check (ly_db_session_t *self);
+/*  Drops the connection whatever its state (a statement that does not answer), so the
+    next ly_db_session_get reconnects. */
+void ly_db_session_drop (ly_db_session_t *self);
 #endif

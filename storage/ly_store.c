@@ -11,14 +11,16 @@
     wait, and they start a second batch on the other session only once S_OVERLAP_ROWS
     rows wait (so small batches grow instead of splitting, and a busy store uses a
     second core for PostgreSQL), or once the first of them has waited S_OVERLAP_MSEC
-    (the running batch is slow: a stall, a lock). A batch is one query string, so PostgreSQL finishes it
-    without the store; its session's socket is polled beside the router, and each
-    request is acknowledged as soon as its COMMIT has answered. Two batches may carry the
-    same key: the second waits for the first's COMMIT and then counts a duplicate; both
-    insert keys in (project, event_id) order, so they cannot deadlock each other (a
-    deadlock reported anyway is retried once).
+    (the running batch is slow: a stall, a lock). The loop does not wait for a batch:
+    its session's socket is polled beside the router through both round trips, and
+    each request is acknowledged as soon as its COMMIT has answered. Two batches may
+    carry the same key: the second waits for the first's COMMIT and then counts a
+    duplicate; both insert keys in (project, event_id) order, so they cannot deadlock
+    each other (a deadlock reported anyway is retried once).
     When the database is down, requests are answered "unavailable" at once (the gateway
-    says 503); a batch that PostgreSQL refuses for its data is retried request by request
+    says 503). When it hangs rather than refuses (every session's batch has been
+    running for S_STALL_MSEC), so are the requests waiting and those in the hanging
+    batches. A batch that PostgreSQL refuses for its data is retried request by request
     so one bad request cannot sink the others. Maintenance (partitions ahead, expiry of
     deduplication keys) runs between batches on an idle session. */
 #include "ly_store.h"
@@ -45,6 +47,10 @@
                                        PostgreSQL time) within ~10 % */
 #define S_OVERLAP_MSEC 5            /* or once the first of them waited this long (the
                                        running batch is slow: a stall, a lock) */
+#define S_PING_MSEC 1000            /* a health check's "SELECT 1" waits this long */
+#define S_STALL_MSEC 2000           /* every session has had its batch this long: the
+                                       database hangs (stopped, a full disk, a lock held);
+                                       what waits is answered "unavailable" */
 #define S_PARTITION_MSEC (3600 * 1000)  /* how often to create partitions ahead */
 #define S_EXPIRE_MSEC (60 * 1000)       /* how often to look for expired dedup keys */
 #define S_EXPIRE_ROWS 5000              /* keys forgotten per call, between batches */
@@ -63,6 +69,8 @@ typedef struct {
 
 typedef enum {
     S_IDLE,                 /* no batch */
+    S_BEGINNING,            /* "BEGIN; COPY" sent, COPY not yet taking rows */
+    S_COPYING,              /* the rows sent, the COPY's answer not yet */
     S_EXECUTING,            /* "EXECUTE ly_batch; COMMIT" sent, the statement's rows not in */
     S_COMMITTING            /* the statement's rows in, COMMIT's answer not yet */
 } s_phase_t;
@@ -81,6 +89,7 @@ typedef struct {
     size_t batch_size;
     uint32_t batch_rows;
     int64_t started;        /* when the batch started, epoch usec */
+    bool answered;          /* its requests were answered "unavailable": it hangs */
 } s_writer_t;
 
 typedef struct {
@@ -101,6 +110,7 @@ typedef struct {
     ly_metric_t *commit_seconds;  /* batch write latency */
     ly_metric_t *beside_rows;     /* batches started beside a running one: rows waited */
     ly_metric_t *beside_wait;     /* ... the first request waited S_OVERLAP_MSEC */
+    ly_metric_t *stalled;   /* requests answered "unavailable" while the database hung */
     bool verbose;           /* log every batch */
     zlistx_t *unsent;       /* s_unsent_t: acknowledgements to a gateway not connected */
     bool ack_stuck;         /* an acknowledgement timed out in this flush */
@@ -344,6 +354,9 @@ s_self_new (zsock_t *pipe)
                                     "Batches started while the other session was writing, by the"
                                     " rule that started them", "rule=\"rows\"");
     self->beside_wait = ly_counter ("layers_store_beside_batches_total", NULL, "rule=\"wait\"");
+    self->stalled = ly_counter ("layers_store_stalled_requests_total",
+                                "Requests answered unavailable because every session's batch"
+                                " had been running for 2 s", NULL);
     if (self->router) {
         zsock_set_router_mandatory (self->router, 1);
         zsock_set_sndtimeo (self->router, 2000);
@@ -353,9 +366,10 @@ s_self_new (zsock_t *pipe)
     return self;
 }
 
-//  Sends one request's acknowledgement to its gateway and forgets the request.
+//  Sends one request's acknowledgement to its gateway, once: the routing id goes with
+//  it. The request's rows stay.
 static void
-s_ack (self_t *self, s_request_t *request, const char *status)
+s_reply (self_t *self, s_request_t *request, const char *status)
 {
     ly_msg_t *ack = ly_msg_new (LY_MSG_EVENTS_ACK);
     ly_msg_set_uint (ack, LY_EVENTS_ACK_REQUEST_ID, request->request_id);
@@ -401,7 +415,25 @@ s_ack (self_t *self, s_request_t *request, const char *status)
     }
     ly_msg_destroy (&ack);
     zframe_destroy (&request->reply_to);
+}
+
+//  Sends one request's acknowledgement (unless it was sent already) and forgets the
+//  request.
+static void
+s_ack (self_t *self, s_request_t *request, const char *status)
+{
+    s_reply (self, request, status);
     ly_msg_destroy (&request->msg);
+}
+
+//  Answers every request taken and not yet on a session "unavailable".
+static void
+s_refuse_waiting (self_t *self)
+{
+    for (size_t i = 0; i < self->waiting_size; i++)
+        s_ack (self, &self->waiting [i], "unavailable");
+    self->waiting_size = 0;
+    self->waiting_rows = 0;
 }
 
 //  Sends the acknowledgements waiting for their gateway that it now takes; forgets
@@ -457,17 +489,18 @@ s_write_end (s_writer_t *w, ly_result_t result, const PGresult *failed)
     w->phase = S_IDLE;
 }
 
-//  Starts writing requests [from, to) of w's batch: "BEGIN; COPY" and the rows, then
-//  "EXECUTE ly_batch; COMMIT" sent without waiting for it (w is then S_EXECUTING). When
-//  it cannot start, w is left idle with the result.
+//  Starts writing requests [from, to) of w's batch: sends "BEGIN; COPY" (w is then
+//  S_BEGINNING; s_write_read goes on from there). When it cannot start, w is left idle
+//  with the result.
 static void
 s_write_start (self_t *self, s_writer_t *w, size_t from, size_t to)
 {
     w->from = from;
     w->to = to;
     w->err [0] = 0;
-    w->deadlocked = false;
     w->started = ly_now_usec ();
+    w->answered = false;
+    w->deadlocked = false;
     w->db = ly_db_session_get (w->session);
     if (!w->db) {
         snprintf (w->err, sizeof w->err, "the database is unreachable");
@@ -475,23 +508,19 @@ s_write_start (self_t *self, s_writer_t *w, size_t from, size_t to)
         w->phase = S_IDLE;
         return;
     }
-    if (!PQsendQuery (w->db, self->copy_sql)) {         //  "BEGIN; COPY ..."
+    w->phase = S_BEGINNING;
+    if (!PQsendQuery (w->db, self->copy_sql))           //  "BEGIN; COPY ..."
         s_write_end (w, LY_UNAVAILABLE, NULL);
-        return;
-    }
-    PGresult *res;
-    while ((res = PQgetResult (w->db)) && PQresultStatus (res) == PGRES_COMMAND_OK)
-        PQclear (res);                                  //  BEGIN
-    if (PQresultStatus (res) != PGRES_COPY_IN) {
-        s_write_end (w, LY_UNAVAILABLE, res);
-        PQclear (res);
-        return;
-    }
-    PQclear (res);
-    //  Each row gets its batch position in front.
+}
+
+//  Sends the rows of w's batch to the COPY, each with its batch position in front, and
+//  ends it. False when the connection failed.
+static bool
+s_copy_rows (s_writer_t *w)
+{
     uint32_t pos = 0;
     int sent = 1;
-    for (size_t i = from; i < to && sent == 1; i++) {
+    for (size_t i = w->from; i < w->to && sent == 1; i++) {
         s_request_t *request = &w->batch [i];
         request->first_pos = pos;
         size_t size = 0;
@@ -512,29 +541,33 @@ s_write_start (self_t *self, s_writer_t *w, size_t from, size_t to)
         request->rows = pos - request->first_pos;
         request->accepted = 0;
     }
-    if (sent != 1 || PQputCopyEnd (w->db, NULL) != 1) {
-        s_write_end (w, LY_UNAVAILABLE, NULL);
-        return;
-    }
-    res = PQgetResult (w->db);
-    if (PQresultStatus (res) != PGRES_COMMAND_OK) {
-        s_write_end (w, res? LY_INVALID: LY_UNAVAILABLE, res);
-        PQclear (res);
-        return;
-    }
-    PQclear (res);
-    while ((res = PQgetResult (w->db)))
-        PQclear (res);
-    //  The statement, then COMMIT: the first result is the statement's rows, the second
-    //  COMMIT's; after an error PostgreSQL skips the COMMIT.
-    if (!PQsendQuery (w->db, "EXECUTE ly_batch; COMMIT")) {
-        s_write_end (w, LY_UNAVAILABLE, NULL);
-        return;
-    }
-    w->phase = S_EXECUTING;
+    return sent == 1 && PQputCopyEnd (w->db, NULL) == 1;
 }
 
-//  Reads w's answers: those that have come (block false), or until the batch is done.
+//  Credits each winning position of w's batch to its request (requests are in
+//  position order).
+static void
+s_credit_winners (s_writer_t *w)
+{
+    for (int row = 0; row < PQntuples (w->winners); row++) {
+        uint32_t winner = (uint32_t) strtoul (PQgetvalue (w->winners, row, 0), NULL, 10);
+        size_t lo = w->from, hi = w->to;
+        while (hi - lo > 1) {
+            size_t mid = (lo + hi) / 2;
+            if (w->batch [mid].first_pos <= winner)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        w->batch [lo].accepted++;
+    }
+}
+
+//  Reads w's answers and goes on with its batch: those that have come (block false),
+//  or until the batch is done. Each phase waits for PostgreSQL without holding the
+//  loop: "BEGIN; COPY" (S_BEGINNING) until COPY takes rows, which are sent; the COPY's
+//  answer (S_COPYING), then "EXECUTE ly_batch; COMMIT" is sent; the statement's rows
+//  (S_EXECUTING); COMMIT's answer (S_COMMITTING).
 static void
 s_write_read (s_writer_t *w, bool block)
 {
@@ -546,8 +579,36 @@ s_write_read (s_writer_t *w, bool block)
     }
     while (w->phase != S_IDLE && (block || !PQisBusy (w->db))) {
         PGresult *res = PQgetResult (w->db);
+        ExecStatusType status = PQresultStatus (res);
+        if (w->phase == S_BEGINNING) {
+            if (status == PGRES_COPY_IN) {
+                w->phase = S_COPYING;
+                if (!s_copy_rows (w))
+                    s_write_end (w, LY_UNAVAILABLE, NULL);
+            }
+            else
+            if (status != PGRES_COMMAND_OK)                 //  BEGIN's is
+                s_write_end (w, LY_UNAVAILABLE, res);
+            PQclear (res);
+            continue;
+        }
+        if (w->phase == S_COPYING) {
+            if (!res) {
+                //  The end of "BEGIN; COPY". The statement, then COMMIT: the first
+                //  result is the statement's rows, the second COMMIT's; after an error
+                //  PostgreSQL skips the COMMIT.
+                w->phase = S_EXECUTING;
+                if (!PQsendQuery (w->db, "EXECUTE ly_batch; COMMIT"))
+                    s_write_end (w, LY_UNAVAILABLE, NULL);
+            }
+            else
+            if (status != PGRES_COMMAND_OK)                 //  a row refused
+                s_write_end (w, LY_INVALID, res);
+            PQclear (res);
+            continue;
+        }
         if (w->phase == S_EXECUTING) {
-            if (PQresultStatus (res) == PGRES_TUPLES_OK) {
+            if (status == PGRES_TUPLES_OK) {
                 w->winners = res;
                 w->phase = S_COMMITTING;
                 continue;
@@ -559,7 +620,7 @@ s_write_read (s_writer_t *w, bool block)
             PQclear (res);
             return;
         }
-        if (PQresultStatus (res) != PGRES_COMMAND_OK) {     //  COMMIT's answer
+        if (status != PGRES_COMMAND_OK) {                   //  COMMIT's answer
             s_write_end (w, LY_UNAVAILABLE, res);
             PQclear (res);
             return;
@@ -567,19 +628,7 @@ s_write_read (s_writer_t *w, bool block)
         PQclear (res);
         while ((res = PQgetResult (w->db)))
             PQclear (res);
-        //  Credit each winning position to its request (requests are in position order).
-        for (int row = 0; row < PQntuples (w->winners); row++) {
-            uint32_t winner = (uint32_t) strtoul (PQgetvalue (w->winners, row, 0), NULL, 10);
-            size_t lo = w->from, hi = w->to;
-            while (hi - lo > 1) {
-                size_t mid = (lo + hi) / 2;
-                if (w->batch [mid].first_pos <= winner)
-                    lo = mid;
-                else
-                    hi = mid;
-            }
-            w->batch [lo].accepted++;
-        }
+        s_credit_winners (w);
         s_write_end (w, LY_OK, NULL);
     }
 }
@@ -690,6 +739,45 @@ s_idle_writer (self_t *self, bool *busy)
     return idle;
 }
 
+//  Milliseconds until the database counts as hanging (0: it does): every session has a
+//  batch, the youngest of them started S_STALL_MSEC ago. -1 while a session is idle.
+static long
+s_stall_in (self_t *self)
+{
+    int64_t youngest = 0;
+    for (size_t k = 0; k < S_WRITERS; k++) {
+        s_writer_t *w = &self->writer [k];
+        if (w->phase == S_IDLE)
+            return -1;
+        if (w->started > youngest)
+            youngest = w->started;
+    }
+    int64_t left = S_STALL_MSEC - (ly_now_usec () - youngest) / 1000;
+    return left > 0? (long) left: 0;
+}
+
+//  While the database hangs, answers "unavailable" (the gateway says 503, the client
+//  retries later) instead of holding requests for the gateway's deadline: those that
+//  wait, and those in the hanging batches. A batch may still commit when the database
+//  answers again; its requests' retries then count as duplicates.
+static void
+s_refuse_while_stalled (self_t *self)
+{
+    if (s_stall_in (self) != 0)
+        return;
+    for (size_t k = 0; k < S_WRITERS; k++) {
+        s_writer_t *w = &self->writer [k];
+        for (size_t i = 0; i < w->batch_size; i++)
+            if (w->batch [i].reply_to) {
+                s_reply (self, &w->batch [i], "unavailable");
+                ly_metric_add (self->stalled, 1);
+            }
+        w->answered = true;
+    }
+    ly_metric_add (self->stalled, self->waiting_size);
+    s_refuse_waiting (self);
+}
+
 //  Runs the maintenance that is due on an idle session, if there is one. A statement of
 //  it that waits on a lock a batch on the other session holds waits at most for that
 //  batch: PostgreSQL commits it without the store.
@@ -747,23 +835,58 @@ s_dispatch (self_t *self)
     }
 }
 
+//  True when the database answers: with a batch on a session, unless one has been
+//  running for S_STALL_MSEC; else "SELECT 1" on an idle session, waited for at most
+//  S_PING_MSEC (a session that does not answer in time is dropped: it would hold the
+//  next batch).
+static bool
+s_db_answers (self_t *self)
+{
+    bool busy;
+    s_writer_t *w = s_idle_writer (self, &busy);
+    if (busy) {
+        for (size_t k = 0; k < S_WRITERS; k++) {
+            s_writer_t *other = &self->writer [k];
+            if (other->phase != S_IDLE && ly_now_usec () - other->started >= S_STALL_MSEC * 1000)
+                return false;
+        }
+        return true;
+    }
+    w->db = ly_db_session_get (w->session);
+    if (!w->db)
+        return false;
+    bool answered = false, ok = false;
+    int64_t until = ly_mono_msec () + S_PING_MSEC;
+    if (PQsendQuery (w->db, "SELECT 1"))
+        while (true) {
+            PGresult *res;
+            while (!PQisBusy (w->db) && (res = PQgetResult (w->db))) {
+                ok = PQresultStatus (res) == PGRES_TUPLES_OK;
+                PQclear (res);
+            }
+            if (!PQisBusy (w->db)) {
+                answered = true;
+                break;
+            }
+            int64_t left = until - ly_mono_msec ();
+            struct pollfd item = { PQsocket (w->db), POLLIN, 0 };
+            if (left <= 0 || (poll (&item, 1, (int) left) < 0 && errno != EINTR)
+            ||  !PQconsumeInput (w->db))
+                break;
+        }
+    if (!answered)
+        ly_db_session_drop (w->session);
+    else
+    if (!ok)
+        s_db_failed (w);
+    w->db = NULL;
+    return ok;
+}
+
 static void
 s_answer_ping (self_t *self, zframe_t *routing_id, ly_msg_t *msg)
 {
-    //  On an idle session; with both busy, the batches on them tell the database works
-    bool db_ok = true;
-    s_writer_t *w = s_idle_writer (self, NULL);
-    if (w) {
-        w->db = ly_db_session_get (w->session);
-        db_ok = w->db != NULL;
-        if (db_ok) {
-            PGresult *res = PQexec (w->db, "SELECT 1");
-            db_ok = PQresultStatus (res) == PGRES_TUPLES_OK;
-            PQclear (res);
-            if (!db_ok)
-                s_db_failed (w);
-        }
-    }
+    bool db_ok = s_db_answers (self);
     ly_msg_t *reply = ly_msg_new (LY_MSG_PONG);
     ly_msg_set_uint (reply, LY_PONG_REQUEST_ID, ly_msg_uint (msg, LY_PING_REQUEST_ID));
     ly_msg_set_str (reply, LY_PONG_SENDER, S_ACTOR);
@@ -820,19 +943,30 @@ s_status (void *self)
     return ly_db_session_get (((self_t *) self)->writer [0].session)? "ok": "database down";
 }
 
+//  The smaller of two poll timeouts (-1: none).
+static long
+s_sooner (long a, long b)
+{
+    return a < 0? b: b < 0? a: a < b? a: b;
+}
+
 //  How long the loop may sleep, msec (-1: until something comes): until waiting
 //  requests have waited S_OVERLAP_MSEC, when they would then start a batch beside a
-//  busy one.
+//  busy one, or until the database counts as hanging while they wait.
 static long
 s_poll_timeout (self_t *self)
 {
-    long unsent = zlistx_size (self->unsent)? S_UNSENT_POLL_MSEC: -1;
+    long timeout = zlistx_size (self->unsent)? S_UNSENT_POLL_MSEC: -1;
+    bool unanswered = self->waiting_size > 0;
+    for (size_t k = 0; k < S_WRITERS; k++)
+        unanswered |= self->writer [k].phase != S_IDLE && !self->writer [k].answered;
+    if (unanswered)
+        timeout = s_sooner (timeout, s_stall_in (self));
     bool busy;
     if (!self->waiting_size || !s_idle_writer (self, &busy) || !busy)
-        return unsent;
+        return timeout;
     int64_t left = S_OVERLAP_MSEC - (ly_mono_msec () - self->waiting_since);
-    long overlap = left > 0? (long) left: 0;
-    return unsent >= 0 && unsent < overlap? unsent: overlap;
+    return s_sooner (timeout, left > 0? (long) left: 0);
 }
 
 //  The loop: the pipe, the tap, the router while the next batch has room, and the
@@ -881,6 +1015,7 @@ s_loop (self_t *self)
         s_dispatch (self);
         s_maintain (self);
         s_dispatch (self);
+        s_refuse_while_stalled (self);
     }
     //  Write what was taken before leaving
     for (int round = 0; round < 3 && self->waiting_size; round++) {
@@ -888,10 +1023,7 @@ s_loop (self_t *self)
         s_dispatch (self);
     }
     s_finish_all (self);
-    for (size_t i = 0; i < self->waiting_size; i++)
-        s_ack (self, &self->waiting [i], "unavailable");
-    self->waiting_size = 0;
-    self->waiting_rows = 0;
+    s_refuse_waiting (self);
 }
 
 void
@@ -901,6 +1033,10 @@ ly_store_actor (zsock_t *pipe, void *args)
     ly_actor_ready (pipe, self != NULL);
     if (!self)
         return;
+    //  Both sessions ready before the first batch (when the database is up), so that a
+    //  second batch never waits for a connection
+    for (size_t k = 0; k < S_WRITERS; k++)
+        ly_db_session_get (self->writer [k].session);
     s_maintain (self);
     s_loop (self);
     s_self_destroy (&self);

@@ -40,6 +40,7 @@
 #define S_KEY_STALE_MSEC 60000          /* past its TTL, a found key still serves when its
                                            new lookup is slow, for at most this long */
 #define S_LOOKUP_SLOW_MSEC 1000         /* a lookup unanswered this long is slow */
+#define S_LOOKUP_SCAN_MSEC 100          /* lookups are looked over at most this often */
 #define S_LOOKUP_RESEND_MSEC 2000       /* a key lookup not answered in this time (the api
                                            actor restarted, the database hangs) is sent again */
 #define S_KEY_CACHE_MAX 100000
@@ -177,6 +178,7 @@ typedef struct {
     ly_metric_t *rate_limited;      /* 429s for a project over its rate */
     bool verbose;                   /* log every request */
     int64_t drain_until;            /* stopping: monotonic msec to give up waiting; 0: not */
+    int64_t lookups_due;            /* monotonic msec of the next s_lookups_resend */
 } self_t;
 
 //  A project's events allowance under LAYERS_PROJECT_EVENT_RATE (a token bucket)
@@ -1073,13 +1075,13 @@ s_key_stale (self_t *self, const char *key_hash, s_lookup_t *lookup, int64_t now
 //  Goes on with the lookups that requests wait for: forgets the requests whose deadline
 //  passed; serves the others with the key as it was when the new lookup is slow
 //  (s_key_stale); sends again a lookup not answered within S_LOOKUP_RESEND_MSEC (the
-//  api actor restarted and lost it, or the database hangs). Returns msec to the next
-//  thing due, or -1.
-static long
+//  api actor restarted and lost it, or the database hangs). A lookup nothing waits for
+//  is forgotten once its key can no longer serve stale.
+static void
 s_lookups_resend (self_t *self)
 {
     int64_t now = ly_mono_msec ();
-    long next = -1;
+    zlistx_t *forget = zlistx_new ();
     for (s_lookup_t *lookup = (s_lookup_t *) zhashx_first (self->lookups); lookup;
          lookup = (s_lookup_t *) zhashx_next (self->lookups)) {
         const char *key_hash = (const char *) zhashx_cursor (self->lookups);
@@ -1097,19 +1099,33 @@ s_lookups_resend (self_t *self)
                     s_key_answer (self, request, stale);
             }
         }
-        if (!first)
+        if (!first) {
+            if (now - lookup->since >= S_KEY_TTL_MSEC + S_KEY_STALE_MSEC)
+                zlistx_add_end (forget, (void *) key_hash);
             continue;
+        }
         if (now - lookup->sent >= S_LOOKUP_RESEND_MSEC)
             s_lookup_send (self, key_hash, first->id);
-        int64_t due = lookup->sent + S_LOOKUP_RESEND_MSEC;
-        int64_t slow = lookup->since + S_LOOKUP_SLOW_MSEC;
-        if (slow < due && s_key_stale (self, key_hash, lookup, slow))
-            due = slow;
-        long wait = due > now? (long) (due - now): S_LOOKUP_RESEND_MSEC;
-        if (next < 0 || wait < next)
-            next = wait;
     }
-    return next;
+    for (const char *key_hash = (const char *) zlistx_first (forget); key_hash;
+         key_hash = (const char *) zlistx_next (forget))
+        zhashx_delete (self->lookups, key_hash);
+    zlistx_destroy (&forget);
+}
+
+//  Runs s_lookups_resend every S_LOOKUP_SCAN_MSEC while there are lookups. Returns msec
+//  to the next run, or -1.
+static long
+s_lookups_tick (self_t *self)
+{
+    if (!zhashx_size (self->lookups))
+        return -1;
+    int64_t now = ly_mono_msec ();
+    if (now >= self->lookups_due) {
+        s_lookups_resend (self);
+        self->lookups_due = now + S_LOOKUP_SCAN_MSEC;
+    }
+    return (long) (self->lookups_due - now);
 }
 
 //  Resolves the request's SDK key from the cache, or asks the api actor. While a new
@@ -1531,7 +1547,7 @@ ly_gateway_actor (zsock_t *pipe, void *args)
             { zsock_resolve (self->metrics), 0, ZMQ_POLLIN, 0 },
         };
         long timeout = s_expire (self);
-        long resend = s_lookups_resend (self);
+        long resend = s_lookups_tick (self);
         if (resend >= 0 && (timeout < 0 || resend < timeout))
             timeout = resend;
         if (self->drain_until && (timeout < 0 || timeout > S_DRAIN_POLL_MSEC))

@@ -756,6 +756,19 @@ s_stall_in (self_t *self)
     return left > 0? (long) left: 0;
 }
 
+//  True when a batch has been running for S_STALL_MSEC: the database may hang, and
+//  nothing should wait for it with the loop held.
+static bool
+s_batch_hangs (self_t *self)
+{
+    for (size_t k = 0; k < S_WRITERS; k++) {
+        s_writer_t *w = &self->writer [k];
+        if (w->phase != S_IDLE && ly_now_usec () - w->started >= S_STALL_MSEC * 1000)
+            return true;
+    }
+    return false;
+}
+
 //  While the database hangs, answers "unavailable" (the gateway says 503, the client
 //  retries later) instead of holding requests for the gateway's deadline: those that
 //  wait, and those in the hanging batches. A batch may still commit when the database
@@ -784,7 +797,7 @@ s_refuse_while_stalled (self_t *self)
 static void
 s_maintain (self_t *self)
 {
-    if (!s_maintenance_due (self))
+    if (!s_maintenance_due (self) || s_batch_hangs (self))
         return;
     s_writer_t *w = s_idle_writer (self, NULL);
     if (!w)
@@ -844,14 +857,8 @@ s_db_answers (self_t *self)
 {
     bool busy;
     s_writer_t *w = s_idle_writer (self, &busy);
-    if (busy) {
-        for (size_t k = 0; k < S_WRITERS; k++) {
-            s_writer_t *other = &self->writer [k];
-            if (other->phase != S_IDLE && ly_now_usec () - other->started >= S_STALL_MSEC * 1000)
-                return false;
-        }
-        return true;
-    }
+    if (busy)
+        return !s_batch_hangs (self);
     w->db = ly_db_session_get (w->session);
     if (!w->db)
         return false;

@@ -262,7 +262,8 @@ s_format_time (int64_t usec, char out [24])
 static ly_result_t
 s_timestamp (scrub_t *self, const msgpack_object *value, int64_t received)
 {
-    static const char *wrong = "timestamp must be RFC 3339 or epoch milliseconds";
+    static const char *wrong = "timestamp must be an RFC 3339 date-time with an offset"
+                                " (2026-01-31T12:00:00Z) or a number of epoch milliseconds";
     int64_t future = self->ctx->max_future_usec > 0? self->ctx->max_future_usec: S_DEFAULT_FUTURE;
     int64_t past = self->ctx->max_past_usec > 0? self->ctx->max_past_usec: S_DEFAULT_PAST;
     int64_t usec = received;

@@ -629,7 +629,8 @@ s_ts_refuse (int at, const char *value, const char *reason)
 static void
 s_test_timestamp (void)
 {
-    const char *wrong = "timestamp must be RFC 3339 or epoch milliseconds";
+    const char *wrong = "timestamp must be an RFC 3339 date-time with an offset"
+                        " (2026-01-31T12:00:00Z) or a number of epoch milliseconds";
     //  RFC 3339, with offsets, fractions, lower-case t/z and the space separator
     TS_ACCEPT ("\"2023-11-14T22:13:20Z\"", "2023-11-14 22:13:20.000000+00");
     TS_ACCEPT ("\"2023-11-14T22:10:00.123456Z\"", "2023-11-14 22:10:00.123456+00");

@@ -105,7 +105,8 @@ ly_recv (zsock_t *sock, ly_tap_t *tap, const char *actor, zframe_t **routing_id_
 }
 
 int
-ly_actor_pipe (zsock_t *pipe, const char *actor, bool *verbose, const char *status)
+ly_actor_pipe (zsock_t *pipe, const char *actor, bool *verbose,
+               ly_actor_status_fn *status, void *self)
 {
     char *command = zstr_recv (pipe);
     if (!command)
@@ -115,7 +116,10 @@ ly_actor_pipe (zsock_t *pipe, const char *actor, bool *verbose, const char *stat
         rc = -1;
     else
     if (streq (command, "STATUS"))
-        zstr_send (pipe, status? status: "ok");
+        zstr_send (pipe, status? status (self): "ok");
+    else
+    if (streq (command, "ALIVE"))
+        zstr_send (pipe, "ok");
     else
     if (streq (command, "VERBOSE"))
         *verbose = !*verbose;
@@ -143,7 +147,7 @@ ly_actor_loop (zsock_t *pipe, const char *actor, ly_tap_t *tap, bool *verbose,
             continue;
         }
         if (which == pipe) {
-            if (ly_actor_pipe (pipe, actor, verbose, status? status (self): "ok"))
+            if (ly_actor_pipe (pipe, actor, verbose, status, self))
                 break;
         }
         else

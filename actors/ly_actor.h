@@ -23,15 +23,20 @@ int ly_send_frame (zsock_t *sock, zframe_t *routing_id, zframe_t *frame, int fla
     interrupt. Caller owns. */
 ly_msg_t *ly_recv (zsock_t *sock, ly_tap_t *tap, const char *actor, zframe_t **routing_id_p);
 
+/*  An actor's status for the STATUS pipe command ("ok", "database down", ...). */
+typedef const char *(ly_actor_status_fn) (void *self);
+
 /*  Handles one pipe command. Returns -1 for $TERM (the actor leaves its loop), 0 else.
-    STATUS is answered with the status string; VERBOSE toggles *verbose. */
-int ly_actor_pipe (zsock_t *pipe, const char *actor, bool *verbose, const char *status);
+    STATUS is answered with status (self) (status may be NULL: "ok"); ALIVE with "ok"
+    at once (the supervisor's heartbeat: it costs nothing and touches nothing);
+    VERBOSE toggles *verbose. */
+int ly_actor_pipe (zsock_t *pipe, const char *actor, bool *verbose,
+                   ly_actor_status_fn *status, void *self);
 
 /*  The loop most actors need: waits on the pipe, the tap and the given sockets
     (NULL-terminated), answers pipe commands (status may be NULL: "ok"), keeps the tap
     informed, and calls reader for each readable socket. Returns when $TERM arrives. */
 typedef void (ly_actor_reader_fn) (void *self, zsock_t *sock);
-typedef const char *(ly_actor_status_fn) (void *self);
 void ly_actor_loop (zsock_t *pipe, const char *actor, ly_tap_t *tap, bool *verbose,
                     ly_actor_status_fn *status, void *self, ly_actor_reader_fn *reader, ...);
 

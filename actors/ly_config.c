@@ -517,6 +517,19 @@ s_load_duration (int64_t *out, const char *name, int64_t fallback, int64_t low, 
     return 0;
 }
 
+//  LAYERS_ACTOR_TIMEOUT: a duration, or 0 for none
+static int
+s_load_actor_timeout (ly_config_t *cfg, char *err, size_t errlen)
+{
+    const char *value = s_env ("LAYERS_ACTOR_TIMEOUT");
+    if (value && streq (value, "0")) {
+        cfg->actor_timeout = 0;
+        return 0;
+    }
+    return s_load_duration (&cfg->actor_timeout, "LAYERS_ACTOR_TIMEOUT", 60, 1, 86400,
+                            err, errlen);
+}
+
 //  A whole number from low to high; fallback when unset
 static int
 s_load_count (int64_t *out, const char *name, int64_t fallback, int64_t low, int64_t high,
@@ -585,6 +598,7 @@ ly_config_load (ly_config_t *cfg, char *err, size_t errlen)
                          36500 * 86400LL, err, errlen)
     ||  s_load_count (&cfg->project_event_rate, "LAYERS_PROJECT_EVENT_RATE", 0, 1,
                       100000000, err, errlen)
+    ||  s_load_actor_timeout (cfg, err, errlen)
     ||  s_load_log_level (cfg, err, errlen)) {
         ly_config_free (cfg);
         return -1;

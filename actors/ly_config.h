@@ -30,6 +30,8 @@ typedef struct {
     int64_t event_max_future;   /* LAYERS_EVENT_MAX_FUTURE, seconds: further ahead, refused */
     int64_t event_retention;    /* LAYERS_EVENT_RETENTION, seconds events are kept; 0: for ever */
     int64_t project_event_rate; /* LAYERS_PROJECT_EVENT_RATE, events/s per project; 0: no limit */
+    int64_t actor_timeout;      /* LAYERS_ACTOR_TIMEOUT, seconds an actor may not answer
+                                   before the supervisor kills it; 0: never */
     ly_log_level_t log_level;   /* LAYERS_LOG_LEVEL */
 } ly_config_t;
 

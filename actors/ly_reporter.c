@@ -26,7 +26,7 @@ ly_reporter_actor (zsock_t *pipe, void *args)
         int64_t wait = next - ly_mono_msec ();
         void *which = zpoller_wait (poller, wait > 0? (int) wait: 0);
         if (which == pipe) {
-            if (ly_actor_pipe (pipe, S_ACTOR, &verbose, "ok"))
+            if (ly_actor_pipe (pipe, S_ACTOR, &verbose, NULL, NULL))
                 break;
             continue;
         }

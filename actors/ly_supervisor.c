@@ -12,6 +12,12 @@
 #define S_DRAIN_MSEC 7000           /* gateways stopping: the requests they hold are
                                        answered within 5 s (ly_gateway.c), then the rest stop */
 #define S_MAX_CHILDREN 32
+#define S_HEARTBEAT_FD 3            /* a child's heartbeat pipe, in the child */
+#define S_ALIVE_CHECK_MSEC 1000     /* how often heartbeats are read */
+#define S_ALIVE_TICK_MSEC 250       /* how often a child asks its actor */
+#define S_START_GRACE_MSEC 30000    /* before its first heartbeat, a child may take
+                                       this long (or the timeout, if longer): setting
+                                       up an actor (the UA rules) takes a while */
 
 typedef struct {
     char *role;                 /* actor name, owned */
@@ -20,6 +26,9 @@ typedef struct {
     int64_t restart_at;         /* monotonic msec when to start again, 0: not due */
     int backoff;                /* msec before the next restart */
     unsigned restarts;          /* how many times it was restarted */
+    int heartbeat;              /* read end of its heartbeat pipe, -1: none */
+    int64_t alive_at;           /* monotonic msec of its last heartbeat (or start) */
+    bool beating;               /* a heartbeat came since the start */
 } s_child_t;
 
 #define S_MAX_ARGS 64
@@ -34,6 +43,8 @@ struct _ly_supervisor_t {
     void *watch_arg;                    /* its argument, borrowed */
     int watch_interval;                 /* msec between runs */
     int64_t watch_at;                   /* monotonic msec of the next run */
+    int timeout;                        /* msec without a heartbeat before a kill, 0: never */
+    int64_t alive_check_at;             /* monotonic msec of the next heartbeat read */
 };
 
 void
@@ -86,6 +97,13 @@ ly_supervisor_add (ly_supervisor_t *self, const char *role)
     s_child_t *child = &self->children [self->count++];
     child->role = strdup (role);
     child->backoff = S_BACKOFF_MIN_MSEC;
+    child->heartbeat = -1;
+}
+
+void
+ly_supervisor_set_timeout (ly_supervisor_t *self, int timeout_msec)
+{
+    self->timeout = timeout_msec > 0? timeout_msec: 0;
 }
 
 void
@@ -101,11 +119,20 @@ ly_supervisor_set_watch (ly_supervisor_t *self, ly_supervisor_watch_fn *fn, void
 static void
 s_start (ly_supervisor_t *self, s_child_t *child)
 {
+    int pipe_fds [2] = { -1, -1 };
+    if (self->timeout && pipe2 (pipe_fds, O_CLOEXEC | O_NONBLOCK)) {
+        ly_warning (S_ACTOR, "no heartbeat for actor %s: %s", child->role, strerror (errno));
+        pipe_fds [0] = pipe_fds [1] = -1;
+    }
     pid_t parent = getpid ();
     pid_t pid = fork ();
     if (pid == -1) {
         ly_error (S_ACTOR, "could not fork actor %s: %s", child->role, strerror (errno));
         child->restart_at = ly_mono_msec () + child->backoff;
+        if (pipe_fds [0] >= 0) {
+            close (pipe_fds [0]);
+            close (pipe_fds [1]);
+        }
         return;
     }
     if (pid == 0) {
@@ -116,20 +143,35 @@ s_start (ly_supervisor_t *self, s_child_t *child)
         sigset_t none;
         sigemptyset (&none);
         sigprocmask (SIG_SETMASK, &none, NULL);
-        char *argv [S_MAX_ARGS + 4];
+        char *argv [S_MAX_ARGS + 6];
         size_t argc = 0;
         argv [argc++] = "layersd";
         argv [argc++] = "--only";
         argv [argc++] = child->role;
         for (size_t i = 0; i < self->arg_count; i++)
             argv [argc++] = self->args [i];
+        if (pipe_fds [1] >= 0) {
+            //  The write end as S_HEARTBEAT_FD, kept across exec
+            if (pipe_fds [1] == S_HEARTBEAT_FD)
+                fcntl (S_HEARTBEAT_FD, F_SETFD, 0);
+            else
+            if (dup2 (pipe_fds [1], S_HEARTBEAT_FD) == -1)
+                _exit (1);
+            argv [argc++] = "--heartbeat-fd";
+            argv [argc++] = "3";
+        }
         argv [argc] = NULL;
         execv (self->exe, argv);
         fprintf (stderr, "layersd: could not run \"%s\": %s\n", self->exe, strerror (errno));
         _exit (127);
     }
+    if (pipe_fds [1] >= 0)
+        close (pipe_fds [1]);
+    child->heartbeat = pipe_fds [0];
     child->pid = pid;
     child->started = ly_mono_msec ();
+    child->alive_at = child->started;
+    child->beating = false;
     child->restart_at = 0;
     ly_info (S_ACTOR, "started actor %s (pid %d)", child->role, (int) pid);
 }
@@ -166,6 +208,10 @@ s_reap (ly_supervisor_t *self, bool stopping)
         char how [128];
         s_describe_exit (status, how, sizeof how);
         child->pid = 0;
+        if (child->heartbeat >= 0) {
+            close (child->heartbeat);
+            child->heartbeat = -1;
+        }
         if (stopping) {
             ly_info (S_ACTOR, "actor %s (pid %d) %s", child->role, (int) pid, how);
             continue;
@@ -180,6 +226,32 @@ s_reap (ly_supervisor_t *self, bool stopping)
         child->backoff *= 2;
         if (child->backoff > S_BACKOFF_MAX_MSEC)
             child->backoff = S_BACKOFF_MAX_MSEC;
+    }
+}
+
+//  Reads the heartbeats that came; kills a child silent for longer than the timeout
+//  (its end is reaped and restarted like any other).
+static void
+s_check_alive (ly_supervisor_t *self)
+{
+    int64_t now = ly_mono_msec ();
+    for (size_t i = 0; i < self->count; i++) {
+        s_child_t *child = &self->children [i];
+        if (!child->pid || child->heartbeat < 0)
+            continue;
+        char beats [64];
+        while (read (child->heartbeat, beats, sizeof beats) > 0) {
+            child->alive_at = now;
+            child->beating = true;
+        }
+        int limit = child->beating || self->timeout > S_START_GRACE_MSEC
+                  ? self->timeout: S_START_GRACE_MSEC;
+        if (now - child->alive_at > limit) {
+            ly_warning (S_ACTOR, "actor %s (pid %d) has not answered for %d s; killing it",
+                        child->role, (int) child->pid, limit / 1000);
+            kill (child->pid, SIGKILL);
+            child->alive_at = now;      //  once: its end comes as SIGCHLD
+        }
     }
 }
 
@@ -264,6 +336,14 @@ ly_supervisor_run (ly_supervisor_t *self)
             }
             next = self->watch_at;
         }
+        if (self->timeout) {
+            if (self->alive_check_at <= now) {
+                s_check_alive (self);
+                self->alive_check_at = now + S_ALIVE_CHECK_MSEC;
+            }
+            if (next < 0 || self->alive_check_at < next)
+                next = self->alive_check_at;
+        }
         for (size_t i = 0; i < self->count; i++) {
             s_child_t *child = &self->children [i];
             if (!child->pid && child->restart_at) {
@@ -291,4 +371,30 @@ ly_supervisor_run (ly_supervisor_t *self)
     }
     s_stop (self);
     return 0;
+}
+
+int
+ly_heartbeat_run (zactor_t *actor, int heartbeat_fd, const sigset_t *signals)
+{
+    bool asked = false;             //  a STATUS not answered yet
+    while (true) {
+        struct timespec tick = { 0, S_ALIVE_TICK_MSEC * 1000000L };
+        int signum = heartbeat_fd >= 0? sigtimedwait (signals, NULL, &tick)
+                                      : sigwaitinfo (signals, NULL);
+        if (signum == SIGINT || signum == SIGTERM)
+            return signum;
+        if (heartbeat_fd < 0)
+            continue;
+        zsock_t *sock = zactor_sock (actor);
+        while (zsock_events (sock) & ZMQ_POLLIN) {
+            char *answer = zstr_recv (sock);
+            zstr_free (&answer);
+            asked = false;
+            //  Full (the supervisor is behind) or gone: no matter
+            ssize_t written = write (heartbeat_fd, "", 1);
+            (void) written;
+        }
+        if (!asked && zstr_send (actor, "ALIVE") == 0)
+            asked = true;
+    }
 }

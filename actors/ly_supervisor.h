@@ -21,6 +21,16 @@ void ly_supervisor_add (ly_supervisor_t *self, const char *role);
 typedef void (ly_supervisor_watch_fn) (void *arg);
 void ly_supervisor_set_watch (ly_supervisor_t *self, ly_supervisor_watch_fn *fn, void *arg,
                               int interval_msec);
+/*  Kills (and so restarts) a child that has not shown it is alive for timeout_msec
+    (0: never; before its first heartbeat, at least 30 s): each child gets
+    `--heartbeat-fd N` and writes a byte to fd N each time its actor answers
+    (ly_heartbeat_run), so a process stopped or stuck (SIGSTOP, a deadlock, a hung
+    system call) is found. */
+void ly_supervisor_set_timeout (ly_supervisor_t *self, int timeout_msec);
+/*  The child's side: while waiting for SIGINT or SIGTERM (in signals), asks actor
+    ALIVE every 250 ms and writes a byte to heartbeat_fd (-1: none) for each answer.
+    Returns the signal. */
+int ly_heartbeat_run (zactor_t *actor, int heartbeat_fd, const sigset_t *signals);
 /*  Starts the children and watches them until SIGINT or SIGTERM; then stops them all.
     The caller must have blocked SIGINT, SIGTERM and SIGCHLD in every thread.
     Returns 0. */

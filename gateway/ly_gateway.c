@@ -1558,7 +1558,7 @@ ly_gateway_actor (zsock_t *pipe, void *args)
             break;
         }
         if (items [0].revents & ZMQ_POLLIN
-        &&  ly_actor_pipe (pipe, S_ACTOR, &self->verbose, "ok")) {
+        &&  ly_actor_pipe (pipe, S_ACTOR, &self->verbose, NULL, NULL)) {
             if (self->drain_until || !self->daemon)
                 break;
             s_drain_start (self);

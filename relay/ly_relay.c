@@ -1693,8 +1693,9 @@ s_self_new (zsock_t *pipe)
 }
 
 static const char *
-s_status (self_t *self)
+s_status (void *arg)
 {
+    self_t *self = (self_t *) arg;
     return ly_db_session_get (self->session)? "ok": "database down";
 }
 
@@ -1777,7 +1778,7 @@ ly_relay_actor (zsock_t *pipe, void *args)
             continue;                   //  EINTR
         }
         if (items [0].revents & ZMQ_POLLIN) {
-            if (ly_actor_pipe (pipe, S_ACTOR, &self->verbose, s_status (self)))
+            if (ly_actor_pipe (pipe, S_ACTOR, &self->verbose, s_status, self))
                 break;
         }
         if (items [1].revents & ZMQ_POLLIN)

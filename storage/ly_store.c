@@ -1001,7 +1001,7 @@ s_loop (self_t *self)
             continue;
         }
         if (items [PIPE].revents & ZMQ_POLLIN) {
-            if (ly_actor_pipe (self->pipe, S_ACTOR, &self->verbose, s_status (self)))
+            if (ly_actor_pipe (self->pipe, S_ACTOR, &self->verbose, s_status, self))
                 break;
         }
         if (items [TAP].revents & ZMQ_POLLIN)

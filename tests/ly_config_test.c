@@ -13,7 +13,8 @@ static const char *s_variables [] = {
     "LAYERS_META_API_VERSION", "LAYERS_TIKTOK_URL", "LAYERS_ADSERVICES_URL",
     "LAYERS_MODEL_URL", "LAYERS_MODEL_KEY", "LAYERS_MODEL_KIND",
     "LAYERS_TRUSTED_PROXIES", "LAYERS_EVENT_MAX_AGE", "LAYERS_EVENT_MAX_FUTURE",
-    "LAYERS_EVENT_RETENTION", "LAYERS_PROJECT_EVENT_RATE", "LAYERS_LOG_LEVEL", NULL
+    "LAYERS_EVENT_RETENTION", "LAYERS_PROJECT_EVENT_RATE", "LAYERS_ACTOR_TIMEOUT",
+    "LAYERS_LOG_LEVEL", NULL
 };
 
 static void
@@ -98,6 +99,7 @@ s_test_defaults (void)
     assert (cfg.trusted_proxies == NULL);
     assert (cfg.event_max_age == 7 * 86400);
     assert (cfg.event_max_future == 300);
+    assert (cfg.actor_timeout == 60);
     assert (cfg.log_level == LY_LOG_INFO);
     ly_config_free (&cfg);
     assert (s_is_zero (&cfg));
@@ -419,6 +421,14 @@ s_test_ingest_settings (void)
     const char *bad_rates [] = { "0", "-5", "1.5", "2k", " 10", "100000001", "99999999999999999999", NULL };
     s_all_fail (rate, bad_rates, "LAYERS_PROJECT_EVENT_RATE \"%s\" is not a whole number"
                 " from 1 to 100000000");
+
+    const char *timeout = "LAYERS_ACTOR_TIMEOUT";
+    assert (S_LOADED (timeout, "0", actor_timeout) == 0);          //  never
+    assert (S_LOADED (timeout, "5s", actor_timeout) == 5);
+    assert (S_LOADED (timeout, "2m", actor_timeout) == 120);
+    const char *bad_timeouts [] = { "00", "-1", "2d", "5 s", "off", NULL };
+    s_all_fail (timeout, bad_timeouts, "LAYERS_ACTOR_TIMEOUT \"%s\" is not a duration from"
+                " 1 second to 1 day (a number with s, m, h or d)");
 }
 
 static void

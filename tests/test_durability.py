@@ -201,6 +201,30 @@ def test_embedded_postgres_killed_under_load_is_started_again():
         check_all_stored_once(server, load.acked)
 
 
+def test_an_actor_that_stops_answering_is_killed_and_started_again():
+    """An actor process that stops answering (SIGSTOP here; a deadlock or a hung system
+    call alike) is killed by the supervisor after LAYERS_ACTOR_TIMEOUT and started
+    again: ingest resumes by itself, and every acknowledged event is stored once.
+    Actors that answer, idle or busy, are left alone."""
+    with Layersd(env={"LAYERS_ACTOR_TIMEOUT": "3s"}) as server:
+        before = server.actors()
+        time.sleep(4)                                   # idle
+        with Load(server) as load:
+            wait_for(lambda: load.count(202) > 20, 30, "first acknowledgements")
+            time.sleep(4)                               # busy
+            assert server.actors() == before, server.log()[-3000:]
+            assert "has not answered" not in server.log()
+            os.kill(before["ingest"], signal.SIGSTOP)
+            wait_for(lambda: server.actors().get("ingest") not in (None, before["ingest"]),
+                     20, "ingest started again")
+            acked = load.count(202)
+            wait_for(lambda: load.count(202) > acked + 20, 30,
+                     "acknowledgements after the restart")
+        assert f"actor ingest (pid {before['ingest']}) has not answered for 3 s" in server.log()
+        assert server.actors()["store"] == before["store"]
+        check_all_stored_once(server, load.acked)
+
+
 def test_a_key_lookup_lost_with_the_api_actor_is_asked_again():
     """kill -9 of the api actor while it holds the gateway's lookup of an SDK key: the
     gateway asks the restarted api actor again, and the request waiting for the key

@@ -210,6 +210,7 @@ def test_killed_supervisor_is_recovered_on_next_start():
     ("LAYERS_LOG_LEVEL", "loud"),
     ("LAYERS_MODEL_KIND", "gpt"),
     ("LAYERS_MEDIA_URL", "ftp://x"),
+    ("LAYERS_ACTOR_TIMEOUT", "off"),
 ])
 def test_bad_configuration_is_named(name, value):
     out = subprocess.run([binary("layersd")], env=dict(os.environ, **{name: value},

@@ -50,6 +50,8 @@ s_usage (FILE *out)
 "  --relay N            supervise N relay actors (default 2): they share the outbox\n"
 "                       safely, and while one waits for PostgreSQL the other sends\n"
 "  --threads            run every actor as a thread of this one process\n"
+"  --heartbeat-fd N     (with --only; the supervisor passes it) write a byte to file\n"
+"                       descriptor N each time the actor answers (4 times a second)\n"
 "  --help               show this help and exit\n"
 "  --version            show the version and exit\n"
 "\n"
@@ -74,12 +76,16 @@ s_usage (FILE *out)
 "                           this, 1d or more (unset: keep them for ever)\n"
 "  LAYERS_PROJECT_EVENT_RATE  events a second a project may send through one gateway,\n"
 "                           in bursts of ten seconds' worth; more gets 429 (no limit)\n"
+"  LAYERS_ACTOR_TIMEOUT     an actor process that has not answered the supervisor for\n"
+"                           this long (stopped, stuck) is killed and restarted,\n"
+"                           1s to 1d, or 0 for never (60s)\n"
 "  LAYERS_LOG_LEVEL         debug, info, warning or error (info)\n");
 }
 
-//  Starts one actor in this process and waits for SIGINT/SIGTERM.
+//  Starts one actor in this process and waits for SIGINT/SIGTERM, showing the
+//  supervisor on heartbeat_fd (-1: none) that the actor answers.
 static int
-s_run_only (const char *role, const sigset_t *signals)
+s_run_only (const char *role, int heartbeat_fd, const sigset_t *signals)
 {
     zactor_fn *fn = ly_actor_fn (role);
     zactor_t *actor = zactor_new (fn, NULL);
@@ -90,10 +96,7 @@ s_run_only (const char *role, const sigset_t *signals)
     }
     //  The gateway exports metrics; every other actor process reports its own to it.
     zactor_t *reporter = streq (role, "gateway")? NULL: zactor_new (ly_reporter_actor, (void *) role);
-    int signum;
-    do
-        signum = sigwaitinfo (signals, NULL);
-    while (signum != SIGINT && signum != SIGTERM);
+    ly_heartbeat_run (actor, heartbeat_fd, signals);
     zactor_destroy (&reporter);
     zactor_destroy (&actor);
     return 0;
@@ -150,6 +153,7 @@ main (int argc, char *argv [])
 {
     const char *only = NULL;
     bool threads = false;
+    int heartbeat_fd = -1;              /* --heartbeat-fd, from the supervisor */
     long ingest_count = 1;
     long relay_count = 2;      //  one relay alternates database and HTTP work: two overlap
     const char *connects [32];          /* --connect specs, passed on to children */
@@ -198,6 +202,16 @@ main (int argc, char *argv [])
         else
         if (streq (argv [i], "--threads"))
             threads = true;
+        else
+        if (streq (argv [i], "--heartbeat-fd") && i + 1 < argc) {
+            char *end = NULL;
+            heartbeat_fd = (int) strtol (argv [++i], &end, 10);
+            if (!*argv [i] || *end || heartbeat_fd < 3 || fcntl (heartbeat_fd, F_GETFD) == -1) {
+                fprintf (stderr, "layersd: --heartbeat-fd takes an open file descriptor\n");
+                return 2;
+            }
+            fcntl (heartbeat_fd, F_SETFD, FD_CLOEXEC);  //  not for processes we start
+        }
         else {
             fprintf (stderr, "layersd: unknown or incomplete option \"%s\"; see --help\n", argv [i]);
             return 2;
@@ -257,7 +271,7 @@ main (int argc, char *argv [])
                                           : ly_pg_url_for (ly_config.data_dir);
         ly_db_init (url, master_key);
         free (url);
-        rc = s_run_only (only, &signals);
+        rc = s_run_only (only, heartbeat_fd, &signals);
         goto cleanup;
     }
     if ((lock_fd = s_lock_data_dir ()) == -1)
@@ -305,6 +319,7 @@ main (int argc, char *argv [])
         }
         exe [len] = 0;
         ly_supervisor_t *supervisor = ly_supervisor_new (exe);
+        ly_supervisor_set_timeout (supervisor, (int) ly_config.actor_timeout * 1000);
         for (int i = 0; i < connect_count; i++) {
             ly_supervisor_add_arg (supervisor, "--connect");
             ly_supervisor_add_arg (supervisor, connects [i]);

@@ -3,6 +3,9 @@
     normalized value is wiped before returning: only the hashes leave this file. */
 #include "ly_pii.h"
 #include "ly_crypto.h"
+#include "ly_utf8.h"
+#include <locale.h>
+#include <wctype.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -43,16 +46,115 @@ s_is_space (char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-//  Narrows [*text, *text + *len) to its content without surrounding white space.
+//  Decodes the well-formed UTF-8 character of n bytes at p (ly_utf8_sequence said n).
+static uint32_t
+s_utf8_decode (const uint8_t *p, size_t n)
+{
+    if (n == 1)
+        return p [0];
+    uint32_t code = p [0] & (0xFF >> (n + 1));
+    for (size_t i = 1; i < n; i++)
+        code = (code << 6) | (p [i] & 0x3F);
+    return code;
+}
+
+//  Encodes code (at most U+10FFFF) at out; returns its length, 1 to 4.
+static size_t
+s_utf8_encode (uint32_t code, char *out)
+{
+    if (code < 0x80) {
+        out [0] = (char) code;
+        return 1;
+    }
+    if (code < 0x800) {
+        out [0] = (char) (0xC0 | (code >> 6));
+        out [1] = (char) (0x80 | (code & 0x3F));
+        return 2;
+    }
+    if (code < 0x10000) {
+        out [0] = (char) (0xE0 | (code >> 12));
+        out [1] = (char) (0x80 | ((code >> 6) & 0x3F));
+        out [2] = (char) (0x80 | (code & 0x3F));
+        return 3;
+    }
+    out [0] = (char) (0xF0 | (code >> 18));
+    out [1] = (char) (0x80 | ((code >> 12) & 0x3F));
+    out [2] = (char) (0x80 | ((code >> 6) & 0x3F));
+    out [3] = (char) (0x80 | (code & 0x3F));
+    return 4;
+}
+
+//  White space beyond ASCII, as Unicode (and so Python's str.strip, which Meta's
+//  business SDK trims with) has it: NEL, no-break spaces, the typographic spaces, the
+//  line and paragraph separators, the ideographic space.
+static bool
+s_is_unicode_space (uint32_t code)
+{
+    return code == 0x85 || code == 0xA0 || code == 0x1680 || (code >= 0x2000 && code <= 0x200A)
+        || code == 0x2028 || code == 0x2029 || code == 0x202F || code == 0x205F
+        || code == 0x3000;
+}
+
+//  Length of the white space character (ASCII or Unicode) ending at text [len - 1], or
+//  0 when the last character is none.
+static size_t
+s_space_at_end (const char *text, size_t len)
+{
+    if (s_is_space (text [len - 1]))
+        return 1;
+    size_t start = len - 1;
+    while (start > 0 && len - start < 4 && ((uint8_t) text [start] & 0xC0) == 0x80)
+        start--;
+    size_t n = ly_utf8_sequence (text + start, len - start);
+    return n > 1 && start + n == len
+        && s_is_unicode_space (s_utf8_decode ((const uint8_t *) text + start, n))? n: 0;
+}
+
+//  Length of the white space character (ASCII or Unicode) at text, or 0.
+static size_t
+s_space_at_start (const char *text, size_t len)
+{
+    if (s_is_space (text [0]))
+        return 1;
+    size_t n = ly_utf8_sequence (text, len);
+    return n > 1 && s_is_unicode_space (s_utf8_decode ((const uint8_t *) text, n))? n: 0;
+}
+
+//  Narrows [*text, *text + *len) to its content without surrounding white space,
+//  ASCII or Unicode (a no-break space pasted with an address).
 static void
 s_trim (const char **text, size_t *len)
 {
-    while (*len && s_is_space (**text)) {
-        (*text)++;
-        (*len)--;
+    size_t n;
+    while (*len && (n = s_space_at_start (*text, *len))) {
+        *text += n;
+        *len -= n;
     }
-    while (*len && s_is_space ((*text) [*len - 1]))
-        (*len)--;
+    while (*len && (n = s_space_at_end (*text, *len)))
+        *len -= n;
+}
+
+static locale_t s_utf8_locale = (locale_t) 0;  //  C.UTF-8, for towlower_l; kept
+static pthread_once_t s_utf8_locale_once = PTHREAD_ONCE_INIT;
+
+static void
+s_utf8_locale_init (void)
+{
+    s_utf8_locale = newlocale (LC_CTYPE_MASK, "C.UTF-8", (locale_t) 0);
+}
+
+//  The lower case of code (Unicode's simple mapping, as glibc's C.UTF-8 has it; code
+//  itself when there is none or the locale is missing).
+static uint32_t
+s_to_lower (uint32_t code)
+{
+    if (code < 0x80)
+        return code >= 'A' && code <= 'Z'? code + ('a' - 'A'): code;
+    pthread_once (&s_utf8_locale_once, s_utf8_locale_init);
+    if (!s_utf8_locale)
+        return code;
+    wint_t lower = towlower_l ((wint_t) code, s_utf8_locale);
+    return lower > 0 && lower <= 0x10FFFF? (uint32_t) lower: code;
 }
 
 static void
@@ -72,19 +174,31 @@ ly_pii_email_normalize (const char *email, size_t len, char out [LY_PII_EMAIL_MA
     s_trim (&email, &len);
     if (len == 0 || len > LY_PII_EMAIL_MAX)
         return -1;
-    size_t at = SIZE_MAX;
-    for (size_t i = 0; i < len; i++) {
+    size_t at = SIZE_MAX, out_len = 0;
+    for (size_t i = 0; i < len; ) {
         unsigned char c = (unsigned char) email [i];
         if (c <= ' ' || c == 0x7f)
             goto invalid;               //  white space or control character inside
         if (c == '@') {
             if (at != SIZE_MAX)
                 goto invalid;           //  a second '@'
-            at = i;
+            at = out_len;
         }
-        out [i] = (char) (c >= 'A' && c <= 'Z'? c + ('a' - 'A'): c);
+        //  Lower-cased (Meta's rule) beyond ASCII too: "JOSÉ@" is "josé@"
+        size_t n = ly_utf8_sequence (email + i, len - i);
+        if (n == 0)
+            goto invalid;               //  not UTF-8
+        char lower [4];
+        size_t lower_len = s_utf8_encode (s_to_lower (s_utf8_decode ((const uint8_t *) email + i, n)),
+                                          lower);
+        if (out_len + lower_len > LY_PII_EMAIL_MAX)
+            goto invalid;
+        memcpy (out + out_len, lower, lower_len);
+        out_len += lower_len;
+        i += n;
     }
-    out [len] = 0;
+    out [out_len] = 0;
+    len = out_len;
     if (at == SIZE_MAX || at == 0)
         goto invalid;                   //  no '@', or an empty local part
     //  The domain: at least two labels, none empty ("a@b.c", not "a@b", "a@.b", "a@b..c").

@@ -83,16 +83,27 @@ s_test_email (void)
     s_check_email ("Someone@Example.COM", "someone@example.com", H_SOMEONE);
     s_check_email ("\t someone@example.com\r\n", "someone@example.com", H_SOMEONE);
     s_check_email ("Jane.Doe+Tag@Mail.Example.co.UK", "jane.doe+tag@mail.example.co.uk", H_JANE);
-    //  Not ASCII: kept as is (only ASCII letters are lower-cased).
+    //  Beyond ASCII: lower-cased too (Unicode's simple mapping), as Meta's SDKs do
     s_check_email ("José@Exämple.de", "josé@exämple.de",
                    "fd77ec53c6567bfa7b9f7110e10d3d985380bd7ab39c134586f9e35e1136f1db"); /* josé@exämple.de */
+    s_check_email ("JOSÉ@EXÄMPLE.DE", "josé@exämple.de",
+                   "fd77ec53c6567bfa7b9f7110e10d3d985380bd7ab39c134586f9e35e1136f1db");
+    s_check_email ("ΑΘΗΝΑ@Example.gr", "αθηνα@example.gr",
+                   "2ecda0a091c9ad2a79f01ff3e789bde83c461bc0edd73d8053057354c1fa8a57");
+    //  ... where the lower case takes more bytes (U+023A is 2, U+2C65 3)
+    s_check_email ("\xC8\xBA@example.com", "\xE2\xB1\xA5@example.com",
+                   "56571e7bc9f1bf4dcada2da2cd598382c12c17e11c78dde034d2d3315926ffb8");
+    //  Unicode white space around it goes too (a no-break space, an ideographic space)
+    s_check_email ("\xC2\xA0someone@example.com\xE3\x80\x80", "someone@example.com", H_SOMEONE);
+    s_check_email ("\xE2\x80\xAF Someone@Example.com\xC2\x85", "someone@example.com", H_SOMEONE);
 
     //  Not plausible addresses.
     const char *invalid [] = {
         "", "   ", "john", "john@", "@example.com", "john@example", "john@@example.com",
         "a@b@c.com", "jo hn@example.com", "john@exa mple.com", "john@example..com",
         "john@.example.com", "john@example.com.", "john\x01@example.com", "john@example.com\x7f",
-        "\"john smith\"@example.com", NULL
+        "\"john smith\"@example.com", "jo\xFFhn@example.com", "john@exam\xC3ple.com",
+        "\xC2\xA0", NULL
     };
     for (int i = 0; invalid [i]; i++)
         s_check_email (invalid [i], NULL, NULL);

@@ -250,6 +250,7 @@ ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
     s_trim (&phone, &len);
     char found [24];                    //  the digits as written
     size_t count = 0;
+    size_t space;                       //  bytes of a Unicode space
     bool international = false;
     size_t i = 0;
     if (len && phone [0] == '+') {
@@ -267,6 +268,10 @@ ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
         else
         if (c == '(' && count > 0 && i + 2 < len && phone [i + 1] == '0' && phone [i + 2] == ')')
             i += 2;                     //  "+44 (0) 20 ...": the trunk zero, not dialled
+        else
+        if ((unsigned char) c >= 0x80 && (space = s_space_at_start (phone + i, len - i)))
+            i += space - 1;             //  a no-break space between groups, as formatters
+                                        //  for French and other locales write them
         else
         if (!strchr (" \t-()./", c) || c == 0)
             goto done;                  //  letters, a second '+', anything else

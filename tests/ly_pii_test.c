@@ -168,6 +168,10 @@ s_test_phone (void)
     s_check_phone ("030/1234567", "49", "49301234567", H_DE, H_DE_E164);
     s_check_phone ("650.555.1212", "1", "16505551212", H_US_650, H_US_650_E164);
     s_check_phone ("(650) 555-1212", "1", "16505551212", H_US_650, H_US_650_E164);
+    //  No-break spaces between the groups (U+00A0, U+202F), as locale formatters write
+    s_check_phone ("020\xC2\xA0" "7946\xC2\xA0" "0958", "44", "442079460958", H_UK, H_UK_E164);
+    s_check_phone ("+44\xE2\x80\xAF" "20\xE2\x80\xAF" "7946\xE2\x80\xAF" "0958\xC2\xA0", NULL,
+                   "442079460958", H_UK, H_UK_E164);
     //  ... and without one they are refused: the country code is missing.
     s_check_phone ("020 7946 0958", NULL, NULL, NULL, NULL);
     s_check_phone ("650.555.1212", NULL, NULL, NULL, NULL);
@@ -180,7 +184,8 @@ s_test_phone (void)
     const char *invalid [] = {
         "", "+", "   ", "abc", "+1 650 555 1212 ext 3", "+1 650 CALL NOW", "+1+6505551212",
         "+123456", "+1234567890123456", "00", "0012", "+0 650 555 1212", "+44 #20 7946 0958",
-        "000 44 20 7946 0958", "1-800-FLOWERS", "+1\x00" "6505551212", NULL
+        "000 44 20 7946 0958", "1-800-FLOWERS", "+1\x00" "6505551212",
+        "+1 650\xC2 555 1212", "+1 650\xE2\x80\x8B" "555 1212", NULL
     };
     for (int i = 0; invalid [i]; i++)
         s_check_phone (invalid [i], "1", NULL, NULL, NULL);

@@ -1038,16 +1038,18 @@ s_key_answer (self_t *self, s_request_t *request, const s_key_t *key)
 
 //  Sends the lookup of key_hash to the api actor (request_id names the first request
 //  waiting for it) and notes when; creates the lookup when it is new. -1 when the
-//  queue to the api actor is full.
+//  queue to the api actor is full, or S_KEY_CACHE_MAX lookups are open.
 static int
 s_lookup_send (self_t *self, const char *key_hash, uint64_t request_id)
 {
+    s_lookup_t *lookup = (s_lookup_t *) zhashx_lookup (self->lookups, key_hash);
+    if (!lookup && zhashx_size (self->lookups) >= S_KEY_CACHE_MAX)
+        return -1;                  //  keys sprayed while the database does not answer
     ly_msg_t *msg = ly_msg_new (LY_MSG_KEY_LOOKUP);
     ly_msg_set_uint (msg, LY_KEY_LOOKUP_REQUEST_ID, request_id);
     ly_msg_set_str (msg, LY_KEY_LOOKUP_KEY_SHA256, key_hash);
     if (ly_send (self->api, self->tap, NULL, &msg))
         return -1;
-    s_lookup_t *lookup = (s_lookup_t *) zhashx_lookup (self->lookups, key_hash);
     if (!lookup) {
         lookup = (s_lookup_t *) zmalloc (sizeof (s_lookup_t));
         lookup->waiting = zlistx_new ();

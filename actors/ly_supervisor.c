@@ -376,7 +376,7 @@ ly_supervisor_run (ly_supervisor_t *self)
 int
 ly_heartbeat_run (zactor_t *actor, int heartbeat_fd, const sigset_t *signals)
 {
-    bool asked = false;             //  a STATUS not answered yet
+    bool asked = false;             //  an ALIVE not answered yet
     while (true) {
         struct timespec tick = { 0, S_ALIVE_TICK_MSEC * 1000000L };
         int signum = heartbeat_fd >= 0? sigtimedwait (signals, NULL, &tick)

@@ -77,10 +77,17 @@ ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
     char application [64];
     snprintf (application, sizeof application, "layers-%s", ly_db_role_name (role));
     char options [1024];
-    const char *keys [8] = { "dbname", "application_name", "connect_timeout", "options" };
-    const char *values [8] = { s_admin_url, application, "5",
-                               ly_db_options (s_admin_url, options, sizeof options) };
-    int count = 4;
+    //  Over TCP, a server that went away without a word (a failover, a partition) is
+    //  noticed within ~30 s instead of the kernel's ~15 minutes: keepalives while idle,
+    //  tcp_user_timeout while data waits for an acknowledgement. Before "dbname", so the
+    //  database URL's own settings win; libpq ignores them on a Unix socket.
+    const char *keys [16] = { "keepalives", "keepalives_idle", "keepalives_interval",
+                              "keepalives_count", "tcp_user_timeout",
+                              "dbname", "application_name", "connect_timeout", "options" };
+    const char *values [16] = { "1", "10", "5", "3", "30000",
+                                s_admin_url, application, "5",
+                                ly_db_options (s_admin_url, options, sizeof options) };
+    int count = 9;
     if (role != LY_DB_ADMIN) {              //  else keep the URL's own user and password
         s_role_password (role, password);
         keys [count] = "user";

@@ -2,6 +2,7 @@
 another host, here over tcp on loopback) takes a share of the ingest work."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,3 +86,88 @@ def test_node_without_the_cluster_certificate_is_refused():
         finally:
             node.send_signal(signal.SIGTERM)
             node.wait(10)
+
+
+class UnixForwarder:
+    """A TCP port on loopback that forwards each connection to a Unix socket: PostgreSQL
+    reached over TCP, as on another host."""
+
+    def __init__(self, path):
+        import socket
+        import threading
+        self.path = path
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(self.path)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
+def keepalive_timers(pid, port):
+    """The `ss` timers of pid's TCP connections to 127.0.0.1:port."""
+    out = subprocess.run(["ss", "-tnpo", "state", "established", "dst", f"127.0.0.1:{port}"],
+                         capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if f"pid={pid}," in line]
+
+
+def test_database_connections_over_tcp_notice_a_vanished_server():
+    """Over TCP, every database session turns on keepalives (and tcp_user_timeout), so a
+    server that vanished without a word (a failover, a partition) is noticed within
+    ~30 s, not after the kernel's ~15 minutes; settings in the database URL win."""
+    with Layersd() as server:
+        forwarder = UnixForwarder(os.path.join(server.data_dir, "pg", "run", ".s.PGSQL.5432"))
+        nodes = []
+        try:
+            for extra in ("", " keepalives=0"):
+                env = dict(os.environ, LAYERS_DATA_DIR=server.data_dir, LAYERS_LOG_LEVEL="info",
+                           LAYERS_DATABASE_URL=f"host=127.0.0.1 port={forwarder.port}"
+                                               f" dbname=layers user=postgres{extra}")
+                nodes.append(subprocess.Popen([binary("layersd"), "--only", "relay"], env=env,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not all(
+                    keepalive_timers(node.pid, forwarder.port) for node in nodes):
+                time.sleep(0.1)
+            default, disabled = (keepalive_timers(node.pid, forwarder.port) for node in nodes)
+            # libpq turns keepalives on by itself, but after the kernel's 2 hours idle
+            assert default and all(re.search(r"timer:\(keepalive,(\d+(\.\d+)?)(ms|sec),", line)
+                                   for line in default), default
+            assert disabled and not any("keepalive" in line for line in disabled), disabled
+        finally:
+            for node in nodes:
+                node.send_signal(signal.SIGTERM)
+                node.wait(15)
+            forwarder.close()

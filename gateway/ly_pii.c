@@ -143,13 +143,11 @@ s_utf8_locale_init (void)
     s_utf8_locale = newlocale (LC_CTYPE_MASK, "C.UTF-8", (locale_t) 0);
 }
 
-//  The lower case of code (Unicode's simple mapping, as glibc's C.UTF-8 has it; code
-//  itself when there is none or the locale is missing).
+//  The lower case of code beyond ASCII (Unicode's simple mapping, as glibc's C.UTF-8
+//  has it; code itself when there is none or the locale is missing).
 static uint32_t
 s_to_lower (uint32_t code)
 {
-    if (code < 0x80)
-        return code >= 'A' && code <= 'Z'? code + ('a' - 'A'): code;
     pthread_once (&s_utf8_locale_once, s_utf8_locale_init);
     if (!s_utf8_locale)
         return code;
@@ -183,6 +181,13 @@ ly_pii_email_normalize (const char *email, size_t len, char out [LY_PII_EMAIL_MA
             if (at != SIZE_MAX)
                 goto invalid;           //  a second '@'
             at = out_len;
+        }
+        if (c < 0x80) {                 //  the common case, without decoding
+            if (out_len == LY_PII_EMAIL_MAX)
+                goto invalid;
+            out [out_len++] = (char) (c >= 'A' && c <= 'Z'? c + ('a' - 'A'): c);
+            i++;
+            continue;
         }
         //  Lower-cased (Meta's rule) beyond ASCII too: "JOSÉ@" is "josé@"
         size_t n = ly_utf8_sequence (email + i, len - i);

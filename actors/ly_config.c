@@ -491,22 +491,31 @@ s_whole_number (const char *text, int64_t cap, int64_t *number)
     return at == text? NULL: at;
 }
 
-//  A duration: a whole number with an optional unit, s (the default), m, h or d
+//  A whole number from low to high, fallback when unset. With units, a duration in
+//  seconds: the number may end in s (the default), m, h or d. With zero_off, "0" is
+//  taken too (whatever low is): the setting is off.
 static int
-s_load_duration (int64_t *out, const char *name, int64_t fallback, int64_t low, int64_t high,
-                 char *err, size_t errlen)
+s_load_number (int64_t *out, const char *name, int64_t fallback, int64_t low, int64_t high,
+               bool units, bool zero_off, char *err, size_t errlen)
 {
     const char *value = s_env (name);
     *out = fallback;
     if (!value)
         return 0;
+    if (zero_off && streq (value, "0")) {
+        *out = 0;
+        return 0;
+    }
     int64_t number, unit = 1;
     const char *at = s_whole_number (value, high, &number);
-    if (at && *at && strchr ("smhd", *at)) {
+    if (units && at && *at && strchr ("smhd", *at)) {
         unit = *at == 'd'? 86400: *at == 'h'? 3600: *at == 'm'? 60: 1;
         at++;
     }
     if (!at || *at || number > high / unit || number * unit < low || number * unit > high) {
+        if (!units)
+            return s_fail (err, errlen, "%s \"%.*s\" is not a whole number from %" PRId64
+                           " to %" PRId64, name, S_VALUE_MAX, value, low, high);
         char from [32], to [32];
         ly_time_duration_text (low, from, sizeof from);
         ly_time_duration_text (high, to, sizeof to);
@@ -514,37 +523,6 @@ s_load_duration (int64_t *out, const char *name, int64_t fallback, int64_t low, 
                        " (a number with s, m, h or d)", name, S_VALUE_MAX, value, from, to);
     }
     *out = number * unit;
-    return 0;
-}
-
-//  LAYERS_ACTOR_TIMEOUT: a duration, or 0 for none
-static int
-s_load_actor_timeout (ly_config_t *cfg, char *err, size_t errlen)
-{
-    const char *value = s_env ("LAYERS_ACTOR_TIMEOUT");
-    if (value && streq (value, "0")) {
-        cfg->actor_timeout = 0;
-        return 0;
-    }
-    return s_load_duration (&cfg->actor_timeout, "LAYERS_ACTOR_TIMEOUT", 60, 1, 86400,
-                            err, errlen);
-}
-
-//  A whole number from low to high; fallback when unset
-static int
-s_load_count (int64_t *out, const char *name, int64_t fallback, int64_t low, int64_t high,
-              char *err, size_t errlen)
-{
-    const char *value = s_env (name);
-    *out = fallback;
-    if (!value)
-        return 0;
-    int64_t number;
-    const char *at = s_whole_number (value, high, &number);
-    if (!at || *at || number < low || number > high)
-        return s_fail (err, errlen, "%s \"%.*s\" is not a whole number from %" PRId64 " to %" PRId64,
-                       name, S_VALUE_MAX, value, low, high);
-    *out = number;
     return 0;
 }
 
@@ -590,15 +568,16 @@ ly_config_load (ly_config_t *cfg, char *err, size_t errlen)
     ||  s_load_model_key (cfg, err, errlen)
     ||  s_load_model_kind (cfg, err, errlen)
     ||  s_load_trusted_proxies (cfg, err, errlen)
-    ||  s_load_duration (&cfg->event_max_age, "LAYERS_EVENT_MAX_AGE", 7 * 86400, 60,
-                         3650 * 86400, err, errlen)
-    ||  s_load_duration (&cfg->event_max_future, "LAYERS_EVENT_MAX_FUTURE", 300, 1,
-                         7 * 86400, err, errlen)
-    ||  s_load_duration (&cfg->event_retention, "LAYERS_EVENT_RETENTION", 0, 86400,
-                         36500 * 86400LL, err, errlen)
-    ||  s_load_count (&cfg->project_event_rate, "LAYERS_PROJECT_EVENT_RATE", 0, 1,
-                      100000000, err, errlen)
-    ||  s_load_actor_timeout (cfg, err, errlen)
+    ||  s_load_number (&cfg->event_max_age, "LAYERS_EVENT_MAX_AGE", 7 * 86400, 60,
+                       3650 * 86400, true, false, err, errlen)
+    ||  s_load_number (&cfg->event_max_future, "LAYERS_EVENT_MAX_FUTURE", 300, 1,
+                       7 * 86400, true, false, err, errlen)
+    ||  s_load_number (&cfg->event_retention, "LAYERS_EVENT_RETENTION", 0, 86400,
+                       36500 * 86400LL, true, false, err, errlen)
+    ||  s_load_number (&cfg->project_event_rate, "LAYERS_PROJECT_EVENT_RATE", 0, 1,
+                       100000000, false, false, err, errlen)
+    ||  s_load_number (&cfg->actor_timeout, "LAYERS_ACTOR_TIMEOUT", 60, 1, 86400,
+                       true, true, err, errlen)
     ||  s_load_log_level (cfg, err, errlen)) {
         ly_config_free (cfg);
         return -1;

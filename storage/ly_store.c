@@ -862,25 +862,21 @@ s_db_answers (self_t *self)
     w->db = ly_db_session_get (w->session);
     if (!w->db)
         return false;
-    bool answered = false, ok = false;
     int64_t until = ly_mono_msec () + S_PING_MSEC;
-    if (PQsendQuery (w->db, "SELECT 1"))
-        while (true) {
-            PGresult *res;
-            while (!PQisBusy (w->db) && (res = PQgetResult (w->db))) {
-                ok = PQresultStatus (res) == PGRES_TUPLES_OK;
-                PQclear (res);
-            }
-            if (!PQisBusy (w->db)) {
-                answered = true;
-                break;
-            }
-            int64_t left = until - ly_mono_msec ();
-            struct pollfd item = { PQsocket (w->db), POLLIN, 0 };
-            if (left <= 0 || (poll (&item, 1, (int) left) < 0 && errno != EINTR)
-            ||  !PQconsumeInput (w->db))
-                break;
-        }
+    bool sent = PQsendQuery (w->db, "SELECT 1") == 1;
+    while (sent && PQisBusy (w->db)) {
+        int64_t left = until - ly_mono_msec ();
+        struct pollfd item = { PQsocket (w->db), POLLIN, 0 };
+        if (left <= 0 || (poll (&item, 1, (int) left) < 0 && errno != EINTR)
+        ||  !PQconsumeInput (w->db))
+            break;
+    }
+    bool answered = sent && !PQisBusy (w->db), ok = false;
+    PGresult *res;
+    while (answered && (res = PQgetResult (w->db))) {
+        ok = PQresultStatus (res) == PGRES_TUPLES_OK;
+        PQclear (res);
+    }
     if (!answered)
         ly_db_session_drop (w->session);
     else

@@ -1061,6 +1061,15 @@ s_lookup_send (self_t *self, const char *key_hash, uint64_t request_id)
     return 0;
 }
 
+//  The request a lookup's waiting list names by id (text), or NULL when its deadline
+//  passed meanwhile.
+static s_request_t *
+s_waiting_request (self_t *self, const char *id)
+{
+    uint64_t request_id = strtoull (id, NULL, 10);
+    return (s_request_t *) zhashx_lookup (self->pending, &request_id);
+}
+
 //  The cached key of key_hash when it may serve past its TTL: found, expired less than
 //  S_KEY_STALE_MSEC ago, and its new lookup slow (the database does not answer). Else
 //  NULL.
@@ -1091,8 +1100,7 @@ s_lookups_resend (self_t *self)
         s_request_t *first = NULL;
         for (char *id = (char *) zlistx_first (lookup->waiting); id && !first;
              id = (char *) zlistx_first (lookup->waiting)) {
-            uint64_t request_id = strtoull (id, NULL, 10);
-            s_request_t *request = (s_request_t *) zhashx_lookup (self->pending, &request_id);
+            s_request_t *request = s_waiting_request (self, id);
             if (request && !stale)
                 first = request;
             else {
@@ -1192,8 +1200,7 @@ s_handle_key_info (self_t *self, ly_msg_t *msg)
         zhashx_update (self->keys, hash, entry);
     }
     for (char *id = (char *) zlistx_first (waiting); id; id = (char *) zlistx_next (waiting)) {
-        uint64_t request_id = strtoull (id, NULL, 10);
-        s_request_t *request = (s_request_t *) zhashx_lookup (self->pending, &request_id);
+        s_request_t *request = s_waiting_request (self, id);
         if (!request)
             continue;           //  its deadline passed meanwhile
         if (unavailable) {

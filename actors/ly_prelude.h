@@ -54,13 +54,20 @@ ly_now_usec (void)
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/*  Monotonic time in microseconds, for durations and deadlines. */
+static inline int64_t
+ly_mono_usec (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /*  Monotonic time in milliseconds, for deadlines. */
 static inline int64_t
 ly_mono_msec (void)
 {
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return ly_mono_usec () / 1000;
 }
 
 #endif

@@ -88,7 +88,7 @@ typedef struct {
     s_request_t batch [S_BATCH_REQUESTS];   /* its requests */
     size_t batch_size;
     uint32_t batch_rows;
-    int64_t started;        /* when the batch started, epoch usec */
+    int64_t started;        /* when the batch started, monotonic usec */
     bool answered;          /* its requests were answered "unavailable": it hangs */
 } s_writer_t;
 
@@ -498,7 +498,7 @@ s_write_start (self_t *self, s_writer_t *w, size_t from, size_t to)
     w->from = from;
     w->to = to;
     w->err [0] = 0;
-    w->started = ly_now_usec ();
+    w->started = ly_mono_usec ();
     w->answered = false;
     w->deadlocked = false;
     w->db = ly_db_session_get (w->session);
@@ -668,7 +668,7 @@ s_complete (self_t *self, s_writer_t *w)
             ly_metric_add (self->committed, stored);
             ly_metric_add (self->duplicates, w->batch_rows - stored);
             ly_metric_add (self->batches, 1);
-            ly_metric_observe (self->commit_seconds, (double) (ly_now_usec () - w->started) / 1e6);
+            ly_metric_observe (self->commit_seconds, (double) (ly_mono_usec () - w->started) / 1e6);
             if (self->verbose)
                 ly_info (S_ACTOR, "wrote %zu requests, %u rows, %u new",
                          w->batch_size, w->batch_rows, stored);
@@ -752,7 +752,7 @@ s_stall_in (self_t *self)
         if (w->started > youngest)
             youngest = w->started;
     }
-    int64_t left = S_STALL_MSEC - (ly_now_usec () - youngest) / 1000;
+    int64_t left = S_STALL_MSEC - (ly_mono_usec () - youngest) / 1000;
     return left > 0? (long) left: 0;
 }
 
@@ -763,7 +763,7 @@ s_batch_hangs (self_t *self)
 {
     for (size_t k = 0; k < S_WRITERS; k++) {
         s_writer_t *w = &self->writer [k];
-        if (w->phase != S_IDLE && ly_now_usec () - w->started >= S_STALL_MSEC * 1000)
+        if (w->phase != S_IDLE && ly_mono_usec () - w->started >= S_STALL_MSEC * 1000)
             return true;
     }
     return false;

@@ -1,12 +1,17 @@
 /*  ly_geoip.c: country and first subdivision of an IP address from a MaxMind .mmdb
-    (GeoIP2 / GeoLite2 City or Country layout), with libmaxminddb. The database is
-    memory-mapped and read-only after opening, so lookups from several threads are safe
-    (ly_geoip_refresh excepted). The file is watched: a new one put in its place is
-    opened and used from then on. The address is used for the lookup only: it is
-    neither kept nor logged. */
+    (GeoIP2 / GeoLite2 City or Country layout), with libmaxminddb. The database is read
+    into memory of our own (an anonymous file, memory-mapped by libmaxminddb), so a
+    file rewritten in place (cp, an editor) cannot change or cut it under a lookup; the
+    map is read-only after opening, so lookups from several threads are safe
+    (ly_geoip_refresh excepted). The file is watched: a new one put in its place, by a
+    rename or rewritten, is opened and used from then on, once it stopped changing. The
+    address is used for the lookup only: it is neither kept nor logged. */
 #include "ly_geoip.h"
 #include "ly_log.h"
+#include <fcntl.h>
 #include <maxminddb.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 
 #define S_REFRESH_MSEC 1000         /* how often the file is looked at, at most */
 
@@ -14,23 +19,73 @@ struct _ly_geoip_t {
     MMDB_s mmdb;                //  the opened database, owned
     char *path;                 //  its file, owned
     struct stat opened;         //  the file as it was when opened
+    struct stat seen;           //  the file as it was at the last look
     int64_t next_check;         //  monotonic msec of the next look at the file
     bool warned;                //  the file that replaced it could not be opened
 };
 
-//  Opens path into mmdb; -1 with the reason in err.
-static int
-s_open (const char *path, MMDB_s *mmdb, char *err, size_t errlen)
+//  True when a and b are the same file, unchanged.
+static bool
+s_same_file (const struct stat *a, const struct stat *b)
 {
-    int rc = MMDB_open (path, MMDB_MODE_MMAP, mmdb);
-    if (rc == MMDB_SUCCESS)
+    return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size
+        && a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+//  Opens a copy of path, as it is in *as_is, into mmdb; -1 with the reason in err, 1
+//  when the file changed while it was copied (it is being written: try again later).
+static int
+s_open (const char *path, const struct stat *as_is, MMDB_s *mmdb, char *err, size_t errlen)
+{
+    const char *failed = NULL;
+    int saved_errno = 0;
+    int file = open (path, O_RDONLY | O_CLOEXEC);
+    int copy = memfd_create ("layers-geoip", MFD_CLOEXEC);
+    struct stat before, after;
+    if (file < 0 || copy < 0 || fstat (file, &before))
+        failed = file < 0? "open": copy < 0? "memfd_create": "fstat";
+    else {
+        off_t offset = 0;
+        while (!failed && offset < before.st_size) {
+            ssize_t sent = sendfile (copy, file, &offset, (size_t) (before.st_size - offset));
+            if (sent < 0 && errno != EINTR)
+                failed = "read";
+            else
+            if (sent == 0)
+                break;                  //  cut short meanwhile: the size check says so
+        }
+        if (!failed && (fstat (file, &after) || !s_same_file (&before, &after)
+                        || !s_same_file (&before, as_is) || offset != before.st_size)) {
+            close (file);
+            close (copy);
+            return 1;
+        }
+    }
+    if (failed) {
+        saved_errno = errno;
+        snprintf (err, errlen, "could not open geo-IP database \"%s\": %s: %s",
+                  path, failed, strerror (saved_errno));
+        goto fail;
+    }
+    char copy_path [64];
+    snprintf (copy_path, sizeof copy_path, "/proc/self/fd/%d", copy);
+    int rc = MMDB_open (copy_path, MMDB_MODE_MMAP, mmdb);
+    if (rc == MMDB_SUCCESS) {
+        close (file);
+        close (copy);                   //  the map keeps the memory
         return 0;
+    }
     if (rc == MMDB_IO_ERROR)
         snprintf (err, errlen, "could not open geo-IP database \"%s\": %s: %s",
                   path, MMDB_strerror (rc), strerror (errno));
     else
         snprintf (err, errlen, "could not open geo-IP database \"%s\": %s",
                   path, MMDB_strerror (rc));
+fail:
+    if (file >= 0)
+        close (file);
+    if (copy >= 0)
+        close (copy);
     return -1;
 }
 
@@ -52,10 +107,11 @@ ly_geoip_new (const char *path, char *err, size_t errlen)
         free (self);
         return NULL;
     }
-    if (s_open (path, &self->mmdb, err, errlen)) {
+    if (s_open (path, &self->opened, &self->mmdb, err, errlen)) {
         free (self);
         return NULL;
     }
+    self->seen = self->opened;
     self->path = strdup (path);
     self->next_check = ly_mono_msec () + S_REFRESH_MSEC;
     return self;
@@ -82,14 +138,20 @@ ly_geoip_refresh (ly_geoip_t *self)
     struct stat current;
     if (stat (self->path, &current))
         return 0;                   //  gone for a moment while it is replaced: keep ours
-    if (current.st_ino == self->opened.st_ino && current.st_dev == self->opened.st_dev
-    &&  current.st_size == self->opened.st_size
-    &&  current.st_mtim.tv_sec == self->opened.st_mtim.tv_sec
-    &&  current.st_mtim.tv_nsec == self->opened.st_mtim.tv_nsec)
+    if (s_same_file (&current, &self->opened))
         return 0;
+    bool settled = s_same_file (&current, &self->seen);
+    self->seen = current;
+    if (!settled)
+        return 0;                   //  changed since the last look: may be being written
     MMDB_s fresh;
     char err [512] = "";
-    if (s_open (self->path, &fresh, err, sizeof err)) {
+    int rc = s_open (self->path, &current, &fresh, err, sizeof err);
+    if (rc == 1) {
+        memset (&self->seen, 0, sizeof self->seen);
+        return 0;                   //  still being written: look again later
+    }
+    if (rc) {
         if (!self->warned)
             ly_warning ("ingest", "%s; still using the one opened before", err);
         self->warned = true;

@@ -1,5 +1,6 @@
 /*  ly_geoip.h: country and first subdivision of an IP address, from a MaxMind .mmdb
-    (libmaxminddb). IPv4, IPv6 and IPv4-mapped IPv6 addresses. */
+    (libmaxminddb), read into memory of our own. IPv4, IPv6 and IPv4-mapped IPv6
+    addresses. */
 #ifndef LY_GEOIP_H
 #define LY_GEOIP_H
 
@@ -11,9 +12,9 @@ typedef struct _ly_geoip_t ly_geoip_t;
 ly_geoip_t *ly_geoip_new (const char *path, char *err, size_t errlen);
 void ly_geoip_destroy (ly_geoip_t **self_p);
 /*  Opens the database file again when another file took its place (a rename, as
-    geoipupdate does; a file rewritten in place is read while it changes). Looks at
-    the file at most once a second; call it before lookups, from the thread that does
-    them. 1 when it opened a new one, 0 when nothing changed, -1 when the new file
+    geoipupdate does) or it was rewritten in place, once it has not changed for a
+    second. Looks at the file at most once a second; call it before lookups, from the
+    thread that does them. 1 when it opened a new one, 0 when nothing changed, -1 when the new file
     could not be opened (warned once; the old database stays in use). */
 int ly_geoip_refresh (ly_geoip_t *self);
 /*  Looks up ip (text). Writes the ISO country code ("DE", "" when unknown) and the first

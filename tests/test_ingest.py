@@ -745,6 +745,56 @@ def test_a_new_geoip_database_is_used_without_a_restart(tmp_path):
         s.db.close()
 
 
+def test_a_geoip_database_rewritten_in_place_is_used_once_written(tmp_path):
+    """A new .mmdb copied over LAYERS_GEOIP_DB in place (cp, shutil.copyfile: the same
+    file cut to nothing, then written) neither crashes an ingest actor that has the old
+    one open (lookups go on with the old one meanwhile) nor is read half-written: once
+    it has stopped changing it is used."""
+    folder = tmp_path / "geo"
+    folder.mkdir()
+    os.chmod(str(folder), 0o755)
+    path = make_mmdb(str(folder / "city.mmdb"))
+    os.chmod(path, 0o644)
+    staged = make_mmdb(str(folder / "next.mmdb"), "next")
+    with open(staged, "rb") as f:
+        fresh = f.read()
+
+    with Layersd(env={"LAYERS_GEOIP_DB": path, "LAYERS_TRUSTED_PROXIES": "127.0.0.1"}) as s:
+        s.db = db_connect(s)
+        key = s.credentials()["sdk_key"]
+
+        def region():
+            event_id = eid()
+            status, _, body = post_events(s, {"event_id": event_id, "name": "x"}, key=key,
+                                          headers={"X-Forwarded-For": "81.2.69.160"})
+            assert status == 202 and body["accepted"] == 1, (status, body)
+            cur = s.db.cursor()
+            cur.execute("SELECT geo_country, geo_region FROM sdk_events WHERE event_id = %s",
+                        (event_id,))
+            return cur.fetchone()
+
+        assert region() == ("GB", "ENG")
+        with open(path, "r+b") as f:
+            f.truncate(0)                       # cut: the old map would now fault
+            f.flush()
+            for _ in range(8):                  # lookups while it is empty, then half written
+                assert region() == ("GB", "ENG")
+                time.sleep(0.25)
+            f.write(fresh[:len(fresh) // 2])
+            f.flush()
+            for _ in range(8):
+                assert region() == ("GB", "ENG")
+                time.sleep(0.25)
+            f.write(fresh[len(fresh) // 2:])
+        deadline = time.monotonic() + 15
+        while region() != ("FR", "IDF"):
+            assert time.monotonic() < deadline, "the rewritten database was not used"
+            time.sleep(0.3)
+        log = s.log()
+        assert "restarting" not in log, log[-3000:]
+        s.db.close()
+
+
 def test_a_project_over_its_event_rate_gets_429():
     """LAYERS_PROJECT_EVENT_RATE: a project may send that many events a second through a
     gateway, in bursts of up to ten seconds' worth (at least one full request); past

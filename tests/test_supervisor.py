@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lyserver import Layersd, binary, http, alive, children_of, db_connect
+from lyserver import Layersd, binary, http, alive, children_of, cmdline, db_connect
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +254,26 @@ def test_default_actors(server):
     roles = [cmdline_role(pid) for pid in children_of(server.proc.pid)]
     assert sorted(r for r in roles if r) == sorted(
         ["store", "api", "ingest", "gateway", "relay", "relay"]), roles
+
+
+def test_no_process_may_write_a_core_file(server):
+    """A core file would hold raw personal data of the requests in flight and the master
+    key: layersd, its actors and its PostgreSQL run with a core size limit of 0, soft and
+    hard (so no child can raise it)."""
+    pids = [server.proc.pid] + children_of(server.proc.pid)
+    assert len(pids) == 7, pids                 # layersd and its 6 actors
+    with open(os.path.join(server.data_dir, "pg", "data", "postmaster.pid")) as f:
+        postmaster = int(f.readline())          # started by pg_ctl: not our child
+    pids += [postmaster] + children_of(postmaster)
+    assert len(pids) >= 12, pids                # and PostgreSQL's processes
+    for pid in set(pids):
+        try:
+            with open("/proc/%d/limits" % pid) as f:
+                limits = f.read()
+        except FileNotFoundError:
+            continue                            # a short-lived process
+        line = next(l for l in limits.splitlines() if l.startswith("Max core file size"))
+        assert line.split()[4:6] == ["0", "0"], (pid, cmdline(pid), line)
 
 
 def test_several_relays_and_ingests_are_supervised():

@@ -240,6 +240,11 @@ main (int argc, char *argv [])
         files.rlim_cur = files.rlim_max;
         setrlimit (RLIMIT_NOFILE, &files);
     }
+    //  No core files, here or in any process started from here (the limit is inherited
+    //  and cannot be raised again): a core would hold the raw personal data of the
+    //  requests in flight (IPs, emails, phones, User-Agents) and the master key.
+    struct rlimit no_core = { 0, 0 };
+    setrlimit (RLIMIT_CORE, &no_core);
     sigset_t signals;
     ly_signals_block (&signals);
     curl_global_init (CURL_GLOBAL_DEFAULT);

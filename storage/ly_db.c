@@ -2,6 +2,7 @@
     HMAC-SHA256(master key, "layers-db-role:" role), hashed with SCRAM on our side
     before it is sent, so neither the password nor the key reaches the server's logs. */
 #include "ly_db.h"
+#include <poll.h>
 #include <openssl/hmac.h>
 #include <openssl/evp.h>
 #include "ly_log.h"
@@ -66,28 +67,29 @@ ly_db_options (const char *conninfo, char *out, size_t size)
     return out;
 }
 
-PGconn *
-ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
+//  The connection parameters of a session as role, into keys and values (NULL-ended);
+//  they point into password, application and options. -1 when no database is set.
+static int
+s_params (ly_db_role_t role, const char *keys [16], const char *values [16],
+          char password [65], char application [64], char options [1024])
 {
-    if (!s_admin_url) {
-        snprintf (err, errlen, "no database configured");
-        return NULL;
-    }
-    char password [65] = "";
-    char application [64];
-    snprintf (application, sizeof application, "layers-%s", ly_db_role_name (role));
-    char options [1024];
+    if (!s_admin_url)
+        return -1;
+    snprintf (application, 64, "layers-%s", ly_db_role_name (role));
     //  Over TCP, a server that went away without a word (a failover, a partition) is
     //  noticed within ~30 s instead of the kernel's ~15 minutes: keepalives while idle,
     //  tcp_user_timeout while data waits for an acknowledgement. Before "dbname", so the
     //  database URL's own settings win; libpq ignores them on a Unix socket.
-    const char *keys [16] = { "keepalives", "keepalives_idle", "keepalives_interval",
-                              "keepalives_count", "tcp_user_timeout",
-                              "dbname", "application_name", "connect_timeout", "options" };
-    const char *values [16] = { "1", "10", "5", "3", "30000",
-                                s_admin_url, application, "5",
-                                ly_db_options (s_admin_url, options, sizeof options) };
+    const char *fixed_keys [] = { "keepalives", "keepalives_idle", "keepalives_interval",
+                                  "keepalives_count", "tcp_user_timeout",
+                                  "dbname", "application_name", "connect_timeout", "options" };
+    const char *fixed_values [] = { "1", "10", "5", "3", "30000",
+                                    s_admin_url, application, "5",
+                                    ly_db_options (s_admin_url, options, 1024) };
     int count = 9;
+    memcpy (keys, fixed_keys, sizeof fixed_keys);
+    memcpy (values, fixed_values, sizeof fixed_values);
+    password [0] = 0;
     if (role != LY_DB_ADMIN) {              //  else keep the URL's own user and password
         s_role_password (role, password);
         keys [count] = "user";
@@ -96,6 +98,18 @@ ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
         values [count++] = password;
     }
     keys [count] = values [count] = NULL;
+    return 0;
+}
+
+PGconn *
+ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
+{
+    char password [65], application [64], options [1024];
+    const char *keys [16], *values [16];
+    if (s_params (role, keys, values, password, application, options)) {
+        snprintf (err, errlen, "no database configured");
+        return NULL;
+    }
     PGconn *conn = PQconnectdbParams (keys, values, 1);
     memset (password, 0, sizeof password);
     if (!conn) {
@@ -168,6 +182,7 @@ ly_db_setup_roles (PGconn *conn, char *err, size_t errlen)
 //  Self-reconnecting sessions
 
 #define S_RECONNECT_MSEC 1000
+#define S_CONNECT_MSEC 5000         /* a new connection is given up after this */
 
 struct _ly_db_session_t {
     ly_db_role_t role;          /* the role it logs in as */
@@ -175,6 +190,9 @@ struct _ly_db_session_t {
     ly_db_prepare_fn *prepare;  /* per-connection set-up, may be NULL */
     void *arg;                  /* for prepare, borrowed */
     PGconn *conn;               /* the connection, owned; NULL while down */
+    PGconn *pending;            /* a connection on its way, owned; NULL if none */
+    PostgresPollingStatusType polling;  /* what the pending one waits for */
+    int64_t pending_until;      /* monotonic msec when it is given up */
     int64_t next_connect;       /* monotonic msec before which we do not retry */
     bool down_logged;           /* the outage was logged */
 };
@@ -199,6 +217,8 @@ ly_db_session_destroy (ly_db_session_t **self_p)
     if (self) {
         if (self->conn)
             PQfinish (self->conn);
+        if (self->pending)
+            PQfinish (self->pending);
         free (self->actor);
         free (self);
         *self_p = NULL;
@@ -213,30 +233,114 @@ s_session_drop (ly_db_session_t *self)
     self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
 }
 
+//  The connection on its way failed (why: libpq's message or ours): logged once per
+//  outage, tried again after S_RECONNECT_MSEC.
+static void
+s_pending_failed (ly_db_session_t *self, const char *why)
+{
+    if (!self->down_logged) {
+        char reason [512];
+        ly_warning (self->actor, "could not connect to the database as %s: %s",
+                    ly_db_role_name (self->role), ly_db_message (reason, sizeof reason, why));
+    }
+    self->down_logged = true;
+    if (self->pending)
+        PQfinish (self->pending);
+    self->pending = NULL;
+    self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
+}
+
+PGconn *
+ly_db_session_try (ly_db_session_t *self, int *fd, short *events)
+{
+    *fd = -1;
+    *events = 0;
+    if (self->conn && PQstatus (self->conn) != CONNECTION_OK)
+        s_session_drop (self);
+    if (self->conn)
+        return self->conn;
+    int64_t now = ly_mono_msec ();
+    if (!self->pending) {
+        if (now < self->next_connect)
+            return NULL;
+        char password [65], application [64], options [1024];
+        const char *keys [16], *values [16];
+        if (s_params (self->role, keys, values, password, application, options)) {
+            s_pending_failed (self, "no database configured");
+            return NULL;
+        }
+        self->pending = PQconnectStartParams (keys, values, 1);
+        memset (password, 0, sizeof password);
+        if (!self->pending || PQstatus (self->pending) == CONNECTION_BAD) {
+            s_pending_failed (self, self->pending? PQerrorMessage (self->pending): "out of memory");
+            return NULL;
+        }
+        self->polling = PGRES_POLLING_WRITING;      //  as libpq says to begin
+        self->pending_until = now + S_CONNECT_MSEC;
+    }
+    //  Step the connection on while its socket is ready for what it waits for
+    while (true) {
+        struct pollfd item = { PQsocket (self->pending),
+                               self->polling == PGRES_POLLING_READING? POLLIN: POLLOUT, 0 };
+        if (item.fd < 0) {
+            s_pending_failed (self, PQerrorMessage (self->pending));
+            return NULL;
+        }
+        if (poll (&item, 1, 0) == 0) {
+            if (ly_mono_msec () >= self->pending_until) {
+                s_pending_failed (self, "no answer within 5 seconds");
+                return NULL;
+            }
+            *fd = item.fd;
+            *events = item.events;
+            return NULL;
+        }
+        self->polling = PQconnectPoll (self->pending);
+        if (self->polling == PGRES_POLLING_FAILED) {
+            s_pending_failed (self, PQerrorMessage (self->pending));
+            return NULL;
+        }
+        if (self->polling == PGRES_POLLING_OK)
+            break;
+    }
+    self->conn = self->pending;
+    self->pending = NULL;
+    if (self->prepare && self->prepare (self->conn, self->arg)) {
+        s_session_drop (self);
+        return NULL;
+    }
+    if (self->down_logged)
+        ly_info (self->actor, "connected to the database again");
+    self->down_logged = false;
+    return self->conn;
+}
+
 PGconn *
 ly_db_session_get (ly_db_session_t *self)
 {
-    if (self->conn && PQstatus (self->conn) != CONNECTION_OK)
-        s_session_drop (self);
-    if (!self->conn && ly_mono_msec () >= self->next_connect) {
-        char err [512];
-        self->conn = ly_db_connect (self->role, err, sizeof err);
-        if (!self->conn) {
-            if (!self->down_logged)
-                ly_warning (self->actor, "%s", err);
-            self->down_logged = true;
-            self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
-        }
-        else
-        if (self->prepare && self->prepare (self->conn, self->arg))
-            s_session_drop (self);
-        else {
-            if (self->down_logged)
-                ly_info (self->actor, "connected to the database again");
-            self->down_logged = false;
-        }
+    int fd;
+    short events;
+    PGconn *conn = ly_db_session_try (self, &fd, &events);
+    while (!conn && fd >= 0) {
+        struct pollfd item = { fd, events, 0 };
+        int64_t left = self->pending_until - ly_mono_msec ();
+        if (left > 0)
+            poll (&item, 1, (int) left);            //  EINTR: look again
+        conn = ly_db_session_try (self, &fd, &events);
     }
-    return self->conn;
+    return conn;
+}
+
+bool
+ly_db_session_pending (ly_db_session_t *self, int *fd, short *events)
+{
+    *fd = -1;
+    *events = 0;
+    if (!self->pending)
+        return false;
+    *fd = PQsocket (self->pending);
+    *events = self->polling == PGRES_POLLING_READING? POLLIN: POLLOUT;
+    return true;
 }
 
 void

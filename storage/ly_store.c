@@ -12,15 +12,16 @@
     rows wait (so small batches grow instead of splitting, and a busy store uses a
     second core for PostgreSQL), or once the first of them has waited S_OVERLAP_MSEC
     (the running batch is slow: a stall, a lock). The loop does not wait for a batch:
-    its session's socket is polled beside the router through both round trips, and
-    each request is acknowledged as soon as its COMMIT has answered. Two batches may
+    its session's socket is polled beside the router through both round trips (and
+    before them while the session connects again), and each request is acknowledged
+    as soon as its COMMIT has answered. Two batches may
     carry the same key: the second waits for the first's COMMIT and then counts a
     duplicate; both insert keys in (project, event_id) order, so they cannot deadlock
     each other (a deadlock reported anyway is retried once).
     When the database is down, requests are answered "unavailable" at once (the gateway
     says 503). When it hangs rather than refuses (every session's batch has been
     running for S_STALL_MSEC), so are the requests waiting and those in the hanging
-    batches. A batch that PostgreSQL refuses for its data is retried request by request
+    batches, and a batch whose session has not connected within S_STALL_MSEC. A batch that PostgreSQL refuses for its data is retried request by request
     so one bad request cannot sink the others. Maintenance (partitions ahead, expiry of
     deduplication keys) runs between batches on an idle session. */
 #include "ly_store.h"
@@ -69,6 +70,7 @@ typedef struct {
 
 typedef enum {
     S_IDLE,                 /* no batch */
+    S_CONNECTING,           /* the session's new connection on its way, nothing sent */
     S_BEGINNING,            /* "BEGIN; COPY" sent, COPY not yet taking rows */
     S_COPYING,              /* the rows sent, the COPY's answer not yet */
     S_EXECUTING,            /* "EXECUTE ly_batch; COMMIT" sent, the statement's rows not in */
@@ -489,19 +491,17 @@ s_write_end (s_writer_t *w, ly_result_t result, const PGresult *failed)
     w->phase = S_IDLE;
 }
 
-//  Starts writing requests [from, to) of w's batch: sends "BEGIN; COPY" (w is then
-//  S_BEGINNING; s_write_read goes on from there). When it cannot start, w is left idle
-//  with the result.
+//  Goes on with w's batch while its session (re)connects (S_CONNECTING): once it is
+//  connected, sends "BEGIN; COPY" (S_BEGINNING); while the database is down, leaves w
+//  idle, unavailable. block: waits for the connection (at most 5 s).
 static void
-s_write_start (self_t *self, s_writer_t *w, size_t from, size_t to)
+s_write_connect (self_t *self, s_writer_t *w, bool block)
 {
-    w->from = from;
-    w->to = to;
-    w->err [0] = 0;
-    w->started = ly_mono_usec ();
-    w->answered = false;
-    w->deadlocked = false;
-    w->db = ly_db_session_get (w->session);
+    int fd = -1;
+    short events;
+    w->db = block? ly_db_session_get (w->session): ly_db_session_try (w->session, &fd, &events);
+    if (!w->db && fd >= 0)
+        return;                             //  on its way: its socket is polled
     if (!w->db) {
         snprintf (w->err, sizeof w->err, "the database is unreachable");
         w->result = LY_UNAVAILABLE;
@@ -511,6 +511,23 @@ s_write_start (self_t *self, s_writer_t *w, size_t from, size_t to)
     w->phase = S_BEGINNING;
     if (!PQsendQuery (w->db, self->copy_sql))           //  "BEGIN; COPY ..."
         s_write_end (w, LY_UNAVAILABLE, NULL);
+}
+
+//  Starts writing requests [from, to) of w's batch: sends "BEGIN; COPY" (w is then
+//  S_BEGINNING; s_write_read goes on from there), or first waits for the session's new
+//  connection (S_CONNECTING) without holding the loop. When it cannot start, w is left
+//  idle with the result.
+static void
+s_write_start (self_t *self, s_writer_t *w, size_t from, size_t to)
+{
+    w->from = from;
+    w->to = to;
+    w->err [0] = 0;
+    w->started = ly_mono_usec ();
+    w->answered = false;
+    w->deadlocked = false;
+    w->phase = S_CONNECTING;
+    s_write_connect (self, w, false);
 }
 
 //  Sends the rows of w's batch to the COPY, each with its batch position in front, and
@@ -567,10 +584,16 @@ s_credit_winners (s_writer_t *w)
 //  or until the batch is done. Each phase waits for PostgreSQL without holding the
 //  loop: "BEGIN; COPY" (S_BEGINNING) until COPY takes rows, which are sent; the COPY's
 //  answer (S_COPYING), then "EXECUTE ly_batch; COMMIT" is sent; the statement's rows
-//  (S_EXECUTING); COMMIT's answer (S_COMMITTING).
+//  (S_EXECUTING); COMMIT's answer (S_COMMITTING). Before them, the session's new
+//  connection (S_CONNECTING).
 static void
-s_write_read (s_writer_t *w, bool block)
+s_write_read (self_t *self, s_writer_t *w, bool block)
 {
+    if (w->phase == S_CONNECTING) {
+        s_write_connect (self, w, block);
+        if (!block)
+            return;                         //  the socket says when to go on
+    }
     if (w->phase == S_IDLE)
         return;
     if (!block && !PQconsumeInput (w->db)) {
@@ -648,12 +671,12 @@ s_complete (self_t *self, s_writer_t *w)
     self->ack_stuck = false;
     if (w->deadlocked) {
         s_write_start (self, w, 0, w->batch_size);
-        s_write_read (w, true);
+        s_write_read (self, w, true);
     }
     if (w->result == LY_INVALID && w->batch_size > 1) {
         for (size_t i = 0; i < w->batch_size; i++) {
             s_write_start (self, w, i, i + 1);
-            s_write_read (w, true);
+            s_write_read (self, w, true);
             s_ack (self, &w->batch [i], s_status_word (w->result));
         }
     }
@@ -684,7 +707,7 @@ s_finish_all (self_t *self)
 {
     for (size_t k = 0; k < S_WRITERS; k++)
         if (self->writer [k].phase != S_IDLE) {
-            s_write_read (&self->writer [k], true);
+            s_write_read (self, &self->writer [k], true);
             s_complete (self, &self->writer [k]);
         }
 }
@@ -769,6 +792,25 @@ s_batch_hangs (self_t *self)
     return false;
 }
 
+//  Answers "unavailable" the batches whose session has not connected within
+//  S_STALL_MSEC (the database hangs): nothing of them was sent. The connection goes on.
+static void
+s_give_up_connecting (self_t *self)
+{
+    for (size_t k = 0; k < S_WRITERS; k++) {
+        s_writer_t *w = &self->writer [k];
+        if (w->phase != S_CONNECTING || ly_mono_usec () - w->started < S_STALL_MSEC * 1000)
+            continue;
+        snprintf (w->err, sizeof w->err, "the database did not take a new connection "
+                  "within %d ms", S_STALL_MSEC);
+        ly_warning (S_ACTOR, "could not write %zu requests: %s", w->to - w->from, w->err);
+        ly_metric_add (self->stalled, w->batch_size);
+        w->result = LY_UNAVAILABLE;
+        w->phase = S_IDLE;
+        s_complete (self, w);
+    }
+}
+
 //  While the database hangs, answers "unavailable" (the gateway says 503, the client
 //  retries later) instead of holding requests for the gateway's deadline: those that
 //  wait, and those in the hanging batches. A batch may still commit when the database
@@ -803,7 +845,9 @@ s_maintain (self_t *self)
     if (!w)
         return;
     int64_t now = ly_mono_msec ();
-    w->db = ly_db_session_get (w->session);
+    int fd;
+    short events;
+    w->db = ly_db_session_try (w->session, &fd, &events);
     if (!w->db) {
         //  Batches go on meanwhile (and are answered "unavailable" while it is down)
         self->next_partition = now + S_RETRY_MSEC;
@@ -859,9 +903,11 @@ s_db_answers (self_t *self)
     s_writer_t *w = s_idle_writer (self, &busy);
     if (busy)
         return !s_batch_hangs (self);
-    w->db = ly_db_session_get (w->session);
+    int fd;
+    short events;
+    w->db = ly_db_session_try (w->session, &fd, &events);
     if (!w->db)
-        return false;
+        return false;               //  down, or a new connection not yet made
     int64_t until = ly_mono_msec () + S_PING_MSEC;
     bool sent = PQsendQuery (w->db, "SELECT 1") == 1;
     while (sent && PQisBusy (w->db)) {
@@ -943,7 +989,10 @@ s_room (self_t *self)
 static const char *
 s_status (void *self)
 {
-    return ly_db_session_get (((self_t *) self)->writer [0].session)? "ok": "database down";
+    int fd;
+    short events;
+    return ly_db_session_try (((self_t *) self)->writer [0].session, &fd, &events)?
+           "ok": "database down";
 }
 
 //  The smaller of two poll timeouts (-1: none).
@@ -965,6 +1014,11 @@ s_poll_timeout (self_t *self)
         unanswered |= self->writer [k].phase != S_IDLE && !self->writer [k].answered;
     if (unanswered)
         timeout = s_sooner (timeout, s_stall_in (self));
+    for (size_t k = 0; k < S_WRITERS; k++)
+        if (self->writer [k].phase == S_CONNECTING) {
+            int64_t left = S_STALL_MSEC - (ly_mono_usec () - self->writer [k].started) / 1000;
+            timeout = s_sooner (timeout, left > 0? (long) left: 0);
+        }
     bool busy;
     if (!self->waiting_size || !s_idle_writer (self, &busy) || !busy)
         return timeout;
@@ -988,8 +1042,19 @@ s_loop (self_t *self)
         items [ROUTER].events = s_room (self)? ZMQ_POLLIN: 0;
         for (size_t k = 0; k < S_WRITERS; k++) {
             s_writer_t *w = &self->writer [k];
-            items [WRITERS + k].fd = w->phase != S_IDLE? PQsocket (w->db): -1;
-            items [WRITERS + k].events = w->phase != S_IDLE? ZMQ_POLLIN: 0;
+            zmq_pollitem_t *item = &items [WRITERS + k];
+            int fd;
+            short events;
+            item->fd = -1;
+            if (w->phase != S_IDLE && w->phase != S_CONNECTING) {
+                item->fd = PQsocket (w->db);
+                item->events = ZMQ_POLLIN;
+            }
+            else
+            if (ly_db_session_pending (w->session, &fd, &events)) {
+                item->fd = fd;              //  a new connection, with a batch or not
+                item->events = events == POLLIN? ZMQ_POLLIN: ZMQ_POLLOUT;
+            }
         }
         if (zmq_poll (items, WRITERS + S_WRITERS, s_poll_timeout (self)) == -1) {
             if (zsys_interrupted)
@@ -1004,11 +1069,17 @@ s_loop (self_t *self)
             ly_tap_handle (self->tap);
         for (size_t k = 0; k < S_WRITERS; k++) {
             s_writer_t *w = &self->writer [k];
-            if (items [WRITERS + k].revents & ZMQ_POLLIN) {
-                s_write_read (w, false);
-                if (w->phase == S_IDLE)
-                    s_complete (self, w);
+            if (!items [WRITERS + k].revents)
+                continue;
+            if (w->phase == S_IDLE) {
+                int fd;
+                short events;
+                ly_db_session_try (w->session, &fd, &events);   //  steps the connection on
+                continue;
             }
+            s_write_read (self, w, false);
+            if (w->phase == S_IDLE)
+                s_complete (self, w);
         }
         if (zlistx_size (self->unsent))
             s_send_unsent (self);
@@ -1018,6 +1089,7 @@ s_loop (self_t *self)
         s_dispatch (self);
         s_maintain (self);
         s_dispatch (self);
+        s_give_up_connecting (self);
         s_refuse_while_stalled (self);
     }
     //  Write what was taken before leaving

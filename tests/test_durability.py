@@ -185,6 +185,41 @@ def test_a_hanging_postgres_gets_503s_within_seconds():
         check_all_stored_once(server, load.acked)
 
 
+def test_a_store_session_reconnecting_to_a_hanging_postgres_does_not_hold_the_store():
+    """When a store session must connect again while the database hangs (here /readyz
+    dropped the session whose "SELECT 1" went unanswered), the new connection is made
+    beside the store's loop: a request gets its 503 within ~2 s instead of after the
+    5 s connection timeout, and the store connects by itself once the database answers."""
+    with Layersd() as server:
+        key = server.credentials()["sdk_key"]
+
+        def post():
+            started = time.monotonic()
+            status, _, body = post_events(server, {"event_id": str(uuid.uuid4()),
+                                                   "name": "purchase"}, key=key, timeout=15)
+            return status, time.monotonic() - started
+
+        assert post()[0] == 202                 # the key is now trusted for 5 s
+        pids = cluster_pids(server)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            assert http("GET", server.base + "/readyz", timeout=10)[0] == 503
+            time.sleep(1.3)                     # past the session's 1 s before a retry
+            status, took = post()
+            assert status == 503, status
+            assert took < 4.0, f"the 503 took {took:.1f} s"
+            status, took = post()               # and again, the connection still waiting
+            assert status == 503 and took < 4.0, (status, took)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while post()[0] != 202:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.3)
+
+
 def test_embedded_postgres_killed_under_load_is_started_again():
     """kill -9 of the embedded PostgreSQL (the OOM killer's way): layersd starts it
     again by itself, PostgreSQL recovers from its WAL, and ingest resumes with every

@@ -23,7 +23,9 @@
     running for S_STALL_MSEC), so are the requests waiting and those in the hanging
     batches, and a batch whose session has not connected within S_STALL_MSEC. A batch that PostgreSQL refuses for its data is retried request by request
     so one bad request cannot sink the others. Maintenance (partitions ahead, expiry of
-    deduplication keys) runs between batches on an idle session. */
+    deduplication keys) runs on an idle session, one statement at a time, and is
+    answered beside the loop like a batch: one that waits (a lock, a hang) holds its
+    session only. */
 #include "ly_store.h"
 #include "ly_actor.h"
 #include "ly_config.h"
@@ -74,8 +76,16 @@ typedef enum {
     S_BEGINNING,            /* "BEGIN; COPY" sent, COPY not yet taking rows */
     S_COPYING,              /* the rows sent, the COPY's answer not yet */
     S_EXECUTING,            /* "EXECUTE ly_batch; COMMIT" sent, the statement's rows not in */
-    S_COMMITTING            /* the statement's rows in, COMMIT's answer not yet */
+    S_COMMITTING,           /* the statement's rows in, COMMIT's answer not yet */
+    S_MAINTAINING           /* no batch: a maintenance statement sent, its answer not yet */
 } s_phase_t;
+
+//  The maintenance statements, one at a time on an idle session
+typedef enum {
+    S_ENSURE,               /* create the months of partitions ahead */
+    S_DROP,                 /* drop the months past LAYERS_EVENT_RETENTION */
+    S_EXPIRE                /* forget deduplication keys older than the window */
+} s_chore_t;
 
 //  One session and the batch on it.
 typedef struct {
@@ -92,6 +102,7 @@ typedef struct {
     uint32_t batch_rows;
     int64_t started;        /* when the batch started, monotonic usec */
     bool answered;          /* its requests were answered "unavailable": it hangs */
+    s_chore_t chore;        /* the maintenance statement sent (S_MAINTAINING) */
 } s_writer_t;
 
 typedef struct {
@@ -267,45 +278,6 @@ s_db_failed (s_writer_t *w)
 {
     ly_db_session_check (w->session);
     w->db = NULL;
-}
-
-//  Runs one maintenance function, which answers a count, on w; -1 when it failed
-//  (warned; w forgets its session, checked at its next use).
-static long
-s_maintenance_call (s_writer_t *w, const char *sql, const char *what)
-{
-    PGresult *res = PQexec (w->db, sql);
-    long count = -1;
-    if (PQresultStatus (res) == PGRES_TUPLES_OK)
-        count = atol (PQgetvalue (res, 0, 0));
-    else {
-        char reason [512];
-        ly_warning (S_ACTOR, "could not %s: %s", what,
-                    ly_db_message (reason, sizeof reason, PQresultErrorMessage (res)));
-        s_db_failed (w);
-    }
-    PQclear (res);
-    return count;
-}
-
-//  Forgets a chunk of deduplication keys older than the timestamp window and a day's
-//  margin (an event can be re-sent only while its time is within the window), at most every
-//  S_EXPIRE_MSEC, or after each batch while there are more: sdk_event_ids stays the size
-//  of its window, and no batch waits behind one long DELETE.
-static void
-s_expire (self_t *self, s_writer_t *w)
-{
-    self->next_expire = ly_mono_msec () + S_EXPIRE_MSEC;
-    int64_t keep = ly_config.event_max_age + S_DEDUP_MARGIN;
-    char sql [128];
-    snprintf (sql, sizeof sql, "SELECT ly_expire_event_ids ('%" PRId64 " seconds', %d)",
-              keep, S_EXPIRE_ROWS);
-    long removed = s_maintenance_call (w, sql, "expire deduplication keys");
-    if (removed >= S_EXPIRE_ROWS)
-        self->next_expire = 0;              //  more: again after the next batch
-    if (removed > 0 && self->verbose)
-        ly_info (S_ACTOR, "forgot %ld deduplication keys older than %" PRId64 " seconds",
-                 removed, keep);
 }
 
 static void
@@ -701,36 +673,23 @@ s_complete (self_t *self, s_writer_t *w)
     w->batch_rows = 0;
 }
 
-//  Waits for every batch in flight and acknowledges it: all writers idle.
+static void s_chore_read (self_t *self, s_writer_t *w, bool block);
+static void s_chore_done (self_t *self, s_writer_t *w, const PGresult *res);
+
+//  Waits for every batch in flight and acknowledges it, and for maintenance: all
+//  writers idle.
 static void
 s_finish_all (self_t *self)
 {
-    for (size_t k = 0; k < S_WRITERS; k++)
-        if (self->writer [k].phase != S_IDLE) {
-            s_write_read (self, &self->writer [k], true);
-            s_complete (self, &self->writer [k]);
+    for (size_t k = 0; k < S_WRITERS; k++) {
+        s_writer_t *w = &self->writer [k];
+        while (w->phase == S_MAINTAINING)
+            s_chore_read (self, w, true);
+        if (w->phase != S_IDLE) {
+            s_write_read (self, w, true);
+            s_complete (self, w);
         }
-}
-
-//  Creates the months of partitions ahead and, with LAYERS_EVENT_RETENTION, drops
-//  those past it (a month whose lock was busy goes at the next check, not sooner: its
-//  wait holds inserts back). -1 when the partitions ahead could not be made.
-static int
-s_check_partitions (s_writer_t *w)
-{
-    if (s_maintenance_call (w, "SELECT ly_ensure_event_partitions (3)",
-                            "create event partitions ahead") < 0)
-        return -1;
-    if (ly_config.event_retention <= 0)
-        return 0;
-    char sql [96];
-    snprintf (sql, sizeof sql, "SELECT ly_drop_event_partitions ('%" PRId64 " seconds')",
-              ly_config.event_retention);
-    long dropped = s_maintenance_call (w, sql, "drop the months of events past their retention");
-    if (dropped > 0)
-        ly_info (S_ACTOR, "dropped %ld month%s of events older than the retention",
-                 dropped, dropped == 1? "": "s");
-    return 0;
+    }
 }
 
 //  True when maintenance is due: partitions ahead, or, after a batch, expired
@@ -833,9 +792,99 @@ s_refuse_while_stalled (self_t *self)
     s_refuse_waiting (self);
 }
 
-//  Runs the maintenance that is due on an idle session, if there is one. A statement of
-//  it that waits on a lock a batch on the other session holds waits at most for that
-//  batch: PostgreSQL commits it without the store.
+//  Sends one maintenance statement on w, which then is S_MAINTAINING until its answer
+//  (s_chore_read). Each answers a count.
+static void
+s_chore_send (self_t *self, s_writer_t *w, s_chore_t chore)
+{
+    char sql [160];
+    if (chore == S_ENSURE)
+        snprintf (sql, sizeof sql, "SELECT ly_ensure_event_partitions (3)");
+    else
+    if (chore == S_DROP)
+        snprintf (sql, sizeof sql, "SELECT ly_drop_event_partitions ('%" PRId64 " seconds')",
+                  ly_config.event_retention);
+    else
+        snprintf (sql, sizeof sql, "SELECT ly_expire_event_ids ('%" PRId64 " seconds', %d)",
+                  ly_config.event_max_age + S_DEDUP_MARGIN, S_EXPIRE_ROWS);
+    w->chore = chore;
+    w->started = ly_mono_usec ();
+    w->answered = false;
+    w->phase = S_MAINTAINING;
+    if (!PQsendQuery (w->db, sql))
+        s_chore_done (self, w, NULL);
+}
+
+//  Takes the answer of w's maintenance statement (NULL: it could not be sent or read):
+//  w is idle again, or has the next statement (partitions past their retention after
+//  those ahead). A failure is warned, and w forgets its session (checked at its next
+//  use).
+static void
+s_chore_done (self_t *self, s_writer_t *w, const PGresult *res)
+{
+    static const char *what [] = {
+        [S_ENSURE] = "create event partitions ahead",
+        [S_DROP] = "drop the months of events past their retention",
+        [S_EXPIRE] = "expire deduplication keys" };
+    long count = -1;
+    if (res && PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1)
+        count = atol (PQgetvalue (res, 0, 0));
+    else {
+        char reason [512];
+        ly_warning (S_ACTOR, "could not %s: %s", what [w->chore],
+                    ly_db_message (reason, sizeof reason, res? PQresultErrorMessage (res)
+                                                             : PQerrorMessage (w->db)));
+    }
+    w->phase = S_IDLE;
+    if (w->chore == S_ENSURE && count < 0)
+        self->next_partition = ly_mono_msec () + S_RETRY_MSEC;
+    else
+    if (w->chore == S_ENSURE && ly_config.event_retention > 0) {
+        //  A month whose lock was busy goes at the next check, not sooner: its wait
+        //  holds inserts back
+        s_chore_send (self, w, S_DROP);
+        return;
+    }
+    else
+    if (w->chore == S_DROP && count > 0)
+        ly_info (S_ACTOR, "dropped %ld month%s of events older than the retention",
+                 count, count == 1? "": "s");
+    else
+    if (w->chore == S_EXPIRE && count >= S_EXPIRE_ROWS)
+        self->next_expire = 0;              //  more: again after the next batch
+    else
+    if (w->chore == S_EXPIRE && count > 0 && self->verbose)
+        ly_info (S_ACTOR, "forgot %ld deduplication keys older than %" PRId64 " seconds",
+                 count, ly_config.event_max_age + S_DEDUP_MARGIN);
+    if (count < 0)
+        s_db_failed (w);
+}
+
+//  Reads the answer of w's maintenance statement: when it has come (block false), or
+//  waiting for it.
+static void
+s_chore_read (self_t *self, s_writer_t *w, bool block)
+{
+    if (!block && !PQconsumeInput (w->db)) {
+        s_chore_done (self, w, NULL);
+        return;
+    }
+    if (!block && PQisBusy (w->db))
+        return;
+    PGresult *res = PQgetResult (w->db);
+    PGresult *rest;
+    while ((rest = PQgetResult (w->db)))
+        PQclear (rest);
+    s_chore_done (self, w, res);
+    PQclear (res);
+}
+
+//  Starts the maintenance that is due on an idle session, if there is one: partitions
+//  ahead (and past the retention) every S_PARTITION_MSEC; expired deduplication keys
+//  at most every S_EXPIRE_MSEC after a batch, or after each batch while there are
+//  more, so sdk_event_ids stays the size of its window and no batch waits behind one
+//  long DELETE. Its statement is answered beside the loop, like a batch; none starts
+//  while a batch hangs.
 static void
 s_maintain (self_t *self)
 {
@@ -856,14 +905,12 @@ s_maintain (self_t *self)
     }
     if (now >= self->next_partition) {
         self->next_partition = now + S_PARTITION_MSEC;
-        if (s_check_partitions (w))
-            self->next_partition = now + S_RETRY_MSEC;
-        if (!w->db)
-            return;                 //  a call failed: the session is checked at next use
+        s_chore_send (self, w, S_ENSURE);
     }
-    if (self->wrote && now >= self->next_expire) {
-        s_expire (self, w);
+    else {
+        self->next_expire = now + S_EXPIRE_MSEC;
         self->wrote = false;
+        s_chore_send (self, w, S_EXPIRE);
     }
 }
 
@@ -892,16 +939,15 @@ s_dispatch (self_t *self)
     }
 }
 
-//  True when the database answers: with a batch on a session, unless one has been
-//  running for S_STALL_MSEC; else "SELECT 1" on an idle session, waited for at most
+//  True when the database answers: "SELECT 1" on an idle session, waited for at most
 //  S_PING_MSEC (a session that does not answer in time is dropped: it would hold the
-//  next batch).
+//  next batch); with no session idle, unless a batch or maintenance has been running
+//  for S_STALL_MSEC.
 static bool
 s_db_answers (self_t *self)
 {
-    bool busy;
-    s_writer_t *w = s_idle_writer (self, &busy);
-    if (busy)
+    s_writer_t *w = s_idle_writer (self, NULL);
+    if (!w)
         return !s_batch_hangs (self);
     int fd;
     short events;
@@ -1077,6 +1123,10 @@ s_loop (self_t *self)
                 ly_db_session_try (w->session, &fd, &events);   //  steps the connection on
                 continue;
             }
+            if (w->phase == S_MAINTAINING) {
+                s_chore_read (self, w, false);
+                continue;
+            }
             s_write_read (self, w, false);
             if (w->phase == S_IDLE)
                 s_complete (self, w);
@@ -1112,7 +1162,9 @@ ly_store_actor (zsock_t *pipe, void *args)
     //  second batch never waits for a connection
     for (size_t k = 0; k < S_WRITERS; k++)
         ly_db_session_get (self->writer [k].session);
+    //  and the partitions ahead made
     s_maintain (self);
+    s_finish_all (self);
     s_loop (self);
     s_self_destroy (&self);
 }

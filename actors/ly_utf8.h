@@ -45,4 +45,44 @@ ly_utf8_sequence (const void *text, size_t left)
     return need;
 }
 
+/*  The code point of the well-formed character of n bytes at text (n as
+    ly_utf8_sequence says). */
+static inline uint32_t
+ly_utf8_decode (const void *text, size_t n)
+{
+    const uint8_t *p = (const uint8_t *) text;
+    if (n == 1)
+        return p [0];
+    uint32_t code = p [0] & (0xFF >> (n + 1));
+    for (size_t i = 1; i < n; i++)
+        code = (code << 6) | (p [i] & 0x3F);
+    return code;
+}
+
+/*  Writes code (at most U+10FFFF) as UTF-8 at out; returns its length, 1 to 4. */
+static inline size_t
+ly_utf8_encode (uint32_t code, char *out)
+{
+    if (code < 0x80) {
+        out [0] = (char) code;
+        return 1;
+    }
+    if (code < 0x800) {
+        out [0] = (char) (0xC0 | (code >> 6));
+        out [1] = (char) (0x80 | (code & 0x3F));
+        return 2;
+    }
+    if (code < 0x10000) {
+        out [0] = (char) (0xE0 | (code >> 12));
+        out [1] = (char) (0x80 | ((code >> 6) & 0x3F));
+        out [2] = (char) (0x80 | (code & 0x3F));
+        return 3;
+    }
+    out [0] = (char) (0xF0 | (code >> 18));
+    out [1] = (char) (0x80 | ((code >> 12) & 0x3F));
+    out [2] = (char) (0x80 | ((code >> 6) & 0x3F));
+    out [3] = (char) (0x80 | (code & 0x3F));
+    return 4;
+}
+
 #endif

@@ -46,44 +46,6 @@ s_is_space (char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-//  Decodes the well-formed UTF-8 character of n bytes at p (ly_utf8_sequence said n).
-static uint32_t
-s_utf8_decode (const uint8_t *p, size_t n)
-{
-    if (n == 1)
-        return p [0];
-    uint32_t code = p [0] & (0xFF >> (n + 1));
-    for (size_t i = 1; i < n; i++)
-        code = (code << 6) | (p [i] & 0x3F);
-    return code;
-}
-
-//  Encodes code (at most U+10FFFF) at out; returns its length, 1 to 4.
-static size_t
-s_utf8_encode (uint32_t code, char *out)
-{
-    if (code < 0x80) {
-        out [0] = (char) code;
-        return 1;
-    }
-    if (code < 0x800) {
-        out [0] = (char) (0xC0 | (code >> 6));
-        out [1] = (char) (0x80 | (code & 0x3F));
-        return 2;
-    }
-    if (code < 0x10000) {
-        out [0] = (char) (0xE0 | (code >> 12));
-        out [1] = (char) (0x80 | ((code >> 6) & 0x3F));
-        out [2] = (char) (0x80 | (code & 0x3F));
-        return 3;
-    }
-    out [0] = (char) (0xF0 | (code >> 18));
-    out [1] = (char) (0x80 | ((code >> 12) & 0x3F));
-    out [2] = (char) (0x80 | ((code >> 6) & 0x3F));
-    out [3] = (char) (0x80 | (code & 0x3F));
-    return 4;
-}
-
 //  White space beyond ASCII, as Unicode (and so Python's str.strip, which Meta's
 //  business SDK trims with) has it: NEL, no-break spaces, the typographic spaces, the
 //  line and paragraph separators, the ideographic space.
@@ -107,7 +69,7 @@ s_space_at_end (const char *text, size_t len)
         start--;
     size_t n = ly_utf8_sequence (text + start, len - start);
     return n > 1 && start + n == len
-        && s_is_unicode_space (s_utf8_decode ((const uint8_t *) text + start, n))? n: 0;
+        && s_is_unicode_space (ly_utf8_decode (text + start, n))? n: 0;
 }
 
 //  Length of the white space character (ASCII or Unicode) at text, or 0.
@@ -117,7 +79,7 @@ s_space_at_start (const char *text, size_t len)
     if (s_is_space (text [0]))
         return 1;
     size_t n = ly_utf8_sequence (text, len);
-    return n > 1 && s_is_unicode_space (s_utf8_decode ((const uint8_t *) text, n))? n: 0;
+    return n > 1 && s_is_unicode_space (ly_utf8_decode (text, n))? n: 0;
 }
 
 //  Narrows [*text, *text + *len) to its content without surrounding white space,
@@ -194,8 +156,7 @@ ly_pii_email_normalize (const char *email, size_t len, char out [LY_PII_EMAIL_MA
         if (n == 0)
             goto invalid;               //  not UTF-8
         char lower [4];
-        size_t lower_len = s_utf8_encode (s_to_lower (s_utf8_decode ((const uint8_t *) email + i, n)),
-                                          lower);
+        size_t lower_len = ly_utf8_encode (s_to_lower (ly_utf8_decode (email + i, n)), lower);
         if (out_len + lower_len > LY_PII_EMAIL_MAX)
             goto invalid;
         memcpy (out + out_len, lower, lower_len);

@@ -398,25 +398,7 @@ s_fast_unescape (s_fast_t *self, size_t at, size_t *end, size_t *len)
         else
         if ((point >= 0xDC00 && point <= 0xDFFF) || point == 0)
             return -1;                  //  a lone low surrogate; NUL, which jansson refuses
-        if (point < 0x80)
-            *into++ = (char) point;
-        else
-        if (point < 0x800) {
-            *into++ = (char) (0xC0 | (point >> 6));
-            *into++ = (char) (0x80 | (point & 0x3F));
-        }
-        else
-        if (point < 0x10000) {
-            *into++ = (char) (0xE0 | (point >> 12));
-            *into++ = (char) (0x80 | ((point >> 6) & 0x3F));
-            *into++ = (char) (0x80 | (point & 0x3F));
-        }
-        else {
-            *into++ = (char) (0xF0 | (point >> 18));
-            *into++ = (char) (0x80 | ((point >> 12) & 0x3F));
-            *into++ = (char) (0x80 | ((point >> 6) & 0x3F));
-            *into++ = (char) (0x80 | (point & 0x3F));
-        }
+        into += ly_utf8_encode (point, into);
     }
     return -1;
 }

@@ -251,10 +251,8 @@ s_pending_failed (ly_db_session_t *self, const char *why)
 }
 
 PGconn *
-ly_db_session_try (ly_db_session_t *self, int *fd, short *events)
+ly_db_session_try (ly_db_session_t *self)
 {
-    *fd = -1;
-    *events = 0;
     if (self->conn && PQstatus (self->conn) != CONNECTION_OK)
         s_session_drop (self);
     if (self->conn)
@@ -287,12 +285,8 @@ ly_db_session_try (ly_db_session_t *self, int *fd, short *events)
             return NULL;
         }
         if (poll (&item, 1, 0) == 0) {
-            if (ly_mono_msec () >= self->pending_until) {
+            if (ly_mono_msec () >= self->pending_until)
                 s_pending_failed (self, "no answer within 5 seconds");
-                return NULL;
-            }
-            *fd = item.fd;
-            *events = item.events;
             return NULL;
         }
         self->polling = PQconnectPoll (self->pending);
@@ -318,15 +312,13 @@ ly_db_session_try (ly_db_session_t *self, int *fd, short *events)
 PGconn *
 ly_db_session_get (ly_db_session_t *self)
 {
-    int fd;
-    short events;
-    PGconn *conn = ly_db_session_try (self, &fd, &events);
-    while (!conn && fd >= 0) {
-        struct pollfd item = { fd, events, 0 };
+    PGconn *conn = ly_db_session_try (self);
+    struct pollfd item;
+    while (!conn && ly_db_session_pending (self, &item.fd, &item.events)) {
         int64_t left = self->pending_until - ly_mono_msec ();
         if (left > 0)
             poll (&item, 1, (int) left);            //  EINTR: look again
-        conn = ly_db_session_try (self, &fd, &events);
+        conn = ly_db_session_try (self);
     }
     return conn;
 }
@@ -334,12 +326,12 @@ ly_db_session_get (ly_db_session_t *self)
 bool
 ly_db_session_pending (ly_db_session_t *self, int *fd, short *events)
 {
-    *fd = -1;
-    *events = 0;
     if (!self->pending)
         return false;
-    *fd = PQsocket (self->pending);
-    *events = self->polling == PGRES_POLLING_READING? POLLIN: POLLOUT;
+    if (fd)
+        *fd = PQsocket (self->pending);
+    if (events)
+        *events = self->polling == PGRES_POLLING_READING? POLLIN: POLLOUT;
     return true;
 }
 

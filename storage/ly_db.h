@@ -55,13 +55,13 @@ void ly_db_session_destroy (ly_db_session_t **self_p);
 /*  The connected session, or NULL while the database is down (the reason was logged
     once per outage). A new connection is waited for, at most 5 s. Borrowed. */
 PGconn *ly_db_session_get (ly_db_session_t *self);
-/*  The same without waiting: the connected session; or NULL with *fd >= 0 while a new
-    connection is on its way (call again once fd is ready for *events, POLLIN or
-    POLLOUT; it is given up at a call 5 s after it began); or NULL with *fd = -1 while
-    the database is down (this attempt failed, or the last one less than 1 s ago). */
-PGconn *ly_db_session_try (ly_db_session_t *self, int *fd, short *events);
-/*  True while a new connection is on its way, with its socket and what to poll it for
-    (then ly_db_session_try steps it on). */
+/*  The same without waiting: the connected session, or NULL while the database is down
+    (this attempt failed, or the last one less than 1 s ago) or while a new connection
+    is on its way (ly_db_session_pending; call again once its socket is ready: it is
+    given up at a call 5 s after it began). */
+PGconn *ly_db_session_try (ly_db_session_t *self);
+/*  True while a new connection is on its way, with its socket and what to poll it for,
+    POLLIN or POLLOUT (fd and events may be NULL). */
 bool ly_db_session_pending (ly_db_session_t *self, int *fd, short *events);
 /*  After a failed statement: drops the connection when it is broken, so the next
     ly_db_session_get reconnects. */

@@ -14,15 +14,16 @@
     (the running batch is slow: a stall, a lock). The loop does not wait for a batch:
     its session's socket is polled beside the router through both round trips (and
     before them while the session connects again), and each request is acknowledged
-    as soon as its COMMIT has answered. Two batches may
-    carry the same key: the second waits for the first's COMMIT and then counts a
-    duplicate; both insert keys in (project, event_id) order, so they cannot deadlock
-    each other (a deadlock reported anyway is retried once).
+    as soon as its COMMIT has answered. Two batches may carry the same key: the second
+    waits for the first's COMMIT and then counts a duplicate; both insert keys in
+    (project, event_id) order, so they cannot deadlock each other (a deadlock reported
+    anyway is retried once).
     When the database is down, requests are answered "unavailable" at once (the gateway
     says 503). When it hangs rather than refuses (every session's batch has been
     running for S_STALL_MSEC), so are the requests waiting and those in the hanging
-    batches, and a batch whose session has not connected within S_STALL_MSEC. A batch that PostgreSQL refuses for its data is retried request by request
-    so one bad request cannot sink the others. Maintenance (partitions ahead, expiry of
+    batches, and a batch whose session has not connected within S_STALL_MSEC. A batch
+    that PostgreSQL refuses for its data is retried request by request so one bad
+    request cannot sink the others. Maintenance (partitions ahead, expiry of
     deduplication keys) runs on an idle session, one statement at a time, and is
     answered beside the loop like a batch: one that waits (a lock, a hang) holds its
     session only. */
@@ -469,10 +470,8 @@ s_write_end (s_writer_t *w, ly_result_t result, const PGresult *failed)
 static void
 s_write_connect (self_t *self, s_writer_t *w, bool block)
 {
-    int fd = -1;
-    short events;
-    w->db = block? ly_db_session_get (w->session): ly_db_session_try (w->session, &fd, &events);
-    if (!w->db && fd >= 0)
+    w->db = block? ly_db_session_get (w->session): ly_db_session_try (w->session);
+    if (!w->db && ly_db_session_pending (w->session, NULL, NULL))
         return;                             //  on its way: its socket is polled
     if (!w->db) {
         snprintf (w->err, sizeof w->err, "the database is unreachable");
@@ -692,6 +691,13 @@ s_finish_all (self_t *self)
     }
 }
 
+//  How long w's batch (or maintenance statement) has been running, msec.
+static int64_t
+s_running_msec (const s_writer_t *w)
+{
+    return (ly_mono_usec () - w->started) / 1000;
+}
+
 //  True when maintenance is due: partitions ahead, or, after a batch, expired
 //  deduplication keys.
 static bool
@@ -726,15 +732,15 @@ s_idle_writer (self_t *self, bool *busy)
 static long
 s_stall_in (self_t *self)
 {
-    int64_t youngest = 0;
+    int64_t shortest = INT64_MAX;
     for (size_t k = 0; k < S_WRITERS; k++) {
         s_writer_t *w = &self->writer [k];
         if (w->phase == S_IDLE)
             return -1;
-        if (w->started > youngest)
-            youngest = w->started;
+        if (s_running_msec (w) < shortest)
+            shortest = s_running_msec (w);
     }
-    int64_t left = S_STALL_MSEC - (ly_mono_usec () - youngest) / 1000;
+    int64_t left = S_STALL_MSEC - shortest;
     return left > 0? (long) left: 0;
 }
 
@@ -745,7 +751,7 @@ s_batch_hangs (self_t *self)
 {
     for (size_t k = 0; k < S_WRITERS; k++) {
         s_writer_t *w = &self->writer [k];
-        if (w->phase != S_IDLE && ly_mono_usec () - w->started >= S_STALL_MSEC * 1000)
+        if (w->phase != S_IDLE && s_running_msec (w) >= S_STALL_MSEC)
             return true;
     }
     return false;
@@ -758,7 +764,7 @@ s_give_up_connecting (self_t *self)
 {
     for (size_t k = 0; k < S_WRITERS; k++) {
         s_writer_t *w = &self->writer [k];
-        if (w->phase != S_CONNECTING || ly_mono_usec () - w->started < S_STALL_MSEC * 1000)
+        if (w->phase != S_CONNECTING || s_running_msec (w) < S_STALL_MSEC)
             continue;
         snprintf (w->err, sizeof w->err, "the database did not take a new connection "
                   "within %d ms", S_STALL_MSEC);
@@ -894,9 +900,7 @@ s_maintain (self_t *self)
     if (!w)
         return;
     int64_t now = ly_mono_msec ();
-    int fd;
-    short events;
-    w->db = ly_db_session_try (w->session, &fd, &events);
+    w->db = ly_db_session_try (w->session);
     if (!w->db) {
         //  Batches go on meanwhile (and are answered "unavailable" while it is down)
         self->next_partition = now + S_RETRY_MSEC;
@@ -949,9 +953,7 @@ s_db_answers (self_t *self)
     s_writer_t *w = s_idle_writer (self, NULL);
     if (!w)
         return !s_batch_hangs (self);
-    int fd;
-    short events;
-    w->db = ly_db_session_try (w->session, &fd, &events);
+    w->db = ly_db_session_try (w->session);
     if (!w->db)
         return false;               //  down, or a new connection not yet made
     int64_t until = ly_mono_msec () + S_PING_MSEC;
@@ -1035,10 +1037,7 @@ s_room (self_t *self)
 static const char *
 s_status (void *self)
 {
-    int fd;
-    short events;
-    return ly_db_session_try (((self_t *) self)->writer [0].session, &fd, &events)?
-           "ok": "database down";
+    return ly_db_session_try (((self_t *) self)->writer [0].session)? "ok": "database down";
 }
 
 //  The smaller of two poll timeouts (-1: none).
@@ -1062,7 +1061,7 @@ s_poll_timeout (self_t *self)
         timeout = s_sooner (timeout, s_stall_in (self));
     for (size_t k = 0; k < S_WRITERS; k++)
         if (self->writer [k].phase == S_CONNECTING) {
-            int64_t left = S_STALL_MSEC - (ly_mono_usec () - self->writer [k].started) / 1000;
+            int64_t left = S_STALL_MSEC - s_running_msec (&self->writer [k]);
             timeout = s_sooner (timeout, left > 0? (long) left: 0);
         }
     bool busy;
@@ -1118,9 +1117,7 @@ s_loop (self_t *self)
             if (!items [WRITERS + k].revents)
                 continue;
             if (w->phase == S_IDLE) {
-                int fd;
-                short events;
-                ly_db_session_try (w->session, &fd, &events);   //  steps the connection on
+                ly_db_session_try (w->session);     //  steps its new connection on
                 continue;
             }
             if (w->phase == S_MAINTAINING) {

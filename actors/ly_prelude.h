@@ -36,6 +36,10 @@
 
 #define LY_VERSION "0.1.0"
 
+/*  A macro's value as a string literal: LY_TEXT (S_ROWS) is "5000" */
+#define LY_QUOTE(x) #x
+#define LY_TEXT(x) LY_QUOTE (x)
+
 /*  The shared vocabulary for multi-step work; plain calls return 0 / -1. */
 typedef enum {
     LY_OK = 0,          /* done */

@@ -13,7 +13,6 @@
                                        answered within 5 s (ly_gateway.c), then the rest stop */
 #define S_MAX_CHILDREN 32
 #define S_HEARTBEAT_FD 3            /* a child's heartbeat pipe, in the child */
-#define S_HEARTBEAT_FD_ARG "3"      /* the same, as its --heartbeat-fd argument */
 #define S_ALIVE_CHECK_MSEC 1000     /* how often heartbeats are read */
 #define S_ALIVE_TICK_MSEC 250       /* how often a child asks its actor */
 #define S_START_GRACE_MSEC 30000    /* before its first heartbeat, a child may take
@@ -159,7 +158,7 @@ s_start (ly_supervisor_t *self, s_child_t *child)
             if (dup2 (pipe_fds [1], S_HEARTBEAT_FD) == -1)
                 _exit (1);
             argv [argc++] = "--heartbeat-fd";
-            argv [argc++] = S_HEARTBEAT_FD_ARG;
+            argv [argc++] = LY_TEXT (S_HEARTBEAT_FD);
         }
         argv [argc] = NULL;
         execv (self->exe, argv);

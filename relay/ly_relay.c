@@ -60,8 +60,6 @@
 #define S_SWEEP_MSEC (10 * 60 * 1000)   /* how often expired Apple tokens are dropped */
 #define S_PRUNE_MSEC (60 * 1000)        /* how often old delivery records are looked for */
 #define S_PRUNE_ROWS 5000               /* rows looked at per pass, between other work */
-#define S_QUOTE(x) #x
-#define S_TEXT(x) S_QUOTE (x)           /* a number's digits, for a statement */
 #define S_DB_RETRY_MSEC 1000            /* wait after a database failure */
 #define S_MAX_POLL_SOCKETS 256
 #define S_CLOCK_MARGIN_MSEC 25          /* a scheduled retry is claimed this much later */
@@ -261,7 +259,7 @@ static const struct {
     { "prune",
       "WITH scanned AS ("
       "  SELECT delivery_id, status, created_at FROM relay_deliveries"
-      "   WHERE delivery_id > $1 ORDER BY delivery_id LIMIT " S_TEXT (S_PRUNE_ROWS) "),"
+      "   WHERE delivery_id > $1 ORDER BY delivery_id LIMIT " LY_TEXT (S_PRUNE_ROWS) "),"
       " old AS (SELECT delivery_id, status FROM scanned"
       "          WHERE created_at < now () - make_interval (days => $2::integer)),"
       " gone AS ("

@@ -324,37 +324,26 @@ static const struct {
 };
 #define S_STATEMENTS (sizeof s_statements / sizeof s_statements [0])
 
-static int
-s_prepare_session (PGconn *db, void *arg)
+//  What a new session runs first: its statements prepared, its settings, and LISTEN.
+static char *
+s_session_setup (void *arg)
 {
-    char err [512] = "";
     char *claim = zsys_sprintf (s_claim_sql, ly_delivery_columns);
-    PGresult *res = PQprepare (db, "claim", claim, 0, NULL);
+    char *setup = zsys_sprintf ("PREPARE claim AS %s", claim);
     zstr_free (&claim);
-    int rc = PQresultStatus (res) == PGRES_COMMAND_OK? 0: -1;
-    if (rc)
-        snprintf (err, sizeof err, "claim: %s", PQresultErrorMessage (res));
-    PQclear (res);
-    for (size_t i = 0; i < S_STATEMENTS && rc == 0; i++) {
-        res = PQprepare (db, s_statements [i].name, s_statements [i].sql, 0, NULL);
-        if (PQresultStatus (res) != PGRES_COMMAND_OK) {
-            snprintf (err, sizeof err, "%s: %s", s_statements [i].name, PQresultErrorMessage (res));
-            rc = -1;
-        }
-        PQclear (res);
+    for (size_t i = 0; i < S_STATEMENTS; i++) {
+        char *longer = zsys_sprintf ("%s; PREPARE %s AS %s", setup, s_statements [i].name,
+                                     s_statements [i].sql);
+        zstr_free (&setup);
+        setup = longer;
     }
-    if (rc == 0 && ly_db_exec (db, "SET statement_timeout = '" S_STATEMENT_TIMEOUT "'", err, sizeof err))
-        rc = -1;
     //  A commit of ours lost in a crash of PostgreSQL itself only means a batch sent
     //  again with the same event_ids, as after a kill -9 of a relay: no need to wait
     //  for the WAL flush of every claim and outcome
-    if (rc == 0 && ly_db_exec (db, "SET synchronous_commit = off", err, sizeof err))
-        rc = -1;
-    if (rc == 0 && ly_db_exec (db, "LISTEN " S_CHANNEL, err, sizeof err))
-        rc = -1;
-    if (rc)
-        ly_error (S_ACTOR, "could not prepare the relay session: %s", err);
-    return rc;
+    char *longer = zsys_sprintf ("%s; SET statement_timeout = '" S_STATEMENT_TIMEOUT "';"
+                                 " SET synchronous_commit = off; LISTEN " S_CHANNEL, setup);
+    zstr_free (&setup);
+    return longer;
 }
 
 //  The connection, reconnecting when allowed; NULL while the database is down.
@@ -1652,7 +1641,7 @@ s_self_new (zsock_t *pipe)
 
     self->tap = ly_tap_new (S_ACTOR);
     self->httpc = ly_httpc_new (self->timeout_ms);
-    self->session = ly_db_session_new (LY_DB_RELAY, S_ACTOR, s_prepare_session, self);
+    self->session = ly_db_session_new (LY_DB_RELAY, S_ACTOR, s_session_setup, self);
     self->queued = zlistx_new ();
     self->sending = zlistx_new ();
     self->outcomes = zlistx_new ();

@@ -34,18 +34,13 @@ s_self_destroy (self_t **self_p)
     }
 }
 
-static int
-s_prepare_auth (PGconn *db, void *arg)
+static char *
+s_auth_setup (void *arg)
 {
-    PGresult *res = PQprepare (db, "key_lookup",
-        "SELECT k.org_id, k.project_id, coalesce (p.default_country_code, '') "
-        "  FROM sdk_keys k JOIN projects p ON p.project_id = k.project_id "
-        " WHERE k.key_sha256 = decode ($1, 'hex') AND k.revoked_at IS NULL", 1, NULL);
-    int rc = PQresultStatus (res) == PGRES_COMMAND_OK? 0: -1;
-    if (rc)
-        ly_error (S_ACTOR, "could not prepare the key lookup: %s", PQresultErrorMessage (res));
-    PQclear (res);
-    return rc;
+    return strdup ("PREPARE key_lookup AS"
+        " SELECT k.org_id, k.project_id, coalesce (p.default_country_code, '')"
+        "   FROM sdk_keys k JOIN projects p ON p.project_id = k.project_id"
+        "  WHERE k.key_sha256 = decode ($1, 'hex') AND k.revoked_at IS NULL");
 }
 
 static self_t *
@@ -55,7 +50,7 @@ s_self_new (zsock_t *pipe)
     self->pipe = pipe;
     self->router = ly_topology_open (S_ACTOR, "api");
     self->tap = ly_tap_new (S_ACTOR);
-    self->auth = ly_db_session_new (LY_DB_AUTH, S_ACTOR, s_prepare_auth, NULL);
+    self->auth = ly_db_session_new (LY_DB_AUTH, S_ACTOR, s_auth_setup, NULL);
     self->v1 = ly_apiv1_new ();
     if (!self->router || !self->tap)
         s_self_destroy (&self);

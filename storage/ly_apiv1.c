@@ -183,19 +183,14 @@ struct _ly_apiv1_t {
     ly_db_session_t *api;       /* layers_api: the requests' transactions, owned */
 };
 
-static int
-s_prepare_api (PGconn *db, void *arg)
+static char *
+s_api_setup (void *arg)
 {
     //  Timestamps are rendered in UTC (ly_apiv1_row); a request is bounded well below
     //  the gateway's 30 s deadline.
-    char err [256];
-    if (ly_db_exec (db, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD';"
-                        " SET statement_timeout = '20s';"
-                        " SET idle_in_transaction_session_timeout = '60s'", err, sizeof err)) {
-        ly_error (S_ACTOR, "could not set up the API session: %s", err);
-        return -1;
-    }
-    return 0;
+    return strdup ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD';"
+                   " SET statement_timeout = '20s';"
+                   " SET idle_in_transaction_session_timeout = '60s'");
 }
 
 ly_apiv1_t *
@@ -205,7 +200,7 @@ ly_apiv1_new (void)
     if (!self)
         return NULL;
     self->auth = ly_db_session_new (LY_DB_AUTH, S_ACTOR, NULL, NULL);
-    self->api = ly_db_session_new (LY_DB_API, S_ACTOR, s_prepare_api, NULL);
+    self->api = ly_db_session_new (LY_DB_API, S_ACTOR, s_api_setup, NULL);
     return self;
 }
 

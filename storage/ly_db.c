@@ -187,24 +187,25 @@ ly_db_setup_roles (PGconn *conn, char *err, size_t errlen)
 struct _ly_db_session_t {
     ly_db_role_t role;          /* the role it logs in as */
     char *actor;                /* for log lines, owned */
-    ly_db_prepare_fn *prepare;  /* per-connection set-up, may be NULL */
-    void *arg;                  /* for prepare, borrowed */
+    ly_db_setup_fn *setup;      /* per-connection set-up statements, may be NULL */
+    void *arg;                  /* for setup, borrowed */
     PGconn *conn;               /* the connection, owned; NULL while down */
     PGconn *pending;            /* a connection on its way, owned; NULL if none */
     PostgresPollingStatusType polling;  /* what the pending one waits for */
+    bool setting_up;            /* the pending one is connected and runs its set-up */
     int64_t pending_until;      /* monotonic msec when it is given up */
     int64_t next_connect;       /* monotonic msec before which we do not retry */
     bool down_logged;           /* the outage was logged */
 };
 
 ly_db_session_t *
-ly_db_session_new (ly_db_role_t role, const char *actor, ly_db_prepare_fn *prepare, void *arg)
+ly_db_session_new (ly_db_role_t role, const char *actor, ly_db_setup_fn *setup, void *arg)
 {
     ly_db_session_t *self = (ly_db_session_t *) calloc (1, sizeof (ly_db_session_t));
     assert (self);
     self->role = role;
     self->actor = strdup (actor);
-    self->prepare = prepare;
+    self->setup = setup;
     self->arg = arg;
     return self;
 }
@@ -233,8 +234,19 @@ s_session_drop (ly_db_session_t *self)
     self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
 }
 
+//  Gives up the connection on its way; the next one is tried after S_RECONNECT_MSEC.
+static void
+s_pending_drop (ly_db_session_t *self)
+{
+    if (self->pending)
+        PQfinish (self->pending);
+    self->pending = NULL;
+    self->setting_up = false;
+    self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
+}
+
 //  The connection on its way failed (why: libpq's message or ours): logged once per
-//  outage, tried again after S_RECONNECT_MSEC.
+//  outage.
 static void
 s_pending_failed (ly_db_session_t *self, const char *why)
 {
@@ -244,10 +256,60 @@ s_pending_failed (ly_db_session_t *self, const char *why)
                     ly_db_role_name (self->role), ly_db_message (reason, sizeof reason, why));
     }
     self->down_logged = true;
-    if (self->pending)
-        PQfinish (self->pending);
-    self->pending = NULL;
-    self->next_connect = ly_mono_msec () + S_RECONNECT_MSEC;
+    s_pending_drop (self);
+}
+
+//  What the connection on its way waits for on its socket.
+static short
+s_pending_events (ly_db_session_t *self)
+{
+    return self->setting_up || self->polling == PGRES_POLLING_READING? POLLIN: POLLOUT;
+}
+
+//  Starts the set-up statements on the connection just made; false when it failed
+//  (dropped). done is set when there are none.
+static bool
+s_setup_start (ly_db_session_t *self, bool *done)
+{
+    char *setup = self->setup? self->setup (self->arg): NULL;
+    *done = !setup;
+    if (!setup)
+        return true;
+    int sent = PQsendQuery (self->pending, setup);
+    free (setup);
+    if (!sent) {
+        s_pending_failed (self, PQerrorMessage (self->pending));
+        return false;
+    }
+    self->setting_up = true;
+    return true;
+}
+
+//  Reads what came of the set-up statements: 1 while they run, 0 when they all
+//  succeeded, -1 when one failed (logged; the connection is dropped).
+static int
+s_setup_read (ly_db_session_t *self)
+{
+    if (!PQconsumeInput (self->pending)) {
+        s_pending_failed (self, PQerrorMessage (self->pending));
+        return -1;
+    }
+    while (!PQisBusy (self->pending)) {
+        PGresult *res = PQgetResult (self->pending);
+        if (!res)
+            return 0;
+        ExecStatusType status = PQresultStatus (res);
+        if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+            char reason [512];
+            ly_error (self->actor, "could not set up a session as %s: %s", ly_db_role_name (self->role),
+                      ly_db_message (reason, sizeof reason, PQresultErrorMessage (res)));
+            PQclear (res);
+            s_pending_drop (self);
+            return -1;
+        }
+        PQclear (res);
+    }
+    return 1;
 }
 
 PGconn *
@@ -276,10 +338,11 @@ ly_db_session_try (ly_db_session_t *self)
         self->polling = PGRES_POLLING_WRITING;      //  as libpq says to begin
         self->pending_until = now + S_CONNECT_MSEC;
     }
-    //  Step the connection on while its socket is ready for what it waits for
-    while (true) {
-        struct pollfd item = { PQsocket (self->pending),
-                               self->polling == PGRES_POLLING_READING? POLLIN: POLLOUT, 0 };
+    //  Step the connection, then its set-up, on while its socket is ready for what it
+    //  waits for
+    bool ready = false;
+    while (!ready) {
+        struct pollfd item = { PQsocket (self->pending), s_pending_events (self), 0 };
         if (item.fd < 0) {
             s_pending_failed (self, PQerrorMessage (self->pending));
             return NULL;
@@ -289,20 +352,24 @@ ly_db_session_try (ly_db_session_t *self)
                 s_pending_failed (self, "no answer within 5 seconds");
             return NULL;
         }
+        if (self->setting_up) {
+            int rc = s_setup_read (self);
+            if (rc < 0)
+                return NULL;
+            ready = rc == 0;
+            continue;
+        }
         self->polling = PQconnectPoll (self->pending);
         if (self->polling == PGRES_POLLING_FAILED) {
             s_pending_failed (self, PQerrorMessage (self->pending));
             return NULL;
         }
-        if (self->polling == PGRES_POLLING_OK)
-            break;
+        if (self->polling == PGRES_POLLING_OK && !s_setup_start (self, &ready))
+            return NULL;
     }
     self->conn = self->pending;
     self->pending = NULL;
-    if (self->prepare && self->prepare (self->conn, self->arg)) {
-        s_session_drop (self);
-        return NULL;
-    }
+    self->setting_up = false;
     if (self->down_logged)
         ly_info (self->actor, "connected to the database again");
     self->down_logged = false;
@@ -331,7 +398,7 @@ ly_db_session_pending (ly_db_session_t *self, int *fd, short *events)
     if (fd)
         *fd = PQsocket (self->pending);
     if (events)
-        *events = self->polling == PGRES_POLLING_READING? POLLIN: POLLOUT;
+        *events = s_pending_events (self);
     return true;
 }
 

@@ -44,21 +44,25 @@ int ly_db_exec (PGconn *conn, const char *sql, char *err, size_t errlen);
 
 
 /*  A role's session that reconnects by itself: at most once a second after a failure,
-    on demand. prepare (may be NULL) runs on every new connection (prepared statements,
-    temporary tables); a non-zero return drops that connection. */
+    on demand. setup (may be NULL) is called for every new connection and returns the
+    statements the connection runs before it is handed out (prepared statements,
+    temporary tables, SET), as one text (statements separated by ';', sent at once and
+    answered without holding the caller: see ly_db_session_try), or NULL for none;
+    the caller frees it. A set-up that fails drops that connection (logged). */
 typedef struct _ly_db_session_t ly_db_session_t;
-typedef int (ly_db_prepare_fn) (PGconn *db, void *arg);
+typedef char *(ly_db_setup_fn) (void *arg);
 
 ly_db_session_t *ly_db_session_new (ly_db_role_t role, const char *actor,
-                                    ly_db_prepare_fn *prepare, void *arg);
+                                    ly_db_setup_fn *setup, void *arg);
 void ly_db_session_destroy (ly_db_session_t **self_p);
 /*  The connected session, or NULL while the database is down (the reason was logged
-    once per outage). A new connection is waited for, at most 5 s. Borrowed. */
+    once per outage). A new connection and its set-up are waited for, at most 5 s.
+    Borrowed. */
 PGconn *ly_db_session_get (ly_db_session_t *self);
 /*  The same without waiting: the connected session, or NULL while the database is down
     (this attempt failed, or the last one less than 1 s ago) or while a new connection
-    is on its way (ly_db_session_pending; call again once its socket is ready: it is
-    given up at a call 5 s after it began). */
+    is on its way, its set-up included (ly_db_session_pending; call again once its
+    socket is ready: it is given up at a call 5 s after it began). */
 PGconn *ly_db_session_try (ly_db_session_t *self);
 /*  True while a new connection is on its way, with its socket and what to poll it for,
     POLLIN or POLLOUT (fd and events may be NULL). */

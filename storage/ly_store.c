@@ -220,9 +220,9 @@ s_replace_word (const char *text, const char *word, const char *replacement)
     return longer;
 }
 
-//  Creates the staging table and prepares the batch statement on a new session.
-static int
-s_prepare_session (PGconn *db, void *arg)
+//  What a new session runs first: the staging table, and the batch statement prepared.
+static char *
+s_session_setup (void *arg)
 {
     self_t *self = (self_t *) arg;
     self->next_partition = 0;       //  a new session checks partitions at once
@@ -235,10 +235,19 @@ s_prepare_session (PGconn *db, void *arg)
         ddl = longer;
         column = strtok (NULL, ", ");
     }
-    char *full = zsys_sprintf ("%s) ON COMMIT DELETE ROWS", ddl);
-    free (ddl);
     free (columns);
-    char err [1024];
+    //  An attribution token is kept only for the relay to resolve: when no Apple
+    //  delivery will be made for the event, it is never stored.
+    char *token = s_replace_word (ly_event_copy_columns, "attribution_token",
+        "CASE WHEN consent_ads IS NOT FALSE AND EXISTS (SELECT 1 FROM project_layers l"
+        " WHERE l.project_id = winners.project_id AND l.layer = 'apple_search_ads'"
+        " AND l.enabled) THEN attribution_token END");
+    char *event_time = s_replace_word (token, "event_time", S_FROM_USEC ("event_time"));
+    char *select = s_replace_word (event_time, "received_at", S_FROM_USEC ("received_at"));
+    free (token);
+    free (event_time);
+    char *statement = zsys_sprintf (s_insert_sql, ly_event_copy_columns, select);
+    free (select);
     //  The batch statement is planned once per session (a statement without parameters
     //  keeps its first plan), while batches go from one row to thousands and the staging
     //  table has no statistics: a plan made for a small batch must not be quadratic for
@@ -246,31 +255,11 @@ s_prepare_session (PGconn *db, void *arg)
     //  lookup of project_layers by its key. (JIT is off for every session, ly_db.c: the
     //  disabled nested loops' cost estimates would compile every execution for half a
     //  second.)
-    int rc = ly_db_exec (db, full, err, sizeof err);
-    zstr_free (&full);
-    if (rc == 0)
-        rc = ly_db_exec (db, "SET enable_nestloop = off", err, sizeof err);
-    if (rc == 0) {
-        //  An attribution token is kept only for the relay to resolve: when no Apple
-        //  delivery will be made for the event, it is never stored.
-        char *token = s_replace_word (ly_event_copy_columns, "attribution_token",
-            "CASE WHEN consent_ads IS NOT FALSE AND EXISTS (SELECT 1 FROM project_layers l"
-            " WHERE l.project_id = winners.project_id AND l.layer = 'apple_search_ads'"
-            " AND l.enabled) THEN attribution_token END");
-        char *event_time = s_replace_word (token, "event_time", S_FROM_USEC ("event_time"));
-        char *select = s_replace_word (event_time, "received_at", S_FROM_USEC ("received_at"));
-        free (token);
-        free (event_time);
-        char *statement = zsys_sprintf (s_insert_sql, ly_event_copy_columns, select);
-        free (select);
-        char *prepare = zsys_sprintf ("PREPARE ly_batch AS %s", statement);
-        zstr_free (&statement);
-        rc = ly_db_exec (db, prepare, err, sizeof err);
-        zstr_free (&prepare);
-    }
-    if (rc)
-        ly_error (S_ACTOR, "could not prepare the store session: %s", err);
-    return rc;
+    char *setup = zsys_sprintf ("%s) ON COMMIT DELETE ROWS; SET enable_nestloop = off;"
+                                " PREPARE ly_batch AS %s", ddl, statement);
+    free (ddl);
+    zstr_free (&statement);
+    return setup;
 }
 
 //  Forgets a writer's session after a failure that may have broken it.
@@ -318,7 +307,7 @@ s_self_new (zsock_t *pipe)
     zlistx_set_destructor (self->unsent, (zlistx_destructor_fn *) s_unsent_destroy);
     self->tap = ly_tap_new (S_ACTOR);
     for (size_t k = 0; k < S_WRITERS; k++)
-        self->writer [k].session = ly_db_session_new (LY_DB_STORE, S_ACTOR, s_prepare_session, self);
+        self->writer [k].session = ly_db_session_new (LY_DB_STORE, S_ACTOR, s_session_setup, self);
     self->copy_sql = zsys_sprintf ("BEGIN; COPY ly_staging (pos, %s) FROM STDIN", ly_event_copy_columns);
     self->committed = ly_counter ("layers_store_events_total", "Events the store handled, by outcome",
                                   "outcome=\"stored\"");

@@ -185,6 +185,17 @@ def test_a_hanging_postgres_gets_503s_within_seconds():
         check_all_stored_once(server, load.acked)
 
 
+def timed_post(server, key):
+    """A function that posts one new event and returns its status and how long the
+    answer took."""
+    def post():
+        started = time.monotonic()
+        status, _, _ = post_events(server, {"event_id": str(uuid.uuid4()), "name": "purchase"},
+                                   key=key, timeout=15)
+        return status, time.monotonic() - started
+    return post
+
+
 def test_a_store_session_reconnecting_to_a_hanging_postgres_does_not_hold_the_store():
     """When a store session must connect again while the database hangs (here /readyz
     dropped the session whose "SELECT 1" went unanswered), the new connection is made
@@ -193,11 +204,7 @@ def test_a_store_session_reconnecting_to_a_hanging_postgres_does_not_hold_the_st
     with Layersd() as server:
         key = server.credentials()["sdk_key"]
 
-        def post():
-            started = time.monotonic()
-            status, _, body = post_events(server, {"event_id": str(uuid.uuid4()),
-                                                   "name": "purchase"}, key=key, timeout=15)
-            return status, time.monotonic() - started
+        post = timed_post(server, key)
 
         assert post()[0] == 202                 # the key is now trusted for 5 s
         pids = cluster_pids(server)
@@ -220,6 +227,44 @@ def test_a_store_session_reconnecting_to_a_hanging_postgres_does_not_hold_the_st
             time.sleep(0.3)
 
 
+def test_a_store_session_whose_set_up_waits_for_a_lock_does_not_hold_the_store():
+    """A new store session's set-up (its temporary table and prepared statement) is
+    answered beside the store's loop: here the PREPARE waits for a table another session
+    has locked, and requests still get their 503 within ~2 s; once the lock goes the
+    session is set up and requests are stored."""
+    with Layersd() as server:
+        key = server.credentials()["sdk_key"]
+
+        post = timed_post(server, key)
+
+        assert post()[0] == 202
+        db = db_connect(server)
+        locker = db_connect(server)
+        locker.autocommit = False
+        locker.cursor().execute("LOCK TABLE project_layers IN ACCESS EXCLUSIVE MODE")
+        try:
+            cur = db.cursor()
+            cur.execute("SELECT pg_terminate_backend (pid) FROM pg_stat_activity"
+                        " WHERE usename = 'layers_store'")
+            status, took = post()               # finds its session gone
+            assert status == 503 and took < 4.0, (status, took, server.log()[-3000:])
+            time.sleep(1.3)                     # past the session's 1 s before a retry
+            for _ in range(2):                  # its new connection's set-up waits
+                status, took = post()
+                assert status == 503 and took < 4.0, (status, took, server.log()[-3000:])
+            cur.execute("SELECT count (*) FROM pg_stat_activity WHERE usename = 'layers_store'"
+                        " AND wait_event_type = 'Lock'"
+                        " AND query LIKE 'CREATE TEMPORARY TABLE ly_staging%'")
+            assert cur.fetchone()[0] >= 1, "no store session was setting up"
+        finally:
+            locker.rollback()
+        deadline = time.monotonic() + 20
+        while post()[0] != 202:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.3)
+        assert "could not set up" not in server.log()
+
+
 def test_maintenance_that_waits_for_a_lock_does_not_hold_the_store():
     """The store's maintenance (here the expiry of old deduplication keys, which follows
     a batch) waits on a row lock another session holds: it waits on its own session,
@@ -235,12 +280,7 @@ def test_maintenance_that_waits_for_a_lock_does_not_hold_the_store():
         locker.autocommit = False
         locker.cursor().execute("SELECT 1 FROM sdk_event_ids WHERE event_id = 'old' FOR UPDATE")
 
-        def post():
-            started = time.monotonic()
-            status, _, body = post_events(server, {"event_id": str(uuid.uuid4()),
-                                                   "name": "purchase"},
-                                          key=creds["sdk_key"], timeout=15)
-            return status, time.monotonic() - started
+        post = timed_post(server, creds["sdk_key"])
 
         assert post()[0] == 202                 # the expiry is due after the first batch
 

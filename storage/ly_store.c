@@ -319,8 +319,8 @@ s_self_new (zsock_t *pipe)
                                     " rule that started them", "rule=\"rows\"");
     self->beside_wait = ly_counter ("layers_store_beside_batches_total", NULL, "rule=\"wait\"");
     self->stalled = ly_counter ("layers_store_stalled_requests_total",
-                                "Requests answered unavailable because every session's batch"
-                                " had been running for 2 s", NULL);
+                                "Requests answered unavailable because the database had not"
+                                " answered the store for 2 s", NULL);
     if (self->router) {
         zsock_set_router_mandatory (self->router, 1);
         zsock_set_sndtimeo (self->router, 2000);
@@ -733,6 +733,19 @@ s_stall_in (self_t *self)
     return left > 0? (long) left: 0;
 }
 
+//  Milliseconds until the requests of w's batch count as held by a hanging database
+//  (0: they do: the batch has run S_STALL_MSEC); -1 when none waits for its answer
+//  (a new connection's wait is s_give_up_connecting's).
+static long
+s_batch_stall_in (s_writer_t *w)
+{
+    if (w->phase == S_IDLE || w->phase == S_CONNECTING || w->phase == S_MAINTAINING
+    ||  w->answered)
+        return -1;
+    int64_t left = S_STALL_MSEC - s_running_msec (w);
+    return left > 0? (long) left: 0;
+}
+
 //  True when a batch has been running for S_STALL_MSEC: the database may hang, and
 //  nothing should wait for it with the loop held.
 static bool
@@ -766,16 +779,17 @@ s_give_up_connecting (self_t *self)
 }
 
 //  While the database hangs, answers "unavailable" (the gateway says 503, the client
-//  retries later) instead of holding requests for the gateway's deadline: those that
-//  wait, and those in the hanging batches. A batch may still commit when the database
-//  answers again; its requests' retries then count as duplicates.
+//  retries later) instead of holding requests for the gateway's deadline: those of a
+//  batch that has run S_STALL_MSEC, and, once every session has such a batch, those
+//  that wait. A batch may still commit when the database answers again; its requests'
+//  retries then count as duplicates.
 static void
 s_refuse_while_stalled (self_t *self)
 {
-    if (s_stall_in (self) != 0)
-        return;
     for (size_t k = 0; k < S_WRITERS; k++) {
         s_writer_t *w = &self->writer [k];
+        if (s_batch_stall_in (w) != 0)
+            continue;
         for (size_t i = 0; i < w->batch_size; i++)
             if (w->batch [i].reply_to) {
                 s_reply (self, &w->batch [i], "unavailable");
@@ -783,6 +797,8 @@ s_refuse_while_stalled (self_t *self)
             }
         w->answered = true;
     }
+    if (s_stall_in (self) != 0)
+        return;
     ly_metric_add (self->stalled, self->waiting_size);
     s_refuse_waiting (self);
 }
@@ -1043,11 +1059,10 @@ static long
 s_poll_timeout (self_t *self)
 {
     long timeout = zlistx_size (self->unsent)? S_UNSENT_POLL_MSEC: -1;
-    bool unanswered = self->waiting_size > 0;
-    for (size_t k = 0; k < S_WRITERS; k++)
-        unanswered |= self->writer [k].phase != S_IDLE && !self->writer [k].answered;
-    if (unanswered)
+    if (self->waiting_size)
         timeout = s_sooner (timeout, s_stall_in (self));
+    for (size_t k = 0; k < S_WRITERS; k++)
+        timeout = s_sooner (timeout, s_batch_stall_in (&self->writer [k]));
     for (size_t k = 0; k < S_WRITERS; k++)
         if (self->writer [k].phase == S_CONNECTING) {
             int64_t left = S_STALL_MSEC - s_running_msec (&self->writer [k]);

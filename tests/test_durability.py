@@ -196,6 +196,29 @@ def timed_post(server, key):
     return post
 
 
+def test_a_lone_request_to_a_hanging_postgres_gets_503_within_seconds():
+    """One request at a time while the database hangs: its batch is the only one (the
+    store's other session stays idle), and it is answered 503 after ~2 s all the same,
+    not at the gateway's 10 s deadline; so is the next one."""
+    with Layersd() as server:
+        post = timed_post(server, server.credentials()["sdk_key"])
+        assert post()[0] == 202                 # the key is now trusted for 5 s
+        pids = cluster_pids(server)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            for _ in range(2):
+                status, took = post()
+                assert status == 503 and took < 4.0, (status, took, server.log()[-3000:])
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while post()[0] != 202:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.3)
+
+
 def test_a_store_session_reconnecting_to_a_hanging_postgres_does_not_hold_the_store():
     """When a store session must connect again while the database hangs (here /readyz
     dropped the session whose "SELECT 1" went unanswered), the new connection is made

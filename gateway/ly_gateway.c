@@ -318,8 +318,10 @@ s_walk_forwarded (const char *line, char out [INET6_ADDRSTRLEN])
         while (start > line && start [-1] != ',')
             start--;
         uint8_t addr [16];
-        if (ly_netaddr_parse_forwarded (start, (size_t) (end - start), addr))
-            return false;           //  not an address: the last trusted one stays
+        if (ly_netaddr_parse_forwarded (start, (size_t) (end - start), addr)) {
+            out [0] = 0;            //  not an address: the client is not known
+            return false;
+        }
         ly_netaddr_format (addr, out);
         if (!s_trusted_proxy (addr))
             return false;           //  the client
@@ -330,8 +332,9 @@ s_walk_forwarded (const char *line, char out [INET6_ADDRSTRLEN])
 }
 
 //  The client's IP: the peer, or, when the peer is a trusted proxy, the right-most
-//  address in X-Forwarded-For that is not one. An entry that is not an address stops
-//  the walk at the last trusted proxy.
+//  address in X-Forwarded-For that is not one. An entry that is not an address, met
+//  before that one, leaves the client unknown (empty): a trusted proxy's own address
+//  says nothing of where the client is.
 static void
 s_client_ip (struct MHD_Connection *conn, char out [INET6_ADDRSTRLEN])
 {

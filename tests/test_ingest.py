@@ -101,7 +101,9 @@ def test_ipv6_geo_and_prehashed_values(server):
     (["81.2.69.160", "175.16.199.1"], "CN"),        # a proxy's own line comes last
     (["81.2.69.160:4711"], "GB"),                   # IPv4:port, as some proxies write it
     (["[2001:db8::7]:443"], "DE"),
-    (["81.2.69.160, unknown, 10.0.0.1"], None),     # not an address: stop at the proxy
+    (["81.2.69.160, unknown, 10.0.0.1"], None),     # not an address: the client is unknown
+    (["81.2.69.160, unknown, 2001:db8:ffff::1"], None),  # not the proxy's own region (DE)
+    (["81.2.69.160,"], None),
 ])
 def test_client_ip_through_trusted_proxies(server, lines, country):
     """The client is the right-most X-Forwarded-For entry that is not a trusted proxy

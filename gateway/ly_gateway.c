@@ -92,6 +92,7 @@ struct _s_request_t {
     char *upload;                   /* request body, owned */
     size_t upload_size;
     bool too_large;                 /* the body passed the limit */
+    bool close;                     /* the connection closes after the answer */
     char key_hash [65];             /* SHA-256 hex of the SDK key or API token */
     bool has_token;                 /* /v1: a bearer token was sent */
     char *path;                     /* /v1: path, owned */
@@ -244,6 +245,8 @@ s_queue_answer (s_request_t *request)
         MHD_add_response_header (response, MHD_HTTP_HEADER_LOCATION, request->location);
     if (request->allow)
         MHD_add_response_header (response, MHD_HTTP_HEADER_ALLOW, request->allow);
+    if (request->close)
+        MHD_add_response_header (response, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result rc = MHD_queue_response (request->conn, request->status, response);
     MHD_destroy_response (response);
 
@@ -363,6 +366,24 @@ s_client_ip (struct MHD_Connection *conn, char out [INET6_ADDRSTRLEN])
             break;
 }
 
+//  The credential of an "Authorization: Bearer ..." header, without the white space
+//  around it, and its length; NULL when there is no such header (or it is empty).
+static const char *
+s_bearer (struct MHD_Connection *conn, size_t *len)
+{
+    const char *authorization = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
+                                                             MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!authorization || strncasecmp (authorization, "Bearer ", 7) != 0)
+        return NULL;
+    const char *credential = authorization + 7;
+    credential += strspn (credential, " \t");
+    size_t size = strlen (credential);
+    while (size && (credential [size - 1] == ' ' || credential [size - 1] == '\t'))
+        size--;
+    *len = size;
+    return size? credential: NULL;
+}
+
 //  413 for a body over the limit, however it was found out
 static void
 s_answer_too_large (s_request_t *request)
@@ -389,24 +410,18 @@ s_prepare_events (s_shared_t *shared, s_request_t *request)
         s_answer_too_large (request);
         return false;
     }
-    const char *authorization = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
-                                                             MHD_HTTP_HEADER_AUTHORIZATION);
-    const char *key = NULL;
-    if (authorization && strncasecmp (authorization, "Bearer ", 7) == 0) {
-        key = authorization + 7;
-        while (*key == ' ')
-            key++;
-    }
-    if (!key || !*key) {
+    size_t key_len;
+    const char *key = s_bearer (conn, &key_len);
+    if (!key) {
         s_answer_error (request, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                         "an SDK key is required: Authorization: Bearer <sdk key>");
         return false;
     }
-    if (strlen (key) > 256) {
+    if (key_len > 256) {
         s_answer_error (request, MHD_HTTP_UNAUTHORIZED, "unauthorized", "unknown SDK key");
         return false;
     }
-    ly_sha256_hex (key, strlen (key), request->key_hash);
+    ly_sha256_hex (key, key_len, request->key_hash);
 
     ly_sdkbody_error_t error;
     const char *content_type = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
@@ -480,16 +495,11 @@ s_prepare_api (s_shared_t *shared, s_request_t *request)
         s_answer_too_large (request);
         return false;
     }
-    const char *authorization = MHD_lookup_connection_value (request->conn, MHD_HEADER_KIND,
-                                                             MHD_HTTP_HEADER_AUTHORIZATION);
-    if (authorization && strncasecmp (authorization, "Bearer ", 7) == 0) {
-        const char *token = authorization + 7;
-        while (*token == ' ')
-            token++;
-        if (*token && strlen (token) <= 256) {
-            ly_sha256_hex (token, strlen (token), request->key_hash);
-            request->has_token = true;
-        }
+    size_t token_len;
+    const char *token = s_bearer (request->conn, &token_len);
+    if (token && token_len <= 256) {
+        ly_sha256_hex (token, token_len, request->key_hash);
+        request->has_token = true;
     }
     const char *value;
     struct MHD_Connection *conn = request->conn;
@@ -520,6 +530,103 @@ s_answer_local (s_request_t *request)
     }
 }
 
+//  The header lines of a request, as far as its framing and the headers that may come
+//  only once go (s_framing_error)
+typedef struct {
+    unsigned lengths;               /* Content-Length lines */
+    const char *length;             /* the first one's value */
+    bool lengths_differ;            /* two of them disagree */
+    unsigned encodings;             /* Transfer-Encoding lines */
+    const char *encoding;           /* the first one's value */
+    const char *repeated;           /* a header that may come once, twice; NULL: none */
+    bool spaced_name;               /* a header name with white space before its colon */
+    unsigned seen;                  /* of s_single_headers, a bit per header seen */
+} s_headers_t;
+
+static const char *s_single_headers [] = {
+    "Authorization", "Content-Type", "Content-Encoding", "Host"
+};
+
+static enum MHD_Result
+s_scan_header (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void) kind;
+    s_headers_t *headers = (s_headers_t *) cls;
+    if (!key)
+        return MHD_YES;
+    value = value? value: "";
+    if (strpbrk (key, " \t"))
+        headers->spaced_name = true;
+    if (strcasecmp (key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (headers->lengths++ == 0)
+            headers->length = value;
+        else
+        if (strcmp (headers->length, value) != 0)
+            headers->lengths_differ = true;
+    }
+    else
+    if (strcasecmp (key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        if (headers->encodings++ == 0)
+            headers->encoding = value;
+    }
+    else
+    for (unsigned i = 0; i < sizeof s_single_headers / sizeof s_single_headers [0]; i++)
+        if (strcasecmp (key, s_single_headers [i]) == 0) {
+            if (headers->seen & (1u << i))
+                headers->repeated = s_single_headers [i];
+            headers->seen |= 1u << i;
+        }
+    return MHD_YES;
+}
+
+//  Answers a request whose header lines leave where its body ends in doubt (another
+//  server on the way could read it otherwise: request smuggling), or that repeat a
+//  header that may come once; such a connection closes after the answer. False when
+//  the request is fine.
+static bool
+s_framing_error (s_request_t *request)
+{
+    s_headers_t headers = { .lengths = 0 };
+    MHD_get_connection_values (request->conn, MHD_HEADER_KIND, s_scan_header, &headers);
+    char message [128] = "";
+    unsigned status = MHD_HTTP_BAD_REQUEST;
+    if (headers.spaced_name)
+        snprintf (message, sizeof message, "a header name is followed by white space");
+    else
+    if (headers.lengths_differ)
+        snprintf (message, sizeof message, "the Content-Length headers disagree");
+    else
+    if (headers.encodings && headers.lengths)
+        snprintf (message, sizeof message, "both Transfer-Encoding and Content-Length are given");
+    else
+    if (headers.encodings && (headers.encodings > 1 || strcasecmp (headers.encoding, "chunked"))) {
+        status = MHD_HTTP_NOT_IMPLEMENTED;
+        snprintf (message, sizeof message, "the only Transfer-Encoding accepted is chunked");
+    }
+    else
+    if (headers.repeated)
+        snprintf (message, sizeof message, "the %s header is given more than once", headers.repeated);
+    if (!*message)
+        return false;
+    s_answer_error (request, status, status == MHD_HTTP_BAD_REQUEST? "malformed": "not_implemented",
+                    message);
+    request->close = true;
+    return true;
+}
+
+//  The path of a request target: an absolute-form one ("http://host/path", as a client
+//  talking to a proxy sends) without its scheme and authority.
+static const char *
+s_target_path (const char *url)
+{
+    const char *rest = strncasecmp (url, "http://", 7) == 0? url + 7
+                     : strncasecmp (url, "https://", 8) == 0? url + 8: NULL;
+    if (!rest)
+        return url;
+    const char *path = strchr (rest, '/');
+    return path? path: "/";
+}
+
 static enum MHD_Result
 s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
                   const char *method, const char *version, const char *upload_data,
@@ -538,6 +645,7 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         pthread_mutex_lock (&shared->lock);
         request->id = ++shared->next_id;
         pthread_mutex_unlock (&shared->lock);
+        url = s_target_path (url);
         if (streq (url, "/v1") || strncmp (url, "/v1/", 4) == 0) {
             request->route = &s_api_route;
             request->method_ok = true;
@@ -557,6 +665,8 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         if (length && strtoull (length, NULL, 10) > LY_SDKBODY_MAX_BYTES)
             request->too_large = true;
         *req_cls = request;
+        if (s_framing_error (request))
+            return s_queue_answer (request);
         const char *expect = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
                                                           MHD_HTTP_HEADER_EXPECT);
         if (request->too_large && s_takes_body (request) && expect

@@ -365,6 +365,89 @@ def test_a_body_said_too_large_is_refused_before_it_is_sent(server):
     assert answer.startswith(b"HTTP/1.1 413"), answer
 
 
+def raw_exchange(server, data, timeout=10):
+    """Sends data on a new connection and reads until the server closes it; returns the
+    bytes read and the seconds it took."""
+    import socket
+    host, port = server.base.split("//")[1].split(":")
+    started = time.monotonic()
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        conn.sendall(data)
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer, time.monotonic() - started
+
+
+def raw_request(server, headers, body, target=b"/l/events"):
+    return (b"POST " + target + b" HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+            + b"\r\n" + body)
+
+
+def event_body(event_id):
+    return json.dumps({"event_id": event_id, "name": "x"}).encode()
+
+
+def auth_headers(server):
+    return [(b"Authorization", b"Bearer " + server.key.encode()),
+            (b"Content-Type", b"application/json")]
+
+
+@pytest.mark.parametrize("framing, status", [
+    ("two lengths", 400), ("length and chunked", 400), ("space before colon", 400),
+    ("identity transfer coding", 501), ("gzip transfer coding", 501),
+    ("two content types", 400), ("two authorizations", 400),
+])
+def test_a_request_whose_framing_is_in_doubt_is_refused_and_its_connection_closed(
+        server, framing, status):
+    """Header lines that could make another server on the way read where the body ends
+    otherwise (request smuggling), or that give a header twice, get a JSON error at
+    once and the connection closes: nothing after them is read as a request."""
+    first, smuggled = eid(), eid()
+    body = event_body(first)
+    inner = raw_request(server, auth_headers(server) + [(b"Content-Length", b"%d" % len(event_body(smuggled)))],
+                        event_body(smuggled))
+    length = [(b"Content-Length", b"%d" % len(body))]
+    headers = auth_headers(server) + {
+        "two lengths": length + [(b"Content-Length", b"%d" % (len(body) + len(inner)))],
+        "length and chunked": [(b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"5")],
+        "space before colon": [(b"Content-Length ", b"%d" % len(body))],
+        "identity transfer coding": [(b"Transfer-Encoding", b"identity")],
+        "gzip transfer coding": [(b"Transfer-Encoding", b"gzip, chunked")],
+        "two content types": [(b"Content-Type", b"text/plain")] + length,
+        "two authorizations": [(b"Authorization", b"Bearer lys_nope")] + length,
+    }[framing]
+    if framing == "length and chunked":
+        body = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    answer, took = raw_exchange(server, raw_request(server, headers, body + inner))
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d" % status), answer
+    assert b"\r\nConnection: close" in head, answer
+    assert json.loads(payload)["error"]["code"] in ("malformed", "not_implemented"), answer
+    assert took < 5, took
+    assert row(server, first) == [] and row(server, smuggled) == []
+    status, _, body = post_events(server, {"event_id": eid(), "name": "x"}, key=server.key)
+    assert status == 202, body
+
+
+def test_an_sdk_key_with_white_space_around_it_and_an_absolute_target_are_read(server):
+    """White space around a header value is not part of it (RFC 9110), and a request
+    target may be in absolute form ("http://host/path", RFC 9112)."""
+    first, second = eid(), eid()
+    headers = [(b"Authorization", b"Bearer  " + server.key.encode() + b" \t"),
+               (b"Content-Type", b"application/json"), (b"Connection", b"close")]
+    for event_id, target in ((first, b"/l/events"), (second, b"http://layers.example/l/events")):
+        body = event_body(event_id)
+        answer, _ = raw_exchange(server, raw_request(
+            server, headers + [(b"Content-Length", b"%d" % len(body))], body, target))
+        assert answer.startswith(b"HTTP/1.1 202"), answer
+        assert len(row(server, event_id)) == 1
+
+
 def test_content_type_parameters(server):
     """Parameters of application/json are allowed; a charset other than UTF-8 is refused,
     since the body would be read as something its sender did not mean."""

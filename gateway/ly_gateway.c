@@ -764,9 +764,37 @@ s_request_completed (void *cls, struct MHD_Connection *conn, void **req_cls,
     }
 }
 
+//  libmicrohttpd's messages, most of them about what a client sent (a malformed request,
+//  a connection reset): at most S_MHD_LOG_LINES a minute, so that no client can fill
+//  the log; the number left out is logged when the next minute begins.
+#define S_MHD_LOG_LINES 20
+#define S_MHD_LOG_WINDOW_MSEC 60000
 static void
 s_mhd_log (void *cls, const char *format, va_list ap)
 {
+    (void) cls;
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static int64_t window_start;
+    static unsigned lines, left_out;
+    int64_t now = ly_mono_msec ();
+    pthread_mutex_lock (&lock);
+    unsigned earlier_left_out = 0;
+    if (now - window_start >= S_MHD_LOG_WINDOW_MSEC) {
+        earlier_left_out = left_out;
+        window_start = now;
+        lines = left_out = 0;
+    }
+    bool shown = lines < S_MHD_LOG_LINES;
+    if (shown)
+        lines++;
+    else
+        left_out++;
+    pthread_mutex_unlock (&lock);
+    if (earlier_left_out)
+        ly_warning (S_ACTOR, "libmicrohttpd: %u messages were left out (at most %d a minute"
+                    " are logged)", earlier_left_out, S_MHD_LOG_LINES);
+    if (!shown)
+        return;
     char line [512];
     vsnprintf (line, sizeof line, format, ap);
     size_t len = strlen (line);

@@ -434,6 +434,22 @@ def test_a_request_whose_framing_is_in_doubt_is_refused_and_its_connection_close
     assert status == 202, body
 
 
+def test_requests_the_http_layer_cannot_read_do_not_fill_the_log(server):
+    """libmicrohttpd logs a line or two for each request it cannot read (here a chunk
+    size that is not hexadecimal); the gateway lets at most 20 a minute through."""
+    before = server.log().count("libmicrohttpd:")
+    bad = raw_request(server, auth_headers(server) + [(b"Transfer-Encoding", b"chunked")],
+                      b"zz\r\n{}\r\n0\r\n\r\n")
+    for _ in range(60):
+        answer, _ = raw_exchange(server, bad)
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+    time.sleep(0.5)
+    logged = server.log().count("libmicrohttpd:") - before
+    assert logged <= 41, logged         # a minute may begin meanwhile: 20 + 1 + 20
+    status, _, body = post_events(server, {"event_id": eid(), "name": "x"}, key=server.key)
+    assert status == 202, body
+
+
 def test_an_sdk_key_with_white_space_around_it_and_an_absolute_target_are_read(server):
     """White space around a header value is not part of it (RFC 9110), and a request
     target may be in absolute form ("http://host/path", RFC 9112)."""

@@ -547,7 +547,7 @@ s_phone (scrub_t *self, const msgpack_object *value, ly_event_stats_t *stats)
         phone = digits;
     }
     else
-        return s_refuse (self, "phone must be a string");
+        return s_refuse (self, "phone must be a string or a positive integer");
     int rc = ly_pii_phone_sha256 (phone, len, self->ctx->default_country_code,
                                   self->phone_sha256, self->phone_e164_sha256);
     if (phone == digits)

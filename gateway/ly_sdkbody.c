@@ -835,7 +835,7 @@ ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
             reason = "an event must be a JSON object";
         else
         if (s_depth (event) > LY_SDKBODY_MAX_DEPTH)
-            reason = "the event nests too deeply (properties: at most 16 levels)";
+            reason = "the event nests too deeply (at most 18 levels; properties at most 16)";
         if (reason) {
             msgpack_pack_nil (&pk);
             //  Rejections are few; pack each as [index, reason] and count them.

@@ -804,9 +804,9 @@ s_test_email_phone (void)
 
     REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"email\": 5}", "email must be a string");
     REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"email\": [\"a@b.c\"]}", "email must be a string");
-    REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"phone\": true}", "phone must be a string");
-    REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"phone\": -16505551212}", "phone must be a string");
-    REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"phone\": 1.5}", "phone must be a string");
+    REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"phone\": true}", "phone must be a string or a positive integer");
+    REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"phone\": -16505551212}", "phone must be a string or a positive integer");
+    REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"phone\": 1.5}", "phone must be a string or a positive integer");
     REFUSE ("{\"event_id\": \"e\", \"name\": \"x\", \"email\": \"a\\u0000@b.com\"}",
             "email must be valid UTF-8 without NUL bytes");
     packed_t packed;

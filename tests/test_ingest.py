@@ -556,7 +556,7 @@ def test_an_unreadable_event_in_a_batch_is_refused_alone(server):
     for index in (1, 2, 3, 4, 8):
         assert refused[index].startswith("the event is not valid JSON: "), refused
     # in the SDK's terms, not jansson's
-    assert refused[2].endswith("an integer beyond 64 bits") and "0xff" in refused[3], refused
+    assert refused[2].endswith("an integer beyond the signed 64-bit range") and "0xff" in refused[3], refused
     assert refused[4].endswith("a number beyond the range of a double"), refused
     assert refused[8].endswith("\\u0000 is not allowed in a string"), refused
     assert not any("JSON_" in reason for reason in refused.values()), refused

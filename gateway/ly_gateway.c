@@ -43,6 +43,9 @@
 #define S_LOOKUP_SCAN_MSEC 100          /* lookups are looked over at most this often */
 #define S_LOOKUP_RESEND_MSEC 2000       /* a key lookup not answered in this time (the api
                                            actor restarted, the database hangs) is sent again */
+#define S_LOOKUP_GIVE_UP_MSEC 5000      /* a key lookup not answered in this time (sent
+                                           again once) means the database hangs: what waits
+                                           for it is answered 503 */
 #define S_KEY_CACHE_MAX 100000
 #define S_API_TIMEOUT_MSEC 30000
 #define S_DRAIN_MSEC 5000               /* stopping: longest wait for requests in flight */
@@ -1226,9 +1229,11 @@ s_key_stale (self_t *self, const char *key_hash, s_lookup_t *lookup, int64_t now
 
 //  Goes on with the lookups that requests wait for: forgets the requests whose deadline
 //  passed; serves the others with the key as it was when the new lookup is slow
-//  (s_key_stale); sends again a lookup not answered within S_LOOKUP_RESEND_MSEC (the
-//  api actor restarted and lost it, or the database hangs). A lookup nothing waits for
-//  is forgotten once its key can no longer serve stale.
+//  (s_key_stale), or, for a key that cannot serve so, answers them 503 once the lookup
+//  has gone unanswered for S_LOOKUP_GIVE_UP_MSEC; sends again a lookup not answered
+//  within S_LOOKUP_RESEND_MSEC (the api actor restarted and lost it, or the database
+//  hangs) while requests come for it. A lookup nothing waits for is forgotten once its
+//  key can no longer serve stale.
 static void
 s_lookups_resend (self_t *self)
 {
@@ -1238,16 +1243,24 @@ s_lookups_resend (self_t *self)
          lookup = (s_lookup_t *) zhashx_next (self->lookups)) {
         const char *key_hash = (const char *) zhashx_cursor (self->lookups);
         s_key_t *stale = s_key_stale (self, key_hash, lookup, now);
-        s_request_t *first = NULL;
-        for (char *id = (char *) zlistx_first (lookup->waiting); id && !first;
+        bool hangs = !stale && now - lookup->since >= S_LOOKUP_GIVE_UP_MSEC;
+        uint64_t first = 0;         //  the request the lookup goes on for, or was given up
+        for (char *id = (char *) zlistx_first (lookup->waiting); id;
              id = (char *) zlistx_first (lookup->waiting)) {
             s_request_t *request = s_waiting_request (self, id);
-            if (request && !stale)
-                first = request;
-            else {
-                zlistx_delete (lookup->waiting, zlistx_cursor (lookup->waiting));
-                if (request)
-                    s_key_answer (self, request, stale);
+            if (request && !stale && !hangs) {
+                first = request->id;
+                break;
+            }
+            zlistx_delete (lookup->waiting, zlistx_cursor (lookup->waiting));
+            if (request && stale)
+                s_key_answer (self, request, stale);
+            else
+            if (request) {
+                first = request->id;
+                s_answer_unavailable (request, "unavailable", "the SDK key could not be checked:"
+                                      " the database does not answer; retry later", 2);
+                s_finish (self, request);
             }
         }
         if (!first) {
@@ -1256,7 +1269,7 @@ s_lookups_resend (self_t *self)
             continue;
         }
         if (now - lookup->sent >= S_LOOKUP_RESEND_MSEC)
-            s_lookup_send (self, key_hash, first->id);
+            s_lookup_send (self, key_hash, first);
     }
     for (const char *key_hash = (const char *) zlistx_first (forget); key_hash;
          key_hash = (const char *) zlistx_next (forget))

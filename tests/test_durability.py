@@ -219,6 +219,29 @@ def test_a_lone_request_to_a_hanging_postgres_gets_503_within_seconds():
             time.sleep(0.3)
 
 
+def test_a_key_not_seen_lately_gets_503_within_seconds_while_postgres_hangs():
+    """A key the gateway has no answer for (new, or not used for a minute) must be
+    looked up in the database; while the database hangs, its requests get 503 once the
+    lookup has gone unanswered for 5 s, not at the gateway's 10 s deadline, and the key
+    works again once the database answers."""
+    with Layersd() as server:
+        post = timed_post(server, server.credentials()["sdk_key"])
+        pids = cluster_pids(server)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            for _ in range(2):
+                status, took = post()
+                assert status == 503 and took < 8.0, (status, took, server.log()[-3000:])
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while post()[0] != 202:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.3)
+
+
 def test_a_store_session_reconnecting_to_a_hanging_postgres_does_not_hold_the_store():
     """When a store session must connect again while the database hangs (here /readyz
     dropped the session whose "SELECT 1" went unanswered), the new connection is made

@@ -832,7 +832,6 @@ s_start_http (self_t *self)
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) S_THREADS,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_CONNECTION_LIMIT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 30,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
         MHD_OPTION_NOTIFY_COMPLETED, s_request_completed, &self->shared,
         MHD_OPTION_END);
     freeaddrinfo (addresses);

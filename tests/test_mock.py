@@ -569,3 +569,11 @@ def test_sigterm_stops_cleanly_even_during_a_delay():
     assert_clean_stop(m, within=5)
     thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_a_second_mock_on_a_busy_port_fails(mock):
+    """layers-mock does not share a port with another server."""
+    port = mock.base.rsplit(":", 1)[1]
+    proc = subprocess.run([binary("layers-mock"), "--listen", "127.0.0.1:" + port],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0, (proc.stdout, proc.stderr)

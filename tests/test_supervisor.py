@@ -318,3 +318,25 @@ def test_metrics_of_every_actor_process(server):
     types = [l for l in text.splitlines() if l.startswith("# TYPE ")]
     assert len(types) == len(set(types))
     assert "# TYPE layers_store_batch_seconds histogram" in text
+
+
+def test_a_second_server_on_a_busy_http_port_stops_with_a_clear_error():
+    """A second layersd (another data directory) given the HTTP address of one that runs
+    stops at once, saying the address is in use: it must not share the port with it
+    (the kernel would then split the clients between two servers with different keys)."""
+    with Layersd() as first:
+        second = Layersd(env={"LAYERS_HTTP_ADDR": f"127.0.0.1:{first.port}"})
+        try:
+            second.start(wait=False)
+            rc = second.proc.wait(30)
+            assert rc != 0 and "LAYERS_HTTP_ADDR" in second.log() \
+                and "Address already in use" in second.log(), second.log()
+        finally:
+            second.cleanup()
+        key = first.credentials()["sdk_key"]
+        for i in range(10):
+            status, _, body = http("POST", first.base + "/l/events",
+                                   json.dumps({"event_id": f"alone-{i}", "name": "x"}).encode(),
+                                   {"Authorization": "Bearer " + key,
+                                    "Content-Type": "application/json"})
+            assert status == 202, body

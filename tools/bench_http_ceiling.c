@@ -106,7 +106,6 @@ main (int argc, char *argv [])
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) S_THREADS,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_CONNECTION_LIMIT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 30,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
         MHD_OPTION_NOTIFY_COMPLETED, s_completed, NULL,
         MHD_OPTION_END);
     if (!daemon) {

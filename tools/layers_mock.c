@@ -668,7 +668,6 @@ main (int argc, char *argv [])
         MHD_OPTION_SOCK_ADDR, address->ai_addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_CONNECTION_LIMIT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) S_CONNECTION_TIMEOUT_SEC,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
         MHD_OPTION_NOTIFY_COMPLETED, s_request_completed, NULL,
         MHD_OPTION_END);
     if (!daemon) {

@@ -18,6 +18,7 @@
 #include "ly_supervisor.h"
 #include "ly_topology.h"
 #include <curl/curl.h>
+#include <netdb.h>
 #include <sys/resource.h>
 
 static void
@@ -127,6 +128,38 @@ s_run_threads (const sigset_t *signals)
     }
     while (count > 0)
         zactor_destroy (&actors [--count]);
+    return rc;
+}
+
+//  Fails, said at once, when LAYERS_HTTP_ADDR cannot be listened on (another server
+//  holds the port), rather than through a gateway that restarts for ever. The gateway
+//  binds it again, as the only one (no SO_REUSEPORT).
+static int
+s_check_http_addr (void)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICSERV | AI_PASSIVE };
+    struct addrinfo *addresses = NULL;
+    char port [8];
+    snprintf (port, sizeof port, "%d", ly_config.http_port);
+    int rc = getaddrinfo (ly_config.http_host, port, &hints, &addresses);
+    if (rc || !addresses) {
+        ly_error ("supervisor", "could not resolve LAYERS_HTTP_ADDR \"%s\": %s",
+                  ly_config.http_addr, rc? gai_strerror (rc): "no address");
+        return -1;
+    }
+    int fd = socket (addresses->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);    //  as the gateway
+    rc = fd >= 0? bind (fd, addresses->ai_addr, addresses->ai_addrlen): -1;
+    int error = errno;
+    if (fd >= 0)
+        close (fd);
+    freeaddrinfo (addresses);
+    if (rc)
+        ly_error ("supervisor", "cannot listen on LAYERS_HTTP_ADDR \"%s\": %s%s", ly_config.http_addr,
+                  strerror (error), error == EADDRINUSE? " (is another server running there?)": "");
     return rc;
 }
 
@@ -279,7 +312,7 @@ main (int argc, char *argv [])
         rc = s_run_only (only, heartbeat_fd, &signals);
         goto cleanup;
     }
-    if ((lock_fd = s_lock_data_dir ()) == -1)
+    if ((lock_fd = s_lock_data_dir ()) == -1 || s_check_http_addr ())
         goto cleanup;
     if (ly_topology_cert_ensure (err, sizeof err)) {
         ly_error ("supervisor", "%s", err);

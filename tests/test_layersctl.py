@@ -2,11 +2,12 @@
 the partner API: validation, tenancy and sealing of secrets."""
 import json
 import os
+import subprocess
 import uuid
 
 import pytest
 
-from lyserver import Layersd, db_connect, layersctl_for
+from lyserver import Layersd, binary, db_connect, layersctl_for
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +69,48 @@ def test_deadletters_and_replay(server):
     cur.execute("SELECT status FROM relay_deliveries WHERE delivery_id = %s", (done_id,))
     assert cur.fetchone()[0] == "delivered", "a replay never touches delivered events"
     db.close()
+
+
+def test_replay_of_chosen_deliveries(server):
+    """replay --delivery ID puts back those dead deliveries only; an id that is not a
+    positive integer is refused before anything is asked."""
+    db = db_connect(server)
+    db.autocommit = True
+    cur = db.cursor()
+    creds = server.credentials()
+    cur.execute("""INSERT INTO relay_deliveries (org_id, project_id, event_received_at, event_seq,
+                       event_id, destination, status, attempts, last_status, reason)
+                   VALUES (%s, %s, now (), 11, 'ev-pick-1', 'tiktok', 'dead', 5, 400, 'invalid'),
+                          (%s, %s, now (), 12, 'ev-pick-2', 'tiktok', 'dead', 5, 400, 'invalid')
+                   RETURNING delivery_id""",
+                (creds["org_id"], server.project, creds["org_id"], server.project))
+    chosen, other = [r[0] for r in cur.fetchall()]
+    out = layersctl_for(server, "replay", server.project, "--delivery", str(chosen))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["replayed"] == 1, out.stdout
+    cur.execute("SELECT delivery_id, status FROM relay_deliveries WHERE delivery_id IN (%s, %s)",
+                (chosen, other))
+    status = dict(cur.fetchall())
+    assert status[chosen] != "dead" and status[other] == "dead", status
+    for bad in ("x", "0", "-3", "1.5"):
+        out = layersctl_for(server, "replay", server.project, "--delivery", bad)
+        assert out.returncode == 2 and "--delivery" in out.stderr, (bad, out.stderr)
+    db.close()
+
+
+def test_every_command_takes_help_and_only_migrate_makes_a_master_key(tmp_path):
+    """COMMAND --help shows the help (exit 0), whatever the command; a command other
+    than migrate run where there is no master key says so and makes none (a new key
+    could not open the server's secrets)."""
+    env = dict(os.environ, LAYERS_DATA_DIR=str(tmp_path / "var"))
+    env.pop("LAYERS_DATABASE_URL", None)
+    env.pop("LAYERS_MASTER_KEY_FILE", None)
+    for args in (["migrate", "--help"], ["org", "create", "--help"], ["token", "--help"],
+                 ["layer", "--help"], ["deadletters", "--help"], ["replay", "-h"]):
+        out = subprocess.run([binary("layersctl")] + args, env=env, capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 0 and "Usage: layersctl" in out.stdout, (args, out.stderr)
+    out = subprocess.run([binary("layersctl"), "deadletters", str(uuid.uuid4())], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "master key" in out.stderr, out.stderr
+    assert not (tmp_path / "var" / "master.key").exists()

@@ -46,17 +46,23 @@ s_usage (FILE *out)
 "The database is LAYERS_DATABASE_URL (an admin account: a superuser, or an owner with\n"
 "CREATEROLE); when unset, the embedded PostgreSQL of a running layersd under\n"
 "LAYERS_DATA_DIR (./var). Role passwords derive from the master key\n"
-"(LAYERS_MASTER_KEY_FILE, default $LAYERS_DATA_DIR/master.key; created when missing).\n");
+"(LAYERS_MASTER_KEY_FILE, default $LAYERS_DATA_DIR/master.key): migrate creates it\n"
+"when missing; the other commands need the server's. COMMAND --help shows this help.\n");
 }
 
+//  An admin session. Only migrate (the first command of an installation on its own
+//  PostgreSQL) may create the master key; any other command needs the server's, and a
+//  new one would not match the database's role passwords and sealed secrets.
 static PGconn *
-s_admin_connect (void)
+s_admin_connect (bool create_key)
 {
     char err [1024];
     uint8_t key [32];
-    zsys_dir_create ("%s", ly_config.data_dir);
-    if (ly_master_key_load (ly_config.master_key_file, true, key, err, sizeof err)) {
-        fprintf (stderr, "layersctl: %s\n", err);
+    if (create_key)
+        zsys_dir_create ("%s", ly_config.data_dir);
+    if (ly_master_key_load (ly_config.master_key_file, create_key, key, err, sizeof err)) {
+        fprintf (stderr, "layersctl: %s%s\n", err, create_key? ""
+                 : " (is LAYERS_DATA_DIR, or LAYERS_MASTER_KEY_FILE, the server's?)");
         return NULL;
     }
     char *url = ly_config.database_url? strdup (ly_config.database_url)
@@ -198,7 +204,7 @@ s_org (int argc, char *argv [])
         fprintf (stderr, "layersctl: --owner needs the owner's email address\n");
         return 2;
     }
-    PGconn *conn = s_admin_connect ();
+    PGconn *conn = s_admin_connect (false);
     if (!conn)
         return 1;
     int rc = 1;
@@ -270,7 +276,7 @@ s_token (int argc, char *argv [])
         fprintf (stderr, "layersctl: token revoke needs a token id (a UUID)\n");
         return 2;
     }
-    PGconn *conn = s_admin_connect ();
+    PGconn *conn = s_admin_connect (false);
     if (!conn)
         return 1;
     int rc = 1;
@@ -340,7 +346,7 @@ s_migrate (int argc, char *argv [])
         fprintf (stderr, "layersctl: migrate takes no argument but --list\n");
         return 2;
     }
-    PGconn *conn = s_admin_connect ();
+    PGconn *conn = s_admin_connect (true);
     if (!conn)
         return 1;
     char err [2048];
@@ -363,7 +369,7 @@ static int
 s_api_as_owner (const char *project_id, const char *method, const char *path,
                 const char *query, const char *body)
 {
-    PGconn *conn = s_admin_connect ();
+    PGconn *conn = s_admin_connect (false);
     if (!conn)
         return 1;
     //  The admin sees every tenant: find the project's organization and an owner.
@@ -431,8 +437,18 @@ s_project_command (const char *command, int argc, char *argv [])
         if (streq (argv [i], "--destination") && i + 1 < argc)
             destination = argv [++i];
         else
-        if (streq (argv [i], "--delivery") && i + 1 < argc && streq (command, "replay"))
-            json_array_append_new (ids, json_string (argv [++i]));
+        if (streq (argv [i], "--delivery") && i + 1 < argc && streq (command, "replay")) {
+            char *end;
+            errno = 0;
+            long long id = strtoll (argv [++i], &end, 10);
+            if (errno || end == argv [i] || *end || id <= 0) {
+                fprintf (stderr, "layersctl: --delivery takes a delivery id (a positive integer),"
+                         " not \"%s\"\n", argv [i]);
+                json_decref (ids);
+                return 2;
+            }
+            json_array_append_new (ids, json_integer (id));
+        }
         else {
             fprintf (stderr, "layersctl: bad argument \"%s\" for %s; see layersctl --help\n", argv [i], command);
             json_decref (ids);
@@ -475,6 +491,11 @@ main (int argc, char *argv [])
         printf ("layersctl %s\n", LY_VERSION);
         return 0;
     }
+    for (int i = 2; i < argc; i++)
+        if (streq (argv [i], "--help") || streq (argv [i], "-h")) {
+            s_usage (stdout);               //  every command is in it, with its arguments
+            return 0;
+        }
     char err [1024];
     zsys_handler_set (NULL);
     if (ly_config_load (&ly_config, err, sizeof err)) {

@@ -68,13 +68,12 @@ s_key_lookup (self_t *self, ly_msg_t *request)
         ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unknown");
         return reply;
     }
-    PGconn *db = ly_db_session_get (self->auth);
-    if (!db) {
+    const char *params [] = { hash };
+    PGresult *res = ly_db_session_read (self->auth, "key_lookup", NULL, 1, params);
+    if (!res) {
         ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unavailable");
         return reply;
     }
-    const char *params [] = { hash };
-    PGresult *res = PQexecPrepared (db, "key_lookup", 1, params, NULL, NULL, 0);
     if (PQresultStatus (res) != PGRES_TUPLES_OK) {
         ly_warning (S_ACTOR, "key lookup failed: %s", PQresultErrorMessage (res));
         ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unavailable");
@@ -148,7 +147,11 @@ s_handle_request (void *self_, zsock_t *sock)
         reply = ly_msg_new (LY_MSG_PONG);
         ly_msg_set_uint (reply, LY_PONG_REQUEST_ID, ly_msg_uint (msg, LY_PING_REQUEST_ID));
         ly_msg_set_str (reply, LY_PONG_SENDER, S_ACTOR);
-        ly_msg_set_bool (reply, LY_PONG_DB_OK, ly_db_session_get (self->auth) != NULL);
+        //  A statement, not only a connection: one the database dropped (it restarted)
+        //  is not ready until it was made again
+        PGresult *res = ly_db_session_read (self->auth, NULL, "SELECT 1", 0, NULL);
+        ly_msg_set_bool (reply, LY_PONG_DB_OK, PQresultStatus (res) == PGRES_TUPLES_OK);
+        PQclear (res);
     }
     else {
         reply = ly_msg_new (LY_MSG_ERROR);

@@ -455,21 +455,20 @@ s_authenticate (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
         ly_apiv1_error (ctx, 401, "unauthorized", "unknown, revoked or expired API token");
         return -1;
     }
-    PGconn *db = ly_db_session_get (self->auth);
-    if (!db) {
+    const char *params [] = { hash };
+    PGresult *res = ly_db_session_read (self->auth, NULL,
+        "SELECT token_id, org_id, member_id FROM api_tokens"
+        " WHERE token_sha256 = decode ($1, 'hex') AND revoked_at IS NULL"
+        "   AND (expires_at IS NULL OR expires_at > now ())", 1, params);
+    if (!res) {
         ly_apiv1_error (ctx, 503, "unavailable", "the database is unavailable; retry later");
         return -1;
     }
-    const char *params [] = { hash };
-    PGresult *res = PQexecParams (db,
-        "SELECT token_id, org_id, member_id FROM api_tokens"
-        " WHERE token_sha256 = decode ($1, 'hex') AND revoked_at IS NULL"
-        "   AND (expires_at IS NULL OR expires_at > now ())", 1, NULL, params, NULL, NULL, 0);
     int rc = -1;
     if (PQresultStatus (res) != PGRES_TUPLES_OK) {
         ly_warning (S_ACTOR, "request %s: token lookup failed: %s", ctx->req->request_id,
                     PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY)
-                  ? PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY): PQerrorMessage (db));
+                  ? PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY): PQresultErrorMessage (res));
         ly_db_session_check (self->auth);
         ly_apiv1_error (ctx, 503, "unavailable", "the database is unavailable; retry later");
     }
@@ -498,10 +497,14 @@ s_begin (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
     }
     PGresult *res = PQexec (ctx->db, "BEGIN");
     bool begun = PQresultStatus (res) == PGRES_COMMAND_OK;
+    bool lost = !begun && ly_db_session_lost (ctx->db, res);
     PQclear (res);
     if (!begun) {
-        ly_db_session_check (self->api);
-        ctx->db = ly_db_session_get (self->api);    //  a connection that went stale
+        if (lost)
+            ly_db_session_renew (self->api);        //  the database restarted meanwhile
+        else
+            ly_db_session_check (self->api);
+        ctx->db = ly_db_session_get (self->api);
         res = ctx->db? PQexec (ctx->db, "BEGIN"): NULL;
         begun = res && PQresultStatus (res) == PGRES_COMMAND_OK;
         PQclear (res);

@@ -402,6 +402,44 @@ ly_db_session_pending (ly_db_session_t *self, int *fd, short *events)
     return true;
 }
 
+PGresult *
+ly_db_session_read (ly_db_session_t *self, const char *prepared, const char *sql,
+                    int nparams, const char *const *params)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        PGconn *conn = ly_db_session_get (self);
+        if (!conn)
+            return NULL;
+        PGresult *res = prepared? PQexecPrepared (conn, prepared, nparams, params, NULL, NULL, 0)
+                                : PQexecParams (conn, sql, nparams, NULL, params, NULL, NULL, 0);
+        ExecStatusType status = PQresultStatus (res);
+        if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK
+        ||  !ly_db_session_lost (conn, res) || attempt == 1)
+            return res;
+        PQclear (res);
+        ly_db_session_renew (self);
+    }
+    return NULL;
+}
+
+bool
+ly_db_session_lost (PGconn *conn, const PGresult *res)
+{
+    if (PQstatus (conn) != CONNECTION_OK)
+        return true;
+    const char *state = res? PQresultErrorField (res, PG_DIAG_SQLSTATE): NULL;
+    return state && (strncmp (state, "08", 2) == 0 || streq (state, "57P01")
+                  || streq (state, "57P02") || streq (state, "57P03"));
+}
+
+void
+ly_db_session_renew (ly_db_session_t *self)
+{
+    if (self->conn)
+        s_session_drop (self);
+    self->next_connect = 0;             //  at once: the database may well be there
+}
+
 void
 ly_db_session_check (ly_db_session_t *self)
 {

@@ -97,6 +97,8 @@ typedef struct {
     PGresult *winners;      /* the statement's rows, kept until COMMIT answers; owned */
     ly_result_t result;     /* when idle again: LY_OK, LY_INVALID or LY_UNAVAILABLE */
     bool deadlocked;        /* PostgreSQL chose it as a deadlock's victim */
+    bool stale;             /* its connection was found broken before the batch began */
+    bool retried;           /* the batch was begun again on a new connection */
     char err [1024];        /* why it failed */
     s_request_t batch [S_BATCH_REQUESTS];   /* its requests */
     size_t batch_size;
@@ -262,11 +264,15 @@ s_session_setup (void *arg)
     return setup;
 }
 
-//  Forgets a writer's session after a failure that may have broken it.
+//  Forgets a writer's session after a failure that may have broken it; one found
+//  broken before its batch began is connected again at once.
 static void
 s_db_failed (s_writer_t *w)
 {
-    ly_db_session_check (w->session);
+    if (w->stale)
+        ly_db_session_renew (w->session);
+    else
+        ly_db_session_check (w->session);
     w->db = NULL;
 }
 
@@ -469,8 +475,10 @@ s_write_connect (self_t *self, s_writer_t *w, bool block)
         return;
     }
     w->phase = S_BEGINNING;
-    if (!PQsendQuery (w->db, self->copy_sql))           //  "BEGIN; COPY ..."
+    if (!PQsendQuery (w->db, self->copy_sql)) {         //  "BEGIN; COPY ..."
+        w->stale = PQstatus (w->db) != CONNECTION_OK;
         s_write_end (w, LY_UNAVAILABLE, NULL);
+    }
 }
 
 //  Starts writing requests [from, to) of w's batch: sends "BEGIN; COPY" (w is then
@@ -486,6 +494,7 @@ s_write_start (self_t *self, s_writer_t *w, size_t from, size_t to)
     w->started = ly_mono_usec ();
     w->answered = false;
     w->deadlocked = false;
+    w->stale = false;
     w->phase = S_CONNECTING;
     s_write_connect (self, w, false);
 }
@@ -557,6 +566,7 @@ s_write_read (self_t *self, s_writer_t *w, bool block)
     if (w->phase == S_IDLE)
         return;
     if (!block && !PQconsumeInput (w->db)) {
+        w->stale = w->phase == S_BEGINNING;
         s_write_end (w, LY_UNAVAILABLE, NULL);
         return;
     }
@@ -570,8 +580,10 @@ s_write_read (self_t *self, s_writer_t *w, bool block)
                     s_write_end (w, LY_UNAVAILABLE, NULL);
             }
             else
-            if (status != PGRES_COMMAND_OK)                 //  BEGIN's is
+            if (status != PGRES_COMMAND_OK) {               //  BEGIN's is
+                w->stale = ly_db_session_lost (w->db, res);
                 s_write_end (w, LY_UNAVAILABLE, res);
+            }
             PQclear (res);
             continue;
         }
@@ -629,6 +641,14 @@ static void
 s_complete (self_t *self, s_writer_t *w)
 {
     self->ack_stuck = false;
+    if (w->stale && !w->retried) {
+        //  Its connection was found broken as the batch began (the database restarted
+        //  since the session was last used): nothing of it ran. Once more on a new one.
+        w->retried = true;
+        s_write_start (self, w, 0, w->batch_size);
+        if (w->phase != S_IDLE)
+            return;                         //  the loop goes on with it
+    }
     if (w->deadlocked) {
         s_write_start (self, w, 0, w->batch_size);
         s_write_read (self, w, true);
@@ -659,6 +679,7 @@ s_complete (self_t *self, s_writer_t *w)
     }
     w->batch_size = 0;
     w->batch_rows = 0;
+    w->retried = false;
 }
 
 static void s_chore_read (self_t *self, s_writer_t *w, bool block);

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from lyserver import Layersd, db_connect, http, post_events
+from lyserver import Layersd, api_call, db_connect, http, post_events
 
 
 class Load:
@@ -379,6 +379,28 @@ def test_embedded_postgres_killed_under_load_is_started_again():
         # actors did
         wait_for(lambda: "runs again" in server.log(), 15, "the supervisor's pg_ctl to return")
         check_all_stored_once(server, load.acked)
+
+
+def test_the_first_requests_after_postgres_restarted_are_served():
+    """After the embedded PostgreSQL was killed and started again while no request came,
+    the api actor's sessions are dead connections until used: the first key lookup, the
+    first API token check and /readyz each find theirs broken and connect again, rather
+    than answer 503 (or, for /readyz, ready without having tried)."""
+    with Layersd() as server:
+        creds = server.credentials()
+        post = timed_post(server, creds["sdk_key"])
+        assert post()[0] == 202
+        assert api_call(server, "GET", "/v1/projects", token=creds["api_token"])[0] == 200
+        pid_file = os.path.join(server.data_dir, "pg", "data", "postmaster.pid")
+        with open(pid_file) as f:
+            os.kill(int(f.readline()), signal.SIGKILL)
+        wait_for(lambda: "runs again" in server.log(), 30, "PostgreSQL to run again")
+        time.sleep(5.5)                         # past the gateway's trust in the key
+        status, took = post()
+        assert status == 202, (status, server.log()[-3000:])
+        status, _, body = api_call(server, "GET", "/v1/projects", token=creds["api_token"])
+        assert status == 200, body
+        assert http("GET", server.base + "/readyz")[0] == 200
 
 
 def test_an_actor_that_stops_answering_is_killed_and_started_again():

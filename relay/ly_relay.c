@@ -252,6 +252,16 @@ static const struct {
       " UPDATE relay_deliveries d SET status = 'pending', locked_by = NULL, locked_until = NULL,"
       "        next_attempt_at = now (), reason = 'lease expired', updated_at = now ()"
       "   FROM expired WHERE d.delivery_id = expired.delivery_id" },
+    { "pause",                      //  for every relay (migration 0007)
+      "INSERT INTO relay_pauses (org_id, project_id, destination, paused_until)"
+      " SELECT l.org_id, l.project_id, l.layer, now () + make_interval (secs => $3::float8)"
+      "   FROM project_layers l WHERE l.project_id = $1::uuid AND l.layer = $2"
+      " ON CONFLICT (project_id, destination) DO UPDATE"
+      "   SET paused_until = greatest (relay_pauses.paused_until, EXCLUDED.paused_until)" },
+    { "pauses",
+      "SELECT destination || '/' || project_id::text,"
+      "       ceil (extract (epoch FROM paused_until - now ()) * 1000)::bigint"
+      "  FROM relay_pauses WHERE paused_until > now ()" },
     { "backlog",
       "SELECT destination, count (*), extract (epoch FROM now () - min (next_attempt_at))"
       "  FROM relay_deliveries"
@@ -659,18 +669,26 @@ s_throttled (self_t *self, ly_destination_t destination, const char *project_id)
     return left > 0? left: 0;
 }
 
-//  Pauses the destination for the project; returns the pause in milliseconds.
-static int64_t
-s_throttle (self_t *self, ly_destination_t destination, const char *project_id, long retry_after)
+//  The pause of a "destination/project" key, made (not paused) when there is none.
+static s_throttle_t *
+s_throttle_entry (self_t *self, const char *key)
 {
-    char key [64];
-    s_throttle_key (destination, project_id, key);
     s_throttle_t *throttle = (s_throttle_t *) zhashx_lookup (self->throttles, key);
     if (!throttle) {
         throttle = (s_throttle_t *) calloc (1, sizeof (s_throttle_t));
         assert (throttle);
         zhashx_insert (self->throttles, key, throttle);
     }
+    return throttle;
+}
+
+//  Pauses the destination for the project; returns the pause in milliseconds.
+static int64_t
+s_throttle (self_t *self, ly_destination_t destination, const char *project_id, long retry_after)
+{
+    char key [64];
+    s_throttle_key (destination, project_id, key);
+    s_throttle_t *throttle = s_throttle_entry (self, key);
     int64_t pause = self->backoff_ms;
     for (int i = 0; i < throttle->level && pause < S_MAX_THROTTLE_MSEC; i++)
         pause *= 2;
@@ -683,7 +701,33 @@ s_throttle (self_t *self, ly_destination_t destination, const char *project_id, 
     int64_t until = ly_mono_msec () + pause;
     if (until > throttle->until)
         throttle->until = until;
+    //  The other relays pause too (s_pauses_read): they share the network's limit
+    char seconds [32];
+    snprintf (seconds, sizeof seconds, "%.3f", (double) pause / 1000.0);
+    const char *params [] = { project_id, ly_destination_name (destination), seconds };
+    PGresult *res = s_db (self)? PQexecPrepared (self->db, "pause", 3, params, NULL, NULL, 0): NULL;
+    if (res && PQresultStatus (res) != PGRES_COMMAND_OK)
+        s_db_failed (self, "record a pause for the other relays", res);
+    PQclear (res);
     return throttle->until - ly_mono_msec ();
+}
+
+//  Takes up the pauses other relays recorded (s_throttle), so that this one does not
+//  send for a destination and project the network asked to wait.
+static void
+s_pauses_read (self_t *self)
+{
+    PGresult *res = PQexecPrepared (self->db, "pauses", 0, NULL, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK)
+        s_db_failed (self, "read the pauses of the other relays", res);
+    int64_t now = ly_mono_msec ();
+    for (int i = 0; self->db && i < PQntuples (res); i++) {
+        s_throttle_t *throttle = s_throttle_entry (self, PQgetvalue (res, i, 0));
+        int64_t until = now + strtoll (PQgetvalue (res, i, 1), NULL, 10);
+        if (until > throttle->until)
+            throttle->until = until;
+    }
+    PQclear (res);
 }
 
 static void
@@ -1135,6 +1179,11 @@ s_claim (self_t *self)
     char limit_text [24], lease [32];
     snprintf (limit_text, sizeof limit_text, "%ld", limit);
     snprintf (lease, sizeof lease, "%.3f", (double) self->lease_ms / 1000.0);
+    s_pauses_read (self);
+    if (!self->db) {
+        self->next_claim = started + S_DB_RETRY_MSEC;
+        return;
+    }
     char *throttled = s_throttled_keys (self);
     const char *params [] = { limit_text, self->worker, lease, throttled };
     PGresult *res = PQexecPrepared (self->db, "claim", 4, params, NULL, NULL, 0);

@@ -840,6 +840,30 @@ def test_two_relays_never_send_the_same_event(server, mock):
         os.kill(supervised, signal.SIGCONT)
 
 
+def test_a_throttle_pauses_every_relay(server, mock):
+    """The network's Retry-After holds back every relay, not only the one that got the
+    429: while events keep coming, no request for the project reaches the network until
+    the pause ends (the relays share it through relay_pauses)."""
+    project, key = new_project(server, meta={"dataset_id": "42"})
+    extra = start_relay(server, mock, "relay-pause.log")
+    try:
+        mock.fault(service="meta", count=1, status=429, headers={"Retry-After": "3"})
+        events = [event("purchase", device=IPHONE) for _ in range(25)]
+        for e in events:
+            post(server, key, [e])
+            time.sleep(0.1)
+        rows = settled(server, project, len(events))
+        assert all(r["status"] == "delivered" for r in rows.values()), rows
+        sent = mock.requests("meta")
+        [throttled] = [r["time_usec"] for r in sent if r["status"] == 429]
+        during = [r["time_usec"] - throttled for r in sent
+                  if 300000 < r["time_usec"] - throttled < 2900000]
+        # (without the shared pause the other relay sent ~20 requests meanwhile)
+        assert during == [], "requests %s us after the 429 with Retry-After: 3" % during
+    finally:
+        stop_relay(*extra)
+
+
 def test_a_stalled_relay_loses_its_lease_and_writes_nothing(server, mock):
     """A relay frozen past its lease (a long GC-like stall, a database outage) must not
     send or record anything for rows another relay has taken over."""

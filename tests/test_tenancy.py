@@ -201,6 +201,12 @@ def f_relay_deliveries(cur, ids):
                 (ids["org"], ids["project"], new_id()))
 
 
+def f_relay_pauses(cur, ids):
+    cur.execute("""INSERT INTO relay_pauses (org_id, project_id, destination, paused_until)
+                   VALUES (%s, %s, 'meta', now () + interval '1 minute')""",
+                (ids["org"], ids["spare_projects"].pop()))
+
+
 def f_attributions(cur, ids):
     cur.execute("""INSERT INTO attributions (org_id, project_id, event_received_at, event_seq,
                        event_id, attribution, apple_org_id, campaign_id, ad_group_id,
@@ -232,6 +238,7 @@ FIXTURES = {
     "sdk_events": f_sdk_events,
     "sdk_event_ids": f_sdk_event_ids,
     "relay_deliveries": f_relay_deliveries,
+    "relay_pauses": f_relay_pauses,
     "attributions": f_attributions,
     "api_idempotency": f_api_idempotency,
 }

@@ -1118,9 +1118,14 @@ s_submit (self_t *self, s_request_t *request, const s_key_t *key)
     }
     ly_sdkbody_free (&request->events);
     if (ly_send (self->ingest, self->tap, NULL, &submit)) {
-        ly_metric_add (self->overloaded, 1);
-        s_answer_unavailable (request, "overloaded",
-                              "the ingest pipeline is full; retry later", 1);
+        if (self->ingest_peers <= 0)        //  not overload: every ingest actor is gone
+            s_answer_unavailable (request, "unavailable",
+                                  "no ingest actor is connected; retry later", 1);
+        else {
+            ly_metric_add (self->overloaded, 1);
+            s_answer_unavailable (request, "overloaded",
+                                  "the ingest pipeline is full; retry later", 1);
+        }
         s_finish (self, request);
     }
 }

@@ -403,6 +403,32 @@ def test_the_first_requests_after_postgres_restarted_are_served():
         assert http("GET", server.base + "/readyz")[0] == 200
 
 
+def test_requests_while_no_ingest_actor_is_connected_are_unavailable_not_overload():
+    """With every ingest actor gone (killed while the supervisor, stopped here, cannot
+    start another yet) requests get 503 unavailable at once, not "overloaded" (which
+    counts in layers_gateway_overloaded_total and says to look at capacity); ingest
+    resumes once an ingest actor is back."""
+    with Layersd() as server:
+        post = timed_post(server, server.credentials()["sdk_key"])
+        assert post()[0] == 202
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            os.kill(server.actors()["ingest"], signal.SIGKILL)
+            time.sleep(0.5)
+            status, _, body = post_events(server, {"event_id": str(uuid.uuid4()), "name": "x"},
+                                          key=server.credentials()["sdk_key"])
+            assert status == 503 and body["error"]["code"] == "unavailable", body
+            assert "ingest" in body["error"]["message"], body
+            metrics = http("GET", server.base + "/metrics")[2].decode()
+            assert "layers_gateway_overloaded_total 0" in metrics
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while post()[0] != 202:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.3)
+
+
 def test_an_actor_that_stops_answering_is_killed_and_started_again():
     """An actor process that stops answering (SIGSTOP here; a deadlock or a hung system
     call alike) is killed by the supervisor after LAYERS_ACTOR_TIMEOUT and started

@@ -172,6 +172,25 @@ static void s_job_done (void *arg, const ly_httpc_response_t *response);
 //  --------------------------------------------------------------------------
 //  Settings, randomness
 
+//  value with its thousands grouped ("1,073,741,824"): a long bare run of digits in a
+//  log line would be taken for a phone number and redacted (ly_log.c). Returns out.
+static char *
+s_grouped (long value, char out [32])
+{
+    char digits [24];
+    int len = snprintf (digits, sizeof digits, "%ld", value < 0? -value: value);
+    size_t used = 0;
+    if (value < 0)
+        out [used++] = '-';
+    for (int i = 0; i < len; i++) {
+        if (i > 0 && (len - i) % 3 == 0)
+            out [used++] = ',';
+        out [used++] = digits [i];
+    }
+    out [used] = 0;
+    return out;
+}
+
 static long
 s_knob (const char *name, long fallback, long low, long high)
 {
@@ -181,8 +200,9 @@ s_knob (const char *name, long fallback, long low, long high)
     char *end = NULL;
     long value = strtol (text, &end, 10);
     if (*end || value < low || value > high) {
-        ly_warning (S_ACTOR, "ignored %s=\"%.32s\": not a number from %ld to %ld", name, text,
-                    low, high);
+        char from [32], to [32];
+        ly_warning (S_ACTOR, "ignored %s=\"%.32s\": not a number from %s to %s", name, text,
+                    s_grouped (low, from), s_grouped (high, to));
         return fallback;
     }
     return value;

@@ -864,6 +864,15 @@ def test_a_throttle_pauses_every_relay(server, mock):
         stop_relay(*extra)
 
 
+def test_a_bad_knob_is_named_with_its_range_in_the_log(server, mock):
+    """An out-of-range LAYERS_RELAY_* is ignored with a warning that gives the allowed
+    range readably (not redacted as if its large numbers were phone numbers)."""
+    proc, path = start_relay(server, mock, "relay-knob.log", LAYERS_RELAY_HELD_BYTES="10")
+    text = stop_relay(proc, path)
+    assert 'ignored LAYERS_RELAY_HELD_BYTES="10": not a number from 65,536 to 4,294,967,296' \
+        in text, text[-2000:]
+
+
 def test_a_stalled_relay_loses_its_lease_and_writes_nothing(server, mock):
     """A relay frozen past its lease (a long GC-like stall, a database outage) must not
     send or record anything for rows another relay has taken over."""

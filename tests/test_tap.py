@@ -113,3 +113,20 @@ def test_tap_frames_are_plain_msgpack(server):
         assert message[0] == 1              # protocol version
         assert message[1] in (1, 2)         # PING, PONG
         assert isinstance(message[2], int)  # request_id
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--count", "abc"], "--count"), (["--count", "0"], "--count"), (["--timeout", "abc"], "--timeout"),
+    (["--timeout", "-1"], "--timeout"), (["--count"], "--count"), (["--filter"], "--filter"),
+    (["nosuch"], "not an actor"), (["--bogus"], "not an option"),
+])
+def test_tap_refuses_bad_arguments(server, args, says):
+    """A bad option value or an unknown actor is an error (exit 2) naming it, not a tap
+    that ends at once or runs for ever."""
+    out = run_tap(server, *args)
+    assert out.returncode == 2 and says in out.stderr, (args, out.returncode, out.stderr)
+
+
+def test_tap_version(server):
+    out = run_tap(server, "--version")
+    assert out.returncode == 0 and out.stdout.startswith("layers-tap "), out

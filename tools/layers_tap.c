@@ -3,6 +3,7 @@
     one JSON line: time, actor, pid, direction, message type and fields. Personal data
     is redacted by the actor before the frame leaves it, and again here. */
 #include "ly_prelude.h"
+#include "ly_actor.h"
 #include "ly_config.h"
 #include "ly_log.h"
 #include "ly_msg.h"
@@ -29,6 +30,7 @@ s_usage (FILE *out)
 "  --count N        exit after printing N frames\n"
 "  --timeout SEC    exit after SEC seconds (status 1 if --count was not reached)\n"
 "  --help           show this help and exit\n"
+"  --version        show the version and exit\n"
 "\n"
 "The taps live under $LAYERS_DATA_DIR/tap (LAYERS_DATA_DIR defaults to ./var).\n");
 }
@@ -172,22 +174,45 @@ main (int argc, char *argv [])
             free (self.filters);
             return 0;
         }
+        const char *bad = NULL;         //  what is wrong with argument i
+        if (streq (argv [i], "--version")) {
+            printf ("layers-tap %s\n", LY_VERSION);
+            free (self.actors);
+            free (self.filters);
+            return 0;
+        }
         else
-        if (streq (argv [i], "--filter") && i + 1 < argc)
-            self.filters [self.filter_count++] = argv [++i];
+        if (streq (argv [i], "--filter")) {
+            if (i + 1 < argc)
+                self.filters [self.filter_count++] = argv [++i];
+            else
+                bad = "takes a message type";
+        }
         else
-        if (streq (argv [i], "--count") && i + 1 < argc
-        &&  (count = strtol (argv [++i], &end, 10)) > 0 && *end == 0)
-            ;
+        if (streq (argv [i], "--count") || streq (argv [i], "--timeout")) {
+            long value = i + 1 < argc? strtol (argv [i + 1], &end, 10): 0;
+            if (i + 1 >= argc || end == argv [i + 1] || *end || value <= 0)
+                bad = "takes a positive whole number";
+            else
+            if (streq (argv [i++], "--count"))
+                count = value;
+            else
+                timeout_sec = value;
+        }
         else
-        if (streq (argv [i], "--timeout") && i + 1 < argc
-        &&  (timeout_sec = strtol (argv [++i], &end, 10)) > 0 && *end == 0)
-            ;
+        if (argv [i][0] != '-') {
+            bool known = false;
+            for (int k = 0; ly_actor_names [k]; k++)
+                known |= streq (argv [i], ly_actor_names [k]);
+            if (known)
+                self.actors [self.actor_count++] = argv [i];
+            else
+                bad = "is not an actor (store, api, ingest, gateway, relay)";
+        }
         else
-        if (argv [i][0] != '-')
-            self.actors [self.actor_count++] = argv [i];
-        else {
-            fprintf (stderr, "layers-tap: bad or incomplete option \"%s\"; see --help\n", argv [i]);
+            bad = "is not an option";
+        if (bad) {
+            fprintf (stderr, "layers-tap: \"%s\" %s; see --help\n", argv [i], bad);
             free (self.actors);
             free (self.filters);
             return 2;

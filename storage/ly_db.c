@@ -101,6 +101,23 @@ s_params (ly_db_role_t role, const char *keys [16], const char *values [16],
     return 0;
 }
 
+//  What the server says outside a statement's answer (a NOTICE of ours, or the FATAL
+//  with which it ends a session: a shutdown, a crash) goes to our log under actor (a
+//  static or session-owned name), rather than raw to stderr as libpq would write it.
+static void
+s_notice (void *actor, const PGresult *res)
+{
+    const char *severity = PQresultErrorField (res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    char message [512];
+    ly_db_message (message, sizeof message, PQresultErrorMessage (res));
+    bool quiet = severity && (streq (severity, "NOTICE") || streq (severity, "INFO")
+                           || streq (severity, "LOG") || streq (severity, "DEBUG"));
+    if (quiet)
+        ly_debug ((const char *) actor, "database: %s", message);
+    else
+        ly_warning ((const char *) actor, "database: %s", message);
+}
+
 PGconn *
 ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
 {
@@ -123,6 +140,7 @@ ly_db_connect (ly_db_role_t role, char *err, size_t errlen)
         PQfinish (conn);
         return NULL;
     }
+    PQsetNoticeReceiver (conn, s_notice, (void *) "database");
     return conn;
 }
 
@@ -335,6 +353,7 @@ ly_db_session_try (ly_db_session_t *self)
             s_pending_failed (self, self->pending? PQerrorMessage (self->pending): "out of memory");
             return NULL;
         }
+        PQsetNoticeReceiver (self->pending, s_notice, self->actor);
         self->polling = PGRES_POLLING_WRITING;      //  as libpq says to begin
         self->pending_until = now + S_CONNECT_MSEC;
     }

@@ -401,6 +401,10 @@ def test_the_first_requests_after_postgres_restarted_are_served():
         status, _, body = api_call(server, "GET", "/v1/projects", token=creds["api_token"])
         assert status == 200, body
         assert http("GET", server.base + "/readyz")[0] == 200
+        # what the dying server told idle sessions is in the log as our lines, not raw
+        raw = [line for line in server.log().splitlines()
+               if line.startswith(("FATAL:", "ERROR:", "WARNING:", "NOTICE:"))]
+        assert raw == [], raw
 
 
 def test_requests_while_no_ingest_actor_is_connected_are_unavailable_not_overload():

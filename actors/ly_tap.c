@@ -4,9 +4,11 @@
 #include "ly_tap.h"
 #include "ly_config.h"
 #include "ly_log.h"
+#include <dirent.h>
 
 struct _ly_tap_t {
     char *actor;        /* actor name, owned */
+    char *path;         /* the socket's file, owned */
     zsock_t *xpub;      /* publisher, owned */
     bool active;        /* at least one subscriber */
 };
@@ -15,6 +17,27 @@ char *
 ly_tap_dir (void)
 {
     return zsys_sprintf ("%s/tap", ly_config.data_dir);
+}
+
+//  Removes the tap files ("ACTOR.PID") of processes that no longer run (killed, so
+//  they could not remove their own): they would pile up with every restart.
+static void
+s_remove_stale (const char *dir)
+{
+    DIR *listing = opendir (dir);
+    struct dirent *entry;
+    while (listing && (entry = readdir (listing))) {
+        const char *dot = strrchr (entry->d_name, '.');
+        char *end = NULL;
+        long pid = dot? strtol (dot + 1, &end, 10): 0;
+        if (pid <= 0 || *end || kill ((pid_t) pid, 0) == 0 || errno != ESRCH)
+            continue;                   //  not a tap file, or its process runs
+        char *path = zsys_sprintf ("%s/%s", dir, entry->d_name);
+        unlink (path);
+        zstr_free (&path);
+    }
+    if (listing)
+        closedir (listing);
 }
 
 ly_tap_t *
@@ -26,10 +49,12 @@ ly_tap_new (const char *actor)
     char *dir = ly_tap_dir ();
     zsys_dir_create ("%s", dir);
     chmod (dir, 0700);          //  frames are redacted, but the taps are ours alone
+    s_remove_stale (dir);
+    self->path = zsys_sprintf ("%s/%s.%d", dir, actor, (int) getpid ());
     if (self->xpub) {
         zsock_set_sndhwm (self->xpub, 10000);
         zsock_set_linger (self->xpub, 0);
-        if (zsock_bind (self->xpub, "ipc://%s/%s.%d", dir, actor, (int) getpid ()) == -1) {
+        if (zsock_bind (self->xpub, "ipc://%s", self->path) == -1) {
             ly_error (actor, "could not bind tap publisher in \"%s\": %s",
                       dir, zmq_strerror (zmq_errno ()));
             zsock_destroy (&self->xpub);
@@ -47,7 +72,10 @@ ly_tap_destroy (ly_tap_t **self_p)
     assert (self_p);
     ly_tap_t *self = *self_p;
     if (self) {
+        if (self->xpub)
+            unlink (self->path);
         zsock_destroy (&self->xpub);
+        zstr_free (&self->path);
         free (self->actor);
         free (self);
         *self_p = NULL;

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 import zmq
 
-from lyserver import Layersd, binary, http
+from lyserver import Layersd, binary, children_of, http
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +130,24 @@ def test_tap_refuses_bad_arguments(server, args, says):
 def test_tap_version(server):
     out = run_tap(server, "--version")
     assert out.returncode == 0 and out.stdout.startswith("layers-tap "), out
+
+
+def test_tap_files_of_dead_processes_do_not_pile_up():
+    """Each actor process binds a tap file (tap/ACTOR.PID); one killed cannot remove its
+    own, so the next tap made removes those of processes that are gone: after restarts
+    the directory holds the taps of the running actors only."""
+    import signal as signals
+    with Layersd() as server:
+        tap_dir = os.path.join(server.data_dir, "tap")
+        for _ in range(3):
+            before = server.actors()["ingest"]
+            os.kill(before, signals.SIGKILL)
+            deadline = time.monotonic() + 20
+            while server.actors().get("ingest") in (None, before):
+                assert time.monotonic() < deadline, server.log()[-2000:]
+                time.sleep(0.1)
+            server.wait_ready()
+        time.sleep(0.5)
+        running = {str(pid) for pid in children_of(server.proc.pid)}   # two relays too
+        files = sorted(os.listdir(tap_dir))
+        assert {name.rsplit(".", 1)[1] for name in files} <= running, (files, running)

@@ -19,6 +19,7 @@ struct _ly_pg_t {
     bool running;       /* we started it and have not stopped it */
     int64_t retry_at;   /* monotonic msec of the next start after a crash, 0: none due */
     int backoff;        /* msec before the start after the next failed one */
+    bool stopped;       /* seen stopped cleanly by someone else (pg_ctl stop) */
 };
 
 #define S_RESTART_BACKOFF_MIN 1000
@@ -344,6 +345,15 @@ ly_pg_watch (void *arg)
     int64_t now = ly_mono_msec ();
     s_state_t state = s_state (self);
     if (self->retry_at == 0) {
+        //  A clean stop is someone's choice (pg_ctl stop): left so, but said
+        if (state == S_STOPPED && !self->stopped)
+            ly_warning ("supervisor", "PostgreSQL in \"%s\" was stopped (pg_ctl stop?); it is"
+                        " left stopped, and requests get 503 until it is started again"
+                        " (pg_ctl start, or a restart of layersd)", self->cluster);
+        else
+        if (state == S_RUNNING && self->stopped)
+            ly_info ("supervisor", "PostgreSQL in \"%s\" was started again", self->cluster);
+        self->stopped = state == S_STOPPED;
         if (state != S_DEAD)
             return;
         ly_warning ("supervisor", "PostgreSQL in \"%s\" died; starting it again", self->cluster);

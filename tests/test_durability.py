@@ -132,7 +132,11 @@ def test_postgres_outage_under_load():
             pg_ctl(server, "start")
             wait_for(lambda: load.count(202) > acked_during + 20, 30,
                      "acknowledgements after PostgreSQL is back")
+            wait_for(lambda: http("GET", server.base + "/readyz")[0] == 200, 10, "ready again")
         check_all_stored_once(server, load.acked)
+        # the supervisor leaves a clean stop alone, but says so, and when it is over
+        log = server.log()
+        assert "was stopped (pg_ctl stop?)" in log and "was started again" in log, log[-3000:]
 
 
 def cluster_pids(server):

@@ -70,13 +70,38 @@ s_write_private (const char *path, const char *text, char *err, size_t errlen)
     return rc;
 }
 
+//  The credentials of an earlier start, with base_url brought up to date when
+//  LAYERS_HTTP_ADDR changed since. 0 / -1.
+static int
+s_refresh_base_url (const char *path, char *err, size_t errlen)
+{
+    json_error_t error;
+    json_t *json = json_load_file (path, 0, &error);
+    char *base_url = ly_bootstrap_base_url ();
+    const char *old = json_string_value (json_object_get (json, "base_url"));
+    int rc = 0;
+    if (json_is_object (json) && (!old || !streq (old, base_url))) {
+        json_object_set_new (json, "base_url", json_string (base_url));
+        char *text = json_dumps (json, JSON_INDENT (2));
+        char *with_newline = zsys_sprintf ("%s\n", text);
+        free (text);
+        rc = s_write_private (path, with_newline, err, errlen);
+        explicit_bzero (with_newline, strlen (with_newline));
+        zstr_free (&with_newline);
+    }
+    zstr_free (&base_url);
+    json_decref (json);
+    return rc;
+}
+
 int
 ly_bootstrap_demo (PGconn *conn, char *err, size_t errlen)
 {
     char *path = zsys_sprintf ("%s/credentials.json", ly_config.data_dir);
     if (access (path, F_OK) == 0) {
+        int rc = s_refresh_base_url (path, err, errlen);
         zstr_free (&path);
-        return 0;
+        return rc;
     }
     char *sdk_key = ly_token_new ("lys_");
     char *api_token = ly_token_new ("lya_");

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lyserver import Layersd, binary, http, alive, children_of, cmdline, db_connect
+from lyserver import Layersd, binary, http, alive, children_of, cmdline, db_connect, free_port
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +340,26 @@ def test_a_second_server_on_a_busy_http_port_stops_with_a_clear_error():
                                    {"Authorization": "Bearer " + key,
                                     "Content-Type": "application/json"})
             assert status == 202, body
+
+
+def test_credentials_follow_a_new_http_address():
+    """Started again on another LAYERS_HTTP_ADDR, layersd keeps the demo credentials but
+    writes the new base_url into credentials.json (0600 still), so the ready curl line and
+    scripts that read it reach the server."""
+    s = Layersd()
+    try:
+        s.start()
+        creds = s.credentials()
+        s.stop()
+        s.port = free_port()
+        s.base = f"http://127.0.0.1:{s.port}"
+        s.env["LAYERS_HTTP_ADDR"] = f"127.0.0.1:{s.port}"
+        s.start()
+        moved = s.credentials()
+        assert moved["base_url"] == s.base, moved
+        assert {k: v for k, v in moved.items() if k != "base_url"} == \
+            {k: v for k, v in creds.items() if k != "base_url"}
+        path = os.path.join(s.data_dir, "credentials.json")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    finally:
+        s.cleanup()

@@ -502,15 +502,16 @@ s_load_number (int64_t *out, const char *name, int64_t fallback, int64_t low, in
     *out = fallback;
     if (!value)
         return 0;
-    if (zero_off && streq (value, "0")) {
-        *out = 0;
-        return 0;
-    }
     int64_t number, unit = 1;
     const char *at = s_whole_number (value, high, &number);
     if (units && at && *at && strchr ("smhd", *at)) {
         unit = *at == 'd'? 86400: *at == 'h'? 3600: *at == 'm'? 60: 1;
         at++;
+    }
+    bool zero = value [0] == '0' && (!value [1] || (units && strchr ("smhd", value [1]) && !value [2]));
+    if (zero_off && zero) {                             //  "0", "0s", "0m": off
+        *out = 0;
+        return 0;
     }
     if (!at || *at || number > high / unit || number * unit < low || number * unit > high) {
         if (!units)
@@ -520,7 +521,8 @@ s_load_number (int64_t *out, const char *name, int64_t fallback, int64_t low, in
         ly_time_duration_text (low, from, sizeof from);
         ly_time_duration_text (high, to, sizeof to);
         return s_fail (err, errlen, "%s \"%.*s\" is not a duration from %s to %s"
-                       " (a number with s, m, h or d)", name, S_VALUE_MAX, value, from, to);
+                       " (a number with s, m, h or d)%s", name, S_VALUE_MAX, value, from, to,
+                       zero_off? ", or 0 for never": "");
     }
     *out = number * unit;
     return 0;

@@ -424,11 +424,13 @@ s_test_ingest_settings (void)
 
     const char *timeout = "LAYERS_ACTOR_TIMEOUT";
     assert (S_LOADED (timeout, "0", actor_timeout) == 0);          //  never
+    assert (S_LOADED (timeout, "0s", actor_timeout) == 0);
+    assert (S_LOADED (timeout, "0m", actor_timeout) == 0);
     assert (S_LOADED (timeout, "5s", actor_timeout) == 5);
     assert (S_LOADED (timeout, "2m", actor_timeout) == 120);
     const char *bad_timeouts [] = { "00", "-1", "2d", "5 s", "off", NULL };
     s_all_fail (timeout, bad_timeouts, "LAYERS_ACTOR_TIMEOUT \"%s\" is not a duration from"
-                " 1 second to 1 day (a number with s, m, h or d)");
+                " 1 second to 1 day (a number with s, m, h or d), or 0 for never");
 }
 
 static void

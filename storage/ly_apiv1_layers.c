@@ -187,8 +187,8 @@ s_layer_body (ly_apiv1_ctx_t *ctx, const s_layer_t *layer, s_layer_body_t *out)
     if (streq (layer->name, "meta")) {
         const char *dataset_id = json_string_value (json_object_get (ctx->body, "dataset_id"));
         if (!dataset_id || !s_is_dataset_id (dataset_id)) {
-            ly_apiv1_field_error (ctx, "dataset_id", "dataset_id is required: the Meta dataset"
-                                  " (pixel) id, 1 to 30 digits");
+            ly_apiv1_field_error (ctx, "dataset_id", "dataset_id %s the Meta dataset (pixel) id,"
+                                  " 1 to 30 digits", dataset_id? "must be": "is required:");
             return -1;
         }
         json_object_set_new (out->config, "dataset_id", json_string (dataset_id));
@@ -205,8 +205,8 @@ s_layer_body (ly_apiv1_ctx_t *ctx, const s_layer_t *layer, s_layer_body_t *out)
     if (streq (layer->name, "tiktok")) {
         const char *app_id = json_string_value (json_object_get (ctx->body, "app_id"));
         if (!app_id || !s_is_word (app_id)) {
-            ly_apiv1_field_error (ctx, "app_id", "app_id is required: the TikTok app id,"
-                                  " 1 to 64 letters, digits, '_' or '-'");
+            ly_apiv1_field_error (ctx, "app_id", "app_id %s the TikTok app id, 1 to 64 letters,"
+                                  " digits, '_' or '-'", app_id? "must be": "is required:");
             return -1;
         }
         json_object_set_new (out->config, "app_id", json_string (app_id));

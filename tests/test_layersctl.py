@@ -114,3 +114,21 @@ def test_every_command_takes_help_and_only_migrate_makes_a_master_key(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "master key" in out.stderr, out.stderr
     assert not (tmp_path / "var" / "master.key").exists()
+
+
+def test_messages_say_what_is_wrong(server):
+    """An invalid id is called invalid (not missing); an organization that does not exist
+    is named so (not 'has no member'); and without LAYERS_LOG_LEVEL a command prints its
+    answer without the server's info lines."""
+    out = layersctl_for(server, "layer", "set", server.project, "meta", '{"dataset_id": "abc"}')
+    assert out.returncode == 1 and "dataset_id must be" in out.stderr, out.stderr
+    out = layersctl_for(server, "layer", "set", server.project, "tiktok", '{}')
+    assert out.returncode == 1 and "app_id is required" in out.stderr, out.stderr
+    missing = str(uuid.uuid4())
+    out = layersctl_for(server, "token", "create", "--org", missing, "--member", "a@example.com")
+    assert out.returncode == 1 and "there is no organization " + missing in out.stderr, out.stderr
+    env = dict(server.env)
+    env.pop("LAYERS_LOG_LEVEL")
+    out = subprocess.run([binary("layersctl"), "layer", "get", server.project, "meta"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert "INFO" not in out.stderr, out.stderr

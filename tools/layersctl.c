@@ -291,7 +291,13 @@ s_token (int argc, char *argv [])
                                         " WHERE org_id = $1 AND lower (email) = lower ($2)", 2, who)))
             goto rollback;
         if (!member_id [0]) {
-            fprintf (stderr, "layersctl: the organization has no member \"%s\"\n", email);
+            char *org = s_exec (conn, "SELECT org_id FROM organizations WHERE org_id = $1", 1, tenant);
+            if (org && !org [0])
+                fprintf (stderr, "layersctl: there is no organization %s\n", org_id);
+            else
+            if (org)
+                fprintf (stderr, "layersctl: the organization has no member \"%s\"\n", email);
+            free (org);
             goto rollback;
         }
         if (!(token = s_token_insert (conn, member_id, name? name: "", &token_id))
@@ -502,7 +508,9 @@ main (int argc, char *argv [])
         fprintf (stderr, "layersctl: %s\n", err);
         return 2;
     }
-    ly_log_init (ly_config.log_level, "layersctl");
+    //  A command prints its answer; the server's info lines (the api's request line)
+    //  are for LAYERS_LOG_LEVEL=info or debug, asked for
+    ly_log_init (getenv ("LAYERS_LOG_LEVEL")? ly_config.log_level: LY_LOG_WARNING, "layersctl");
     int rc;
     if (streq (argv [1], "migrate"))
         rc = s_migrate (argc - 2, argv + 2);

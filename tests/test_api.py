@@ -179,14 +179,17 @@ class Org:
         ids = []
         for i, status in enumerate(statuses):
             dest = destination or ["meta", "tiktok", "apple_search_ads"][i % 3]
+            # due tomorrow from the start: a relay polling meanwhile never sees it due
             cur.execute("""INSERT INTO relay_deliveries (org_id, project_id, event_received_at,
-                               event_seq, event_id, destination, status, attempts, reason)
-                           VALUES (%s, %s, now(), %s, %s, %s, %s, 5, 'http_400')
+                               event_seq, event_id, destination, status, attempts, reason,
+                               next_attempt_at)
+                           VALUES (%s, %s, now(), %s, %s, %s, %s, 5, 'http_400',
+                                   now() + CASE WHEN %s = 'pending' THEN interval '1 day'
+                                                ELSE interval '0' END)
                            RETURNING delivery_id""",
-                        (self.id, self.project, 1000 + i, "d-" + uuid.uuid4().hex, dest, status))
+                        (self.id, self.project, 1000 + i, "d-" + uuid.uuid4().hex, dest, status,
+                         status))
             ids.append(cur.fetchone()[0])
-        cur.execute("UPDATE relay_deliveries SET next_attempt_at = now() + interval '1 day'"
-                    " WHERE delivery_id = ANY(%s) AND status = 'pending'", (ids,))
         return ids
 
 

@@ -1,6 +1,7 @@
 """A 202 means durable: under continuous load, kill -9 of the store, an ingest and the
 gateway (one at a time, repeatedly) and a PostgreSQL outage lose no acknowledged event
 and store none twice; the server recovers by itself."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -189,6 +190,27 @@ def test_a_hanging_postgres_gets_503s_within_seconds():
         check_all_stored_once(server, load.acked)
 
 
+@contextlib.contextmanager
+def cluster_frozen(server):
+    """The embedded PostgreSQL stopped (SIGSTOP) for the block: a database that hangs."""
+    pids = cluster_pids(server)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def wait_for_202(server, post, timeout=20):
+    """Posts (timed_post) until a request is stored again."""
+    deadline = time.monotonic() + timeout
+    while post()[0] != 202:
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.3)
+
+
 def timed_post(server, key):
     """A function that posts one new event and returns its status and how long the
     answer took."""
@@ -207,20 +229,11 @@ def test_a_lone_request_to_a_hanging_postgres_gets_503_within_seconds():
     with Layersd() as server:
         post = timed_post(server, server.credentials()["sdk_key"])
         assert post()[0] == 202                 # the key is now trusted for 5 s
-        pids = cluster_pids(server)
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        try:
+        with cluster_frozen(server):
             for _ in range(2):
                 status, took = post()
                 assert status == 503 and took < 4.0, (status, took, server.log()[-3000:])
-        finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
-        deadline = time.monotonic() + 20
-        while post()[0] != 202:
-            assert time.monotonic() < deadline, server.log()[-3000:]
-            time.sleep(0.3)
+        wait_for_202(server, post)
 
 
 def test_a_key_not_seen_lately_gets_503_within_seconds_while_postgres_hangs():
@@ -230,20 +243,11 @@ def test_a_key_not_seen_lately_gets_503_within_seconds_while_postgres_hangs():
     works again once the database answers."""
     with Layersd() as server:
         post = timed_post(server, server.credentials()["sdk_key"])
-        pids = cluster_pids(server)
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        try:
+        with cluster_frozen(server):
             for _ in range(2):
                 status, took = post()
                 assert status == 503 and took < 8.0, (status, took, server.log()[-3000:])
-        finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
-        deadline = time.monotonic() + 20
-        while post()[0] != 202:
-            assert time.monotonic() < deadline, server.log()[-3000:]
-            time.sleep(0.3)
+        wait_for_202(server, post)
 
 
 def test_a_store_session_reconnecting_to_a_hanging_postgres_does_not_hold_the_store():
@@ -257,10 +261,7 @@ def test_a_store_session_reconnecting_to_a_hanging_postgres_does_not_hold_the_st
         post = timed_post(server, key)
 
         assert post()[0] == 202                 # the key is now trusted for 5 s
-        pids = cluster_pids(server)
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        try:
+        with cluster_frozen(server):
             assert http("GET", server.base + "/readyz", timeout=10)[0] == 503
             time.sleep(1.3)                     # past the session's 1 s before a retry
             status, took = post()
@@ -268,13 +269,7 @@ def test_a_store_session_reconnecting_to_a_hanging_postgres_does_not_hold_the_st
             assert took < 4.0, f"the 503 took {took:.1f} s\n{server.log()[-3000:]}"
             status, took = post()               # and again, the connection still waiting
             assert status == 503 and took < 4.0, (status, took, server.log()[-3000:])
-        finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
-        deadline = time.monotonic() + 20
-        while post()[0] != 202:
-            assert time.monotonic() < deadline, server.log()[-3000:]
-            time.sleep(0.3)
+        wait_for_202(server, post)
 
 
 def test_a_store_session_whose_set_up_waits_for_a_lock_does_not_hold_the_store():
@@ -308,10 +303,7 @@ def test_a_store_session_whose_set_up_waits_for_a_lock_does_not_hold_the_store()
             assert cur.fetchone()[0] >= 1, "no store session was setting up"
         finally:
             locker.rollback()
-        deadline = time.monotonic() + 20
-        while post()[0] != 202:
-            assert time.monotonic() < deadline, server.log()[-3000:]
-            time.sleep(0.3)
+        wait_for_202(server, post)
         assert "could not set up" not in server.log()
 
 
@@ -431,10 +423,7 @@ def test_requests_while_no_ingest_actor_is_connected_are_unavailable_not_overloa
             assert "layers_gateway_overloaded_total 0" in metrics
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
-        deadline = time.monotonic() + 20
-        while post()[0] != 202:
-            assert time.monotonic() < deadline, server.log()[-3000:]
-            time.sleep(0.3)
+        wait_for_202(server, post)
 
 
 def test_an_actor_that_stops_answering_is_killed_and_started_again():

@@ -6,6 +6,7 @@
 #include "ly_config.h"
 #include "ly_netaddr.h"
 #include "ly_time.h"
+#include <netdb.h>
 
 #define S_VALUE_MAX     200     /* longest value repeated in an error */
 
@@ -612,4 +613,23 @@ ly_config_free (ly_config_t *cfg)
     free (cfg->trusted_proxies);
     free (cfg->trusted_ranges);
     memset (cfg, 0, sizeof *cfg);
+}
+
+struct addrinfo *
+ly_config_http_address (const char *actor)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICSERV | AI_PASSIVE };
+    struct addrinfo *addresses = NULL;
+    char port [8];
+    snprintf (port, sizeof port, "%d", ly_config.http_port);
+    int rc = getaddrinfo (ly_config.http_host, port, &hints, &addresses);
+    if (rc || !addresses) {
+        ly_error (actor, "could not resolve LAYERS_HTTP_ADDR \"%s\": %s",
+                  ly_config.http_addr, rc? gai_strerror (rc): "no address");
+        if (addresses)
+            freeaddrinfo (addresses);
+        return NULL;
+    }
+    return addresses;
 }

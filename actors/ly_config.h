@@ -39,6 +39,9 @@ typedef struct {
     writes one clear sentence naming the variable into err. */
 int ly_config_load (ly_config_t *cfg, char *err, size_t errlen);
 void ly_config_free (ly_config_t *cfg);
+/*  The address to listen on for LAYERS_HTTP_ADDR (freeaddrinfo it), or NULL when it does
+    not resolve (logged under actor). */
+struct addrinfo *ly_config_http_address (const char *actor);
 
 /*  The process-wide configuration, set once by main via ly_config_load. */
 extern ly_config_t ly_config;

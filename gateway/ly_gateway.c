@@ -809,17 +809,9 @@ s_mhd_log (void *cls, const char *format, va_list ap)
 static struct MHD_Daemon *
 s_start_http (self_t *self)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_NUMERICSERV | AI_PASSIVE };
-    struct addrinfo *addresses = NULL;
-    char port [8];
-    snprintf (port, sizeof port, "%d", ly_config.http_port);
-    int rc = getaddrinfo (ly_config.http_host, port, &hints, &addresses);
-    if (rc || !addresses) {
-        ly_error (S_ACTOR, "could not resolve LAYERS_HTTP_ADDR \"%s\": %s",
-                  ly_config.http_addr, gai_strerror (rc));
+    struct addrinfo *addresses = ly_config_http_address (S_ACTOR);
+    if (!addresses)
         return NULL;
-    }
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL
                        | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (addresses->ai_family == AF_INET6)

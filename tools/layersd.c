@@ -137,22 +137,14 @@ s_run_threads (const sigset_t *signals)
 static int
 s_check_http_addr (void)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_NUMERICSERV | AI_PASSIVE };
-    struct addrinfo *addresses = NULL;
-    char port [8];
-    snprintf (port, sizeof port, "%d", ly_config.http_port);
-    int rc = getaddrinfo (ly_config.http_host, port, &hints, &addresses);
-    if (rc || !addresses) {
-        ly_error ("supervisor", "could not resolve LAYERS_HTTP_ADDR \"%s\": %s",
-                  ly_config.http_addr, rc? gai_strerror (rc): "no address");
+    struct addrinfo *addresses = ly_config_http_address ("supervisor");
+    if (!addresses)
         return -1;
-    }
     int fd = socket (addresses->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd >= 0)
         setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);    //  as the gateway
-    rc = fd >= 0? bind (fd, addresses->ai_addr, addresses->ai_addrlen): -1;
+    int rc = fd >= 0? bind (fd, addresses->ai_addr, addresses->ai_addrlen): -1;
     int error = errno;
     if (fd >= 0)
         close (fd);

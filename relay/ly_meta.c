@@ -172,10 +172,16 @@ ly_meta_event (const ly_delivery_t *delivery, ly_jsonw_t *out)
         NULL, NULL,             /* storage size, free storage */
         delivery->device_timezone
     };
-    bool att_authorized = delivery->consent_att && streq (delivery->consent_att, "authorized");
+    //  iOS: App Tracking Transparency says. Android has no ATT: the user's ads consent
+    //  says, unless the SDK sent an ATT refusal all the same. Unknown: disabled.
+    const char *att = delivery->consent_att;
+    bool tracking = version && streq (version, "i2")
+                  ? att && streq (att, "authorized")
+                  : delivery->consent_ads == 1
+                    && !(att && (streq (att, "denied") || streq (att, "restricted")));
     ly_jsonw_key (out, "app_data");
     ly_jsonw_open (out, '{');
-    ly_jsonw_member_int (out, "advertiser_tracking_enabled", att_authorized? 1: 0);
+    ly_jsonw_member_int (out, "advertiser_tracking_enabled", tracking? 1: 0);
     ly_jsonw_member_int (out, "application_tracking_enabled", delivery->consent_ads == 0? 0: 1);
     ly_jsonw_key (out, "extinfo");
     ly_jsonw_open (out, '[');

@@ -311,6 +311,27 @@ def test_meta_receives_documented_shape(server, mock):
     assert dead["status"] == "dead" and "device os" in dead["reason"]
 
 
+def test_android_ads_consent_enables_meta_advertiser_tracking(server, mock):
+    """Android has no App Tracking Transparency: an Android event whose user gave ads
+    consent goes to Meta with advertiser_tracking_enabled 1 (0 when consent is unknown
+    or refused by an ATT value all the same); on iOS only ATT authorized gives 1."""
+    project, key = new_project(server, meta={"dataset_id": "42"})
+    cases = {
+        "consented": (dict(device=ANDROID, consent={"ads": True}), 1),
+        "unknown": (dict(device=ANDROID), 0),
+        "att denied": (dict(device=ANDROID, consent={"ads": True, "att": "denied"}), 0),
+        "ios ads only": (dict(device=IPHONE, consent={"ads": True}), 0),
+        "ios authorized": (dict(device=IPHONE, consent={"ads": True, "att": "authorized"}), 1),
+    }
+    events = {name: event("purchase", **fields) for name, (fields, _) in cases.items()}
+    post(server, key, list(events.values()))
+    settled(server, project, len(events))
+    sent = {e["event_id"]: e for r in mock.requests("meta") for e in r["body"]["data"]}
+    for name, (_, flag) in cases.items():
+        got = sent[events[name]["event_id"]]["app_data"]["advertiser_tracking_enabled"]
+        assert got == flag, (name, got)
+
+
 def insert_event(server, project, destinations, received_ago="0", **columns):
     """Writes an event and its pending outbox rows as the admin, as the store would have
     (for states SDKs cannot produce: old events, expired tokens, inconsistent consent).

@@ -386,7 +386,7 @@ s_load_meta_api_version (ly_config_t *cfg, char *err, size_t errlen)
     const char *name = "LAYERS_META_API_VERSION";
     const char *value = s_env (name);
     if (!value)
-        value = "v21.0";
+        value = "v26.0";             //  Meta's current one (2026-07-29); v21.0 ends 2027-01-21
     //  ^v[0-9]+\.[0-9]+$
     size_t major = value [0] == 'v'? strspn (value + 1, "0123456789"): 0;
     size_t minor = major && value [1 + major] == '.'? strspn (value + 2 + major, "0123456789"): 0;

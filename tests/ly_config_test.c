@@ -90,7 +90,7 @@ s_test_defaults (void)
     snprintf (expected, sizeof expected, "%s/var/master.key", s_dir);
     assert (streq (cfg.master_key_file, expected));
     assert (streq (cfg.meta_url, "https://graph.facebook.com"));
-    assert (streq (cfg.meta_api_version, "v21.0"));
+    assert (streq (cfg.meta_api_version, "v26.0"));
     assert (streq (cfg.tiktok_url, "https://business-api.tiktok.com"));
     assert (streq (cfg.adservices_url, "https://api-adservices.apple.com/api/v1/"));
     assert (cfg.model_url == NULL);
@@ -112,7 +112,7 @@ s_test_defaults (void)
     ly_config_t empty = s_load_ok (NULL, NULL);
     assert (streq (empty.http_addr, "127.0.0.1:8080"));
     assert (empty.database_url == NULL && empty.model_key == NULL && empty.geoip_db == NULL);
-    assert (streq (empty.meta_api_version, "v21.0") && empty.log_level == LY_LOG_INFO);
+    assert (streq (empty.meta_api_version, "v26.0") && empty.log_level == LY_LOG_INFO);
     ly_config_free (&empty);
     s_clear_environment ();
 

@@ -261,7 +261,7 @@ def test_meta_receives_documented_shape(server, mock):
     received = {}
     for request in requests:
         assert request["method"] == "POST"
-        assert request["path"] == "/meta/v21.0/123456789012345/events"
+        assert request["path"] == "/meta/v26.0/123456789012345/events"
         assert request["errors"] == [], request["errors"]
         assert request["headers"]["content-type"].startswith("application/json")
         body = request["body"]

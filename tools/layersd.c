@@ -64,7 +64,7 @@ s_usage (FILE *out)
 "  LAYERS_GEOIP_DB          a MaxMind .mmdb file for geo-IP regions; a new file moved\n"
 "                           into its place is used within seconds\n"
 "  LAYERS_MASTER_KEY_FILE   master key for secrets ($LAYERS_DATA_DIR/master.key, made 0600)\n"
-"  LAYERS_META_URL, LAYERS_META_API_VERSION, LAYERS_TIKTOK_URL, LAYERS_ADSERVICES_URL\n"
+"  LAYERS_META_URL, LAYERS_META_API_VERSION (v26.0), LAYERS_TIKTOK_URL, LAYERS_ADSERVICES_URL\n"
 "                           ad-network endpoints\n"
 "  LAYERS_MODEL_URL, LAYERS_MODEL_KEY, LAYERS_MODEL_KIND (openai|anthropic)\n"
 "                           model provider for content generation\n"

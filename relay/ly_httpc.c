@@ -260,6 +260,31 @@ s_header (CURL *easy, const char *name)
     return header->value;
 }
 
+//  Seconds until Meta lets a throttled caller in again, from its
+//  X-Business-Use-Case-Usage header ({"<business id>": [{"type": ...,
+//  "estimated_time_to_regain_access": <minutes>}, ...]}): the longest wait it names;
+//  -1 when the header is absent, malformed or names none. Meta sends no Retry-After.
+static long
+s_regain_seconds (const char *usage)
+{
+    json_t *json = usage? json_loads (usage, 0, NULL): NULL;
+    long minutes = -1;
+    const char *business;
+    json_t *entries;
+    json_object_foreach (json, business, entries) {
+        size_t i;
+        json_t *entry;
+        json_array_foreach (entries, i, entry) {
+            json_t *regain = json_object_get (entry, "estimated_time_to_regain_access");
+            if (json_is_integer (regain) && json_integer_value (regain) > minutes
+            &&  json_integer_value (regain) < 24 * 60)
+                minutes = (long) json_integer_value (regain);
+        }
+    }
+    json_decref (json);
+    return minutes > 0? minutes * 60: -1;
+}
+
 static void
 s_complete (ly_httpc_t *self, s_transfer_t *transfer, CURLcode result)
 {
@@ -288,6 +313,9 @@ s_complete (ly_httpc_t *self, s_transfer_t *transfer, CURLcode result)
                     response.retry_after = when > time (NULL)? (long) (when - time (NULL)): 0;
             }
         }
+        if (response.retry_after < 0)
+            response.retry_after = s_regain_seconds (s_header (transfer->easy,
+                                                               "x-business-use-case-usage"));
         const char *trace = s_header (transfer->easy, "x-fb-trace-id");
         if (trace) {
             snprintf (trace_id, sizeof trace_id, "%s", trace);

@@ -609,6 +609,34 @@ def test_throttling_pauses_then_delivers(server, mock):
     assert [r["response"]["code"] for r in tiktok] == [40100, 0]
 
 
+def test_meta_business_use_case_throttle_waits_as_long_as_meta_says(server, mock):
+    """Meta answers a rate limit (code 80004 here) without Retry-After; how long the
+    block lasts is in X-Business-Use-Case-Usage (estimated_time_to_regain_access, in
+    minutes). The relay pauses the pair that long, not its own 1 s backoff."""
+    project, key = new_project(server, meta={"dataset_id": "42"})
+    usage = json.dumps({"1234567890": [{"type": "ads_management", "call_count": 100,
+                                         "total_cputime": 30, "total_time": 28,
+                                         "estimated_time_to_regain_access": 2}]})
+    mock.fault(service="meta", count=1, status=400, code=80004,
+               headers={"X-Business-Use-Case-Usage": usage})
+    events = [event("purchase", device=IPHONE)]
+    post(server, key, events)
+    wait_for(lambda: mock.requests("meta"), what="the throttled request")
+    wait_for(lambda: server.db.cursor() and deliveries(server, project)[
+        (events[0]["event_id"], "meta")]["status"] == "pending", what="the row back in the queue")
+    cur = server.db.cursor()
+    cur.execute("SELECT extract (epoch FROM next_attempt_at - now ()) FROM relay_deliveries"
+                " WHERE project_id = %s", (project,))
+    [(wait,)] = cur.fetchall()
+    assert 100 < float(wait) <= 121, wait          # 2 minutes, not a second or two
+    cur.execute("SELECT paused_until - now () > interval '100 seconds' FROM relay_pauses"
+                " WHERE project_id = %s AND destination = 'meta'", (project,))
+    assert cur.fetchone() == (True,)
+    # not to be sent in the middle of a later test of this module
+    cur.execute("UPDATE relay_deliveries SET status = 'skipped', reason = 'test over'"
+                " WHERE project_id = %s AND status = 'pending'", (project,))
+
+
 def test_one_refused_event_is_isolated_and_parked(server, mock):
     project, key = new_project(server, meta={"dataset_id": "42"}, tiktok={"app_id": "7"})
     events = [event("purchase", device=IPHONE, user_id=f"u-{i}") for i in range(9)]

@@ -617,8 +617,22 @@ s_idem_claim (ly_apiv1_ctx_t *ctx)
         ly_apiv1_error (ctx, 500, "internal", "no master key to keep idempotent answers with");
         return S_IDEM_ANSWERED;
     }
+    //  The request is the caller's as well as its body: a stored answer (a new token,
+    //  say) is replayed only to the member who asked for it, never to another member
+    //  of the organization who sends the same key and body.
     char hash [65];
-    ly_sha256_hex (req->body, req->body_len, hash);
+    size_t member_len = strlen (ctx->member_id);
+    char *material = (char *) malloc (member_len + 1 + req->body_len);
+    if (!material) {
+        ly_apiv1_error (ctx, 500, "internal", "out of memory");
+        return S_IDEM_ANSWERED;
+    }
+    memcpy (material, ctx->member_id, member_len);
+    material [member_len] = '\n';
+    if (req->body_len)
+        memcpy (material + member_len + 1, req->body, req->body_len);
+    ly_sha256_hex (material, member_len + 1 + req->body_len, hash);
+    free (material);
     const char *expire [] = { key };
     //  This key when it expired, and a few more of the tenant's expired keys by the way.
     PGresult *res = ly_apiv1_exec (ctx,

@@ -732,6 +732,21 @@ def test_etag_and_if_match(server, orgs):
     assert status == 412
 
 
+def test_an_idempotent_answer_is_replayed_only_to_its_member(server, orgs):
+    """The owner makes an API token for itself with an Idempotency-Key; an admin of the
+    same organization sending the same key and body must not get the owner's token (an
+    admin may not hold an owner's token): 422, and the token appears in no answer."""
+    a, _ = orgs
+    key = "token-" + uuid.uuid4().hex
+    status, _, mine = a.call("owner", "POST", "/v1/tokens", {}, headers={"Idempotency-Key": key})
+    assert status == 201, mine
+    status, _, got = a.call("admin", "POST", "/v1/tokens", {}, headers={"Idempotency-Key": key})
+    assert status == 422 and got["error"]["code"] == "idempotency_mismatch", got
+    assert mine["token"] not in json.dumps(got)
+    status, _, again = a.call("owner", "POST", "/v1/tokens", {}, headers={"Idempotency-Key": key})
+    assert status == 201 and again["token"] == mine["token"]      # the owner's own retry
+
+
 def test_idempotency_key(server, orgs):
     a, b = orgs
     key = "create-" + uuid.uuid4().hex

@@ -37,10 +37,16 @@ s_self_destroy (self_t **self_p)
 static char *
 s_auth_setup (void *arg)
 {
+    //  A key found is stamped last_used_at: the gateway asks again every 5 s while the
+    //  key is in use, so the stamp is at most that far behind.
     return strdup ("PREPARE key_lookup AS"
-        " SELECT k.org_id, k.project_id, coalesce (p.default_country_code, '')"
-        "   FROM sdk_keys k JOIN projects p ON p.project_id = k.project_id"
-        "  WHERE k.key_sha256 = decode ($1, 'hex') AND k.revoked_at IS NULL");
+        " WITH found AS ("
+        "  SELECT k.key_id, k.org_id, k.project_id, coalesce (p.default_country_code, '') AS cc"
+        "    FROM sdk_keys k JOIN projects p ON p.project_id = k.project_id"
+        "   WHERE k.key_sha256 = decode ($1, 'hex') AND k.revoked_at IS NULL),"
+        " touch AS ("
+        "  UPDATE sdk_keys SET last_used_at = now () WHERE key_id IN (SELECT key_id FROM found))"
+        " SELECT org_id, project_id, cc FROM found");
 }
 
 static self_t *

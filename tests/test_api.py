@@ -747,6 +747,20 @@ def test_an_idempotent_answer_is_replayed_only_to_its_member(server, orgs):
     assert status == 201 and again["token"] == mine["token"]      # the owner's own retry
 
 
+def test_an_sdk_key_in_use_shows_when_it_was_last_used(server, orgs):
+    """last_used_at of an SDK key is stamped when a gateway looks the key up for a
+    request, and shown by the API."""
+    a, _ = orgs
+    path = "/v1/projects/%s/sdk-keys" % a.project
+    status, _, made = a.call("admin", "POST", path, {"name": "used"})
+    assert status == 201 and made["last_used_at"] is None, made
+    status, _, body = post_events(server, {"event_id": uuid.uuid4().hex, "name": "x"},
+                                  key=made["key"])
+    assert status == 202, body
+    keys = {k["key_id"]: k for k in a.call("viewer", "GET", path + "?limit=200")[2]["data"]}
+    assert keys[made["key_id"]]["last_used_at"] is not None, keys[made["key_id"]]
+
+
 def test_idempotency_key(server, orgs):
     a, b = orgs
     key = "create-" + uuid.uuid4().hex

@@ -231,13 +231,17 @@ ly_apiv1_if_match (ly_apiv1_ctx_t *ctx, const char *etag_value)
     const char *header = ctx->req->if_match;
     if (!header)
         return true;
-    //  A list of entity tags, or "*"; weak tags compare by their opaque part.
+    //  A list of entity tags, or "*" (any current version: none when etag_value is NULL,
+    //  RFC 9110); weak tags compare by their opaque part.
     const char *p = header;
     while (*p) {
         while (*p == ' ' || *p == '\t' || *p == ',')
             p++;
-        if (*p == '*')
-            return true;
+        if (*p == '*') {
+            if (etag_value)
+                return true;
+            break;
+        }
         if (strncmp (p, "W/", 2) == 0)
             p += 2;
         if (*p != '"')

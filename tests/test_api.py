@@ -948,6 +948,10 @@ def test_layers_keep_secrets_write_only(server, orgs):
     fresh = a.new_project()
     status, _, got = a.call("admin", "PUT", "/v1/projects/%s/layers/meta" % fresh, {"dataset_id": "1"})
     assert status == 422 and got["error"]["field"] == "access_token"
+    # If-Match: * asks for a current version: there is none yet (RFC 9110)
+    status, _, got = a.call("admin", "PUT", "/v1/projects/%s/layers/meta" % fresh,
+                            {"dataset_id": "1", "access_token": "t"}, headers={"If-Match": "*"})
+    assert status == 412, got
     status, _, got = a.call("admin", "PUT", base + "snapchat", {"enabled": True})
     assert status == 404
     status, _, got = a.call("admin", "PUT", base + "meta", {"dataset_id": "1"}, headers={"If-Match": '"1"'})

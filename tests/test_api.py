@@ -830,6 +830,11 @@ def test_member_rules(server, orgs):
     assert status == 409 and got["error"]["code"] == "last_owner"
     status, _, got = a.call("owner", "POST", "/v1/members", {"email": "OWNER@alpha.test", "role": "viewer"})
     assert status == 409 and got["error"]["code"] == "conflict"
+    # ignoring case beyond ASCII too
+    status, _, got = a.call("owner", "POST", "/v1/members", {"email": "ünï@exämple.test", "role": "viewer"})
+    assert status == 201, got
+    status, _, got = a.call("owner", "POST", "/v1/members", {"email": "ÜNÏ@EXÄMPLE.TEST", "role": "viewer"})
+    assert status == 409 and got["error"]["code"] == "conflict", got
     # admins manage only below admin
     status, _, got = a.call("admin", "POST", "/v1/members", {"email": "o2@alpha.test", "role": "owner"})
     assert status == 403

@@ -288,7 +288,8 @@ s_token (int argc, char *argv [])
         const char *who [] = { org_id, email };
         if (!s_run (conn, "SELECT set_config ('layers.org_id', $1, true)", 1, tenant)
         ||  !(member_id = s_exec (conn, "SELECT member_id FROM members"
-                                        " WHERE org_id = $1 AND lower (email) = lower ($2)", 2, who)))
+                                        " WHERE org_id = $1 AND lower (email COLLATE \"und-x-icu\")"
+                                        "       = lower ($2::text COLLATE \"und-x-icu\")", 2, who)))
             goto rollback;
         if (!member_id [0]) {
             char *org = s_exec (conn, "SELECT org_id FROM organizations WHERE org_id = $1", 1, tenant);

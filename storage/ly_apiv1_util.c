@@ -154,16 +154,21 @@ ly_apiv1_value (const PGresult *res, int row, const char *name)
     return PQgetvalue (res, row, col);
 }
 
-//  PostgreSQL's ISO output in UTC ("2026-01-02 03:04:05.123456+00") as RFC 3339.
+//  PostgreSQL's ISO output in UTC ("2026-01-02 03:04:05.1234+00", which leaves out
+//  trailing zeros of the fraction, and a zero fraction) as RFC 3339 with microseconds
+//  always: "2026-01-02T03:04:05.123400Z".
 static json_t *
 s_timestamp (const char *text)
 {
     size_t len = strlen (text);
-    if (len < 20 || len > 40 || text [10] != ' ' || strcmp (text + len - 3, "+00"))
+    if (len < 22 || len > 29 || text [10] != ' ' || strcmp (text + len - 3, "+00"))
+        return json_string (text);          //  not a four-digit year: as PostgreSQL says
+    size_t digits = len - 22? len - 23: 0;
+    if (len > 22 && text [19] != '.')
         return json_string (text);
-    char out [48];
-    snprintf (out, sizeof out, "%.*sZ", (int) (len - 3), text);
-    out [10] = 'T';
+    char out [32];
+    snprintf (out, sizeof out, "%.10sT%.8s.%.*s%.*sZ", text, text + 11,
+              (int) digits, text + 20, (int) (6 - digits), "000000");
     return json_string (out);
 }
 

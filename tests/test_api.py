@@ -761,6 +761,19 @@ def test_an_sdk_key_in_use_shows_when_it_was_last_used(server, orgs):
     assert keys[made["key_id"]]["last_used_at"] is not None, keys[made["key_id"]]
 
 
+def test_times_always_have_microseconds(server, orgs):
+    """Times are RFC 3339 in UTC with six fraction digits, also when PostgreSQL leaves
+    trailing zeros out (or the whole fraction, for a time on the second)."""
+    import re
+    a, _ = orgs
+    status, _, got = a.call("owner", "POST", "/v1/tokens", {"expires_at": "2031-01-02T03:04:05Z"})
+    assert status == 201, got
+    assert got["expires_at"] == "2031-01-02T03:04:05.000000Z", got
+    status, _, got = a.call("owner", "POST", "/v1/tokens", {"expires_at": "2031-01-02T03:04:05.12Z"})
+    assert got["expires_at"] == "2031-01-02T03:04:05.120000Z", got
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", got["created_at"]), got
+
+
 def test_idempotency_key(server, orgs):
     a, b = orgs
     key = "create-" + uuid.uuid4().hex

@@ -469,12 +469,18 @@ s_query_append (char **query, size_t *len, const char *text)
 typedef struct {
     char *query;                /* the query being built, owned by the caller */
     size_t len;                 /* its length */
+    bool nul;                   /* a name or value held a NUL (%00) */
 } s_query_t;
 
 static enum MHD_Result
-s_query_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+s_query_arg (void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+             const char *value, size_t value_size)
 {
+    (void) kind;
     s_query_t *q = (s_query_t *) cls;
+    //  A NUL would end the text early on the way (name=purchase%00xyz read as purchase)
+    if (strlen (key) != key_size || (value && strlen (value) != value_size))
+        q->nul = true;
     if (q->len) {
         q->query = (char *) realloc (q->query, q->len + 2);
         q->query [q->len++] = '&';
@@ -512,9 +518,21 @@ s_prepare_api (s_shared_t *shared, s_request_t *request)
         request->if_match = strdup (value);
     if ((value = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE)))
         request->request_type = strdup (value);
-    s_query_t q = { strdup (""), 0 };
-    MHD_get_connection_values (request->conn, MHD_GET_ARGUMENT_KIND, s_query_arg, &q);
+    const char *encoding = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
+                                                        MHD_HTTP_HEADER_CONTENT_ENCODING);
+    if (encoding && strcasecmp (encoding, "identity") != 0) {
+        s_answer_error (request, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding",
+                        "the partner API takes bodies without a Content-Encoding");
+        return false;
+    }
+    s_query_t q = { strdup (""), 0, false };
+    MHD_get_connection_values_n (request->conn, MHD_GET_ARGUMENT_KIND, s_query_arg, &q);
     request->query = q.query;
+    if (q.nul) {
+        s_answer_error (request, MHD_HTTP_BAD_REQUEST, "bad_query",
+                        "a query parameter holds a NUL character (%00)");
+        return false;
+    }
     s_client_ip (request->conn, request->client_ip);
     return true;
 }

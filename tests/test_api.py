@@ -774,6 +774,21 @@ def test_times_always_have_microseconds(server, orgs):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", got["created_at"]), got
 
 
+def test_a_nul_in_the_query_and_an_encoded_body_are_refused(server, orgs):
+    """A %00 in a query value would cut the value short on the way (name=purchase%00xyz
+    filtering as purchase): 400. A Content-Encoding the partner API does not decode is
+    415, not a body read as if it were plain."""
+    a, _ = orgs
+    base = "/v1/projects/%s/events" % a.project
+    for query in ("?name=purchase%00xyz", "?user_id=u1%00zzz", "?na%00me=x"):
+        status, _, got = a.call("viewer", "GET", base + query)
+        assert status == 400 and got["error"]["code"] == "bad_query", (query, got)
+    for encoding in ("gzip", "br"):
+        status, _, got = a.call("admin", "POST", "/v1/projects", {"name": "plain"},
+                                headers={"Content-Encoding": encoding})
+        assert status == 415 and got["error"]["code"] == "unsupported_encoding", got
+
+
 def test_idempotency_key(server, orgs):
     a, b = orgs
     key = "create-" + uuid.uuid4().hex

@@ -345,6 +345,19 @@ s_is_int (const char *text, size_t max_digits)
     return true;
 }
 
+//  What ties a cursor to the list that gave it: the first 8 hex digits of the SHA-256
+//  of the tenant and the list's path, so that a cursor of another list (or of the same
+//  list of another organization) is refused rather than read as a position in this one.
+static void
+s_cursor_tag (ly_apiv1_ctx_t *ctx, char tag [12])
+{
+    char *list = zsys_sprintf ("%s\n%s", ctx->org_id, ctx->req->path);
+    char hex [65];
+    ly_sha256_hex (list, strlen (list), hex);
+    zstr_free (&list);
+    snprintf (tag, 12, "%.8s", hex);
+}
+
 int
 ly_apiv1_page (ly_apiv1_ctx_t *ctx, char kind, ly_apiv1_page_t *page)
 {
@@ -365,7 +378,16 @@ ly_apiv1_page (ly_apiv1_ctx_t *ctx, char kind, ly_apiv1_page_t *page)
         return 0;
     size_t len = 0;
     char *text = strlen (cursor) <= 200? ly_apiv1_base64url_decode (cursor, &len): NULL;
-    bool valid = text && len >= 3 && text [0] == kind && text [1] == '.' && strlen (text) == len;
+    //  It ends with the tag of the list that gave it (s_cursor_tag)
+    char tag [12];
+    s_cursor_tag (ctx, tag);
+    char *dot = text && strlen (text) == len? strrchr (text, '.'): NULL;
+    bool valid = dot && streq (dot + 1, tag);
+    if (valid) {
+        *dot = 0;
+        len = (size_t) (dot - text);
+    }
+    valid = valid && len >= 3 && text [0] == kind && text [1] == '.';
     if (valid) {
         char *second = strchr (text + 2, '.');
         if (kind == 'd')
@@ -407,7 +429,9 @@ ly_apiv1_page_reply (ly_apiv1_ctx_t *ctx, const PGresult *res, char kind,
     json_t *next = json_null ();
     const char *last = rows > page->limit? ly_apiv1_value (res, page->limit - 1, "_cursor"): NULL;
     if (last) {
-        char *plain = zsys_sprintf ("%c.%s", kind, last);
+        char tag [12];
+        s_cursor_tag (ctx, tag);
+        char *plain = zsys_sprintf ("%c.%s.%s", kind, last, tag);
         char *cursor = ly_apiv1_base64url (plain, strlen (plain));
         if (cursor)
             next = json_string (cursor);

@@ -789,6 +789,20 @@ def test_a_nul_in_the_query_and_an_encoded_body_are_refused(server, orgs):
         assert status == 415 and got["error"]["code"] == "unsupported_encoding", got
 
 
+def test_a_cursor_works_only_for_the_list_that_gave_it(server, orgs):
+    """A cursor of the members list is refused by the projects list, and a cursor of
+    organization A's list by the same list of organization B (400 bad_cursor)."""
+    a, b = orgs
+    status, _, page = a.call("viewer", "GET", "/v1/members?limit=1")
+    assert status == 200 and page["next_cursor"], page
+    cursor = page["next_cursor"]
+    assert a.call("viewer", "GET", "/v1/members?limit=1&cursor=" + cursor)[0] == 200
+    status, _, got = a.call("viewer", "GET", "/v1/projects?limit=1&cursor=" + cursor)
+    assert status == 400 and got["error"]["code"] == "bad_cursor", got
+    status, _, got = b.call("viewer", "GET", "/v1/members?limit=1&cursor=" + cursor)
+    assert status == 400 and got["error"]["code"] == "bad_cursor", got
+
+
 def test_idempotency_key(server, orgs):
     a, b = orgs
     key = "create-" + uuid.uuid4().hex

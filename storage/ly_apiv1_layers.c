@@ -6,6 +6,7 @@
     secrets are set, never their values, and logs none of them. */
 #include "ly_apiv1_private.h"
 #include "ly_crypto.h"
+#include "ly_utf8.h"
 
 #define S_SECRET_KEY_ID "master"
 #define S_SECRET_KEY_VERSION "1"
@@ -116,17 +117,21 @@ s_is_word (const char *text)
     return ly_apiv1_is_charset (text, s_word, 64);
 }
 
-//  A display name: 1 to 255 bytes, no control characters (jansson has checked UTF-8).
+//  A display name: 1 to 255 characters, none a control character (C0, DEL or C1);
+//  jansson has checked the UTF-8.
 static bool
 s_is_app_name (const char *text)
 {
     size_t len = text? strlen (text): 0;
-    if (len == 0 || len > 255)
-        return false;
-    for (const unsigned char *c = (const unsigned char *) text; *c; c++)
-        if (*c < 0x20 || *c == 0x7f)
+    size_t characters = 0;
+    for (size_t i = 0; i < len; characters++) {
+        size_t n = ly_utf8_sequence (text + i, len - i);
+        uint32_t code = n? ly_utf8_decode (text + i, n): 0;
+        if (!n || code < 0x20 || (code >= 0x7f && code <= 0x9f))
             return false;
-    return true;
+        i += n;
+    }
+    return characters >= 1 && characters <= 255;
 }
 
 static bool

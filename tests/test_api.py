@@ -963,11 +963,11 @@ def test_layers_keep_secrets_write_only(server, orgs):
     assert status == 201 and got["config"]["event_map"] == {"purchase": "CompletePayment"}
     # "" and null mean "do not send"; app_name is what the relay sends as app.app_name
     status, _, got = a.call("admin", "PUT", base + "tiktok",
-                            {"app_id": "7301", "app_name": "Example Ünïcode App",
+                            {"app_id": "7301", "app_name": "Example Ünïcode App" + "é" * 200,
                              "event_map": {"app_open": "", "login": None, "purchase": "Purchase"}})
     assert status == 200, got
     assert got["config"]["event_map"] == {"app_open": "", "login": None, "purchase": "Purchase"}
-    assert got["config"]["app_name"] == "Example Ünïcode App"
+    assert got["config"]["app_name"] == "Example Ünïcode App" + "é" * 200   # 219 characters
     status, _, got = a.call("admin", "PUT", base + "apple_search_ads", {"enabled": True})
     assert status == 201 and got["secrets"] == {} and got["config"] == {}
     # validation names the field
@@ -987,6 +987,8 @@ def test_layers_keep_secrets_write_only(server, orgs):
             ("tiktok", {"app_id": "1", "access_token": "x", "app_name": ""}, "app_name"),
             ("tiktok", {"app_id": "1", "access_token": "x", "app_name": "a\nb"}, "app_name"),
             ("tiktok", {"app_id": "1", "access_token": "x", "app_name": "x" * 256}, "app_name"),
+            ("tiktok", {"app_id": "1", "access_token": "x", "app_name": "é" * 256}, "app_name"),
+            ("tiktok", {"app_id": "1", "access_token": "x", "app_name": "a\u0085b"}, "app_name"),
             ("tiktok", {"app_id": "1", "access_token": "x", "app_name": 7}, "app_name"),
             ("meta", {"dataset_id": "1", "app_name": "x"}, "app_name"),
             ("apple_search_ads", {"enabled": True, "access_token": "x"}, "access_token")):

@@ -803,6 +803,24 @@ def test_a_cursor_works_only_for_the_list_that_gave_it(server, orgs):
     assert status == 400 and got["error"]["code"] == "bad_cursor", got
 
 
+def test_a_body_on_a_route_that_takes_none_is_refused(server, orgs):
+    """A route that reads no body says so (400) rather than ignore one; an empty JSON
+    object, which some clients send with every PUT or DELETE, is nothing."""
+    a, _ = orgs
+    ad = a.new_ad()
+    link = "/v1/projects/%s/ads-content/%s" % (a.project, ad)
+    status, _, got = a.call("admin", "PUT", link, {"x": 1})
+    assert status == 400 and got["error"]["code"] == "bad_request", got
+    status, _, got = a.call("admin", "PUT", link, b"garbage", headers={"Content-Type": "text/plain"})
+    assert status == 400, got
+    status, _, got = a.call("admin", "PUT", link, {})
+    assert status in (200, 201), got
+    status, _, got = a.call("admin", "DELETE", "/v1/ads-content/" + ad, b"garbage",
+                            headers={"Content-Type": "text/plain"})
+    assert status == 400, got
+    assert a.call("admin", "DELETE", "/v1/ads-content/" + ad)[0] == 204
+
+
 def test_idempotency_key(server, orgs):
     a, b = orgs
     key = "create-" + uuid.uuid4().hex

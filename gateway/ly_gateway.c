@@ -250,6 +250,8 @@ s_queue_answer (s_request_t *request)
         MHD_add_response_header (response, MHD_HTTP_HEADER_ALLOW, request->allow);
     if (request->close)
         MHD_add_response_header (response, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (request->status == MHD_HTTP_UNAUTHORIZED)     //  RFC 9110: says what to send
+        MHD_add_response_header (response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     enum MHD_Result rc = MHD_queue_response (request->conn, request->status, response);
     MHD_destroy_response (response);
 

@@ -821,6 +821,17 @@ def test_a_body_on_a_route_that_takes_none_is_refused(server, orgs):
     assert a.call("admin", "DELETE", "/v1/ads-content/" + ad)[0] == 204
 
 
+def test_a_401_says_how_to_authenticate(server, orgs):
+    """Every 401, of the partner API and of SDK ingest, carries WWW-Authenticate: Bearer
+    (RFC 9110)."""
+    status, headers, _ = api_call(server, "GET", "/v1/projects", token="lya_nope")
+    assert status == 401 and headers.get("www-authenticate") == "Bearer", headers
+    status, headers, _ = api_call(server, "GET", "/v1/projects")
+    assert status == 401 and headers.get("www-authenticate") == "Bearer", headers
+    status, headers, _ = api_call(server, "POST", "/l/events", body={"event_id": "e", "name": "x"})
+    assert status == 401 and headers.get("www-authenticate") == "Bearer", headers
+
+
 def test_idempotency_key(server, orgs):
     a, b = orgs
     key = "create-" + uuid.uuid4().hex

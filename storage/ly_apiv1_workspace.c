@@ -28,11 +28,21 @@ s_is_app_id (const char *text)
                                       "0123456789._-", 255);
 }
 
+//  An IANA zone name as its database spells them (Europe/Paris, UTC, Etc/GMT+5), not
+//  what PostgreSQL takes besides: POSIX specs, whose sign is inverted (UTC+5 is five
+//  hours behind UTC), other case (utc), or files of the zone directory that are no
+//  zone (posix/..., localtime, Factory).
 static bool
 s_is_timezone (const char *text)
 {
-    return ly_apiv1_is_charset (text, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                      "0123456789_+-/", 64);
+    if (!ly_apiv1_is_charset (text, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                    "0123456789_+-/", 64)
+    ||  !isupper ((unsigned char) text [0]) || streq (text, "Factory"))
+        return false;
+    for (const char *sign = strpbrk (text, "+-"); sign; sign = strpbrk (sign + 1, "+-"))
+        if (isdigit ((unsigned char) sign [1]) && strncmp (text, "Etc/GMT", 7) != 0)
+            return false;               //  an offset: only Etc/GMT+N names carry one
+    return true;
 }
 
 static bool

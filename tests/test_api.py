@@ -652,12 +652,22 @@ def test_error_shapes_and_statuses(server, orgs):
     assert got["error"]["field"] == "name"
     for body, field in (({}, "name"), ({"name": "x", "colour": "red"}, "colour"),
                         ({"name": "x", "timezone": "Mars/Olympus"}, "timezone"),
+                        # POSIX (UTC+5 is 5 hours behind), other case, zone files
+                        ({"name": "x", "timezone": "UTC+5"}, "timezone"),
+                        ({"name": "x", "timezone": "+05"}, "timezone"),
+                        ({"name": "x", "timezone": "utc"}, "timezone"),
+                        ({"name": "x", "timezone": "posix/Europe/Paris"}, "timezone"),
+                        ({"name": "x", "timezone": "localtime"}, "timezone"),
+                        ({"name": "x", "timezone": "Factory"}, "timezone"),
                         ({"name": "x", "default_country_code": "0049"}, "default_country_code"),
                         ({"name": "x", "app_store_id": "12a"}, "app_store_id"),
                         ({"name": "x", "brand": "calm"}, "brand"), ({"name": 7}, "name"),
                         ({"name": "x" * 201}, "name")):
         status, _, got = a.call("owner", "POST", p, body)
         assert status == 422 and got["error"]["field"] == field, (body, got)
+    for zone in ("UTC", "Etc/GMT+5", "America/Port-au-Prince", "America/Argentina/Buenos_Aires"):
+        status, _, got = a.call("owner", "POST", p, {"name": "tz", "timezone": zone})
+        assert status == 201 and got["timezone"] == zone, (zone, got)
     check(*a.call("owner", "GET", p + "?limit=201")[::2], "bad_query", 400)
     check(*a.call("owner", "GET", p + "?limit=0")[::2], "bad_query", 400)
     check(*a.call("owner", "GET", p + "?limit=ten")[::2], "bad_query", 400)

@@ -85,4 +85,15 @@ ly_utf8_encode (uint32_t code, char *out)
     return 4;
 }
 
+/*  White space beyond ASCII, as Unicode (and so Python's str.strip, which Meta's
+    business SDK trims with) has it: NEL, no-break spaces, the typographic spaces, the
+    line and paragraph separators, the ideographic space. */
+static inline bool
+ly_utf8_is_space (uint32_t code)
+{
+    return code == 0x85 || code == 0xA0 || code == 0x1680 || (code >= 0x2000 && code <= 0x200A)
+        || code == 0x2028 || code == 0x2029 || code == 0x202F || code == 0x205F
+        || code == 0x3000;
+}
+
 #endif

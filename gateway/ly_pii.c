@@ -46,17 +46,6 @@ s_is_space (char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-//  White space beyond ASCII, as Unicode (and so Python's str.strip, which Meta's
-//  business SDK trims with) has it: NEL, no-break spaces, the typographic spaces, the
-//  line and paragraph separators, the ideographic space.
-static bool
-s_is_unicode_space (uint32_t code)
-{
-    return code == 0x85 || code == 0xA0 || code == 0x1680 || (code >= 0x2000 && code <= 0x200A)
-        || code == 0x2028 || code == 0x2029 || code == 0x202F || code == 0x205F
-        || code == 0x3000;
-}
-
 //  Length of the white space character (ASCII or Unicode) ending at text [len - 1], or
 //  0 when the last character is none.
 static size_t
@@ -69,7 +58,7 @@ s_space_at_end (const char *text, size_t len)
         start--;
     size_t n = ly_utf8_sequence (text + start, len - start);
     return n > 1 && start + n == len
-        && s_is_unicode_space (ly_utf8_decode (text + start, n))? n: 0;
+        && ly_utf8_is_space (ly_utf8_decode (text + start, n))? n: 0;
 }
 
 //  Length of the white space character (ASCII or Unicode) at text, or 0.
@@ -79,7 +68,7 @@ s_space_at_start (const char *text, size_t len)
     if (s_is_space (text [0]))
         return 1;
     size_t n = ly_utf8_sequence (text, len);
-    return n > 1 && s_is_unicode_space (ly_utf8_decode (text, n))? n: 0;
+    return n > 1 && ly_utf8_is_space (ly_utf8_decode (text, n))? n: 0;
 }
 
 //  Narrows [*text, *text + *len) to its content without surrounding white space,

@@ -3,6 +3,7 @@
     shown once, at creation; only their SHA-256 and a 12-character prefix are kept. */
 #include "ly_apiv1_private.h"
 #include "ly_crypto.h"
+#include "ly_utf8.h"
 
 #define S_PREFIX_LEN 12         /* the visible start of a token or key, "lya_3kT9aQ2x" */
 
@@ -51,10 +52,16 @@ s_is_email (const char *text)
     const char *at = strchr (text, '@');
     if (!at || at == text || !at [1] || strchr (at + 1, '@'))
         return false;
-    for (const unsigned char *p = (const unsigned char *) text; *p; p++)
-        if (*p <= ' ' || *p == 0x7f)
+    //  No white space or control character, ASCII or not (a no-break space, U+2028)
+    size_t len = strlen (text);
+    for (size_t i = 0; i < len;) {
+        size_t n = ly_utf8_sequence (text + i, len - i);
+        uint32_t code = n? ly_utf8_decode (text + i, n): 0;
+        if (!n || code <= ' ' || (code >= 0x7f && code <= 0x9f) || ly_utf8_is_space (code))
             return false;
-    return strlen (text) >= 3;
+        i += n;
+    }
+    return len >= 3;
 }
 
 static bool

@@ -842,6 +842,19 @@ def test_a_401_says_how_to_authenticate(server, orgs):
     assert status == 401 and headers.get("www-authenticate") == "Bearer", headers
 
 
+def test_a_member_email_with_unicode_space_is_refused(server, orgs):
+    """'no spaces' holds beyond ASCII: a no-break space, a line separator or a C1
+    control in a member's email is refused (422); letters beyond ASCII are fine."""
+    a, _ = orgs
+    for email in ("a\u00a0b@example.test", "a\u2028b@example.test", "a\u0085b@example.test",
+                  "a@exa\u3000mple.test"):
+        status, _, got = a.call("owner", "POST", "/v1/members", {"email": email, "role": "viewer"})
+        assert status == 422 and got["error"]["field"] == "email", (email, got)
+    status, _, got = a.call("owner", "POST", "/v1/members",
+                            {"email": "zoë-%s@exämple.test" % uuid.uuid4().hex[:6], "role": "viewer"})
+    assert status == 201, got
+
+
 def test_idempotency_key(server, orgs):
     a, b = orgs
     key = "create-" + uuid.uuid4().hex

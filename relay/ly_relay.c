@@ -390,7 +390,7 @@ s_db_failed (self_t *self, const char *what, const PGresult *res)
     char reason [512];
     ly_warning (S_ACTOR, "could not %s: %s", what, ly_db_message (reason, sizeof reason,
                 res? PQresultErrorMessage (res): self->db? PQerrorMessage (self->db): ""));
-    ly_db_session_check (self->session);
+    ly_db_session_check (self->session, res);
     self->db = NULL;
 }
 

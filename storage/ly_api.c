@@ -83,7 +83,7 @@ s_key_lookup (self_t *self, ly_msg_t *request)
     if (PQresultStatus (res) != PGRES_TUPLES_OK) {
         ly_warning (S_ACTOR, "key lookup failed: %s", PQresultErrorMessage (res));
         ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unavailable");
-        ly_db_session_check (self->auth);
+        ly_db_session_check (self->auth, res);
     }
     else
     if (PQntuples (res) == 1) {

@@ -477,7 +477,7 @@ s_authenticate (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
         ly_warning (S_ACTOR, "request %s: token lookup failed: %s", ctx->req->request_id,
                     PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY)
                   ? PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY): PQresultErrorMessage (res));
-        ly_db_session_check (self->auth);
+        ly_db_session_check (self->auth, res);
         ly_apiv1_error (ctx, 503, "unavailable", "the database is unavailable; retry later");
     }
     else
@@ -498,30 +498,15 @@ s_authenticate (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
 static int
 s_begin (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
 {
-    ctx->db = ly_db_session_get (self->api);
+    //  BEGIN on a session the database ended meanwhile (a restart) is sent again on a
+    //  new one
+    PGresult *res = ly_db_session_read (self->api, NULL, "BEGIN", 0, NULL);
+    bool begun = PQresultStatus (res) == PGRES_COMMAND_OK;
+    PQclear (res);
+    ctx->db = begun? ly_db_session_get (self->api): NULL;
     if (!ctx->db) {
         ly_apiv1_error (ctx, 503, "unavailable", "the database is unavailable; retry later");
         return -1;
-    }
-    PGresult *res = PQexec (ctx->db, "BEGIN");
-    bool begun = PQresultStatus (res) == PGRES_COMMAND_OK;
-    bool lost = !begun && ly_db_session_lost (ctx->db, res);
-    PQclear (res);
-    if (!begun) {
-        if (lost)
-            ly_db_session_renew (self->api);        //  the database restarted meanwhile
-        else
-            ly_db_session_check (self->api);
-        ctx->db = ly_db_session_get (self->api);
-        res = ctx->db? PQexec (ctx->db, "BEGIN"): NULL;
-        begun = res && PQresultStatus (res) == PGRES_COMMAND_OK;
-        PQclear (res);
-        if (!begun) {
-            ctx->db = NULL;
-            ly_db_session_check (self->api);
-            ly_apiv1_error (ctx, 503, "unavailable", "the database is unavailable; retry later");
-            return -1;
-        }
     }
     const char *tenant [] = { ctx->org_id };
     res = ly_apiv1_exec (ctx, "SELECT set_config ('layers.org_id', $1, true)", 1, tenant);
@@ -578,7 +563,7 @@ s_end (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
             else
                 ly_apiv1_error (ctx, 503, "unavailable", "the change could not be committed; retry later");
         }
-        ly_db_session_check (self->api);
+        ly_db_session_check (self->api, res);
     }
     else
     if (commit && PQcmdStatus (res) && streq (PQcmdStatus (res), "ROLLBACK")) {
@@ -587,7 +572,7 @@ s_end (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
     }
     PQclear (res);
     if (ctx->db_broken)
-        ly_db_session_check (self->api);
+        ly_db_session_check (self->api, NULL);
 }
 
 //  --------------------------------------------------------------------------

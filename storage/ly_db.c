@@ -333,8 +333,7 @@ s_setup_read (ly_db_session_t *self)
 PGconn *
 ly_db_session_try (ly_db_session_t *self)
 {
-    if (self->conn && PQstatus (self->conn) != CONNECTION_OK)
-        s_session_drop (self);
+    ly_db_session_check (self, NULL);
     if (self->conn)
         return self->conn;
     int64_t now = ly_mono_msec ();
@@ -432,11 +431,10 @@ ly_db_session_read (ly_db_session_t *self, const char *prepared, const char *sql
         PGresult *res = prepared? PQexecPrepared (conn, prepared, nparams, params, NULL, NULL, 0)
                                 : PQexecParams (conn, sql, nparams, NULL, params, NULL, NULL, 0);
         ExecStatusType status = PQresultStatus (res);
-        if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK
-        ||  !ly_db_session_lost (conn, res) || attempt == 1)
+        if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK || attempt == 1
+        ||  !ly_db_session_check (self, res))
             return res;
         PQclear (res);
-        ly_db_session_renew (self);
     }
     return NULL;
 }
@@ -451,19 +449,14 @@ ly_db_session_lost (PGconn *conn, const PGresult *res)
                   || streq (state, "57P02") || streq (state, "57P03"));
 }
 
-void
-ly_db_session_renew (ly_db_session_t *self)
+bool
+ly_db_session_check (ly_db_session_t *self, const PGresult *failed)
 {
-    if (self->conn)
-        s_session_drop (self);
-    self->next_connect = 0;             //  at once: the database may well be there
-}
-
-void
-ly_db_session_check (ly_db_session_t *self)
-{
-    if (self->conn && PQstatus (self->conn) != CONNECTION_OK)
-        s_session_drop (self);
+    if (!self->conn || !ly_db_session_lost (self->conn, failed))
+        return false;
+    s_session_drop (self);
+    self->next_connect = 0;             //  at once: the database may well be there again
+    return true;
 }
 
 void

@@ -74,16 +74,15 @@ bool ly_db_session_pending (ly_db_session_t *self, int *fd, short *events);
     result (PQclear it; check its status), or NULL when the database is down. */
 PGresult *ly_db_session_read (ly_db_session_t *self, const char *prepared, const char *sql,
                               int nparams, const char *const *params);
-/*  After a failed statement: drops the connection when it is broken, so the next
-    ly_db_session_get reconnects. */
-void ly_db_session_check (ly_db_session_t *self);
+/*  After a failed statement (failed: its result, may be NULL): when the session is
+    gone (ly_db_session_lost: a broken connection, or one the server ended, as after a
+    restart) drops it, so that the next ly_db_session_get or _try connects again, at
+    once. True when it dropped it. */
+bool ly_db_session_check (ly_db_session_t *self, const PGresult *failed);
 /*  True when a statement failed because its session is gone: the connection is
     broken, or res (may be NULL) says the server ended it (SQLSTATE class 08, or 57P01
     to 57P03: terminated, crash or admin shutdown, not accepting connections). */
 bool ly_db_session_lost (PGconn *conn, const PGresult *res);
-/*  Drops a connection found broken on its first use after a while (the database
-    restarted meanwhile): the next ly_db_session_get or _try connects at once. */
-void ly_db_session_renew (ly_db_session_t *self);
 /*  Drops the connection whatever its state (a statement that does not answer), so the
     next ly_db_session_get reconnects. */
 void ly_db_session_drop (ly_db_session_t *self);

@@ -264,15 +264,12 @@ s_session_setup (void *arg)
     return setup;
 }
 
-//  Forgets a writer's session after a failure that may have broken it; one found
-//  broken before its batch began is connected again at once.
+//  Forgets a writer's session after a failure (failed: the result, may be NULL) that
+//  may have ended it.
 static void
-s_db_failed (s_writer_t *w)
+s_db_failed (s_writer_t *w, const PGresult *failed)
 {
-    if (w->stale)
-        ly_db_session_renew (w->session);
-    else
-        ly_db_session_check (w->session);
+    ly_db_session_check (w->session, failed);
     w->db = NULL;
 }
 
@@ -451,7 +448,7 @@ s_write_end (s_writer_t *w, ly_result_t result, const PGresult *failed)
         ly_warning (S_ACTOR, "could not write %zu requests: %s", w->to - w->from, w->err);
         if (w->db && PQstatus (w->db) != CONNECTION_OK)
             result = LY_UNAVAILABLE;
-        s_db_failed (w);
+        s_db_failed (w, failed);
     }
     PQclear (w->winners);
     w->winners = NULL;
@@ -476,7 +473,7 @@ s_write_connect (self_t *self, s_writer_t *w, bool block)
     }
     w->phase = S_BEGINNING;
     if (!PQsendQuery (w->db, self->copy_sql)) {         //  "BEGIN; COPY ..."
-        w->stale = PQstatus (w->db) != CONNECTION_OK;
+        w->stale = ly_db_session_lost (w->db, NULL);
         s_write_end (w, LY_UNAVAILABLE, NULL);
     }
 }
@@ -889,7 +886,7 @@ s_chore_done (self_t *self, s_writer_t *w, const PGresult *res)
         ly_info (S_ACTOR, "forgot %ld deduplication keys older than %" PRId64 " seconds",
                  count, ly_config.event_max_age + S_DEDUP_MARGIN);
     if (count < 0)
-        s_db_failed (w);
+        s_db_failed (w, res);
 }
 
 //  Reads the answer of w's maintenance statement: when it has come (block false), or
@@ -992,16 +989,20 @@ s_db_answers (self_t *self)
             break;
     }
     bool answered = sent && !PQisBusy (w->db), ok = false;
-    PGresult *res;
+    PGresult *res, *failed = NULL;
     while (answered && (res = PQgetResult (w->db))) {
         ok = PQresultStatus (res) == PGRES_TUPLES_OK;
-        PQclear (res);
+        if (!ok && !failed)
+            failed = res;
+        else
+            PQclear (res);
     }
     if (!answered)
         ly_db_session_drop (w->session);
     else
     if (!ok)
-        s_db_failed (w);
+        s_db_failed (w, failed);
+    PQclear (failed);
     w->db = NULL;
     return ok;
 }

@@ -752,13 +752,12 @@ s_stall_in (self_t *self)
 }
 
 //  Milliseconds until the requests of w's batch count as held by a hanging database
-//  (0: they do: the batch has run S_STALL_MSEC); -1 when none waits for its answer
-//  (a new connection's wait is s_give_up_connecting's).
+//  (0: they do: the batch, or its wait for a new connection, has run S_STALL_MSEC);
+//  -1 when none waits for its answer.
 static long
 s_batch_stall_in (s_writer_t *w)
 {
-    if (w->phase == S_IDLE || w->phase == S_CONNECTING || w->phase == S_MAINTAINING
-    ||  w->answered)
+    if (w->phase == S_IDLE || w->phase == S_MAINTAINING || w->answered)
         return -1;
     int64_t left = S_STALL_MSEC - s_running_msec (w);
     return left > 0? (long) left: 0;
@@ -784,7 +783,7 @@ s_give_up_connecting (self_t *self)
 {
     for (size_t k = 0; k < S_WRITERS; k++) {
         s_writer_t *w = &self->writer [k];
-        if (w->phase != S_CONNECTING || s_running_msec (w) < S_STALL_MSEC)
+        if (w->phase != S_CONNECTING || s_batch_stall_in (w) != 0)
             continue;
         snprintf (w->err, sizeof w->err, "the database did not take a new connection "
                   "within %d ms", S_STALL_MSEC);
@@ -806,8 +805,8 @@ s_refuse_while_stalled (self_t *self)
 {
     for (size_t k = 0; k < S_WRITERS; k++) {
         s_writer_t *w = &self->writer [k];
-        if (s_batch_stall_in (w) != 0)
-            continue;
+        if (w->phase == S_CONNECTING || s_batch_stall_in (w) != 0)
+            continue;                       //  s_give_up_connecting's, or not yet
         for (size_t i = 0; i < w->batch_size; i++)
             if (w->batch [i].reply_to) {
                 s_reply (self, &w->batch [i], "unavailable");
@@ -1085,11 +1084,6 @@ s_poll_timeout (self_t *self)
         timeout = s_sooner (timeout, s_stall_in (self));
     for (size_t k = 0; k < S_WRITERS; k++)
         timeout = s_sooner (timeout, s_batch_stall_in (&self->writer [k]));
-    for (size_t k = 0; k < S_WRITERS; k++)
-        if (self->writer [k].phase == S_CONNECTING) {
-            int64_t left = S_STALL_MSEC - s_running_msec (&self->writer [k]);
-            timeout = s_sooner (timeout, left > 0? (long) left: 0);
-        }
     bool busy;
     if (!self->waiting_size || !s_idle_writer (self, &busy) || !busy)
         return timeout;

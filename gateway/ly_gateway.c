@@ -341,8 +341,9 @@ s_walk_forwarded (const char *line, char out [INET6_ADDRSTRLEN])
 
 //  The client's IP: the peer, or, when the peer is a trusted proxy, the right-most
 //  address in X-Forwarded-For that is not one. An entry that is not an address, met
-//  before that one, leaves the client unknown (empty): a trusted proxy's own address
-//  says nothing of where the client is.
+//  before that one, leaves the client unknown (empty), and so does a request on which
+//  every address is a trusted proxy's (no X-Forwarded-For, say a load balancer's own
+//  health check): a trusted proxy's own address says nothing of where the client is.
 static void
 s_client_ip (struct MHD_Connection *conn, char out [INET6_ADDRSTRLEN])
 {
@@ -368,7 +369,8 @@ s_client_ip (struct MHD_Connection *conn, char out [INET6_ADDRSTRLEN])
     size_t kept = forwarded.count < S_FORWARDED_LINES? forwarded.count: S_FORWARDED_LINES;
     for (size_t n = forwarded.count; n > forwarded.count - kept; n--)
         if (!s_walk_forwarded (forwarded.line [(n - 1) % S_FORWARDED_LINES], out))
-            break;
+            return;
+    out [0] = 0;
 }
 
 //  The credential of an "Authorization: Bearer ..." header, without the white space

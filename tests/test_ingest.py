@@ -104,6 +104,8 @@ def test_ipv6_geo_and_prehashed_values(server):
     (["81.2.69.160, unknown, 10.0.0.1"], None),     # not an address: the client is unknown
     (["81.2.69.160, unknown, 2001:db8:ffff::1"], None),  # not the proxy's own region (DE)
     (["81.2.69.160,"], None),
+    (["2001:db8:ffff::1"], None),                   # every entry a proxy: not its region
+    (["2001:db8:ffff::1", "10.1.2.3"], None),
 ])
 def test_client_ip_through_trusted_proxies(server, lines, country):
     """The client is the right-most X-Forwarded-For entry that is not a trusted proxy

@@ -105,12 +105,12 @@ s_depth (json_t *json)
 
 //  A batch whose body does not parse as a whole may still be whole as a batch: only
 //  some of its events are unreadable (a syntax error, invalid UTF-8, a number out of
-//  range). s_split finds the events' byte ranges in a body of exactly the form
-//  {"events": [ ... ]}, looking only at strings and brackets, so that each event can
-//  be parsed alone and an unreadable one refused alone. -1 when the body is not of
-//  that form, or its strings or brackets do not close (then the whole body is refused).
-
-#define S_SCAN_DEPTH 4096           /* brackets open at once; jansson stops at 2048 */
+//  range, nesting beyond jansson's 2048 levels). s_split finds the events' byte ranges
+//  in a body that is an object with an "events" array, looking only at strings and
+//  brackets, so that each event can be parsed alone and an unreadable one refused
+//  alone. The object's other keys must parse (they are ignored, but a body whose own
+//  structure is broken is not whole). -1 when the body is not of that form, a key
+//  comes twice, or its strings or brackets do not close: then the whole body is refused.
 
 static size_t
 s_skip_space (const char *text, size_t size, size_t at)
@@ -136,13 +136,14 @@ s_skip_string (const char *text, size_t size, size_t at)
 
 //  The end of the value that starts at text [at], or 0 when its brackets or strings do
 //  not close. Nothing inside is checked: the value is parsed on its own afterwards.
+//  closers holds a bit per level open at once (set: '}' closes it, clear: ']'), room
+//  for as many levels as the text has bytes.
 static size_t
-s_skip_value (const char *text, size_t size, size_t at)
+s_skip_value (const char *text, size_t size, size_t at, uint8_t *closers)
 {
     if (at < size && text [at] == '"')
         return s_skip_string (text, size, at);
     if (at < size && (text [at] == '{' || text [at] == '[')) {
-        char close [S_SCAN_DEPTH];      //  the bracket each open one needs
         size_t depth = 0;
         for (; at < size; at++) {
             char c = text [at];
@@ -154,13 +155,16 @@ s_skip_value (const char *text, size_t size, size_t at)
             }
             else
             if (c == '{' || c == '[') {
-                if (depth == S_SCAN_DEPTH)
-                    return 0;
-                close [depth++] = c == '{'? '}': ']';
+                uint8_t bit = (uint8_t) (1u << (depth % 8));
+                closers [depth / 8] = c == '{'? closers [depth / 8] | bit
+                                               : closers [depth / 8] & (uint8_t) ~bit;
+                depth++;
             }
             else
             if (c == '}' || c == ']') {
-                if (close [--depth] != c)
+                depth--;
+                bool brace = closers [depth / 8] & (1u << (depth % 8));
+                if (brace != (c == '}'))
                     return 0;
                 if (depth == 0)
                     return at + 1;
@@ -174,47 +178,115 @@ s_skip_value (const char *text, size_t size, size_t at)
     return at > start? at: 0;
 }
 
-//  Fills starts [] and ends [] (max entries) with the events' ranges; -1 as above, or
-//  when there are more than max.
-static int
-s_split (const char *text, size_t size, size_t *starts, size_t *ends, size_t max, size_t *count)
+//  The key that spans text [start, end) (with its quotes), decoded: a new string, or
+//  NULL when it is not a valid JSON string.
+static char *
+s_key (const char *text, size_t start, size_t end)
 {
-    size_t at = s_skip_space (text, size, 0);
-    if (at >= size || text [at] != '{')
-        return -1;
-    at = s_skip_space (text, size, at + 1);
-    if (size - at < 8 || memcmp (text + at, "\"events\"", 8))
-        return -1;
-    at = s_skip_space (text, size, at + 8);
-    if (at >= size || text [at] != ':')
-        return -1;
-    at = s_skip_space (text, size, at + 1);
-    if (at >= size || text [at] != '[')
-        return -1;
-    *count = 0;
+    json_t *decoded = json_loadb (text + start, end - start, JSON_DECODE_ANY, NULL);
+    char *key = json_is_string (decoded)? strdup (json_string_value (decoded)): NULL;
+    json_decref (decoded);
+    return key;
+}
+
+typedef struct {
+    size_t *starts, *ends;          /* the events' ranges, max of them */
+    size_t max;
+    size_t count;                   /* events in the array: more than max when it is */
+    bool event_id;                  /* an "event_id" key beside "events" */
+} s_split_t;
+
+//  The elements of the array at text [at] ('['); the end of the array, or 0.
+static size_t
+s_split_array (const char *text, size_t size, size_t at, uint8_t *closers, s_split_t *split)
+{
     at = s_skip_space (text, size, at + 1);
     if (at < size && text [at] == ']')
-        return -1;                  //  empty: the whole-body error says it better
+        return 0;                   //  empty: the whole-body error says it better
     while (true) {
-        size_t end = s_skip_value (text, size, at);
-        if (!end || *count == max)
-            return -1;
-        starts [*count] = at;
-        ends [(*count)++] = end;
+        size_t end = s_skip_value (text, size, at, closers);
+        if (!end)
+            return 0;
+        if (split->count < split->max) {
+            split->starts [split->count] = at;
+            split->ends [split->count] = end;
+        }
+        split->count++;
         at = s_skip_space (text, size, end);
         if (at < size && text [at] == ',') {
             at = s_skip_space (text, size, at + 1);
             continue;
         }
-        if (at < size && text [at] == ']')
-            break;
-        return -1;
+        return at < size && text [at] == ']'? at + 1: 0;
     }
-    at = s_skip_space (text, size, at + 1);
-    if (at >= size || text [at] != '}')
-        return -1;
-    return s_skip_space (text, size, at + 1) == size? 0: -1;
 }
+
+static int
+s_split (const char *text, size_t size, s_split_t *split)
+{
+    split->count = 0;
+    split->event_id = false;
+    size_t at = s_skip_space (text, size, 0);
+    if (at >= size || text [at] != '{')
+        return -1;
+    uint8_t *closers = (uint8_t *) malloc (size / 8 + 1);
+    assert (closers);
+    zlistx_t *keys = zlistx_new ();
+    zlistx_set_destructor (keys, (zlistx_destructor_fn *) zstr_free);
+    zlistx_set_comparator (keys, (zlistx_comparator_fn *) strcmp);
+    bool events = false;
+    int rc = -1;
+    at = s_skip_space (text, size, at + 1);
+    while (at < size && text [at] == '"') {
+        size_t key_end = s_skip_string (text, size, at);
+        char *key = key_end? s_key (text, at, key_end): NULL;
+        if (!key || zlistx_find (keys, key)) {
+            zstr_free (&key);       //  not a string, or a duplicate key
+            break;
+        }
+        zlistx_add_end (keys, key);
+        at = s_skip_space (text, size, key_end);
+        if (at >= size || text [at] != ':')
+            break;
+        at = s_skip_space (text, size, at + 1);
+        size_t end;
+        if (streq (key, "events")) {
+            if (at >= size || text [at] != '[')
+                break;
+            end = s_split_array (text, size, at, closers, split);
+            events = true;
+        }
+        else {
+            //  Ignored, but it must parse: the body around the events must be whole
+            end = s_skip_value (text, size, at, closers);
+            json_t *value = end? json_loadb (text + at, end - at,
+                                             JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL): NULL;
+            if (!value)
+                break;
+            json_decref (value);
+            if (streq (key, "event_id"))
+                split->event_id = true;
+        }
+        if (!end)
+            break;
+        at = s_skip_space (text, size, end);
+        if (at < size && text [at] == ',') {
+            at = s_skip_space (text, size, at + 1);
+            continue;
+        }
+        if (at < size && text [at] == '}' && events
+        &&  s_skip_space (text, size, at + 1) == size)
+            rc = 0;
+        break;
+    }
+    zlistx_destroy (&keys);
+    free (closers);
+    return rc;
+}
+
+//  A body with "events" and "event_id" both: whether it meant one event or a batch,
+//  reading it either way would drop what the other way keeps.
+#define S_AMBIGUOUS "the body has both \"events\" and \"event_id\": send one event, or {\"events\": [...]}"
 
 void
 ly_sdkbody_pack_json (msgpack_packer *pk, json_t *json)
@@ -764,7 +836,15 @@ ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
     if (!root) {
         //  Parse the events one by one, if the batch itself is whole
         size_t starts [LY_SDKBODY_MAX_EVENTS], ends [LY_SDKBODY_MAX_EVENTS];
-        if (s_split (text, size, starts, ends, LY_SDKBODY_MAX_EVENTS, &parts) == 0) {
+        s_split_t split = { .starts = starts, .ends = ends, .max = LY_SDKBODY_MAX_EVENTS };
+        if (s_split (text, size, &split) == 0) {
+            if (split.event_id)
+                return s_fail (error, 400, "malformed", S_AMBIGUOUS);
+            if (split.count > LY_SDKBODY_MAX_EVENTS)
+                return s_fail (error, 413, "too_many_events",
+                               "at most %d events per request, got %zu",
+                               LY_SDKBODY_MAX_EVENTS, split.count);
+            parts = split.count;
             unreadable = (char **) calloc (parts, sizeof (char *));
             assert (unreadable);
             root = json_object ();
@@ -792,6 +872,12 @@ ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
                        ly_jsonr_reason (json_error.text), json_error.line, json_error.column);
     json_t *events = root;
     bool batch = false;
+    if (json_is_object (root) && json_object_get (root, "events")
+    &&  json_object_get (root, "event_id")) {
+        json_decref (root);
+        s_free_reasons (&unreadable, parts);
+        return s_fail (error, 400, "malformed", S_AMBIGUOUS);
+    }
     if (json_is_object (root) && json_is_array (json_object_get (root, "events"))) {
         events = json_object_get (root, "events");
         batch = true;

@@ -88,6 +88,37 @@ s_slow (const char *text, size_t size)
 
 #define SLOW(text) s_slow (text, sizeof (text) - 1)
 
+//  What the full parse answers: status 0 with count events, those at the indexes in
+//  rejected ("1,3", "" for none) refused alone; or the error status.
+static void
+s_answer (const char *text, size_t size, unsigned status, size_t count, const char *rejected)
+{
+    ly_sdkbody_t body;
+    ly_sdkbody_error_t error;
+    if (ly_sdkbody_parse ("application/json", NULL, text, size, &body, &error)) {
+        if (error.status != status)
+            FAIL ("%.60s...: %u %s, expected %u", text, error.status, error.message, status);
+        return;
+    }
+    if (status)
+        FAIL ("%.60s...: parsed, expected %u", text, status);
+    msgpack_unpacked list;
+    msgpack_unpacked_init (&list);
+    size_t at = 0;
+    char indexes [256] = "";
+    if (msgpack_unpack_next (&list, body.rejected, body.rejected_size, &at) == MSGPACK_UNPACK_SUCCESS)
+        for (uint32_t i = 0; i < list.data.via.array.size; i++)
+            snprintf (indexes + strlen (indexes), sizeof indexes - strlen (indexes), "%s%" PRIu64,
+                      i? ",": "", list.data.via.array.ptr [i].via.array.ptr [0].via.u64);
+    msgpack_unpacked_destroy (&list);
+    if (!status && (body.count != count || strcmp (indexes, rejected)))
+        FAIL ("%.60s...: %zu events, rejected [%s], expected %zu, [%s]",
+              text, body.count, indexes, count, rejected);
+    ly_sdkbody_free (&body);
+}
+
+#define ANSWER(text, status, count, rejected) s_answer (text, sizeof (text) - 1, status, count, rejected)
+
 //  A body of n events, each {"event_id":"eN"}, as a new string.
 static char *
 s_batch (size_t n)
@@ -220,6 +251,38 @@ main (void)
     text = s_batch (LY_SDKBODY_MAX_EVENTS + 1);
     s_slow (text, strlen (text));
     free (text);
+    //  A batch is whole, and an unreadable event refused alone, whatever other keys
+    //  the body has beside "events" (spelled with an escape too), and however deep
+    //  the unreadable event nests; the other keys must parse
+    ANSWER ("{\"events\":[{\"a\":1},{\"a\":tru}],\"sdk\":\"ios/1.2\"}", 0, 2, "1");
+    ANSWER ("{\"sdk\":{\"v\":[1,{}]},\"events\":[{\"a\":tru},{\"b\":1}]}", 0, 2, "0");
+    ANSWER ("{\"\\u0065vents\":[{\"a\":1},{\"a\":tru}]}", 0, 2, "1");
+    ANSWER ("{\"events\":[{\"a\":tru}],\"sdk\":tru}", 400, 0, "");
+    ANSWER ("{\"events\":[{\"a\":tru}],\"sdk\":[}", 400, 0, "");
+    ANSWER ("{\"events\":[{\"a\":tru}],\"sdk\":1,\"sdk\":2}", 400, 0, "");
+    ANSWER ("{\"events\":[{\"a\":tru}],\"\\u0065vents\":[{\"b\":1}]}", 400, 0, "");
+    ANSWER ("{\"events\":[{\"a\":tru}]\"x\":1}", 400, 0, "");
+    //  A body that is one event and a batch at once is refused whole, parseable or not
+    ANSWER ("{\"event_id\":\"e\",\"events\":[{\"event_id\":\"i\"}]}", 400, 0, "");
+    ANSWER ("{\"event_id\":\"e\",\"events\":[{\"a\":tru}]}", 400, 0, "");
+    ANSWER ("{\"event_id\":\"e\",\"events\":5}", 400, 0, "");
+    //  Too many events is 413 (split it), even when one of them is unreadable
+    text = s_batch (LY_SDKBODY_MAX_EVENTS + 1);
+    text [strlen (text) - 10] = ';';   //  the last event: {"event_id";"e500"}
+    s_answer (text, strlen (text), 413, 0, "");
+    free (text);
+    {
+        size_t deep = 5000;             //  past jansson's 2048 levels, and the old 4096
+        char *nested = (char *) malloc (2 * deep + 64);
+        strcpy (nested, "{\"events\":[{\"a\":");
+        size_t len = strlen (nested);
+        memset (nested + len, '[', deep);
+        memset (nested + len + deep, ']', deep);
+        strcpy (nested + len + 2 * deep, "},{\"b\":1}]}");
+        s_answer (nested, strlen (nested), 0, 2, "0");
+        free (nested);
+    }
+
     //  Wide objects: duplicates are looked for pairwise on the fast path, so one of
     //  more than 64 keys goes to the reference (a hash table), and a body of wide
     //  objects costs what its size does

@@ -567,9 +567,22 @@ def test_an_unreadable_event_in_a_batch_is_refused_alone(server):
     assert refused[7].startswith("the event nests too deeply"), refused   # the gateway's reason
     for event_id in good:
         assert len(row(server, event_id)) == 1
+    # keys beside "events" (an SDK's own, before or after it) leave the batch whole
+    for key, before, after in ((b'"events"', b'{"sdk": {"v": "1.2"}, ', b"}"),
+                               (b'"\\u0065vents"', b"{", b', "sent_at": 1700000000000}')):
+        late = eid()
+        status, _, parsed = post_events(server, before + key + b': [' + parts[1] + b", "
+                                        + json.dumps({"event_id": late, "name": "x"}).encode()
+                                        + b"]" + after, key=server.key)
+        assert status == 202 and parsed["accepted"] == 1, parsed
+        assert [r["index"] for r in parsed["rejected"]] == [0], parsed
+        assert len(row(server, late)) == 1
+    status, _, parsed = post_events(server, b'{"events": [{"event_id": "g", "name": "x", "properties":'
+                                    b' {"n": -123456789012345678901234567890}}]}', key=server.key)
+    assert parsed["rejected"][0]["error"].endswith("an integer beyond the signed 64-bit range"), parsed
     # a batch that is not whole, or not only a batch, is still refused whole
     for broken in (b'{"events": [' + parts[0] + b", " + parts[1],
-                   b'{"events": [' + parts[0] + b", " + parts[1] + b'], "more": 1}',
+                   b'{"events": [' + parts[0] + b", " + parts[1] + b'], "more": tru}',
                    b'{"events": [' + parts[0] + b", " + parts[1] + b"]} trailing",
                    b'{"events": [' + parts[0] + b", " + parts[1] + b"}]}"):
         status, _, parsed = post_events(server, broken, key=server.key)

@@ -2,7 +2,7 @@
 #include "ly_prelude.h"
 #include "ly_time.h"
 
-#define S_TEXT_MAX 64               //  longest date-time text read
+#define S_TEXT_MAX 128              //  longest date-time text read
 
 //  Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
 static int64_t
@@ -35,7 +35,7 @@ s_leap_year (int year)
 }
 
 //  Parses RFC 3339 date-time: YYYY-MM-DD(T|t| )HH:MM:SS[.fraction](Z|z|+HH:MM|-HH:MM),
-//  fraction up to 9 digits (cut to microseconds), second 60 allowed (a leap second,
+//  fraction of any length (cut to microseconds), second 60 allowed (a leap second,
 //  taken as the next minute's first, as PostgreSQL does). 0 / -1.
 int
 ly_time_rfc3339 (const char *text, size_t len, int64_t *usec)
@@ -64,10 +64,8 @@ ly_time_rfc3339 (const char *text, size_t len, int64_t *usec)
         p++;
         int digits = 0;
         while (*p >= '0' && *p <= '9') {
-            if (digits < 6)
+            if (digits++ < 6)
                 fraction = fraction * 10 + (*p - '0');
-            if (++digits > 9)
-                return -1;
             p++;
         }
         if (digits == 0)

@@ -8,6 +8,7 @@ ly_jsonr_reason (const char *text)
     static const struct { const char *jansson, *ours; } reasons [] = {
         { "\\u0000 is not allowed without JSON_ALLOW_NUL", "\\u0000 is not allowed in a string" },
         { "too big integer", "an integer beyond the signed 64-bit range" },
+        { "too big negative integer", "an integer beyond the signed 64-bit range" },
         { "real number overflow", "a number beyond the range of a double" },
     };
     for (size_t i = 0; i < sizeof reasons / sizeof reasons [0]; i++)

@@ -644,7 +644,39 @@ s_set_derived (scrub_t *self, column_t column, const char *text)
     }
 }
 
-//  Device fields from the User-Agent, which goes no further; the SDK's own values win.
+//  An OS name folded for comparison into out (size bytes): lower-case letters and
+//  digits only, Apple's other names for iOS and macOS as those.
+static void
+s_os_fold (const char *text, size_t len, char *out, size_t size)
+{
+    size_t used = 0;
+    for (size_t i = 0; i < len && used + 1 < size; i++)
+        if (isalnum ((unsigned char) text [i]))
+            out [used++] = (char) tolower ((unsigned char) text [i]);
+    out [used] = 0;
+    static const char *aliases [][2] = {
+        { "ipados", "ios" }, { "iphoneos", "ios" }, { "macosx", "macos" }, { "osx", "macos" } };
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases [0]; i++)
+        if (streq (out, aliases [i][0]))
+            snprintf (out, size, "%s", aliases [i][1]);
+}
+
+//  True when the SDK's device.os and the User-Agent's OS are different systems (an
+//  iOS app whose request went through an Android proxy, a wrong SDK field): then the
+//  User-Agent says nothing of this device.
+static bool
+s_other_os (const text_t *given, const char *derived)
+{
+    if (!given->data || !derived [0] || streq (derived, "Other"))
+        return false;
+    char one [32], two [32];
+    s_os_fold (given->data, given->len, one, sizeof one);
+    s_os_fold (derived, strlen (derived), two, sizeof two);
+    return !streq (one, two);
+}
+
+//  Device fields from the User-Agent, which goes no further; the SDK's own values win,
+//  and a User-Agent of another OS than the SDK's device.os is not used at all.
 static void
 s_user_agent (scrub_t *self)
 {
@@ -663,6 +695,8 @@ s_user_agent (scrub_t *self)
     uap->os_patch [sizeof uap->os_patch - 1] = 0;
     uap->device_brand [sizeof uap->device_brand - 1] = 0;
     uap->device_model [sizeof uap->device_model - 1] = 0;
+    if (s_other_os (&self->column [COL_DEVICE_OS], uap->os_family))
+        return;
     s_set_derived (self, COL_DEVICE_OS, uap->os_family);
     if (uap->os_major [0]) {
         if (!uap->os_minor [0])

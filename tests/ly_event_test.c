@@ -1145,6 +1145,24 @@ s_test_user_agent (void)
         EXPECT_COL (&out, "device_brand", "Apple");
     }
     s_outcome_free (&out);
+    //  A User-Agent of another OS than the SDK's says nothing of the device; the same
+    //  OS spelled otherwise does
+    ctx.user_agent = android;
+    ctx.user_agent_len = strlen (android);
+    if (ACCEPT ("{\"event_id\": \"e\", \"name\": \"x\", \"device\": {\"os\": \"iOS\", \"model\": \"iPhone15,2\"}}",
+                &ctx, &out)) {
+        EXPECT_COL (&out, "device_os", "iOS");
+        EXPECT_COL (&out, "device_os_version", NULL);
+        EXPECT_COL (&out, "device_model", "iPhone15,2");
+        EXPECT_COL (&out, "device_brand", NULL);
+    }
+    s_outcome_free (&out);
+    if (ACCEPT ("{\"event_id\": \"e\", \"name\": \"x\", \"device\": {\"os\": \"android\"}}", &ctx, &out)) {
+        EXPECT_COL (&out, "device_os", "android");
+        EXPECT_COL (&out, "device_os_version", "13");
+        EXPECT_COL (&out, "device_brand", "Samsung");
+    }
+    s_outcome_free (&out);
     //  Nothing known: NULL, not "Other".
     const char *curl = "curl/8.4.0";
     ctx.user_agent = curl;

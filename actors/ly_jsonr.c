@@ -3,7 +3,7 @@
 #include "ly_jsonr.h"
 
 const char *
-ly_jsonr_reason (const char *text)
+ly_jsonr_reason (const char *text, char *buffer, size_t size)
 {
     static const struct { const char *jansson, *ours; } reasons [] = {
         { "\\u0000 is not allowed without JSON_ALLOW_NUL", "\\u0000 is not allowed in a string" },
@@ -14,7 +14,10 @@ ly_jsonr_reason (const char *text)
     for (size_t i = 0; i < sizeof reasons / sizeof reasons [0]; i++)
         if (strncmp (text, reasons [i].jansson, strlen (reasons [i].jansson)) == 0)
             return reasons [i].ours;
-    return text;
+    const char *near = strstr (text, " near ");
+    int len = near? (int) (near - text): (int) strlen (text);
+    snprintf (buffer, size, "%.*s", len, text);
+    return buffer;
 }
 
 //  True when the parameters after a media type (";" and on) name a charset other

@@ -20,9 +20,10 @@ ly_jsonr_type_t
 
 /*  jansson's reason (json_error_t.text) in the client's terms: some of its messages
     name jansson's own flags ("without JSON_ALLOW_NUL") or say little ("too big
-    integer"). Returns a static string (without what followed jansson's words, such as
-    "near ..."), or text itself. */
+    integer"), and most quote the bytes "near '...'" the error, which may be an e-mail
+    address or a phone number: never in an answer, a log or a frame. Returns a static
+    string, or text without that quote, copied into buffer (size bytes). */
 const char *
-    ly_jsonr_reason (const char *text);
+    ly_jsonr_reason (const char *text, char *buffer, size_t size);
 
 #endif

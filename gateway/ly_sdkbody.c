@@ -855,21 +855,21 @@ ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
                 json_t *event = json_loadb (text + starts [i], ends [i] - starts [i],
                                             JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &part_error);
                 if (!event) {
-                    //  Without jansson's "near '<the bytes>'": the reason travels in
-                    //  frames that taps show as they are, and the bytes may be anything
-                    const char *reason = ly_jsonr_reason (part_error.text);
-                    const char *near = strstr (reason, " near ");
-                    int len = near? (int) (near - reason): (int) strlen (reason);
-                    unreadable [i] = zsys_sprintf ("the event is not valid JSON: %.*s", len, reason);
+                    char reason [JSON_ERROR_TEXT_LENGTH];
+                    unreadable [i] = zsys_sprintf ("the event is not valid JSON: %s",
+                        ly_jsonr_reason (part_error.text, reason, sizeof reason));
                     event = json_null ();
                 }
                 json_array_append_new (list, event);
             }
         }
     }
-    if (!root)
+    if (!root) {
+        char reason [JSON_ERROR_TEXT_LENGTH];
         return s_fail (error, 400, "malformed", "the body is not valid JSON: %s at line %d column %d",
-                       ly_jsonr_reason (json_error.text), json_error.line, json_error.column);
+                       ly_jsonr_reason (json_error.text, reason, sizeof reason),
+                       json_error.line, json_error.column);
+    }
     json_t *events = root;
     bool batch = false;
     if (json_is_object (root) && json_object_get (root, "events")

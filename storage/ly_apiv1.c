@@ -434,8 +434,9 @@ s_parse_body (ly_apiv1_ctx_t *ctx, const s_route_t *route)
     json_error_t error;
     ctx->body = json_loadb (req->body, req->body_len, JSON_REJECT_DUPLICATES, &error);
     if (!ctx->body) {
+        char reason [JSON_ERROR_TEXT_LENGTH];
         ly_apiv1_error (ctx, 400, "bad_json", "the body is not valid JSON: %s at position %d",
-                        ly_jsonr_reason (error.text), error.position);
+                        ly_jsonr_reason (error.text, reason, sizeof reason), error.position);
         return -1;
     }
     if (!json_is_object (ctx->body)) {

@@ -645,6 +645,10 @@ def test_error_shapes_and_statuses(server, orgs):
     check(status, got, "bad_json", 400)
     assert got["error"]["message"].startswith(    # in the client's terms, not jansson's
         "the body is not valid JSON: \\u0000 is not allowed in a string"), got
+    status, _, got = a.call("owner", "POST", p, b"{\"name\": \"jane@example.com\x01\"}",
+                            headers={"Content-Type": "application/json"})
+    check(status, got, "bad_json", 400)   # what and where, not the bytes near (personal data)
+    assert "jane" not in got["error"]["message"] and "position" in got["error"]["message"], got
     check(*a.call("owner", "POST", p, b"", headers={"Content-Type": "application/json"})[::2],
           "bad_request", 400)
     status, _, got = a.call("owner", "POST", p, {"name": ""})

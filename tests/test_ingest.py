@@ -535,6 +535,22 @@ def test_bad_input_gets_its_status(server, case):
     assert ok[0] == 202
 
 
+@pytest.mark.parametrize("body", [
+    b'{"event_id": "e1", "name": "purchase", "email": "Jane@Example.com\x01"}',
+    b'{"event_id": "e1", "name": "purchase", "phone": "+44 20 7946 0958\xff"}',
+    b'{"event_id": "e1", "name": "purchase", "email": "Jane@Example.com" ',
+])
+def test_a_refusal_does_not_quote_the_body(server, body):
+    """The parser's message quotes the bytes near the error, which may be a raw email or
+    phone: the 400 answer says what and where, never those bytes."""
+    status, _, parsed = post_events(server, body, key=server.key)
+    assert status == 400 and parsed["error"]["code"] == "malformed", parsed
+    message = parsed["error"]["message"]
+    assert "line 1 column" in message, message
+    for raw in ("Jane", "Example", "7946", "0958"):
+        assert raw not in message, message
+
+
 def test_an_unreadable_event_in_a_batch_is_refused_alone(server):
     """Events that do not parse (a syntax error, a number out of range, invalid UTF-8)
     are refused by index with the parser's reason, as are events the gateway refuses

@@ -281,6 +281,7 @@ s_load_http_addr (ly_config_t *cfg, char *err, size_t errlen)
         return s_fail (err, errlen, "%s \"%.*s\" has an invalid port: it must be a number from 1 to 65535",
                        name, S_VALUE_MAX, value);
     cfg->http_port = (int) number;
+    ly_log_own_address (cfg->http_host);    //  not a client's: shown in the log
     return s_set (&cfg->http_addr, value, err, errlen);
 }
 

@@ -23,6 +23,10 @@ static char s_process [S_ACTOR_MAX + 1] = "layers";    /* set once by ly_log_ini
 
 static const char *s_level_names [] = { "DEBUG", "INFO", "WARNING", "ERROR" };
 
+#define S_OWN_MAX 8
+static uint8_t s_own_addr [S_OWN_MAX][16];  /* the server's own addresses, IPv4 mapped */
+static size_t s_own_count;                  /* set at start only */
+
 
 //  --------------------------------------------------------------------------
 //  Character classes. Plain ASCII tests: the locale must not change what we mask.
@@ -127,6 +131,26 @@ s_ipv4_local (const unsigned char *octets)
         || (octets [0] == 0 && octets [1] == 0 && octets [2] == 0 && octets [3] == 0);
 }
 
+//  True for an address given to ly_log_own_address (16 bytes, IPv4 mapped)
+static bool
+s_own (const uint8_t *addr)
+{
+    for (size_t i = 0; i < s_own_count; i++)
+        if (memcmp (s_own_addr [i], addr, 16) == 0)
+            return true;
+    return false;
+}
+
+void
+ly_log_own_address (const char *text)
+{
+    uint8_t addr [16] = { [10] = 0xFF, [11] = 0xFF };
+    if (inet_pton (AF_INET, text, addr + 12) != 1 && inet_pton (AF_INET6, text, addr) != 1)
+        return;
+    if (s_own_count < S_OWN_MAX && !s_own (addr))
+        memcpy (s_own_addr [s_own_count++], addr, 16);
+}
+
 //  IPv6: the longest run of hex digits, ':' and '.' from i that inet_pton accepts.
 //  Sets *keep when the address is loopback or unspecified.
 static size_t
@@ -158,7 +182,8 @@ s_match_ipv6 (const unsigned char *s, size_t i, size_t limit, size_t len, bool *
         if (!strpbrk (text, "0123456789abcdefABCDEF"))
             return 0;               //  "::" alone is punctuation, not an address
         *keep = IN6_IS_ADDR_LOOPBACK (&addr) || IN6_IS_ADDR_UNSPECIFIED (&addr)
-            || (IN6_IS_ADDR_V4MAPPED (&addr) && s_ipv4_local (addr.s6_addr + 12));
+            || (IN6_IS_ADDR_V4MAPPED (&addr) && s_ipv4_local (addr.s6_addr + 12))
+            || s_own (addr.s6_addr);
         return end - i;
     }
     return 0;
@@ -190,7 +215,9 @@ s_match_ipv4 (const unsigned char *s, size_t i, size_t limit, size_t len, bool *
     }
     if (pos < len && (s_word (s [pos]) || (s [pos] == '.' && pos + 1 < len && s_digit (s [pos + 1]))))
         return 0;
-    *keep = s_ipv4_local (octets);
+    uint8_t mapped [16] = { [10] = 0xFF, [11] = 0xFF };
+    memcpy (mapped + 12, octets, 4);
+    *keep = s_ipv4_local (octets) || s_own (mapped);
     return pos - i;
 }
 

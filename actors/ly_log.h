@@ -39,7 +39,7 @@ void ly_log (ly_log_level_t level, const char *actor, const char *format, ...)
     "[ip]"     a dotted quad of octets 0-255, and anything inet_pton accepts as IPv6
                (compressed, ::ffff:1.2.3.4), not glued to a letter, digit, '_' or '.'.
                Loopback and unspecified addresses (127.0.0.0/8, 0.0.0.0, ::1, ::) are
-               not personal and are kept.
+               not personal and are kept, as are the server's own (ly_log_own_address).
     "[phone]"  '+' and 7-15 digits, grouped by single spaces, dashes, dots or
                parentheses ("+1 (555) 123-4567", "+44 20 7946 0958"); or 9-15 digits
                standing alone, bare or grouped by dashes, by dots (three groups or more)
@@ -50,5 +50,11 @@ void ly_log (ly_log_level_t level, const char *actor, const char *format, ...)
     ports, UUIDs and hex digests. Because of the phone rule, do not log bare numbers of
     9-15 digits (byte counts, epoch seconds): log sizes in KiB/MiB, times in ISO form. */
 bool ly_log_scrub (const char *text, char *out, size_t size);
+
+/*  Names an address of the server itself (the host of LAYERS_HTTP_ADDR, when an IP
+    address), which the scrubber then keeps: an operator must see which address a
+    listener failed on. Call at start, before any thread logs; at most 8 are kept, and
+    anything that is not an IP address is ignored. */
+void ly_log_own_address (const char *text);
 
 #endif

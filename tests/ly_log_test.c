@@ -347,6 +347,20 @@ s_test_lines (void)
     free (output);
 }
 
+//  The server's own addresses are kept, however written; others still masked
+static void
+s_test_own_addresses (void)
+{
+    s_check_scrub ("listening on http://192.0.2.2:18101", "listening on http://[ip]:18101");
+    ly_log_own_address ("192.0.2.2");
+    ly_log_own_address ("fd00::2");
+    ly_log_own_address ("db.example.com");      //  not an address: ignored
+    s_check_kept ("listening on http://192.0.2.2:18101");
+    s_check_kept ("cannot listen on LAYERS_HTTP_ADDR \"[fd00::2]:18101\"");
+    s_check_kept ("::ffff:192.0.2.2 and fd00:0::2");
+    s_check_scrub ("client 192.0.2.3, fd00::3", "client [ip], [ip]");
+}
+
 int
 main (void)
 {
@@ -354,6 +368,7 @@ main (void)
     s_test_scrub_bounds ();
     s_test_levels ();
     s_test_lines ();
+    s_test_own_addresses ();
     if (s_failures) {
         printf ("ly_log_test: %d scrub cases failed\n", s_failures);
         return 1;

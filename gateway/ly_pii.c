@@ -106,6 +106,49 @@ s_to_lower (uint32_t code)
     return lower > 0 && lower <= 0x10FFFF? (uint32_t) lower: code;
 }
 
+//  Cased (Unicode's property, as near as the C library tells it): a letter with a case
+static bool
+s_cased (uint32_t code)
+{
+    if (code < 0x80)
+        return (code >= 'A' && code <= 'Z') || (code >= 'a' && code <= 'z');
+    pthread_once (&s_utf8_locale_once, s_utf8_locale_init);
+    return s_utf8_locale
+        && ((uint32_t) towlower_l ((wint_t) code, s_utf8_locale) != code
+        ||  (uint32_t) towupper_l ((wint_t) code, s_utf8_locale) != code);
+}
+
+//  Case_Ignorable, for the characters an address may hold: the ASCII ones (' . : ^ `),
+//  the soft hyphen, the middle dot, combining marks, apostrophes and dot leaders.
+static bool
+s_case_ignorable (uint32_t code)
+{
+    return code == '\'' || code == '.' || code == ':' || code == '^' || code == '`'
+        || code == 0xAD || code == 0xB7 || (code >= 0x300 && code <= 0x36F)
+        || code == 0x2018 || code == 0x2019 || code == 0x2024 || code == 0x2027;
+}
+
+//  Whether a capital sigma at text [0, len) (its bytes, n) ends a word (Unicode's
+//  Final_Sigma, which full lower-casing applies, as JavaScript's toLowerCase and
+//  Python's lower() do): a cased letter before it (prev_cased), none after it past
+//  case-ignorable characters.
+static bool
+s_final_sigma (const char *text, size_t len, size_t n, bool prev_cased)
+{
+    if (!prev_cased)
+        return false;
+    for (size_t i = n; i < len; ) {
+        size_t next = ly_utf8_sequence (text + i, len - i);
+        if (next == 0)
+            return true;
+        uint32_t code = ly_utf8_decode (text + i, next);
+        if (!s_case_ignorable (code))
+            return !s_cased (code);
+        i += next;
+    }
+    return true;
+}
+
 static void
 s_hex_lower (const char *text, char hex [65])
 {
@@ -124,6 +167,7 @@ ly_pii_email_normalize (const char *email, size_t len, char out [LY_PII_EMAIL_MA
     if (len == 0 || len > LY_PII_EMAIL_MAX)
         return -1;
     size_t at = SIZE_MAX, out_len = 0;
+    bool prev_cased = false;            //  a cased letter before, past case-ignorable ones
     for (size_t i = 0; i < len; ) {
         unsigned char c = (unsigned char) email [i];
         if (c <= ' ' || c == 0x7f)
@@ -137,15 +181,30 @@ ly_pii_email_normalize (const char *email, size_t len, char out [LY_PII_EMAIL_MA
             if (out_len == LY_PII_EMAIL_MAX)
                 goto invalid;
             out [out_len++] = (char) (c >= 'A' && c <= 'Z'? c + ('a' - 'A'): c);
+            if (!s_case_ignorable (c))
+                prev_cased = s_cased (c);
             i++;
             continue;
         }
-        //  Lower-cased (Meta's rule) beyond ASCII too: "JOSÉ@" is "josé@"
+        //  Lower-cased (Meta's rule) beyond ASCII too: "JOSÉ@" is "josé@", by the full
+        //  mapping as Meta's SDKs (JavaScript, Python, Java) apply it: İ is i and a
+        //  combining dot, a capital sigma that ends a word is ς
         size_t n = ly_utf8_sequence (email + i, len - i);
         if (n == 0)
             goto invalid;               //  not UTF-8
-        char lower [4];
-        size_t lower_len = ly_utf8_encode (s_to_lower (ly_utf8_decode (email + i, n)), lower);
+        uint32_t code = ly_utf8_decode (email + i, n);
+        char lower [8];
+        size_t lower_len;
+        if (code == 0x130)
+            lower_len = ly_utf8_encode ('i', lower) + ly_utf8_encode (0x307, lower + 1);
+        else
+        if (code == 0x3A3)
+            lower_len = ly_utf8_encode (s_final_sigma (email + i, len - i, n, prev_cased)
+                                        ? 0x3C2: 0x3C3, lower);
+        else
+            lower_len = ly_utf8_encode (s_to_lower (code), lower);
+        if (!s_case_ignorable (code))
+            prev_cased = s_cased (code);
         if (out_len + lower_len > LY_PII_EMAIL_MAX)
             goto invalid;
         memcpy (out + out_len, lower, lower_len);

@@ -12,10 +12,10 @@
 
 /*  Normalizes an email (len bytes of UTF-8, need not be NUL-terminated): surrounding
     white space (ASCII or Unicode: a no-break space) trimmed, lower-cased (beyond ASCII
-    too, with Unicode's simple case mapping). Refuses what is not a plausible address:
-    not exactly one '@', an empty local part, a domain without a dot (or with an empty
-    label), white space or control characters inside, not UTF-8, more than
-    LY_PII_EMAIL_MAX bytes once lower-cased. 0 / -1. */
+    too, by the full mapping of JavaScript's toLowerCase: a final sigma, İ). Refuses
+    what is not a plausible address: not exactly one '@', an empty local part, a
+    domain without a dot (or with an empty label), white space or control characters
+    inside, not UTF-8, more than LY_PII_EMAIL_MAX bytes once lower-cased. 0 / -1. */
 int ly_pii_email_normalize (const char *email, size_t len, char out [LY_PII_EMAIL_MAX + 1]);
 
 /*  Normalizes a phone number to its E.164 digits without '+' ("16505551212"): '+' or

@@ -532,16 +532,10 @@ ly_uap_destroy (ly_uap_t **self_p)
     *self_p = NULL;
 }
 
-//  Parses ua (len bytes, any bytes) into result, through the cache when there is one
-void
-ly_uap_parse (ly_uap_t *self, const char *ua, size_t len, ly_uap_result_t *result)
+//  Parses ua (len bytes of UTF-8) into result, through the cache when there is one
+static void
+s_parse_cached (ly_uap_t *self, const char *ua, size_t len, ly_uap_result_t *result)
 {
-    assert (self && result);
-    assert (ua || len == 0);
-    if (!ua)
-        ua = "";
-    if (len > LY_UAP_MAX_INPUT)
-        len = LY_UAP_MAX_INPUT;
     if (!self->cache) {
         self->misses++;
         s_parse (self, ua, len, result);
@@ -571,6 +565,34 @@ ly_uap_parse (ly_uap_t *self, const char *ua, size_t len, ly_uap_result_t *resul
     victim->key [1] = key [1];
     victim->stamp = ++self->clock;
     victim->result = *result;
+}
+
+//  Parses ua (len bytes, any bytes) into result
+void
+ly_uap_parse (ly_uap_t *self, const char *ua, size_t len, ly_uap_result_t *result)
+{
+    assert (self && result);
+    assert (ua || len == 0);
+    if (!ua)
+        ua = "";
+    if (len > LY_UAP_MAX_INPUT)
+        len = LY_UAP_MAX_INPUT;
+    //  A byte that is not UTF-8 (a Latin-1 é, a stray 0xFF) becomes '?': PCRE2 would
+    //  take it as the end of what a rule may match, and a vaguer rule would win
+    char clean [LY_UAP_MAX_INPUT];
+    for (size_t i = 0, n; i < len; i += n? n: 1) {
+        n = ly_utf8_sequence (ua + i, len - i);
+        if (n)
+            continue;
+        if (ua != clean) {
+            memcpy (clean, ua, len);
+            ua = clean;
+        }
+        clean [i] = '?';
+    }
+    s_parse_cached (self, ua, len, result);
+    if (ua == clean)
+        explicit_bzero (clean, len);    //  a User-Agent: personal data
 }
 
 uint64_t

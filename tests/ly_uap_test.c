@@ -508,8 +508,8 @@ s_test_rules (void)
     S_CHECK (streq (r.device_model, "Model1"), "model: %s", r.device_model);
 
     //  Invalid UTF-8 never reaches a value
-    //  Characters are UTF-8: one '.' takes the whole "é"; a match never spans invalid
-    //  UTF-8 (PCRE2_MATCH_INVALID_UTF), so invalid bytes never reach a value
+    //  Characters are UTF-8: one '.' takes the whole "é"; a byte that is not UTF-8 is
+    //  read as '?', so invalid bytes never reach a value and a match goes on past them
     ly_uap_parse (uap, "long \xc3\xa9t\xc3\xa9 \xf0\x9f\x98\x80", 15, &r);
     S_CHECK (streq (r.device_family, "\xc3\xa9t\xc3\xa9 \xf0\x9f\x98\x80"),
              "UTF-8: \"%s\"", r.device_family);
@@ -518,7 +518,7 @@ s_test_rules (void)
              "'.' must take a character, not a byte: \"%s\"", r.ua_family);
     const char invalid [] = "long ab\xff\xc3(\xed\xa0\x80z\xf0\x9f\x98\x80";
     ly_uap_parse (uap, invalid, sizeof invalid - 1, &r);
-    S_CHECK (s_result_sane (&r) && streq (r.device_family, "Other"),
+    S_CHECK (s_result_sane (&r) && streq (r.device_family, "ab?" "?(?" "??z\xf0\x9f\x98\x80"),
              "invalid UTF-8: \"%s\"", r.device_family);
     const char tail [] = "dev Model7\xff\xfe";
     ly_uap_parse (uap, tail, sizeof tail - 1, &r);
@@ -661,6 +661,12 @@ s_test_input (void)
              "invalid UTF-8: %s", r.os_family);
     ly_uap_parse (plain, bad, sizeof bad - 1, &want);
     S_CHECK (s_result_equal (&r, &want), "invalid UTF-8: cache differs");
+    //  ... read as '?', so that the rules match around it as they would around a letter
+    const char latin1 [] = "Dalvik/2.1.0 (Linux; U; Android 13; Pix\xff" "el 7 Build/TQ3A.230805.001)";
+    ly_uap_parse (uap, latin1, sizeof latin1 - 1, &r);
+    S_CHECK (streq (r.os_family, "Android") && streq (r.os_major, "13")
+          && streq (r.device_model, "Pix?el 7") && s_result_sane (&r),
+             "invalid UTF-8 in a model: %s %s %s", r.os_family, r.os_major, r.device_model);
 
     //  Random bytes, and random bytes spliced into real User-Agents
     const char *base = "Mozilla/5.0 (Linux; Android 12; SM-S906N Build/QP1A.190711.020; wv) "

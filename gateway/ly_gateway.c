@@ -837,7 +837,7 @@ s_start_http (self_t *self)
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL
                        | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (addresses->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
+        flags |= MHD_USE_DUAL_STACK;    //  [::] takes IPv4 clients too
     struct MHD_Daemon *daemon = MHD_start_daemon (
         flags, (uint16_t) ly_config.http_port, NULL, NULL,
         s_access_handler, &self->shared,

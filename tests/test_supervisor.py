@@ -342,6 +342,16 @@ def test_a_second_server_on_a_busy_http_port_stops_with_a_clear_error():
             assert status == 202, body
 
 
+def test_the_ipv6_wildcard_address_takes_ipv4_clients_too():
+    """LAYERS_HTTP_ADDR=[::]:PORT listens on every address, IPv4 ones too (as the
+    kernel's dual stack allows), not on IPv6 alone."""
+    s = Layersd()
+    s.env["LAYERS_HTTP_ADDR"] = f"[::]:{s.port}"
+    with s:                                     # ready: /readyz answered on 127.0.0.1
+        for base in (f"http://127.0.0.1:{s.port}", f"http://[::1]:{s.port}"):
+            assert http("GET", base + "/healthz")[0] == 200, base
+
+
 def test_credentials_follow_a_new_http_address():
     """Started again on another LAYERS_HTTP_ADDR, layersd keeps the demo credentials but
     writes the new base_url into credentials.json (0600 still), so the ready curl line and

@@ -662,7 +662,7 @@ main (int argc, char *argv [])
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
                        | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (address->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
+        flags |= MHD_USE_DUAL_STACK;    //  [::] takes IPv4 clients too
     daemon = MHD_start_daemon (flags, 0, NULL, NULL, s_access_handler, &self,
         MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, address->ai_addr,

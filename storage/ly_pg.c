@@ -242,6 +242,27 @@ s_state (ly_pg_t *self)
     return postgres? S_RUNNING: S_DEAD;
 }
 
+//  Whether the cluster's last shut-down was clean, as pg_ctl stop (smart or fast)
+//  leaves it: pg_control's state (after its identifier and two version numbers) is
+//  "shut down" or "shut down in recovery". Not after a crash, pg_ctl stop -m immediate,
+//  or a postmaster that gave up starting (its recovery could not write: a full disk).
+//  True when the file cannot be read: nothing then says it was not someone's stop.
+static bool
+s_shut_down_cleanly (ly_pg_t *self)
+{
+    char *path = zsys_sprintf ("%s/global/pg_control", self->cluster);
+    FILE *file = fopen (path, "rb");
+    zstr_free (&path);
+    if (!file)
+        return true;
+    uint8_t header [20];
+    bool read = fread (header, 1, sizeof header, file) == sizeof header;
+    fclose (file);
+    int32_t state;
+    memcpy (&state, header + 16, sizeof state);
+    return !read || state == 1 || state == 2;   //  DB_SHUTDOWNED, DB_SHUTDOWNED_IN_RECOVERY
+}
+
 ly_pg_t *
 ly_pg_start (const char *data_dir, char *err, size_t errlen)
 {
@@ -345,6 +366,14 @@ ly_pg_watch (void *arg)
     int64_t now = ly_mono_msec ();
     s_state_t state = s_state (self);
     if (self->retry_at == 0) {
+        if (state == S_STOPPED && !self->stopped && !s_shut_down_cleanly (self)) {
+            ly_warning ("supervisor", "PostgreSQL in \"%s\" stopped without a clean shut-down"
+                        " (a failed recovery, as on a full disk, or pg_ctl stop -m immediate);"
+                        " starting it again; see \"%s\"", self->cluster, self->log_path);
+            self->backoff = S_RESTART_BACKOFF_MIN;
+            self->retry_at = now;
+            return;
+        }
         //  A clean stop is someone's choice (pg_ctl stop): left so, but said
         if (state == S_STOPPED && !self->stopped)
             ly_warning ("supervisor", "PostgreSQL in \"%s\" was stopped (pg_ctl stop?); it is"

@@ -140,6 +140,25 @@ def test_postgres_outage_under_load():
         assert "was stopped (pg_ctl stop?)" in log and "was started again" in log, log[-3000:]
 
 
+def test_postgres_that_stops_without_a_clean_shut_down_is_started_again():
+    """A PostgreSQL that exits by itself (its recovery failed on a full disk) removes its
+    postmaster.pid as a clean stop does, but leaves pg_control's state unclean, as an
+    immediate stop does: layersd starts it again, rather than leaving it stopped as it
+    leaves a pg_ctl stop (smart or fast), and ingest resumes."""
+    with Layersd() as server:
+        with Load(server) as load:
+            wait_for(lambda: load.count(202) > 20, 30, "first acknowledgements")
+            pg_ctl(server, "stop", "-m", "immediate")
+            acked_before = load.count(202)
+            wait_for(lambda: "stopped without a clean shut-down" in server.log(), 15,
+                     "the supervisor to notice")
+            wait_for(lambda: load.count(202) > acked_before + 20, 60,
+                     "acknowledgements after PostgreSQL is back")
+        wait_for(lambda: "runs again" in server.log(), 15, "the supervisor's pg_ctl to return")
+        assert "was stopped (pg_ctl stop?)" not in server.log()
+        check_all_stored_once(server, load.acked)
+
+
 def cluster_pids(server):
     """The embedded PostgreSQL's postmaster and its children."""
     with open(os.path.join(server.data_dir, "pg", "data", "postmaster.pid")) as f:

@@ -425,6 +425,17 @@ s_send_unsent (self_t *self)
 
 //  Ends the batch on w with result (failed: the result that says why, or NULL for the
 //  connection's own message): rolls back what is open, logs, and leaves w idle.
+//  What a failed statement of a batch means: the data (SQLSTATE classes 22 and 23: a
+//  row PostgreSQL refuses, found request by request), or the database (a full disk,
+//  53100, and everything else: unavailable, to be sent again)
+static ly_result_t
+s_failure (const PGresult *res)
+{
+    const char *state = res? PQresultErrorField (res, PG_DIAG_SQLSTATE): NULL;
+    bool data = state && (strncmp (state, "22", 2) == 0 || strncmp (state, "23", 2) == 0);
+    return data? LY_INVALID: LY_UNAVAILABLE;
+}
+
 static void
 s_write_end (s_writer_t *w, ly_result_t result, const PGresult *failed)
 {
@@ -594,8 +605,8 @@ s_write_read (self_t *self, s_writer_t *w, bool block)
                     s_write_end (w, LY_UNAVAILABLE, NULL);
             }
             else
-            if (status != PGRES_COMMAND_OK)                 //  a row refused
-                s_write_end (w, LY_INVALID, res);
+            if (status != PGRES_COMMAND_OK)                 //  a row refused, or a fault
+                s_write_end (w, s_failure (res), res);
             PQclear (res);
             continue;
         }
@@ -606,9 +617,8 @@ s_write_read (self_t *self, s_writer_t *w, bool block)
                 continue;
             }
             const char *state = res? PQresultErrorField (res, PG_DIAG_SQLSTATE): NULL;
-            bool data = state && (strncmp (state, "22", 2) == 0 || strncmp (state, "23", 2) == 0);
             w->deadlocked = state && streq (state, "40P01");
-            s_write_end (w, data? LY_INVALID: LY_UNAVAILABLE, res);
+            s_write_end (w, s_failure (res), res);
             PQclear (res);
             return;
         }

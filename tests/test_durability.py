@@ -159,6 +159,60 @@ def test_postgres_that_stops_without_a_clean_shut_down_is_started_again():
         check_all_stored_once(server, load.acked)
 
 
+@contextlib.contextmanager
+def small_disk(megabytes):
+    """A directory on a tmpfs of its own, as small as asked (root only)."""
+    import tempfile
+    path = tempfile.mkdtemp(prefix="layers-disk-")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m,mode=0755",
+                       "tmpfs", path], stderr=subprocess.DEVNULL).returncode != 0:
+        os.rmdir(path)
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path])
+        os.rmdir(path)
+
+
+def fill(path):
+    """Writes a file until the file system is full; returns its name."""
+    filler = os.path.join(path, "filler")
+    chunk = b"\0" * (1 << 20)
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_gets_503_and_the_server_recovers_by_itself():
+    """With the data directory's disk full under load, the store cannot write: requests
+    get 503 with Retry-After (send again), never 500 (a bug); PostgreSQL may PANIC and
+    fail its recovery, and is then started again until it can. Once space is freed,
+    ingest resumes without a restart of Layersd, every acknowledged event stored once."""
+    with small_disk(300) as disk:
+        os.mkdir(os.path.join(disk, "data"))
+        server = Layersd(data_dir=os.path.join(disk, "data"))
+        with server:
+            with Load(server) as load:
+                wait_for(lambda: load.count(202) > 20, 30, "first acknowledgements")
+                filler = fill(disk)
+                wait_for(lambda: load.count(503) + load.count(500) > 10, 60,
+                         "refusals while the disk is full")
+                time.sleep(3)
+                os.unlink(filler)
+                acked = load.count(202)
+                wait_for(lambda: load.count(202) > acked + 20, 90,
+                         "acknowledgements once the disk has room")
+            assert load.count(500) == 0, load.statuses
+            assert load.retry_after_seen, load.statuses
+            check_all_stored_once(server, load.acked)
+
+
 def cluster_pids(server):
     """The embedded PostgreSQL's postmaster and its children."""
     with open(os.path.join(server.data_dir, "pg", "data", "postmaster.pid")) as f:

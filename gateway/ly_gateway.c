@@ -20,6 +20,7 @@
 #include "ly_metrics.h"
 #include "ly_netaddr.h"
 #include "ly_topology.h"
+#include <malloc.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -34,7 +35,7 @@
 #define S_THREADS 2
 #define S_CONNECTION_LIMIT 4000
 #define S_MAX_IN_FLIGHT 5000            /* requests waiting for actors */
-#define S_MAX_IN_FLIGHT_BYTES (256 * 1024 * 1024)   /* their bodies, together */
+#define S_MAX_IN_FLIGHT_BYTES (256 * 1024 * 1024)   /* bodies being read or waiting, together */
 #define S_KEY_TTL_MSEC 5000             /* a found SDK key is trusted this long */
 #define S_UNKNOWN_KEY_TTL_MSEC 5000     /* an unknown one is refused this long */
 #define S_KEY_STALE_MSEC 60000          /* past its TTL, a found key still serves when its
@@ -95,6 +96,8 @@ struct _s_request_t {
     char *upload;                   /* request body, owned */
     size_t upload_size;
     bool too_large;                 /* the body passed the limit */
+    bool over_budget;               /* its body would pass S_MAX_IN_FLIGHT_BYTES: dropped */
+    bool keyless;                   /* /l/events without a key: its body is dropped */
     bool close;                     /* the connection closes after the answer */
     char key_hash [65];             /* SHA-256 hex of the SDK key or API token */
     bool has_token;                 /* /v1: a bearer token was sent */
@@ -108,8 +111,7 @@ struct _s_request_t {
     char *user_agent;               /* raw personal data, owned: only until submitted */
     s_request_t *prev, *next;       /* hand-off queue, or deadline list in the loop */
     int probes;                     /* readiness: PONGs still awaited */
-    size_t held_bytes;              /* counted in in_flight_bytes until completion */
-    s_shared_t *shared;             /* the daemon's shared state, borrowed */
+    size_t held_bytes;              /* in in_flight_bytes till completion: upload's room, then the events too */
     char method [16];               /* HTTP method */
 };
 
@@ -118,7 +120,7 @@ struct _s_shared_t {
     s_request_t *head, *tail;       /* suspended requests for the actor loop */
     int wake_fd;                    /* eventfd: the queue is not empty */
     uint64_t next_id;               /* request id sequence */
-    size_t in_flight_bytes;         /* bodies held by requests with the loop (atomic) */
+    size_t in_flight_bytes;         /* bodies held, being read or with the loop (atomic) */
     size_t open_requests;           /* requests begun and not yet completed (atomic) */
 };
 
@@ -685,6 +687,9 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
                     break;
                 }
             }
+        size_t key_len;
+        request->keyless = request->route && request->route->id == S_EVENTS
+                        && !s_bearer (conn, &key_len);
         const char *length = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
                                                           MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (length && strtoull (length, NULL, 10) > LY_SDKBODY_MAX_BYTES)
@@ -708,22 +713,46 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
     if (request->status)                //  answered, possibly after a resume
         return s_queue_answer (request);
     if (*upload_data_size) {
-        //  Keep the body of routes that take one, up to the limit; discard the rest.
-        if (s_takes_body (request) && !request->too_large) {
-            if (request->upload_size + *upload_data_size > LY_SDKBODY_MAX_BYTES) {
+        //  Keep the body of routes that take one, up to the limit and while all bodies
+        //  held stay within theirs; discard the rest (and a keyless one: it gets 401).
+        size_t more = *upload_data_size;
+        if (s_takes_body (request) && !request->too_large && !request->over_budget
+        &&  !request->keyless) {
+            size_t need = request->upload_size + more;
+            if (need > LY_SDKBODY_MAX_BYTES)
                 request->too_large = true;
+            else
+            if (need > request->held_bytes) {
+                //  The room doubles (up to the limit), each step counted before it is taken
+                size_t room = request->held_bytes * 2 > need? request->held_bytes * 2: need;
+                room = room > LY_SDKBODY_MAX_BYTES? LY_SDKBODY_MAX_BYTES: room;
+                size_t extra = room - request->held_bytes;
+                char *bigger = NULL;
+                if (__atomic_add_fetch (&shared->in_flight_bytes, extra, __ATOMIC_RELAXED)
+                    > S_MAX_IN_FLIGHT_BYTES)
+                    request->over_budget = true;
+                else
+                if (!(bigger = (char *) realloc (request->upload, room))) {
+                    __atomic_sub_fetch (&shared->in_flight_bytes, extra, __ATOMIC_RELAXED);
+                    return MHD_NO;
+                }
+                if (request->over_budget)
+                    __atomic_sub_fetch (&shared->in_flight_bytes, extra, __ATOMIC_RELAXED);
+                else {
+                    request->upload = bigger;
+                    request->held_bytes = room;
+                }
+            }
+            if (request->too_large || request->over_budget) {
+                __atomic_sub_fetch (&shared->in_flight_bytes, request->held_bytes, __ATOMIC_RELAXED);
+                request->held_bytes = 0;
                 free (request->upload);
                 request->upload = NULL;
                 request->upload_size = 0;
             }
             else {
-                char *bigger = (char *) realloc (request->upload,
-                                                 request->upload_size + *upload_data_size);
-                if (!bigger)
-                    return MHD_NO;
-                memcpy (bigger + request->upload_size, upload_data, *upload_data_size);
-                request->upload = bigger;
-                request->upload_size += *upload_data_size;
+                memcpy (request->upload + request->upload_size, upload_data, more);
+                request->upload_size = need;
             }
         }
         *upload_data_size = 0;
@@ -744,19 +773,23 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         s_answer_local (request);
         return s_queue_answer (request);
     }
+    if (request->over_budget) {
+        s_answer_unavailable (request, "overloaded", "too much data in flight; retry later", 1);
+        return s_queue_answer (request);
+    }
     if (request->route->id == S_EVENTS && !s_prepare_events (shared, request))
         return s_queue_answer (request);
     if (request->route->id == S_API && !s_prepare_api (shared, request))
         return s_queue_answer (request);
-    //  Bound the memory that waiting requests hold, whatever their count.
-    size_t held = request->upload_size + request->events.events_size;
+    //  Bound the memory that waiting requests hold, whatever their count: the body is
+    //  counted since it came in, its events now.
+    size_t held = request->events.events_size;
     if (__atomic_add_fetch (&shared->in_flight_bytes, held, __ATOMIC_RELAXED) > S_MAX_IN_FLIGHT_BYTES) {
         __atomic_sub_fetch (&shared->in_flight_bytes, held, __ATOMIC_RELAXED);
         s_answer_unavailable (request, "overloaded", "too much data in flight; retry later", 1);
         return s_queue_answer (request);
     }
-    request->held_bytes = held;
-    request->shared = shared;
+    request->held_bytes += held;
     MHD_suspend_connection (conn);
     s_hand_off (shared, request);
     return MHD_YES;
@@ -770,7 +803,8 @@ s_request_completed (void *cls, struct MHD_Connection *conn, void **req_cls,
     if (request) {
         __atomic_sub_fetch (&((s_shared_t *) cls)->open_requests, 1, __ATOMIC_RELAXED);
         if (request->held_bytes)
-            __atomic_sub_fetch (&request->shared->in_flight_bytes, request->held_bytes, __ATOMIC_RELAXED);
+            __atomic_sub_fetch (&((s_shared_t *) cls)->in_flight_bytes, request->held_bytes,
+                                __ATOMIC_RELAXED);
         free (request->body);
         free (request->etag);
         free (request->location);
@@ -831,6 +865,10 @@ s_mhd_log (void *cls, const char *format, va_list ap)
 static struct MHD_Daemon *
 s_start_http (self_t *self)
 {
+    //  Bodies (up to 1 MiB each, S_MAX_IN_FLIGHT_BYTES together) go to the system and
+    //  back as they come and go: with malloc's sliding threshold, a burst of them would
+    //  stay as heap the process keeps (hundreds of MiB after a flood of large bodies)
+    mallopt (M_MMAP_THRESHOLD, 128 * 1024);
     struct addrinfo *addresses = ly_config_http_address (S_ACTOR);
     if (!addresses)
         return NULL;

@@ -47,16 +47,27 @@ struct _ly_supervisor_t {
     int64_t alive_check_at;             /* monotonic msec of the next heartbeat read */
 };
 
+static void
+s_signal_set (sigset_t *set)
+{
+    sigemptyset (set);
+    int signals [] = { SIGINT, SIGTERM, SIGQUIT, SIGCHLD, SIGHUP, SIGUSR1, SIGUSR2 };
+    for (size_t i = 0; i < sizeof signals / sizeof signals [0]; i++)
+        sigaddset (set, signals [i]);
+}
+
 void
 ly_signals_block (sigset_t *set)
 {
-    sigemptyset (set);
-    sigaddset (set, SIGINT);
-    sigaddset (set, SIGTERM);
-    sigaddset (set, SIGCHLD);
-    sigaddset (set, SIGHUP);
+    s_signal_set (set);
     pthread_sigmask (SIG_BLOCK, set, NULL);
     signal (SIGPIPE, SIG_IGN);
+}
+
+bool
+ly_signal_stops (int signum)
+{
+    return signum == SIGINT || signum == SIGTERM || signum == SIGQUIT;
 }
 
 ly_supervisor_t *
@@ -319,11 +330,7 @@ ly_supervisor_run (ly_supervisor_t *self)
         s_start (self, &self->children [i]);
 
     sigset_t set;
-    sigemptyset (&set);
-    sigaddset (&set, SIGINT);
-    sigaddset (&set, SIGTERM);
-    sigaddset (&set, SIGCHLD);
-    sigaddset (&set, SIGHUP);
+    s_signal_set (&set);
     while (true) {
         //  Sleep until a signal, the next restart that is due or the next watch.
         int64_t now = ly_mono_msec ();
@@ -362,12 +369,16 @@ ly_supervisor_run (ly_supervisor_t *self)
             struct timespec timeout = { wait / 1000, (wait % 1000) * 1000000 };
             signum = sigtimedwait (&set, NULL, &timeout);
         }
-        if (signum == SIGINT || signum == SIGTERM) {
-            ly_info (S_ACTOR, "received %s, stopping", signum == SIGINT? "SIGINT": "SIGTERM");
+        if (ly_signal_stops (signum)) {
+            ly_info (S_ACTOR, "received SIG%s, stopping", sigabbrev_np (signum));
             break;
         }
         if (signum == SIGCHLD)
             s_reap (self, false);
+        else
+        if (signum > 0)
+            ly_info (S_ACTOR, "received SIG%s: ignored (SIGINT or SIGTERM stops layersd)",
+                     sigabbrev_np (signum));
     }
     s_stop (self);
     return 0;
@@ -381,7 +392,7 @@ ly_heartbeat_run (zactor_t *actor, int heartbeat_fd, const sigset_t *signals)
         struct timespec tick = { 0, S_ALIVE_TICK_MSEC * 1000000L };
         int signum = heartbeat_fd >= 0? sigtimedwait (signals, NULL, &tick)
                                       : sigwaitinfo (signals, NULL);
-        if (signum == SIGINT || signum == SIGTERM)
+        if (ly_signal_stops (signum))
             return signum;
         if (heartbeat_fd < 0)
             continue;

@@ -37,7 +37,12 @@ int ly_heartbeat_run (zactor_t *actor, int heartbeat_fd, const sigset_t *signals
 int ly_supervisor_run (ly_supervisor_t *self);
 
 /*  Signals a supervisor or --only process waits for, blocked in main before any thread
-    starts. */
+    starts: those that stop it (ly_signal_stops), SIGCHLD, and SIGHUP, SIGUSR1 and
+    SIGUSR2, which it ignores (their default would end it without a word, and leave
+    the embedded PostgreSQL running without its supervisor). */
 void ly_signals_block (sigset_t *set);
+
+/*  True for the signals that stop a process cleanly: SIGINT, SIGTERM, SIGQUIT. */
+bool ly_signal_stops (int signum);
 
 #endif

@@ -122,6 +122,39 @@ def test_killed_actor_is_restarted(server):
         assert "terminated by signal 9" in server.log()
 
 
+def test_stray_signals_are_ignored(server):
+    """SIGHUP, SIGUSR1 and SIGUSR2 (a log rotator's, a monitoring script's) stop neither
+    the supervisor nor an actor: their default action would end the process without a
+    word and leave the embedded PostgreSQL running without its supervisor."""
+    actors = server.actors()
+    for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        server.proc.send_signal(signum)
+        os.kill(actors["gateway"], signum)
+        os.kill(actors["store"], signum)
+    deadline = time.monotonic() + 10
+    while "received SIGUSR2: ignored" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "received SIGUSR1: ignored" in server.log(), server.log()[-3000:]
+    assert server.proc.poll() is None
+    assert server.actors() == actors
+    assert http("GET", server.base + "/readyz")[0] == 200
+
+
+def test_sigquit_stops_like_sigterm():
+    s = Layersd().start()
+    try:
+        kids = list(s.actors().values())
+        s.proc.send_signal(signal.SIGQUIT)
+        s.proc.wait(10)
+        assert s.proc.returncode == 0, s.log()
+        assert "received SIGQUIT, stopping" in s.log()
+        for pid in kids:
+            assert not alive(pid), f"actor {pid} survived"
+        assert not os.path.exists(os.path.join(s.data_dir, "pg", "data", "postmaster.pid"))
+    finally:
+        s.cleanup()
+
+
 def test_sigterm_leaves_nothing_behind():
     s = Layersd().start()
     try:

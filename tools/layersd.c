@@ -33,7 +33,8 @@ s_usage (FILE *out)
 "Without options layersd is the supervisor: it starts an embedded PostgreSQL under\n"
 "$LAYERS_DATA_DIR/pg (unless LAYERS_DATABASE_URL is set), applies migrations, creates a\n"
 "demo workspace on first start ($LAYERS_DATA_DIR/credentials.json), and runs each actor\n"
-"in its own process, restarting any that dies. SIGINT or SIGTERM stops everything.\n"
+"in its own process, restarting any that dies. SIGINT, SIGTERM or SIGQUIT stops\n"
+"everything; SIGHUP, SIGUSR1 and SIGUSR2 are ignored.\n"
 "\n"
 "Options:\n"
 "  --only ROLE          run one actor in this process (scale-out); ROLE is one of:\n"
@@ -124,7 +125,7 @@ s_run_threads (const sigset_t *signals)
         int signum;
         do
             signum = sigwaitinfo (signals, NULL);
-        while (signum != SIGINT && signum != SIGTERM);
+        while (!ly_signal_stops (signum));
     }
     while (count > 0)
         zactor_destroy (&actors [--count]);

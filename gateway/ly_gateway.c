@@ -1270,17 +1270,22 @@ s_waiting_request (self_t *self, const char *id)
     return (s_request_t *) zhashx_lookup (self->pending, &request_id);
 }
 
-//  The cached key of key_hash when it may serve past its TTL: found, expired less than
-//  S_KEY_STALE_MSEC ago, and its new lookup slow (the database does not answer). Else
-//  NULL.
+//  The cached key of key_hash when it was good lately: found, expired less than
+//  S_KEY_STALE_MSEC ago. Else NULL.
+static s_key_t *
+s_key_recent (self_t *self, const char *key_hash, int64_t now)
+{
+    s_key_t *key = (s_key_t *) zhashx_lookup (self->keys, key_hash);
+    return key && key->found && now < key->expires + S_KEY_STALE_MSEC? key: NULL;
+}
+
+//  The cached key of key_hash when it may serve past its TTL: good lately, and its new
+//  lookup slow (the database does not answer). Else NULL.
 static s_key_t *
 s_key_stale (self_t *self, const char *key_hash, s_lookup_t *lookup, int64_t now)
 {
-    s_key_t *key = (s_key_t *) zhashx_lookup (self->keys, key_hash);
-    if (key && key->found && now < key->expires + S_KEY_STALE_MSEC
-    &&  lookup && now - lookup->since >= S_LOOKUP_SLOW_MSEC)
-        return key;
-    return NULL;
+    return lookup && now - lookup->since >= S_LOOKUP_SLOW_MSEC
+         ? s_key_recent (self, key_hash, now): NULL;
 }
 
 //  Goes on with the lookups that requests wait for: forgets the requests whose deadline
@@ -1401,6 +1406,9 @@ s_handle_key_info (self_t *self, ly_msg_t *msg)
             snprintf (key.country_code, sizeof key.country_code, "%s", country? country: "");
         }
     }
+    //  A key that was good lately serves as it was while the database cannot say, as
+    //  when its lookup is slow (s_key_stale): the store may still write
+    s_key_t *known = unavailable? s_key_recent (self, hash, ly_mono_msec ()): NULL;
     if (!unavailable) {
         key.expires = ly_mono_msec () + (key.found? S_KEY_TTL_MSEC: S_UNKNOWN_KEY_TTL_MSEC);
         if (zhashx_size (self->keys) >= S_KEY_CACHE_MAX)
@@ -1413,13 +1421,13 @@ s_handle_key_info (self_t *self, ly_msg_t *msg)
         s_request_t *request = s_waiting_request (self, id);
         if (!request)
             continue;           //  its deadline passed meanwhile
-        if (unavailable) {
+        if (unavailable && !known) {
             s_answer_unavailable (request, "unavailable",
                                   "the SDK key could not be checked; retry later", 2);
             s_finish (self, request);
         }
         else
-            s_key_answer (self, request, &key);
+            s_key_answer (self, request, known? known: &key);
     }
     zhashx_delete (self->lookups, hash);
 }

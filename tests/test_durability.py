@@ -421,6 +421,35 @@ def test_maintenance_that_waits_for_a_lock_does_not_hold_the_store():
         db.close()
 
 
+def test_a_known_key_serves_while_its_lookup_fails():
+    """When the key lookup's session cannot log in (connections exhausted, a role
+    locked), a key that was good within the last minute serves as it was, as when the
+    lookup is slow: the store may still write (it does here). A key never seen gets
+    503 unavailable."""
+    with Layersd() as server:
+        creds = server.credentials()
+        post = timed_post(server, creds["sdk_key"])
+        assert post()[0] == 202
+        db = db_connect(server)
+        db.autocommit = True
+        cur = db.cursor()
+        try:
+            cur.execute("ALTER ROLE layers_auth NOLOGIN")
+            cur.execute("SELECT pg_terminate_backend (pid) FROM pg_stat_activity"
+                        " WHERE usename = 'layers_auth'")
+            time.sleep(5.5)                     # past the key's 5 s in the cache
+            for _ in range(3):
+                status, took = post()
+                assert status == 202 and took < 3, (status, took, server.log()[-3000:])
+            status, _, body = post_events(server, {"event_id": "x", "name": "x"},
+                                          key="lys_" + "0" * 40)
+            assert status == 503 and body["error"]["code"] == "unavailable", body
+        finally:
+            cur.execute("ALTER ROLE layers_auth LOGIN")
+            db.close()
+        assert post()[0] == 202
+
+
 def test_embedded_postgres_killed_under_load_is_started_again():
     """kill -9 of the embedded PostgreSQL (the OOM killer's way): layersd starts it
     again by itself, PostgreSQL recovers from its WAL, and ingest resumes with every

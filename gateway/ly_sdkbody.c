@@ -231,26 +231,25 @@ s_split (const char *text, size_t size, s_split_t *split)
         return -1;
     uint8_t *closers = (uint8_t *) malloc (size / 8 + 1);
     assert (closers);
-    zlistx_t *keys = zlistx_new ();
-    zlistx_set_destructor (keys, (zlistx_destructor_fn *) zstr_free);
-    zlistx_set_comparator (keys, (zlistx_comparator_fn *) strcmp);
+    zhashx_t *keys = zhashx_new ();         //  a set: found in constant time, however many
     bool events = false;
     int rc = -1;
     at = s_skip_space (text, size, at + 1);
     while (at < size && text [at] == '"') {
         size_t key_end = s_skip_string (text, size, at);
         char *key = key_end? s_key (text, at, key_end): NULL;
-        if (!key || zlistx_find (keys, key)) {
-            zstr_free (&key);       //  not a string, or a duplicate key
-            break;
-        }
-        zlistx_add_end (keys, key);
+        bool known = !key || zhashx_insert (keys, key, (void *) 1);
+        bool is_events = key && streq (key, "events");
+        bool is_event_id = key && streq (key, "event_id");
+        zstr_free (&key);
+        if (known)
+            break;                  //  not a string, or a duplicate key
         at = s_skip_space (text, size, key_end);
         if (at >= size || text [at] != ':')
             break;
         at = s_skip_space (text, size, at + 1);
         size_t end;
-        if (streq (key, "events")) {
+        if (is_events) {
             if (at >= size || text [at] != '[')
                 break;
             end = s_split_array (text, size, at, closers, split);
@@ -264,7 +263,7 @@ s_split (const char *text, size_t size, s_split_t *split)
             if (!value)
                 break;
             json_decref (value);
-            if (streq (key, "event_id"))
+            if (is_event_id)
                 split->event_id = true;
         }
         if (!end)
@@ -279,7 +278,7 @@ s_split (const char *text, size_t size, s_split_t *split)
             rc = 0;
         break;
     }
-    zlistx_destroy (&keys);
+    zhashx_destroy (&keys);
     free (closers);
     return rc;
 }

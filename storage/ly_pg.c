@@ -106,6 +106,15 @@ s_run (const char *log_path, char *const argv [])
         int null = open ("/dev/null", O_RDONLY);
         if (null != -1)
             dup2 (null, 0);
+        //  Nothing of ours in PostgreSQL's environment (LAYERS_MODEL_KEY and the like:
+        //  a superuser can read it back from /proc): the path, and the time zone initdb
+        //  reads
+        const char *tz = getenv ("TZ");
+        char *tz_copy = tz? strdup (tz): NULL;
+        clearenv ();
+        setenv ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+        if (tz_copy)
+            setenv ("TZ", tz_copy, 1);
         //  Own process group: a Ctrl-C at the terminal reaches the supervisor only,
         //  which then stops the server in order.
         setpgid (0, 0);
@@ -126,9 +135,11 @@ static int
 s_pg_ctl (ly_pg_t *self, const char *action)
 {
     bool start = streq (action, "start");
+    //  No TCP listener whatever the configuration files say (or whether the server can
+    //  read them): a command-line setting wins over them and over ALTER SYSTEM
     char *argv [] = { S_PGBIN "/pg_ctl", (char *) action, "-D", self->cluster, "-w",
                       "-t", start? "60": "30", start? "-l": "-m", start? self->log_path: "fast",
-                      NULL };
+                      start? "-o": NULL, "-c listen_addresses=''", NULL };
     return s_run (start? "/dev/null": self->log_path, argv);
 }
 
@@ -164,16 +175,51 @@ s_file_exists (const char *format, const char *arg)
     return access (path, F_OK) == 0;
 }
 
+//  Opens a configuration file of the cluster for writing, whatever the umask: 0600,
+//  the postgres user's when we are root, so that the server reads it. NULL, with err.
+static FILE *
+s_conf_open (ly_pg_t *self, const char *name, char **path, char *err, size_t errlen)
+{
+    *path = zsys_sprintf ("%s/%s", self->cluster, name);
+    int fd = open (*path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    struct passwd *pw = geteuid () == 0? getpwnam ("postgres"): NULL;
+    if (fd == -1 || fchmod (fd, 0600) || (pw && fchown (fd, pw->pw_uid, pw->pw_gid))) {
+        snprintf (err, errlen, "could not write \"%s\" for PostgreSQL: %s", *path, strerror (errno));
+        if (fd != -1)
+            close (fd);
+        zstr_free (path);
+        return NULL;
+    }
+    return fdopen (fd, "w");
+}
+
+//  pg_hba.conf: the unix socket only (0700, the postgres user's), never a TCP client,
+//  should a listener come up all the same
+static int
+s_write_hba (ly_pg_t *self, char *err, size_t errlen)
+{
+    char *path;
+    FILE *file = s_conf_open (self, "pg_hba.conf", &path, err, errlen);
+    if (!file)
+        return -1;
+    fprintf (file,
+        "# Written by layersd at every start; edits are lost. The embedded cluster is\n"
+        "# reached through its unix socket only (a directory only postgres can enter).\n"
+        "local all all trust\n"
+        "host all all 0.0.0.0/0 reject\n"
+        "host all all ::/0 reject\n");
+    fclose (file);
+    zstr_free (&path);
+    return 0;
+}
+
 static int
 s_write_conf (ly_pg_t *self, char *err, size_t errlen)
 {
-    char *path = zsys_sprintf ("%s/layers.conf", self->cluster);
-    FILE *file = fopen (path, "w");
-    if (!file) {
-        snprintf (err, errlen, "could not write \"%s\": %s", path, strerror (errno));
-        zstr_free (&path);
+    char *path;
+    FILE *file = s_conf_open (self, "layers.conf", &path, err, errlen);
+    if (!file)
         return -1;
-    }
     fprintf (file,
         "# Written by layersd at every start; edits are lost.\n"
         "listen_addresses = ''\n"
@@ -292,7 +338,8 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
     if (!s_file_exists ("%s/PG_VERSION", self->cluster)) {
         ly_info ("supervisor", "initializing PostgreSQL cluster in \"%s\"", self->cluster);
         char *argv [] = { S_PGBIN "/initdb", "-D", self->cluster, "-U", "postgres",
-                          "--auth=trust", "-E", "UTF8", "--no-locale", NULL };
+                          "--auth-local=trust", "--auth-host=reject", "-E", "UTF8",
+                          "--no-locale", NULL };
         if (s_run (init_log, argv) != 0) {
             snprintf (err, errlen, "could not initialize PostgreSQL cluster in \"%s\"; see \"%s\"",
                       self->cluster, init_log);
@@ -306,7 +353,7 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
         }
         zstr_free (&conf);
     }
-    if (s_write_conf (self, err, errlen))
+    if (s_write_conf (self, err, errlen) || s_write_hba (self, err, errlen))
         goto cleanup;
     if (s_state (self) == S_RUNNING) {
         //  Left behind by a supervisor that was killed: stop it, to start it as ours

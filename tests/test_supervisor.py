@@ -101,6 +101,48 @@ def test_embedded_postgresql_settings(server):
                         "backend_flush_after": "256kB", "listen_addresses": ""}
 
 
+def test_embedded_postgresql_is_never_reachable_over_tcp():
+    """The embedded cluster is for its unix socket alone, however layersd is started: under
+    a strict umask (027) its configuration files are still the postgres user's to read (an
+    unreadable layers.conf left PostgreSQL on 127.0.0.1:5432, trusting every login);
+    listen_addresses is given on its command line, so ALTER SYSTEM cannot open a port;
+    pg_hba.conf refuses TCP clients all the same; and none of layersd's environment
+    (LAYERS_MODEL_KEY) reaches PostgreSQL's processes."""
+    import pwd
+    s = Layersd(env={"LAYERS_MODEL_KEY": "sk-not-for-postgres"})
+    old = os.umask(0o027)
+    try:
+        s.start()
+    finally:
+        os.umask(old)
+    try:
+        data = os.path.join(s.data_dir, "pg", "data")
+        for name in ("layers.conf", "pg_hba.conf"):
+            st = os.stat(os.path.join(data, name))
+            assert pwd.getpwuid(st.st_uid).pw_name == "postgres", name
+        with open(os.path.join(data, "pg_hba.conf")) as f:
+            rules = [l.split() for l in f if l.strip() and not l.startswith("#")]
+        assert all(r[0] == "local" or r[-1] == "reject" for r in rules), rules
+        with open(os.path.join(data, "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        with open(f"/proc/{postmaster}/environ", "rb") as f:
+            environ = f.read()
+        assert b"LAYERS_" not in environ and b"sk-not-for-postgres" not in environ
+        conn = db_connect(s)
+        conn.autocommit = True
+        conn.cursor().execute("ALTER SYSTEM SET listen_addresses = '127.0.0.1'")
+        conn.close()
+        s.stop()
+        s.start()
+        conn = db_connect(s)
+        cur = conn.cursor()
+        cur.execute("SELECT current_setting('listen_addresses')")
+        assert cur.fetchone()[0] == ""
+        conn.close()
+    finally:
+        s.cleanup()
+
+
 def test_killed_actor_is_restarted(server):
     for role in ("gateway", "store", "api", "ingest"):
         before = server.actors()

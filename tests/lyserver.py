@@ -214,12 +214,13 @@ def post_events(server, body, key=None, headers=None, timeout=15):
     return status, hdrs, parsed
 
 
-def layersctl_for(server, *args, timeout=60):
+def layersctl_for(server, *args, timeout=60, input=None):
     """Runs the built layersctl against a running Layersd (its embedded cluster and master
-    key); returns the CompletedProcess with text stdout and stderr."""
+    key), input (text) on its standard input; returns the CompletedProcess with text
+    stdout and stderr."""
     env = dict(server.env)
     return subprocess.run([binary("layersctl")] + list(args), env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, input=input)
 
 
 def api_call(server, method, path, token=None, body=None, headers=None, timeout=15):

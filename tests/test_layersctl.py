@@ -36,6 +36,27 @@ def test_layer_set_seals_the_secret_and_get_never_shows_it(server):
     db.close()
 
 
+def test_layer_set_takes_its_json_on_standard_input(server):
+    """`-` reads the settings from standard input, so that a secret need not be on the
+    command line (where ps shows it to every user)."""
+    secret = "TT-stdin-secret-" + uuid.uuid4().hex
+    out = layersctl_for(server, "layer", "set", server.project, "tiktok", "-",
+                        input=json.dumps({"enabled": False, "app_id": "7000000000",
+                                          "access_token": secret}))
+    assert out.returncode == 0, out.stderr
+    assert secret not in out.stdout + out.stderr
+    shown = json.loads(layersctl_for(server, "layer", "get", server.project, "tiktok").stdout)
+    assert shown["config"]["app_id"] == "7000000000", shown
+    db = db_connect(server)
+    cur = db.cursor()
+    cur.execute("SELECT secret_ciphertext FROM project_layers WHERE project_id = %s"
+                " AND layer = 'tiktok'", (server.project,))
+    assert cur.fetchone()[0] is not None
+    db.close()
+    out = layersctl_for(server, "layer", "set", server.project, "tiktok", "-", input="")
+    assert out.returncode == 1 and "400" in out.stderr, out.stderr
+
+
 def test_layer_set_refuses_bad_settings(server):
     out = layersctl_for(server, "layer", "set", server.project, "meta", '{"dataset_id": "not digits"}')
     assert out.returncode == 1 and "422" in out.stderr and "dataset_id" in out.stderr

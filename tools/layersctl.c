@@ -31,10 +31,12 @@ s_usage (FILE *out)
 "                   {\"token\", \"token_id\", \"member_id\", \"org_id\"}\n"
 "  token revoke TOKEN_ID\n"
 "                   revoke an API token at once; prints {\"token_id\", \"revoked_at\"}\n"
-"  layer set PROJECT_ID meta|tiktok|apple_search_ads JSON\n"
+"  layer set PROJECT_ID meta|tiktok|apple_search_ads JSON|-\n"
 "                   configure a project's layer, as PUT /v1/projects/{id}/layers/{layer}\n"
 "                   (e.g. '{\"enabled\": true, \"dataset_id\": \"123\", \"access_token\": \"...\"}');\n"
-"                   secrets are sealed with the master key and never printed\n"
+"                   - reads the JSON from standard input: give a secret that way, not on\n"
+"                   the command line (other users see it in ps, and it stays in the shell's\n"
+"                   history); secrets are sealed with the master key and never printed\n"
 "  layer get PROJECT_ID LAYER\n"
 "                   show a layer's settings (secrets only as \"set\")\n"
 "  deadletters PROJECT_ID [--destination D]\n"
@@ -417,6 +419,43 @@ s_api_as_owner (const char *project_id, const char *method, const char *path,
     return rc;
 }
 
+//  Standard input, whole (at most 1 MiB), as a new string; NULL when it cannot be read.
+static char *
+s_read_stdin (void)
+{
+    size_t size = 0, cap = 4096;
+    char *text = (char *) malloc (cap);
+    while (text) {
+        if (size + 1 == cap) {
+            if (cap >= 1024 * 1024) {
+                explicit_bzero (text, size);
+                free (text);
+                return NULL;
+            }
+            char *bigger = (char *) malloc (cap * 2);
+            if (bigger)
+                memcpy (bigger, text, size);
+            explicit_bzero (text, size);
+            free (text);
+            text = bigger;
+            cap *= 2;
+            continue;
+        }
+        size_t got = fread (text + size, 1, cap - size - 1, stdin);
+        size += got;
+        if (got == 0) {
+            if (ferror (stdin)) {
+                explicit_bzero (text, size);
+                free (text);
+                return NULL;
+            }
+            text [size] = 0;
+            return text;
+        }
+    }
+    return NULL;
+}
+
 static int
 s_project_command (const char *command, int argc, char *argv [])
 {
@@ -432,10 +471,19 @@ s_project_command (const char *command, int argc, char *argv [])
         if ((streq (action, "set") && argc == 4) || (streq (action, "get") && argc == 3)) {
             project = argv [1];
             snprintf (path, sizeof path, "/v1/projects/%s/layers/%s", project, argv [2]);
-            return s_api_as_owner (project, streq (action, "set")? "PUT": "GET", path, NULL,
-                                   streq (action, "set")? argv [3]: NULL);
+            if (streq (action, "get"))
+                return s_api_as_owner (project, "GET", path, NULL, NULL);
+            char *body = streq (argv [3], "-")? s_read_stdin (): strdup (argv [3]);
+            if (!body) {
+                fprintf (stderr, "layersctl: could not read the layer's JSON from standard input\n");
+                return 2;
+            }
+            int rc = s_api_as_owner (project, "PUT", path, NULL, body);
+            explicit_bzero (body, strlen (body));   //  it may hold a secret
+            free (body);
+            return rc;
         }
-        fprintf (stderr, "layersctl: usage: layer set PROJECT_ID LAYER JSON | layer get PROJECT_ID LAYER\n");
+        fprintf (stderr, "layersctl: usage: layer set PROJECT_ID LAYER JSON|- | layer get PROJECT_ID LAYER\n");
         return 2;
     }
     const char *destination = NULL;

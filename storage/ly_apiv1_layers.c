@@ -81,8 +81,8 @@ s_is_token (const char *text)
     if (len < 1 || len > 1024)
         return false;
     for (size_t i = 0; i < len; i++)
-        if (text [i] <= 0x20 || text [i] >= 0x7f)
-            return false;
+        if (text [i] <= 0x20 || text [i] >= 0x7f || text [i] == '"' || text [i] == '\\')
+            return false;           //  the relay sends it in JSON and headers as it is
     return true;
 }
 
@@ -183,7 +183,7 @@ s_layer_body (ly_apiv1_ctx_t *ctx, const s_layer_t *layer, s_layer_body_t *out)
         value = json_object_get (ctx->body, "access_token");
         if (value && !s_is_token (json_string_value (value))) {
             ly_apiv1_field_error (ctx, "access_token", "access_token must be a string of 1 to 1024"
-                                  " visible ASCII characters");
+                                  " visible ASCII characters, without \" or \\");
             return -1;
         }
         out->access_token = json_string_value (value);

@@ -1031,6 +1031,8 @@ def test_layers_keep_secrets_write_only(server, orgs):
             ("meta", {"access_token": "x"}, "dataset_id"),
             ("meta", {"dataset_id": "12ab", "access_token": "x"}, "dataset_id"),
             ("meta", {"dataset_id": "1", "access_token": "has space"}, "access_token"),
+            ("meta", {"dataset_id": "1", "access_token": 'EAA"quote'}, "access_token"),
+            ("tiktok", {"app_id": "1", "access_token": "tt\\backslash"}, "access_token"),
             ("meta", {"dataset_id": "1", "access_token": 5}, "access_token"),
             ("meta", {"dataset_id": "1", "api_version": "19"}, "api_version"),
             ("meta", {"dataset_id": "1", "test_event_code": "a b"}, "test_event_code"),

@@ -68,6 +68,36 @@ def test_tap_prints_live_frames(server):
     assert ("store", "out", "PONG") in seen or ("gateway", "in", "PONG") in seen
 
 
+def test_tap_redacts_api_queries_and_bodies(server):
+    """A client may put a token or an email in a /v1 query (or the body): the tap shows
+    neither."""
+    import urllib.parse
+    from lyserver import api_call
+    token = server.credentials()["api_token"]
+    secret = "lya_querysecret" + "9" * 20
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            api_call(server, "GET", "/v1/projects?" + urllib.parse.urlencode(
+                {"token": secret, "email": "tap.query@example.com"}), token=token)
+            api_call(server, "POST", "/v1/projects", token=token,
+                     body={"name": secret, "no_such_field": 1})   # 422: nothing made
+            stop.wait(0.05)
+
+    t = threading.Thread(target=traffic, daemon=True)
+    t.start()
+    try:
+        out = run_tap(server, "--filter", "API_REQUEST", "--count", "4", "--timeout", "30")
+    finally:
+        stop.set()
+        t.join()
+    assert out.returncode == 0, out.stderr
+    assert secret not in out.stdout and "tap.query" not in out.stdout, out.stdout
+    queries = [json.loads(l)["fields"].get("query") for l in out.stdout.splitlines()]
+    assert "[redacted]" in queries, queries
+
+
 def test_tap_filter_and_actor_selection(server):
     with Traffic(server):
         out = run_tap(server, "--filter", "PONG", "--count", "3", "--timeout", "30", "store")

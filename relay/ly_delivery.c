@@ -224,6 +224,53 @@ ly_verdict_http (ly_verdict_t *verdict, long status)
     }
 }
 
+static int
+s_hex_digit (unsigned char c)
+{
+    return c >= '0' && c <= '9'? c - '0': c >= 'a' && c <= 'f'? c - 'a' + 10
+         : c >= 'A' && c <= 'F'? c - 'A' + 10: -1;
+}
+
+//  The value of the n hex digits at text (0 to 255 fits the secret's ASCII), or -1
+static int
+s_hex_value (const unsigned char *text, size_t n)
+{
+    int value = 0;
+    for (size_t i = 0; i < n; i++) {
+        int digit = s_hex_digit (text [i]);
+        if (digit < 0)
+            return -1;
+        value = value * 16 + digit;
+    }
+    return value;
+}
+
+//  The length of secret as it appears at text [at] (of len bytes): as it is, or with
+//  characters escaped the ways an echo may write them (JSON's "\/" and "\u002f", URL's
+//  "%2F"); 0 when it does not.
+static size_t
+s_secret_at (const unsigned char *text, size_t len, size_t at, const char *secret)
+{
+    size_t start = at;
+    for (const unsigned char *c = (const unsigned char *) secret; *c; c++) {
+        if (at < len && text [at] == *c)
+            at += 1;
+        else
+        if (at + 2 < len && text [at] == '%' && s_hex_value (text + at + 1, 2) == *c)
+            at += 3;
+        else
+        if (at + 1 < len && text [at] == '\\' && text [at + 1] == '/' && *c == '/')
+            at += 2;
+        else
+        if (at + 5 < len && text [at] == '\\' && text [at + 1] == 'u'
+        &&  s_hex_value (text + at + 2, 4) == *c)
+            at += 6;
+        else
+            return 0;
+    }
+    return at - start;
+}
+
 char *
 ly_response_text (const char *body, size_t len, const char *secret)
 {
@@ -236,12 +283,13 @@ ly_response_text (const char *body, size_t len, const char *secret)
     const unsigned char *text = (const unsigned char *) (body? body: "");
     size_t at = 0;
     while (at < len) {
-        if (secret_len && len - at >= secret_len && memcmp (text + at, secret, secret_len) == 0) {
+        size_t echo = secret_len? s_secret_at (text, len, at, secret): 0;
+        if (echo) {
             if (used + sizeof redacted - 1 > LY_RESPONSE_MAX)
                 break;
             memcpy (out + used, redacted, sizeof redacted - 1);
             used += sizeof redacted - 1;
-            at += secret_len;
+            at += echo;
             continue;
         }
         size_t char_len = ly_utf8_sequence (text + at, len - at);

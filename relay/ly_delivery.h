@@ -116,7 +116,8 @@ void ly_verdict_http (ly_verdict_t *verdict, long status);
 
 /*  The answer as it may be stored in last_response: valid UTF-8 without control
     characters but newline and tab, at most LY_RESPONSE_MAX bytes, and every occurrence
-    of secret (when not NULL or empty) replaced by "[redacted]". Caller owns. */
+    of secret (when not NULL or empty), as it is or escaped for JSON or a URL, replaced
+    by "[redacted]". Caller owns. */
 char *ly_response_text (const char *body, size_t len, const char *secret);
 
 /*  sha256 hex of text into hex (65 bytes). */

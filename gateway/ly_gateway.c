@@ -98,6 +98,7 @@ struct _s_request_t {
     bool too_large;                 /* the body passed the limit */
     bool over_budget;               /* its body would pass S_MAX_IN_FLIGHT_BYTES: dropped */
     bool keyless;                   /* /l/events without a key: its body is dropped */
+    bool guessing;                  /* counted in guesses while its credential is checked */
     bool close;                     /* the connection closes after the answer */
     char key_hash [65];             /* SHA-256 hex of the SDK key or API token */
     bool has_token;                 /* /v1: a bearer token was sent */
@@ -131,6 +132,7 @@ typedef struct {
 typedef struct {
     int64_t window_start;           /* monotonic msec */
     unsigned count;                 /* failed authentications in the window */
+    unsigned before;                /* ... in the window before it */
 } s_failures_t;
 
 typedef struct {
@@ -175,6 +177,8 @@ typedef struct {
     s_fifo_t events_fifo;           /* event requests by deadline */
     s_fifo_t api_fifo;              /* partner API requests by deadline */
     zhashx_t *auth_failures;        /* "ip/credential" -> s_failures_t, owned */
+    zhashx_t *guesses;              /* "ip/credential" being checked -> requests (size_t), owned */
+    zhashx_t *client_guesses;       /* ip -> credentials being checked (size_t), owned */
     zhashx_t *good_tokens;          /* API token hash -> expiry (int64_t), owned */
     zhashx_t *keys;                 /* key hash -> s_key_t, owned */
     zhashx_t *lookups;              /* key hash -> s_lookup_t, owned */
@@ -923,6 +927,8 @@ s_track (self_t *self, s_request_t *request)
 
 //  Forgets a tracked request and resumes its connection with the answer it holds.
 //  The loop must not touch it afterwards.
+static void s_guess_end (self_t *self, s_request_t *request);
+
 static void
 s_finish (self_t *self, s_request_t *request)
 {
@@ -936,6 +942,7 @@ s_finish (self_t *self, s_request_t *request)
     else
         fifo->tail = request->prev;
     zhashx_delete (self->pending, &request->id);
+    s_guess_end (self, request);
     MHD_resume_connection (request->conn);
 }
 
@@ -985,7 +992,11 @@ s_expire (self_t *self)
 //  Failures are counted twice: per client address and credential (a client retrying
 //  one bad key is refused after S_AUTH_FAILURES), and per address (a client trying
 //  many keys is refused after S_AUTH_CLIENT_FAILURES, except with a credential that
-//  worked recently). Other clients, and good credentials, are served meanwhile.
+//  worked recently). Other clients, and good credentials, are served meanwhile. The
+//  credentials of a client still being checked count as failures already: a client
+//  that sends hundreds of keys at once, before any answer, is held to the same number
+//  of guesses. A minute is a sliding one: the failures of the minute before count for
+//  the part of it still within the last 60 s.
 
 static void
 s_failure_key (s_request_t *request, bool with_credential, char *key, size_t size)
@@ -994,19 +1005,86 @@ s_failure_key (s_request_t *request, bool with_credential, char *key, size_t siz
               with_credential? (request->key_hash [0]? request->key_hash: "none"): "*");
 }
 
-//  Seconds left in the window when the counter is at or past limit, else 0.
-static int
-s_failures_wait (self_t *self, const char *key, unsigned limit)
+//  The counter of key, its window moved on to the one now is in; NULL when it has
+//  nothing left to count.
+static s_failures_t *
+s_failures (self_t *self, const char *key, int64_t now)
 {
     s_failures_t *failures = (s_failures_t *) zhashx_lookup (self->auth_failures, key);
-    if (!failures)
-        return 0;
-    int64_t age = ly_mono_msec () - failures->window_start;
-    if (age >= S_AUTH_WINDOW_MSEC) {
-        zhashx_delete (self->auth_failures, key);
-        return 0;
+    if (failures && now - failures->window_start >= S_AUTH_WINDOW_MSEC) {
+        int64_t windows = (now - failures->window_start) / S_AUTH_WINDOW_MSEC;
+        failures->before = windows == 1? failures->count: 0;
+        failures->count = 0;
+        failures->window_start += windows * S_AUTH_WINDOW_MSEC;
+        if (!failures->before) {
+            zhashx_delete (self->auth_failures, key);
+            failures = NULL;
+        }
     }
-    return failures->count < limit? 0: (int) ((S_AUTH_WINDOW_MSEC - age) / 1000) + 1;
+    return failures;
+}
+
+//  Seconds to wait when the failures of the last minute, and extra (credentials being
+//  checked), reach limit; else 0.
+static int
+s_failures_wait (self_t *self, const char *key, unsigned limit, size_t extra)
+{
+    int64_t now = ly_mono_msec ();
+    s_failures_t *failures = s_failures (self, key, now);
+    int64_t left = failures? S_AUTH_WINDOW_MSEC - (now - failures->window_start): 0;
+    double count = (double) extra;
+    if (failures)
+        count += failures->count + (double) failures->before * (double) left / S_AUTH_WINDOW_MSEC;
+    if (count < limit)
+        return 0;
+    return failures && failures->count + extra >= limit? (int) (left / 1000) + 1: 1;
+}
+
+//  Credentials of the request's client being checked now
+static size_t
+s_guesses (self_t *self, s_request_t *request)
+{
+    size_t *count = (size_t *) zhashx_lookup (self->client_guesses, request->client_ip);
+    return count? *count: 0;
+}
+
+//  Adds delta (1 or -1) to the count of key in map; gone at 0. The count before.
+static size_t
+s_count_add (zhashx_t *map, const char *key, int delta)
+{
+    size_t *count = (size_t *) zhashx_lookup (map, key);
+    size_t was = count? *count: 0;
+    if (!count && delta > 0) {
+        count = (size_t *) zmalloc (sizeof (size_t));
+        zhashx_insert (map, key, count);
+    }
+    if (count && (*count += (size_t) delta) == 0)
+        zhashx_delete (map, key);
+    return was;
+}
+
+//  The request's credential, not known good, is being checked: counted as a guess of its
+//  client until s_guess_end
+static void
+s_guess_begin (self_t *self, s_request_t *request)
+{
+    char key [128];
+    s_failure_key (request, true, key, sizeof key);
+    if (s_count_add (self->guesses, key, 1) == 0)
+        s_count_add (self->client_guesses, request->client_ip, 1);
+    request->guessing = true;
+}
+
+static void
+s_guess_end (self_t *self, s_request_t *request)
+{
+    if (!request->guessing)
+        return;
+    char key [128];
+    s_failure_key (request, true, key, sizeof key);
+    if (s_count_add (self->guesses, key, -1) == 1)
+        s_count_add (self->client_guesses, request->client_ip, -1);
+    request->guessing = false;
 }
 
 //  True when the request's credential worked recently.
@@ -1029,10 +1107,15 @@ s_auth_blocked (self_t *self, s_request_t *request)
 {
     char key [128];
     s_failure_key (request, true, key, sizeof key);
-    int wait = s_failures_wait (self, key, S_AUTH_FAILURES);
+    int wait = s_failures_wait (self, key, S_AUTH_FAILURES, 0);
     if (!wait && !s_known_good (self, request)) {
+        //  The other credentials of this client being checked count as failed already
+        bool checking = zhashx_lookup (self->guesses, key) != NULL;
         s_failure_key (request, false, key, sizeof key);
-        wait = s_failures_wait (self, key, S_AUTH_CLIENT_FAILURES);
+        wait = s_failures_wait (self, key, S_AUTH_CLIENT_FAILURES,
+                                s_guesses (self, request) - checking);
+        if (!wait && request->key_hash [0])
+            s_guess_begin (self, request);
     }
     return wait;
 }
@@ -1040,7 +1123,7 @@ s_auth_blocked (self_t *self, s_request_t *request)
 static void
 s_count_failure (self_t *self, const char *key)
 {
-    s_failures_t *failures = (s_failures_t *) zhashx_lookup (self->auth_failures, key);
+    s_failures_t *failures = s_failures (self, key, ly_mono_msec ());
     if (!failures) {
         if (zhashx_size (self->auth_failures) >= S_KEY_CACHE_MAX)
             zhashx_purge (self->auth_failures);
@@ -1507,6 +1590,8 @@ s_self_destroy (self_t **self_p)
     zhashx_destroy (&self->keys);
     zhashx_destroy (&self->lookups);
     zhashx_destroy (&self->auth_failures);
+    zhashx_destroy (&self->guesses);
+    zhashx_destroy (&self->client_guesses);
     zhashx_destroy (&self->rates);
     zhashx_destroy (&self->good_tokens);
     zsock_destroy (&self->store);
@@ -1557,6 +1642,10 @@ s_self_new (zsock_t *pipe)
     zhashx_set_destructor (self->auth_failures, (zhashx_destructor_fn *) zstr_free);
     self->good_tokens = zhashx_new ();
     zhashx_set_destructor (self->good_tokens, (zhashx_destructor_fn *) zstr_free);
+    self->guesses = zhashx_new ();
+    zhashx_set_destructor (self->guesses, (zhashx_destructor_fn *) zstr_free);
+    self->client_guesses = zhashx_new ();
+    zhashx_set_destructor (self->client_guesses, (zhashx_destructor_fn *) zstr_free);
     self->lookups = zhashx_new ();
     zhashx_set_destructor (self->lookups, (zhashx_destructor_fn *) s_lookup_destroy);
     self->rates = zhashx_new ();

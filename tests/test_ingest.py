@@ -747,6 +747,60 @@ def test_tap_redacts_personal_data_on_the_wire(server):
         assert email not in line and ip not in line and "Android 13" not in line
 
 
+def burst(server, source, heads, body=b""):
+    """Opens a connection from the address source per request head (bytes), writes every
+    request before reading any answer, then returns the statuses, in order."""
+    import socket
+    host, port = server.base.split("//")[1].split(":")
+    socks = []
+    try:
+        for head in heads:
+            s = socket.socket()
+            s.bind((source, 0))
+            s.connect((host, int(port)))
+            socks.append(s)
+        for s, head in zip(socks, heads):
+            s.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        statuses = []
+        for s in socks:
+            s.settimeout(30)
+            statuses.append(int(s.recv(4096).split(b" ", 2)[1]))
+        return statuses
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_keys_sent_at_once_count_as_failures_before_their_answers(server):
+    """A client that sends hundreds of different keys at once, before any answer comes,
+    gets no more guesses than one that waits for each: 100 (401), the rest 429 at once.
+    So for API tokens."""
+    import secrets
+    events = [b"POST /l/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Authorization: Bearer lys_" + secrets.token_hex(16).encode() + b"\r\n"
+              for _ in range(300)]
+    statuses = burst(server, "127.0.0.123", events, b'{"event_id": "e", "name": "x"}')
+    assert statuses.count(401) == 100 and statuses.count(429) == 200, statuses
+    api = [b"GET /v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer lya_"
+           + secrets.token_hex(16).encode() + b"\r\n" for _ in range(150)]
+    statuses = burst(server, "127.0.0.124", api)
+    assert statuses.count(401) == 100 and statuses.count(429) == 50, statuses
+
+
+def test_failures_of_the_minute_before_still_count(server):
+    """The failure limit holds over any 60 s, not per fixed minute: failures just before a
+    minute ends still count just after it."""
+    key = "lys_slidingwindow" + uuid.uuid4().hex
+    head = [b"POST /l/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + key.encode() + b"\r\n"]
+    body = b'{"event_id": "e", "name": "x"}'
+    first = [burst(server, "127.0.0.126", head, body)[0] for _ in range(9)]
+    assert first == [401] * 9
+    time.sleep(60.5)
+    later = [burst(server, "127.0.0.126", head, body)[0] for _ in range(5)]
+    assert later.count(401) <= 2 and later[-1] == 429, later
+
+
 def test_repeated_bad_keys_are_refused_while_good_keys_are_served(server):
     statuses = []
     for _ in range(15):

@@ -298,9 +298,11 @@ s_route (ly_apiv1_ctx_t *ctx, bool *bad_id)
             }
             return &s_routes [i];
         }
-        if (strlen (allowed) + strlen (s_routes [i].method) + 3 < sizeof allowed)
+        //  (HEAD is served wherever GET is)
+        const char *listed = streq (s_routes [i].method, "GET")? "GET, HEAD": s_routes [i].method;
+        if (strlen (allowed) + strlen (listed) + 3 < sizeof allowed)
             snprintf (allowed + strlen (allowed), sizeof allowed - strlen (allowed), "%s%s",
-                      allowed [0]? ", ": "", s_routes [i].method);
+                      allowed [0]? ", ": "", listed);
     }
     if (allowed [0]) {
         ly_apiv1_error (ctx, 405, "method_not_allowed",

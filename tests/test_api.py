@@ -624,6 +624,9 @@ def test_error_shapes_and_statuses(server, orgs):
     check(*a.call("owner", "GET", "/v1/projects/not-a-uuid")[::2], "not_found", 404)
     check(*a.call("owner", "GET", "/v1/projects/%s" % uuid.uuid4())[::2], "not_found", 404)
     check(*a.call("owner", "PUT", p)[::2], "method_not_allowed", 405)
+    status, headers, _ = a.call("owner", "PUT", p)
+    assert headers["allow"] == "GET, HEAD, POST", headers     # HEAD is served where GET is
+    assert a.call("owner", "HEAD", p)[0] == 200
     check(*a.call("owner", "POST", p, b"name=x", headers={"Content-Type": "text/plain"})[::2],
           "unsupported_media_type", 415)
     # the same rule as the SDK endpoint: JSON in another charset would be misread

@@ -1203,6 +1203,8 @@ s_handle_api_response (self_t *self, ly_msg_t *msg)
     copy [len] = 0;
     s_answer (request, status, copy);
     request->body_len = len;
+    if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
+        request->retry_after = 2;           //  as the gateway's own 503s say when to come back
     const char *value;
     if ((value = ly_msg_str (msg, LY_API_RESPONSE_CONTENT_TYPE)))
         request->answer_type = strdup (value);

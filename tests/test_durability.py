@@ -127,6 +127,9 @@ def test_postgres_outage_under_load():
             pg_ctl(server, "stop", "-m", "fast")
             down_since = time.monotonic()
             wait_for(lambda: load.count(503) > 5, 15, "503 while PostgreSQL is down")
+            status, headers, body = api_call(server, "GET", "/v1/projects",
+                                             token=server.credentials()["api_token"])
+            assert status == 503 and int(headers["retry-after"]) > 0, (status, headers, body)
             time.sleep(max(0.0, 10 - (time.monotonic() - down_since)))
             assert load.retry_after_seen
             acked_during = load.count(202)

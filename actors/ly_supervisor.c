@@ -377,7 +377,7 @@ ly_supervisor_run (ly_supervisor_t *self)
             s_reap (self, false);
         else
         if (signum > 0)
-            ly_info (S_ACTOR, "received SIG%s: ignored (SIGINT or SIGTERM stops layersd)",
+            ly_info (S_ACTOR, "received SIG%s: ignored (SIGINT, SIGTERM or SIGQUIT stops layersd)",
                      sigabbrev_np (signum));
     }
     s_stop (self);

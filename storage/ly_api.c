@@ -90,7 +90,8 @@ s_key_lookup (self_t *self, ly_msg_t *request)
         ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "found");
         ly_msg_set_str (reply, LY_KEY_INFO_ORG_ID, PQgetvalue (res, 0, 0));
         ly_msg_set_str (reply, LY_KEY_INFO_PROJECT_ID, PQgetvalue (res, 0, 1));
-        ly_msg_set_str (reply, LY_KEY_INFO_DEFAULT_COUNTRY_CODE, PQgetvalue (res, 0, 2));
+        if (*PQgetvalue (res, 0, 2))        //  "when set" (docs/protocol.md)
+            ly_msg_set_str (reply, LY_KEY_INFO_DEFAULT_COUNTRY_CODE, PQgetvalue (res, 0, 2));
     }
     else
         ly_msg_set_str (reply, LY_KEY_INFO_STATUS, "unknown");

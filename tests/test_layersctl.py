@@ -92,6 +92,35 @@ def test_deadletters_and_replay(server):
     db.close()
 
 
+def test_deadletters_pages(server):
+    """deadletters shows N at a time (--limit) and the page after a next_cursor
+    (--cursor), through all of them; a bad limit is the API's 400."""
+    db = db_connect(server)
+    db.autocommit = True
+    cur = db.cursor()
+    creds = server.credentials()
+    for i in range(5):
+        cur.execute("""INSERT INTO relay_deliveries (org_id, project_id, event_received_at,
+                           event_seq, event_id, destination, status, attempts, reason)
+                       VALUES (%s, %s, now (), %s, %s, 'apple_search_ads', 'dead', 1, 'invalid')""",
+                    (creds["org_id"], server.project, 100 + i, f"ev-page-{i}"))
+    db.close()
+    seen, cursor = [], None
+    while True:
+        args = ["deadletters", server.project, "--destination", "apple_search_ads", "--limit", "2"]
+        out = layersctl_for(server, *args, *(["--cursor", cursor] if cursor else []))
+        assert out.returncode == 0, out.stderr
+        page = json.loads(out.stdout)
+        assert len(page["data"]) <= 2
+        seen += [d["event_id"] for d in page["data"]]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    assert sorted(seen) == [f"ev-page-{i}" for i in range(5)], seen
+    out = layersctl_for(server, "deadletters", server.project, "--limit", "0")
+    assert out.returncode == 1 and "400" in out.stderr, out.stderr
+
+
 def test_replay_of_chosen_deliveries(server):
     """replay --delivery ID puts back those dead deliveries only; an id that is not a
     positive integer is refused before anything is asked."""

@@ -911,6 +911,7 @@ s_retry (self_t *self, ly_destination_t destination, ly_delivery_t **rows, size_
     expired->reason = strdup (text);
     token_expired->reason = strdup ("token expired");
     token_expired->drop_token = true;
+    expired->drop_token = destination == LY_DEST_APPLE;     //  no more tries: its token goes
     again->attempt = expired->attempt = token_expired->attempt = sent? 1: 0;
     s_outcome_answer (again, destination, response, verdict, secret);
     s_outcome_answer (expired, destination, response, verdict, secret);
@@ -1120,8 +1121,8 @@ s_batch_start (self_t *self, s_batch_t *batch)
     char reason [256];
     for (ly_delivery_t *row = (ly_delivery_t *) zlistx_first (batch->rows); row;
          row = (ly_delivery_t *) zlistx_next (batch->rows)) {
-        if (!batch->layer_found || !batch->enabled)
-            s_settling_add (&settling, row, "skipped", "disabled", false);
+        if (!batch->layer_found || !batch->enabled)      //  final: an Apple token goes
+            s_settling_add (&settling, row, "skipped", "disabled", destination == LY_DEST_APPLE);
         else
         if (!row->has_event)
             s_settling_add (&settling, row, "dead", "event missing", false);

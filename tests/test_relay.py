@@ -513,6 +513,28 @@ def test_apple_attribution(server, mock):
     assert left[expired] is None
 
 
+def test_apple_tokens_go_when_their_rows_end(server, mock):
+    """An attribution token is kept only while its row may still use it: a row skipped
+    because the Apple layer is off (or gone), or out of its retry window, drops it too."""
+    project, _ = new_project(server)                     # no Apple layer
+    off = insert_event(server, project, ["apple_search_ads"], attribution_token="tok-off")
+    project2, _ = new_project(server, apple=True)
+    late = insert_event(server, project2, ["apple_search_ads"],
+                        attribution_token="error-" + uuid.uuid4().hex)      # the fake: 500
+    cur = server.db.cursor()
+    cur.execute("UPDATE relay_deliveries SET created_at = now () - interval '25 hours'"
+                " WHERE event_id = %s", (late,))
+    rows = settled(server, project, 1)
+    assert (rows[(off, "apple_search_ads")]["status"],
+            rows[(off, "apple_search_ads")]["reason"]) == ("skipped", "disabled")
+    rows = settled(server, project2, 1)
+    assert (rows[(late, "apple_search_ads")]["status"],
+            rows[(late, "apple_search_ads")]["reason"]) == ("dead", "expired: server error")
+    cur.execute("SELECT event_id, attribution_token FROM sdk_events WHERE event_id IN (%s, %s)",
+                (off, late))
+    assert dict(cur.fetchall()) == {off: None, late: None}
+
+
 def test_consent_is_honored_even_for_a_pending_row(server, mock):
     project, key = new_project(server, meta={"dataset_id": "42"}, tiktok={"app_id": "7"},
                                apple=True)

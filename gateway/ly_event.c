@@ -697,6 +697,8 @@ s_user_agent (scrub_t *self)
     uap->device_model [sizeof uap->device_model - 1] = 0;
     if (s_other_os (&self->column [COL_DEVICE_OS], uap->os_family))
         return;
+    if (streq (uap->device_family, "Spider"))
+        return;                     //  a crawler's or an HTTP library's: no device at all
     s_set_derived (self, COL_DEVICE_OS, uap->os_family);
     if (uap->os_major [0]) {
         if (!uap->os_minor [0])

@@ -1163,6 +1163,15 @@ s_test_user_agent (void)
         EXPECT_COL (&out, "device_brand", "Samsung");
     }
     s_outcome_free (&out);
+    //  A crawler's or an HTTP library's User-Agent (uap-core's "Spider") names no device
+    const char *library = "Python-urllib/3.11";
+    ctx.user_agent = library;
+    ctx.user_agent_len = strlen (library);
+    if (ACCEPT ("{\"event_id\": \"e\", \"name\": \"x\", \"device\": {\"os\": \"iOS\"}}", &ctx, &out)) {
+        EXPECT_COL (&out, "device_model", NULL);
+        EXPECT_COL (&out, "device_brand", NULL);
+    }
+    s_outcome_free (&out);
     //  Nothing known: NULL, not "Other".
     const char *curl = "curl/8.4.0";
     ctx.user_agent = curl;

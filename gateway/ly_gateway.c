@@ -1301,6 +1301,8 @@ s_rate_wait (self_t *self, const char *project_id, size_t count)
 static void
 s_key_answer (self_t *self, s_request_t *request, const s_key_t *key)
 {
+    s_guess_end (self, request);            //  the key is known now (and the client IP
+                                            //  that counts it is wiped once submitted)
     int wait = key->found? s_rate_wait (self, key->project_id, request->events.count): 0;
     if (wait) {
         ly_metric_add (self->rate_limited, 1);

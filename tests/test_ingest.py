@@ -787,6 +787,25 @@ def test_keys_sent_at_once_count_as_failures_before_their_answers(server):
     assert statuses.count(401) == 100 and statuses.count(429) == 50, statuses
 
 
+def test_many_good_keys_from_one_address_are_never_refused(server):
+    """Keys that turn out good end their 'being checked' count: a forwarder that carries
+    the events of 120 projects' keys from one address is served every time."""
+    token = server.credentials()["api_token"]
+    keys = []
+    for _ in range(120):
+        status, _, made = api_call(server, "POST", f"/v1/projects/{server.project}/sdk-keys",
+                                   token=token, body={})
+        assert status == 201, made
+        keys.append(made["key"])
+    body = b'{"event_id": "e", "name": "x"}'
+    for round_ in range(2):
+        statuses = [burst(server, "127.0.0.127",
+                          [b"POST /l/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                           b"\r\nAuthorization: Bearer " + k.encode() + b"\r\n"], body)[0]
+                    for k in keys]
+        assert set(statuses) == {202}, statuses
+
+
 def test_failures_of_the_minute_before_still_count(server):
     """The failure limit holds over any 60 s, not per fixed minute: failures just before a
     minute ends still count just after it."""

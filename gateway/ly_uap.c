@@ -157,9 +157,10 @@ s_value_append (s_value_t *value, const char *text, size_t len)
     while (next < end && !value->full) {
         size_t char_len = ly_utf8_sequence (next, (size_t) (end - next));
         const uint8_t *bytes = next;
-        if (char_len == 0 || (char_len == 1 && (*next < 0x20 || *next == 0x7F))) {
+        bool c1 = char_len == 2 && next [0] == 0xC2 && next [1] < 0xA0;     //  U+0080-009F
+        if (char_len == 0 || c1 || (char_len == 1 && (*next < 0x20 || *next == 0x7F))) {
             bytes = (const uint8_t *) (s_is_space (*next)? " ": "?");
-            next++;
+            next += c1? 2: 1;
             char_len = 1;
         }
         else

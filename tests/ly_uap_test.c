@@ -661,6 +661,11 @@ s_test_input (void)
              "invalid UTF-8: %s", r.os_family);
     ly_uap_parse (plain, bad, sizeof bad - 1, &want);
     S_CHECK (s_result_equal (&r, &want), "invalid UTF-8: cache differs");
+    //  ... and a C1 control character (valid UTF-8) shows as '?' in a value, as others do
+    const char c1 [] = "Dalvik/2.1.0 (Linux; U; Android 13; Pix\xc2\x85" "el 7 Build/TQ3A.230805.001)";
+    ly_uap_parse (uap, c1, sizeof c1 - 1, &r);
+    S_CHECK (streq (r.device_model, "Pix?el 7") && s_result_sane (&r),
+             "a C1 control in a model: %s", r.device_model);
     //  ... read as '?', so that the rules match around it as they would around a letter
     const char latin1 [] = "Dalvik/2.1.0 (Linux; U; Android 13; Pix\xff" "el 7 Build/TQ3A.230805.001)";
     ly_uap_parse (uap, latin1, sizeof latin1 - 1, &r);

@@ -2,6 +2,7 @@
     customer-information rules (and TikTok's E.164 phone hash). Every buffer that held a
     normalized value is wiped before returning: only the hashes leave this file. */
 #include "ly_pii.h"
+#include "ly_casing_data.h"
 #include "ly_crypto.h"
 #include "ly_utf8.h"
 #include <locale.h>
@@ -106,26 +107,37 @@ s_to_lower (uint32_t code)
     return lower > 0 && lower <= 0x10FFFF? (uint32_t) lower: code;
 }
 
-//  Cased (Unicode's property, as near as the C library tells it): a letter with a case
+//  True when code is in one of the count sorted, disjoint ranges
+static bool
+s_in_ranges (uint32_t code, const uint32_t ranges [][2], size_t count)
+{
+    size_t low = 0, high = count;
+    while (low < high) {
+        size_t mid = (low + high) / 2;
+        if (code < ranges [mid][0])
+            high = mid;
+        else
+        if (code > ranges [mid][1])
+            low = mid + 1;
+        else
+            return true;
+    }
+    return false;
+}
+
+//  Unicode's Cased and Case_Ignorable (ly_casing_data.h, made by tools/gen_casing.py)
 static bool
 s_cased (uint32_t code)
 {
-    if (code < 0x80)
-        return (code >= 'A' && code <= 'Z') || (code >= 'a' && code <= 'z');
-    pthread_once (&s_utf8_locale_once, s_utf8_locale_init);
-    return s_utf8_locale
-        && ((uint32_t) towlower_l ((wint_t) code, s_utf8_locale) != code
-        ||  (uint32_t) towupper_l ((wint_t) code, s_utf8_locale) != code);
+    return s_in_ranges (code, ly_cased_ranges,
+                        sizeof ly_cased_ranges / sizeof ly_cased_ranges [0]);
 }
 
-//  Case_Ignorable, for the characters an address may hold: the ASCII ones (' . : ^ `),
-//  the soft hyphen, the middle dot, combining marks, apostrophes and dot leaders.
 static bool
 s_case_ignorable (uint32_t code)
 {
-    return code == '\'' || code == '.' || code == ':' || code == '^' || code == '`'
-        || code == 0xAD || code == 0xB7 || (code >= 0x300 && code <= 0x36F)
-        || code == 0x2018 || code == 0x2019 || code == 0x2024 || code == 0x2027;
+    return s_in_ranges (code, ly_case_ignorable_ranges,
+                        sizeof ly_case_ignorable_ranges / sizeof ly_case_ignorable_ranges [0]);
 }
 
 //  Whether a capital sigma at text [0, len) (its bytes, n) ends a word (Unicode's

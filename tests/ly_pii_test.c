@@ -100,6 +100,13 @@ s_test_email (void)
                    "c928c53e0a87d038275232c804c44aff5d8f3aefa7d4a17cb114d0c5b93c5cd8");
     s_check_email ("Σ@example.gr", "σ@example.gr",
                    "28a9a46f56ff4155eaf6086a87b5f4d40eb83c49b9879488bf037c96bd7aea6c");
+    //  ... after a lower-case letter without an upper case (ß, ΰ), or a combining mark
+    s_check_email ("ΑΰΣ@example.gr", "αΰς@example.gr",
+                   "44c8357c1743d888cc83c9d2954a6116290722c022c0696631089f7ad7df7ad0");
+    s_check_email ("STRAßΣ@example.de", "straßς@example.de",
+                   "fe15b1229fe8804bcea39006771a624aa00c0275a5853d9189426a7180525924");
+    s_check_email ("Ο\xD2\x83Σ@example.gr", "ο\xD2\x83ς@example.gr",
+                   "235b1533561d6afe2035fd3148e0880045004ef35003341979a5350aa39e7fa3");
     //  ... and İ is i with a combining dot above
     s_check_email ("İSTANBUL@EXAMPLE.COM", "i\xCC\x87stanbul@example.com",
                    "21b3d4ad954ffe193659bcdcff92053ab646244b3898969a09265d00b2af7ba4");

@@ -254,7 +254,10 @@ def test_sigterm_answers_the_requests_in_flight_first():
         s.proc.wait(15)
         assert answers == [202] * 5, answers
         assert s.proc.returncode == 0, s.log()[-3000:]
-        assert "answering the 5 requests in flight first" in s.log()
+        # the five, and maybe the last /metrics request, its connection not yet done
+        import re
+        said = re.search(r"answering the (\d+) requests in flight first", s.log())
+        assert said and int(said.group(1)) >= 5, s.log()[-3000:]
         s.check_sanitizers()
     finally:
         s.cleanup()

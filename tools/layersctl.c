@@ -420,41 +420,22 @@ s_api_as_owner (const char *project_id, const char *method, const char *path,
     return rc;
 }
 
-//  Standard input, whole (at most 1 MiB), as a new string; NULL when it cannot be read.
+//  Standard input, whole (at most 1 MiB), as a new string; NULL when it cannot be read
+//  or is longer. One buffer, so that the caller can wipe all of it.
+#define S_STDIN_MAX (1024 * 1024)
 static char *
 s_read_stdin (void)
 {
-    size_t size = 0, cap = 4096;
-    char *text = (char *) malloc (cap);
-    while (text) {
-        if (size + 1 == cap) {
-            if (cap >= 1024 * 1024) {
-                explicit_bzero (text, size);
-                free (text);
-                return NULL;
-            }
-            char *bigger = (char *) malloc (cap * 2);
-            if (bigger)
-                memcpy (bigger, text, size);
-            explicit_bzero (text, size);
-            free (text);
-            text = bigger;
-            cap *= 2;
-            continue;
-        }
-        size_t got = fread (text + size, 1, cap - size - 1, stdin);
-        size += got;
-        if (got == 0) {
-            if (ferror (stdin)) {
-                explicit_bzero (text, size);
-                free (text);
-                return NULL;
-            }
-            text [size] = 0;
-            return text;
-        }
+    char *text = (char *) malloc (S_STDIN_MAX + 1);
+    size_t size = text? fread (text, 1, S_STDIN_MAX + 1, stdin): 0;
+    if (text && (ferror (stdin) || size > S_STDIN_MAX)) {
+        explicit_bzero (text, size);
+        free (text);
+        return NULL;
     }
-    return NULL;
+    if (text)
+        text [size] = 0;
+    return text;
 }
 
 static int
@@ -476,7 +457,8 @@ s_project_command (const char *command, int argc, char *argv [])
                 return s_api_as_owner (project, "GET", path, NULL, NULL);
             char *body = streq (argv [3], "-")? s_read_stdin (): strdup (argv [3]);
             if (!body) {
-                fprintf (stderr, "layersctl: could not read the layer's JSON from standard input\n");
+                fprintf (stderr, "layersctl: could not read the layer's JSON from standard input"
+                         " (at most 1 MiB)\n");
                 return 2;
             }
             int rc = s_api_as_owner (project, "PUT", path, NULL, body);

@@ -733,15 +733,12 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
                 size_t extra = room - request->held_bytes;
                 char *bigger = NULL;
                 if (__atomic_add_fetch (&shared->in_flight_bytes, extra, __ATOMIC_RELAXED)
-                    > S_MAX_IN_FLIGHT_BYTES)
+                    <= S_MAX_IN_FLIGHT_BYTES)
+                    bigger = (char *) realloc (request->upload, room);
+                if (!bigger) {
+                    __atomic_sub_fetch (&shared->in_flight_bytes, extra, __ATOMIC_RELAXED);
                     request->over_budget = true;
-                else
-                if (!(bigger = (char *) realloc (request->upload, room))) {
-                    __atomic_sub_fetch (&shared->in_flight_bytes, extra, __ATOMIC_RELAXED);
-                    return MHD_NO;
                 }
-                if (request->over_budget)
-                    __atomic_sub_fetch (&shared->in_flight_bytes, extra, __ATOMIC_RELAXED);
                 else {
                     request->upload = bigger;
                     request->held_bytes = room;
@@ -1101,9 +1098,10 @@ s_known_good (self_t *self, s_request_t *request)
     return until && *until > ly_mono_msec ();
 }
 
-//  Seconds the client must wait, or 0 when it may try.
+//  Seconds the client must wait, or 0 when it may try: then a credential not known
+//  good is counted as being checked (s_guess_begin) until its answer.
 static int
-s_auth_blocked (self_t *self, s_request_t *request)
+s_auth_admit (self_t *self, s_request_t *request)
 {
     char key [128];
     s_failure_key (request, true, key, sizeof key);
@@ -1247,6 +1245,7 @@ s_submit (self_t *self, s_request_t *request, const s_key_t *key)
     ly_msg_set_obj (submit, LY_EVENTS_SUBMIT_EVENTS, request->events.events, request->events.events_size);
     ly_msg_set_obj (submit, LY_EVENTS_SUBMIT_REJECTED, request->events.rejected, request->events.rejected_size);
     //  The raw values go with the frame; the gateway keeps no copy.
+    s_guess_end (self, request);            //  filed under the client IP, wiped now
     explicit_bzero (request->client_ip, sizeof request->client_ip);
     if (request->user_agent) {
         explicit_bzero (request->user_agent, strlen (request->user_agent));
@@ -1301,8 +1300,6 @@ s_rate_wait (self_t *self, const char *project_id, size_t count)
 static void
 s_key_answer (self_t *self, s_request_t *request, const s_key_t *key)
 {
-    s_guess_end (self, request);            //  the key is known now (and the client IP
-                                            //  that counts it is wiped once submitted)
     int wait = key->found? s_rate_wait (self, key->project_id, request->events.count): 0;
     if (wait) {
         ly_metric_add (self->rate_limited, 1);
@@ -1760,7 +1757,7 @@ s_handle_wake (self_t *self)
         }
         else {
             s_track (self, request);
-            int wait = request->route->id == S_READYZ? 0: s_auth_blocked (self, request);
+            int wait = request->route->id == S_READYZ? 0: s_auth_admit (self, request);
             if (wait) {
                 s_answer_error (request, MHD_HTTP_TOO_MANY_REQUESTS, "too_many_failures",
                                 "too many failed authentications from this address; retry later");

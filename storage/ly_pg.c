@@ -175,22 +175,24 @@ s_file_exists (const char *format, const char *arg)
     return access (path, F_OK) == 0;
 }
 
-//  Opens a configuration file of the cluster for writing, whatever the umask: 0600,
-//  the postgres user's when we are root, so that the server reads it. NULL, with err.
-static FILE *
-s_conf_open (ly_pg_t *self, const char *name, char **path, char *err, size_t errlen)
+//  Writes text as a configuration file of the cluster, whatever the umask: 0600, the
+//  postgres user's when we are root, so that the server reads it. -1, with err.
+static int
+s_conf_write (ly_pg_t *self, const char *name, const char *text, char *err, size_t errlen)
 {
-    *path = zsys_sprintf ("%s/%s", self->cluster, name);
-    int fd = open (*path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    char *path = zsys_sprintf ("%s/%s", self->cluster, name);
+    int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     struct passwd *pw = geteuid () == 0? getpwnam ("postgres"): NULL;
-    if (fd == -1 || fchmod (fd, 0600) || (pw && fchown (fd, pw->pw_uid, pw->pw_gid))) {
-        snprintf (err, errlen, "could not write \"%s\" for PostgreSQL: %s", *path, strerror (errno));
-        if (fd != -1)
-            close (fd);
-        zstr_free (path);
-        return NULL;
-    }
-    return fdopen (fd, "w");
+    size_t len = strlen (text);
+    bool written = fd != -1 && fchmod (fd, 0600) == 0
+                && (!pw || fchown (fd, pw->pw_uid, pw->pw_gid) == 0)
+                && write (fd, text, len) == (ssize_t) len;
+    if (fd != -1 && close (fd))
+        written = false;
+    if (!written)
+        snprintf (err, errlen, "could not write \"%s\" for PostgreSQL: %s", path, strerror (errno));
+    zstr_free (&path);
+    return written? 0: -1;
 }
 
 //  pg_hba.conf: the unix socket only (0700, the postgres user's), never a TCP client,
@@ -198,29 +200,18 @@ s_conf_open (ly_pg_t *self, const char *name, char **path, char *err, size_t err
 static int
 s_write_hba (ly_pg_t *self, char *err, size_t errlen)
 {
-    char *path;
-    FILE *file = s_conf_open (self, "pg_hba.conf", &path, err, errlen);
-    if (!file)
-        return -1;
-    fprintf (file,
+    return s_conf_write (self, "pg_hba.conf",
         "# Written by layersd at every start; edits are lost. The embedded cluster is\n"
         "# reached through its unix socket only (a directory only postgres can enter).\n"
         "local all all trust\n"
         "host all all 0.0.0.0/0 reject\n"
-        "host all all ::/0 reject\n");
-    fclose (file);
-    zstr_free (&path);
-    return 0;
+        "host all all ::/0 reject\n", err, errlen);
 }
 
 static int
 s_write_conf (ly_pg_t *self, char *err, size_t errlen)
 {
-    char *path;
-    FILE *file = s_conf_open (self, "layers.conf", &path, err, errlen);
-    if (!file)
-        return -1;
-    fprintf (file,
+    char *text = zsys_sprintf (
         "# Written by layersd at every start; edits are lost.\n"
         "listen_addresses = ''\n"
         "unix_socket_directories = '%s'\n"
@@ -242,9 +233,9 @@ s_write_conf (ly_pg_t *self, char *err, size_t errlen)
         "log_min_error_statement = panic\n"
         "log_line_prefix = '%%m [%%p] '\n",
         self->sockdir);
-    fclose (file);
-    zstr_free (&path);
-    return 0;
+    int rc = s_conf_write (self, "layers.conf", text, err, errlen);
+    zstr_free (&text);
+    return rc;
 }
 
 static void

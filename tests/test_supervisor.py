@@ -182,22 +182,9 @@ def test_stray_signals_are_ignored(server):
     assert http("GET", server.base + "/readyz")[0] == 200
 
 
-def test_sigquit_stops_like_sigterm():
-    s = Layersd().start()
-    try:
-        kids = list(s.actors().values())
-        s.proc.send_signal(signal.SIGQUIT)
-        s.proc.wait(10)
-        assert s.proc.returncode == 0, s.log()
-        assert "received SIGQUIT, stopping" in s.log()
-        for pid in kids:
-            assert not alive(pid), f"actor {pid} survived"
-        assert not os.path.exists(os.path.join(s.data_dir, "pg", "data", "postmaster.pid"))
-    finally:
-        s.cleanup()
-
-
-def test_sigterm_leaves_nothing_behind():
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGQUIT])
+def test_sigterm_leaves_nothing_behind(signum):
+    """SIGTERM, and SIGQUIT alike, stop every actor and PostgreSQL, and say so."""
     s = Layersd().start()
     try:
         kids = list(s.actors().values())
@@ -207,10 +194,11 @@ def test_sigterm_leaves_nothing_behind():
             pg_pid = int(f.readline())
         assert alive(pg_pid)
         started = time.monotonic()
-        s.proc.send_signal(signal.SIGTERM)
+        s.proc.send_signal(signum)
         s.proc.wait(10)
         assert time.monotonic() - started < 5.0
         assert s.proc.returncode == 0, s.log()
+        assert f"received {signal.Signals(signum).name}, stopping" in s.log()
         for pid in kids:
             assert not alive(pid), f"actor {pid} survived"
         assert not alive(pg_pid), "PostgreSQL survived"

@@ -533,13 +533,41 @@ ly_uap_destroy (ly_uap_t **self_p)
     *self_p = NULL;
 }
 
-//  Parses ua (len bytes of UTF-8) into result, through the cache when there is one
+//  s_parse of ua (len bytes, any bytes): a byte that is not UTF-8 (a Latin-1 é, a stray
+//  0xFF) is read as '?', for PCRE2 would take it as the end of what a rule may match, and
+//  a vaguer rule would win. Only parses pay this (the cache is keyed by the bytes sent).
 static void
-s_parse_cached (ly_uap_t *self, const char *ua, size_t len, ly_uap_result_t *result)
+s_parse_bytes (ly_uap_t *self, const char *ua, size_t len, ly_uap_result_t *result)
 {
+    char clean [LY_UAP_MAX_INPUT];
+    for (size_t i = 0, n; i < len; i += n? n: 1) {
+        n = ly_utf8_sequence (ua + i, len - i);
+        if (n)
+            continue;
+        if (ua != clean) {
+            memcpy (clean, ua, len);
+            ua = clean;
+        }
+        clean [i] = '?';
+    }
+    s_parse (self, ua, len, result);
+    if (ua == clean)
+        explicit_bzero (clean, len);    //  a User-Agent: personal data
+}
+
+//  Parses ua (len bytes, any bytes) into result, through the cache when there is one
+void
+ly_uap_parse (ly_uap_t *self, const char *ua, size_t len, ly_uap_result_t *result)
+{
+    assert (self && result);
+    assert (ua || len == 0);
+    if (!ua)
+        ua = "";
+    if (len > LY_UAP_MAX_INPUT)
+        len = LY_UAP_MAX_INPUT;
     if (!self->cache) {
         self->misses++;
-        s_parse (self, ua, len, result);
+        s_parse_bytes (self, ua, len, result);
         return;
     }
     uint64_t key [2];
@@ -561,39 +589,11 @@ s_parse_cached (ly_uap_t *self, const char *ua, size_t len, ly_uap_result_t *res
             victim = entry;             //  a free entry (stamp 0) or the least recent
     }
     self->misses++;
-    s_parse (self, ua, len, result);
+    s_parse_bytes (self, ua, len, result);
     victim->key [0] = key [0];
     victim->key [1] = key [1];
     victim->stamp = ++self->clock;
     victim->result = *result;
-}
-
-//  Parses ua (len bytes, any bytes) into result
-void
-ly_uap_parse (ly_uap_t *self, const char *ua, size_t len, ly_uap_result_t *result)
-{
-    assert (self && result);
-    assert (ua || len == 0);
-    if (!ua)
-        ua = "";
-    if (len > LY_UAP_MAX_INPUT)
-        len = LY_UAP_MAX_INPUT;
-    //  A byte that is not UTF-8 (a Latin-1 é, a stray 0xFF) becomes '?': PCRE2 would
-    //  take it as the end of what a rule may match, and a vaguer rule would win
-    char clean [LY_UAP_MAX_INPUT];
-    for (size_t i = 0, n; i < len; i += n? n: 1) {
-        n = ly_utf8_sequence (ua + i, len - i);
-        if (n)
-            continue;
-        if (ua != clean) {
-            memcpy (clean, ua, len);
-            ua = clean;
-        }
-        clean [i] = '?';
-    }
-    s_parse_cached (self, ua, len, result);
-    if (ua == clean)
-        explicit_bzero (clean, len);    //  a User-Agent: personal data
 }
 
 uint64_t

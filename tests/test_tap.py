@@ -68,6 +68,33 @@ def test_tap_prints_live_frames(server):
     assert ("store", "out", "PONG") in seen or ("gateway", "in", "PONG") in seen
 
 
+def test_key_info_leaves_out_a_country_code_the_project_has_not(server):
+    """KEY_INFO carries default_country_code only when the project has one
+    (docs/protocol.md), like every other optional field of a frame."""
+    from lyserver import api_call, post_events
+    creds = server.credentials()
+    status, _, made = api_call(server, "POST", f"/v1/projects/{creds['project_id']}/sdk-keys",
+                               token=creds["api_token"], body={})
+    assert status == 201, made
+    stop = threading.Event()
+
+    def traffic():                      # a key the gateway has not looked up yet
+        while not stop.is_set():
+            post_events(server, {"event_id": "kc", "name": "x"}, key=made["key"])
+            stop.wait(0.2)
+
+    t = threading.Thread(target=traffic, daemon=True)
+    t.start()
+    try:
+        out = run_tap(server, "--filter", "KEY_INFO", "--count", "1", "--timeout", "30")
+    finally:
+        stop.set()
+        t.join()
+    assert out.returncode == 0, out.stderr
+    fields = json.loads(out.stdout.splitlines()[0])["fields"]
+    assert fields["status"] == "found" and "default_country_code" not in fields, fields
+
+
 def test_tap_redacts_api_queries_and_bodies(server):
     """A client may put a token or an email in a /v1 query (or the body): the tap shows
     neither."""

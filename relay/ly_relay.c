@@ -499,6 +499,12 @@ s_outcome_queue (self_t *self, s_outcome_t **outcome_p, ly_destination_t destina
         s_outcome_destroy (&outcome);
         return;
     }
+    //  An Apple row done for good forgets its event's attribution token, but a row given
+    //  up on because Apple did not know the token yet: a replay may still use it (the
+    //  sweep drops it once the token's life is over)
+    if (destination == LY_DEST_APPLE && !streq (outcome->status, "pending")
+    &&  !(outcome->reason && streq (outcome->reason, "not found")))
+        outcome->drop_token = true;
     if (metric >= 0)
         ly_metric_add (self->events [destination][metric], (double) outcome->count);
     zlistx_add_end (self->outcomes, outcome);
@@ -861,13 +867,12 @@ s_job_queue (self_t *self, s_job_t *job, bool first)
 static void
 s_settle (self_t *self, ly_destination_t destination, ly_delivery_t **rows, size_t count,
           const char *status, const char *reason, const ly_httpc_response_t *response,
-          const ly_verdict_t *verdict, const char *secret, bool drop_token)
+          const ly_verdict_t *verdict, const char *secret)
 {
     s_outcome_t *outcome = s_outcome_new (self, status, count);
     for (size_t i = 0; i < count; i++)
         s_outcome_add (outcome, rows [i]);
     outcome->reason = reason? strdup (reason): NULL;
-    outcome->drop_token = drop_token;
     outcome->attempt = response? 1: 0;
     s_outcome_answer (outcome, destination, response, verdict, secret);
     int metric = streq (status, "dead")? S_DEAD: streq (status, "skipped")? S_SKIPPED: S_DELIVERED;
@@ -910,8 +915,6 @@ s_retry (self_t *self, ly_destination_t destination, ly_delivery_t **rows, size_
     snprintf (text, sizeof text, "expired: %s", reason? reason: "retries");
     expired->reason = strdup (text);
     token_expired->reason = strdup ("token expired");
-    token_expired->drop_token = true;
-    expired->drop_token = destination == LY_DEST_APPLE;     //  no more tries: its token goes
     again->attempt = expired->attempt = token_expired->attempt = sent? 1: 0;
     s_outcome_answer (again, destination, response, verdict, secret);
     s_outcome_answer (expired, destination, response, verdict, secret);
@@ -1080,15 +1083,14 @@ typedef struct {
 
 static void
 s_settling_add (s_settling_t *settling, ly_delivery_t *row, const char *status,
-                const char *reason, bool drop_token)
+                const char *reason)
 {
     char key [320];
-    snprintf (key, sizeof key, "%s/%d/%s", status, drop_token, reason);
+    snprintf (key, sizeof key, "%s/%s", status, reason);
     s_outcome_t *outcome = (s_outcome_t *) zhashx_lookup (settling->groups, key);
     if (!outcome) {
         outcome = s_outcome_new (settling->self, status, settling->capacity);
         outcome->reason = strdup (reason);
-        outcome->drop_token = drop_token;
         zhashx_insert (settling->groups, key, outcome);
         zlistx_add_end (settling->order, outcome);
     }
@@ -1121,28 +1123,28 @@ s_batch_start (self_t *self, s_batch_t *batch)
     char reason [256];
     for (ly_delivery_t *row = (ly_delivery_t *) zlistx_first (batch->rows); row;
          row = (ly_delivery_t *) zlistx_next (batch->rows)) {
-        if (!batch->layer_found || !batch->enabled)      //  final: an Apple token goes
-            s_settling_add (&settling, row, "skipped", "disabled", destination == LY_DEST_APPLE);
+        if (!batch->layer_found || !batch->enabled)
+            s_settling_add (&settling, row, "skipped", "disabled");
         else
         if (!row->has_event)
-            s_settling_add (&settling, row, "dead", "event missing", false);
+            s_settling_add (&settling, row, "dead", "event missing");
         else
         if (row->consent_ads == 0)
-            s_settling_add (&settling, row, "skipped", "consent", destination == LY_DEST_APPLE);
+            s_settling_add (&settling, row, "skipped", "consent");
         else
         if (destination == LY_DEST_APPLE && row->received_age > LY_APPLE_TOKEN_LIFE)
-            s_settling_add (&settling, row, "dead", "token expired", true);
+            s_settling_add (&settling, row, "dead", "token expired");
         else
         if (destination == LY_DEST_APPLE && !row->attribution_token)
-            s_settling_add (&settling, row, "dead", "no token", false);
+            s_settling_add (&settling, row, "dead", "no token");
         else
         if (destination == LY_DEST_TIKTOK && !ly_tiktok_event_name (batch->config, row->name)) {
-            s_settling_add (&settling, row, "skipped", "unmapped", false);
+            s_settling_add (&settling, row, "skipped", "unmapped");
             ly_metric_add (self->unmapped, 1);
         }
         else
         if (destination == LY_DEST_META && ly_meta_event_check (row, now, reason, sizeof reason))
-            s_settling_add (&settling, row, "dead", reason, false);
+            s_settling_add (&settling, row, "dead", reason);
         else
             valid [valid_count++] = row;
     }
@@ -1159,7 +1161,7 @@ s_batch_start (self_t *self, s_batch_t *batch)
         ly_warning (S_ACTOR, "parked %zu %s events of project %s: %s", valid_count,
                     ly_destination_name (destination), batch->project_id, reason);
         for (size_t i = 0; i < valid_count; i++)
-            s_settling_add (&settling, valid [i], "dead", reason, false);
+            s_settling_add (&settling, valid [i], "dead", reason);
         valid_count = 0;
     }
     s_settling_finish (&settling);
@@ -1426,7 +1428,6 @@ s_job_done (void *arg, const ly_httpc_response_t *response)
             outcome->has_record = true;
             outcome->record = record;
             memset (&record, 0, sizeof record);
-            outcome->drop_token = true;
         }
         s_outcome_queue (self, &outcome, destination, S_DELIVERED);
     }
@@ -1452,8 +1453,7 @@ s_job_done (void *arg, const ly_httpc_response_t *response)
     else
     if (verdict.kind == LY_VERDICT_REJECTED || verdict.kind == LY_VERDICT_DEAD)
         s_settle (self, destination, job->rows, job->count, "dead", verdict.reason, response,
-                  &verdict, batch->token, destination == LY_DEST_APPLE && verdict.kind == LY_VERDICT_DEAD
-                                          && streq (verdict.reason, "invalid token"));
+                  &verdict, batch->token);
     else
     if (verdict.kind == LY_VERDICT_NOT_YET) {
         ly_delivery_t *row = job->rows [0];
@@ -1462,7 +1462,7 @@ s_job_done (void *arg, const ly_httpc_response_t *response)
                      self->apple_retry_ms, true, response, &verdict, NULL);
         else
             s_settle (self, destination, job->rows, job->count, "dead", verdict.reason,
-                      response, &verdict, NULL, false);
+                      response, &verdict, NULL);
     }
     ly_apple_record_reset (&record);
     s_job_destroy (self, &job);

@@ -1710,9 +1710,11 @@ s_handle_pong (self_t *self, ly_msg_t *msg)
     if (!request || request->route->id != S_READYZ)
         return;
     if (!ly_msg_bool (msg, LY_PONG_DB_OK)) {
-        char reason [128];
-        snprintf (reason, sizeof reason, "the %s actor cannot reach the database",
-                  ly_msg_str (msg, LY_PONG_SENDER)? ly_msg_str (msg, LY_PONG_SENDER): "");
+        char reason [160];
+        const char *sender = ly_msg_str (msg, LY_PONG_SENDER);
+        const char *detail = ly_msg_str (msg, LY_PONG_DETAIL);
+        snprintf (reason, sizeof reason, "the %s actor: %s", sender? sender: "?",
+                  detail? detail: "the database is unreachable");
         s_answer_unavailable (request, "not_ready", reason, 1);
         s_finish (self, request);
     }

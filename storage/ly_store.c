@@ -55,6 +55,8 @@
 #define S_STALL_MSEC 2000           /* every session has had its batch this long: the
                                        database hangs (stopped, a full disk, a lock held);
                                        what waits is answered "unavailable" */
+#define S_FAILING_MSEC 10000        /* a batch the database refused (a full disk) this
+                                       recently: not ready; failures logged once per */
 #define S_PARTITION_MSEC (3600 * 1000)  /* how often to create partitions ahead */
 #define S_EXPIRE_MSEC (60 * 1000)       /* how often to look for expired dedup keys */
 #define S_EXPIRE_ROWS 5000              /* keys forgotten per call, between batches */
@@ -131,6 +133,12 @@ typedef struct {
     zlistx_t *unsent;       /* s_unsent_t: acknowledgements to a gateway not connected */
     bool ack_stuck;         /* an acknowledgement timed out in this flush */
     bool wrote;             /* a batch was written since the last expiry */
+    int64_t failing_since;  /* monotonic msec of the first of the batches failing in a
+                               row (the database down or refusing), 0: the last wrote */
+    int64_t failed_at;      /* monotonic msec the last of them failed */
+    int64_t failure_logged; /* monotonic msec their last summary was logged */
+    uint32_t failed_batches;    /* failed since that summary */
+    uint32_t failed_requests;   /* ... their requests */
 } self_t;
 
 //  An acknowledgement for a gateway the router does not know (yet): right after the
@@ -456,7 +464,6 @@ s_write_end (s_writer_t *w, ly_result_t result, const PGresult *failed)
                 ly_db_exec (w->db, "ROLLBACK", ignored, sizeof ignored);
             }
         }
-        ly_warning (S_ACTOR, "could not write %zu requests: %s", w->to - w->from, w->err);
         if (w->db && PQstatus (w->db) != CONNECTION_OK)
             result = LY_UNAVAILABLE;
         s_db_failed (w, failed);
@@ -641,6 +648,49 @@ s_status_word (ly_result_t result)
     return result == LY_OK? "ok": result == LY_INVALID? "error": "unavailable";
 }
 
+//  Logs a batch that failed for the database (down, hanging, a full disk): the first of
+//  a run of them at once, then a summary every S_FAILING_MSEC, so a database that
+//  refuses for minutes does not write a warning per batch; and the run's end.
+static void
+s_note_result (self_t *self, s_writer_t *w)
+{
+    int64_t now = ly_mono_msec ();
+    if (w->result == LY_OK) {
+        if (self->failing_since)
+            ly_info (S_ACTOR, "writing again after %.1f s of failed batches",
+                     (double) (now - self->failing_since) / 1000);
+        self->failing_since = 0;
+        return;
+    }
+    if (w->result != LY_UNAVAILABLE)
+        return;
+    self->failed_at = now;
+    self->failed_batches++;
+    self->failed_requests += (uint32_t) w->batch_size;
+    if (!self->failing_since) {
+        self->failing_since = self->failure_logged = now;
+        ly_warning (S_ACTOR, "could not write %zu requests: %s", w->batch_size, w->err);
+        self->failed_batches = self->failed_requests = 0;
+    }
+    else
+    if (now - self->failure_logged >= S_FAILING_MSEC) {
+        ly_warning (S_ACTOR, "could not write %u batches (%u requests) in %.1f s, the "
+                    "last: %s", self->failed_batches, self->failed_requests,
+                    (double) (now - self->failure_logged) / 1000, w->err);
+        self->failure_logged = now;
+        self->failed_batches = self->failed_requests = 0;
+    }
+}
+
+//  True while the database refuses what the store writes: a batch failed for it within
+//  S_FAILING_MSEC and none was written since (it may answer "SELECT 1" meanwhile: a full
+//  disk). Readiness says no then; with no batch to try, it says yes again after that.
+static bool
+s_writes_fail (self_t *self)
+{
+    return self->failing_since && ly_mono_msec () - self->failed_at < S_FAILING_MSEC;
+}
+
 //  After w's batch is done: acknowledges every request in it. A deadlock's victim is
 //  written again once; a batch PostgreSQL refused for its data is written again request
 //  by request (each waited for) to find the one it refuses.
@@ -665,6 +715,10 @@ s_complete (self_t *self, s_writer_t *w)
             s_write_start (self, w, i, i + 1);
             s_write_read (self, w, true);
             s_ack (self, &w->batch [i], s_status_word (w->result));
+            if (w->result == LY_INVALID)
+                ly_warning (S_ACTOR, "the database refused a request's rows: %s", w->err);
+            else
+                s_note_result (self, w);
         }
     }
     else {
@@ -683,6 +737,10 @@ s_complete (self_t *self, s_writer_t *w)
                 ly_info (S_ACTOR, "wrote %zu requests, %u rows, %u new",
                          w->batch_size, w->batch_rows, stored);
         }
+        if (w->result == LY_INVALID)
+            ly_warning (S_ACTOR, "the database refused a request's rows: %s", w->err);
+        else
+            s_note_result (self, w);
     }
     w->batch_size = 0;
     w->batch_rows = 0;
@@ -797,7 +855,6 @@ s_give_up_connecting (self_t *self)
             continue;
         snprintf (w->err, sizeof w->err, "the database did not take a new connection "
                   "within %d ms", S_STALL_MSEC);
-        ly_warning (S_ACTOR, "could not write %zu requests: %s", w->to - w->from, w->err);
         ly_metric_add (self->stalled, w->batch_size);
         w->result = LY_UNAVAILABLE;
         w->phase = S_IDLE;
@@ -1019,12 +1076,15 @@ s_db_answers (self_t *self)
 static void
 s_answer_ping (self_t *self, zframe_t *routing_id, ly_msg_t *msg)
 {
-    bool db_ok = s_db_answers (self);
+    bool writes_fail = s_writes_fail (self);
+    bool db_ok = !writes_fail && s_db_answers (self);
     ly_msg_t *reply = ly_msg_new (LY_MSG_PONG);
     ly_msg_set_uint (reply, LY_PONG_REQUEST_ID, ly_msg_uint (msg, LY_PING_REQUEST_ID));
     ly_msg_set_str (reply, LY_PONG_SENDER, S_ACTOR);
     ly_msg_set_bool (reply, LY_PONG_DB_OK, db_ok);
-    ly_msg_set_str (reply, LY_PONG_DETAIL, db_ok? "database reachable": "database unreachable");
+    ly_msg_set_str (reply, LY_PONG_DETAIL, db_ok? "the database is reachable"
+                                         : writes_fail? "the database refuses writes"
+                                         : "the database is unreachable");
     ly_send (self->router, self->tap, routing_id, &reply);
 }
 

@@ -196,8 +196,9 @@ def fill(path):
 def test_a_full_disk_gets_503_and_the_server_recovers_by_itself():
     """With the data directory's disk full under load, the store cannot write: requests
     get 503 with Retry-After (send again), never 500 (a bug); PostgreSQL may PANIC and
-    fail its recovery, and is then started again until it can. Once space is freed,
-    ingest resumes without a restart of Layersd, every acknowledged event stored once."""
+    fail its recovery, and is then started again until it can; /readyz says 503 meanwhile.
+    Once space is freed, ingest resumes without a restart of Layersd and /readyz says 200,
+    every acknowledged event stored once."""
     with small_disk(300) as disk:
         os.mkdir(os.path.join(disk, "data"))
         server = Layersd(data_dir=os.path.join(disk, "data"))
@@ -207,14 +208,24 @@ def test_a_full_disk_gets_503_and_the_server_recovers_by_itself():
                 filler = fill(disk)
                 wait_for(lambda: load.count(503) + load.count(500) > 10, 60,
                          "refusals while the disk is full")
+                # not ready while writes fail, whether PostgreSQL is down or answers
+                # SELECT 1 but cannot write
+                wait_for(lambda: http("GET", server.base + "/readyz")[0] == 503, 5,
+                         "/readyz 503 while the disk is full")
                 time.sleep(3)
                 os.unlink(filler)
                 acked = load.count(202)
                 wait_for(lambda: load.count(202) > acked + 20, 90,
                          "acknowledgements once the disk has room")
+                wait_for(lambda: http("GET", server.base + "/readyz")[0] == 200, 10,
+                         "/readyz 200 once the disk has room")
             assert load.count(500) == 0, load.statuses
             assert load.retry_after_seen, load.statuses
             check_all_stored_once(server, load.acked)
+            # the store's failures: the first, a summary every 10 s, not one per batch
+            failures = [line for line in server.log().splitlines()
+                        if "could not write" in line]
+            assert 1 <= len(failures) <= 4, "\n".join(failures[:50])
 
 
 def cluster_pids(server):

@@ -103,6 +103,20 @@ ly_bootstrap_demo (PGconn *conn, char *err, size_t errlen)
         zstr_free (&path);
         return rc;
     }
+    //  Only on a database without organizations: credentials.json removed later (or a
+    //  shared database given with LAYERS_DATABASE_URL) does not make a second one.
+    char *exists = s_exec (conn, "SELECT EXISTS (SELECT FROM organizations)::text", 0, NULL,
+                           err, errlen);
+    if (!exists || streq (exists, "true")) {
+        if (exists)
+            ly_info ("supervisor", "no %s, but the database has organizations: no demo "
+                     "workspace made (layersctl token create makes a token)", path);
+        zstr_free (&path);
+        int rc = exists? 0: -1;
+        zstr_free (&exists);
+        return rc;
+    }
+    zstr_free (&exists);
     char *sdk_key = ly_token_new ("lys_");
     char *api_token = ly_token_new ("lya_");
     char *base_url = ly_bootstrap_base_url ();

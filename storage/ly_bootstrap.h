@@ -5,7 +5,8 @@
 
 #include "ly_prelude.h"
 
-/*  When $LAYERS_DATA_DIR/credentials.json does not exist: creates a demo organization,
+/*  When $LAYERS_DATA_DIR/credentials.json does not exist and the database has no
+    organization yet (otherwise it logs that it made none): creates a demo organization,
     its owner member, a project, an SDK key and an API token in one transaction, writes
     {"base_url", "org_id", "project_id", "sdk_key", "api_token"} to credentials.json
     (mode 0600) and prints them with a ready curl line. conn is an admin session.

@@ -83,6 +83,32 @@ def test_demo_credentials(server):
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
 
 
+def test_a_removed_credentials_file_makes_no_second_demo_workspace():
+    """The demo workspace is made on a database without organizations only: removing
+    credentials.json (it holds secrets) and starting again makes no second one; the
+    first's credentials still work."""
+    s = Layersd().start()
+    try:
+        creds = s.credentials()
+        s.stop()
+        os.unlink(os.path.join(s.data_dir, "credentials.json"))
+        s.start()
+        assert not os.path.exists(os.path.join(s.data_dir, "credentials.json"))
+        assert "no demo workspace made" in s.log()
+        conn = db_connect(s)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT count(*) FROM organizations")
+            assert cur.fetchone()[0] == 1
+        finally:
+            conn.close()
+        status, _, _ = http("GET", s.base + "/v1/projects",
+                            headers={"Authorization": "Bearer " + creds["api_token"]})
+        assert status == 200
+    finally:
+        s.cleanup()
+
+
 def test_embedded_postgresql_settings(server):
     """The embedded cluster runs with layers.conf: WAL room for sustained ingest, new WAL
     segments not zero-filled while commits wait, and table writes pushed to the disk as

@@ -547,7 +547,19 @@ s_phone (scrub_t *self, const msgpack_object *value, ly_event_stats_t *stats)
         phone = digits;
     }
     else
-        return s_refuse (self, "phone must be a string or a positive integer");
+    if (value->type == MSGPACK_OBJECT_FLOAT64 && value->via.f64 >= 1 && value->via.f64 < 1e15
+    &&  value->via.f64 == floor (value->via.f64)) {
+        len = (size_t) snprintf (digits, sizeof digits, "%.0f", value->via.f64);
+        phone = digits;             //  16505551234.0: the number, written as a real
+    }
+    else
+    if (value->type == MSGPACK_OBJECT_NEGATIVE_INTEGER || value->type == MSGPACK_OBJECT_FLOAT64) {
+        if (stats)                  //  a number, but no phone number: dropped like one
+            stats->phone_invalid++;
+        return LY_OK;
+    }
+    else
+        return s_refuse (self, "phone must be a string or a number");
     int rc = ly_pii_phone_sha256 (phone, len, self->ctx->default_country_code,
                                   self->phone_sha256, self->phone_e164_sha256);
     if (phone == digits)

@@ -123,7 +123,9 @@ s_test_email (void)
         "a@b@c.com", "jo hn@example.com", "john@exa mple.com", "john@example..com",
         "john@.example.com", "john@example.com.", "john\x01@example.com", "john@example.com\x7f",
         "\"john smith\"@example.com", "jo\xFFhn@example.com", "john@exam\xC3ple.com",
-        "\xC2\xA0", NULL
+        "\xC2\xA0", "foo\xC2\xA0" "bar@example.com", "foo@exa\xE2\x80\x83mple.com",
+        "foo\xE3\x80\x80" "bar@example.com", "foo\xC2\x85" "bar@example.com",
+        "foo\xC2\x9F" "bar@example.com", NULL
     };
     for (int i = 0; invalid [i]; i++)
         s_check_email (invalid [i], NULL, NULL);

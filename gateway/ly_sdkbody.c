@@ -262,9 +262,9 @@ s_split (const char *text, size_t size, s_split_t *split)
                                              JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL): NULL;
             if (!value)
                 break;
+            if (is_event_id && !json_is_null (value))
+                split->event_id = true;     //  null is no event_id
             json_decref (value);
-            if (is_event_id)
-                split->event_id = true;
         }
         if (!end)
             break;
@@ -871,18 +871,22 @@ ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
     }
     json_t *events = root;
     bool batch = false;
-    if (json_is_object (root) && json_object_get (root, "events")
-    &&  json_object_get (root, "event_id")) {
+    //  null is a field left out, "events" and "event_id" too
+    json_t *listed = json_is_object (root)? json_object_get (root, "events"): NULL;
+    if (json_is_null (listed))
+        listed = NULL;
+    json_t *event_id = json_is_object (root)? json_object_get (root, "event_id"): NULL;
+    if (listed && event_id && !json_is_null (event_id)) {
         json_decref (root);
         s_free_reasons (&unreadable, parts);
         return s_fail (error, 400, "malformed", S_AMBIGUOUS);
     }
-    if (json_is_object (root) && json_is_array (json_object_get (root, "events"))) {
-        events = json_object_get (root, "events");
+    if (json_is_array (listed)) {
+        events = listed;
         batch = true;
     }
     else
-    if (!json_is_object (root) || json_object_get (root, "events")) {
+    if (!json_is_object (root) || listed) {
         bool object = json_is_object (root);
         json_decref (root);
         s_free_reasons (&unreadable, parts);

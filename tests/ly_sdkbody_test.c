@@ -266,6 +266,11 @@ main (void)
     ANSWER ("{\"event_id\":\"e\",\"events\":[{\"event_id\":\"i\"}]}", 400, 0, "");
     ANSWER ("{\"event_id\":\"e\",\"events\":[{\"a\":tru}]}", 400, 0, "");
     ANSWER ("{\"event_id\":\"e\",\"events\":5}", 400, 0, "");
+    //  ... but null is a field left out: a batch beside "event_id": null, one event
+    //  beside "events": null
+    ANSWER ("{\"events\":[{\"event_id\":\"i\"}],\"event_id\":null}", 0, 1, "");
+    ANSWER ("{\"events\":[{\"event_id\":\"i\"},{\"a\":tru}],\"event_id\":null}", 0, 2, "1");
+    ANSWER ("{\"event_id\":\"e\",\"name\":\"a\",\"events\":null}", 0, 1, "");
     //  Too many events is 413 (split it), even when one of them is unreadable
     text = s_batch (LY_SDKBODY_MAX_EVENTS + 1);
     text [strlen (text) - 10] = ';';   //  the last event: {"event_id";"e500"}

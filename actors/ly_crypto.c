@@ -1,6 +1,7 @@
 /*  ly_crypto.c: the master key, SHA-256 hex and random tokens, on OpenSSL. */
 #include "ly_crypto.h"
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/crypto.h>
 
@@ -85,18 +86,33 @@ ly_master_key_load (const char *path, bool create, uint8_t key [32], char *err, 
     return rc;
 }
 
-void
-ly_sha256_hex (const void *data, size_t size, char hex [65])
+static void
+s_digest_hex (const uint8_t digest [32], char hex [65])
 {
     static const char digits [] = "0123456789abcdef";
-    uint8_t digest [32];
-    unsigned int digest_len = 0;
-    EVP_Digest (data, size, digest, &digest_len, EVP_sha256 (), NULL);
     for (int i = 0; i < 32; i++) {
         hex [2 * i] = digits [digest [i] >> 4];
         hex [2 * i + 1] = digits [digest [i] & 15];
     }
     hex [64] = 0;
+}
+
+void
+ly_sha256_hex (const void *data, size_t size, char hex [65])
+{
+    uint8_t digest [32];
+    unsigned int digest_len = 0;
+    EVP_Digest (data, size, digest, &digest_len, EVP_sha256 (), NULL);
+    s_digest_hex (digest, hex);
+}
+
+void
+ly_hmac_sha256_hex (const uint8_t key [32], const void *data, size_t size, char hex [65])
+{
+    uint8_t digest [32];
+    unsigned int digest_len = 0;
+    HMAC (EVP_sha256 (), key, 32, (const unsigned char *) data, size, digest, &digest_len);
+    s_digest_hex (digest, hex);
 }
 
 bool

@@ -12,6 +12,9 @@ int ly_master_key_load (const char *path, bool create, uint8_t key [32], char *e
 /*  Lower-case hex SHA-256 of data into hex (65 bytes with the NUL). */
 void ly_sha256_hex (const void *data, size_t size, char hex [65]);
 
+/*  Lower-case hex HMAC-SHA-256 of data under a 32-byte key into hex (65 bytes). */
+void ly_hmac_sha256_hex (const uint8_t key [32], const void *data, size_t size, char hex [65]);
+
 /*  True when text (len bytes) is exactly 64 hex digits, as a SHA-256 hex is. */
 bool ly_is_sha256_hex (const char *text, size_t len);
 

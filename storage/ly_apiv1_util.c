@@ -345,17 +345,22 @@ s_is_int (const char *text, size_t max_digits)
     return true;
 }
 
-//  What ties a cursor to the list that gave it: the first 8 hex digits of the SHA-256
-//  of the tenant and the list's path, so that a cursor of another list (or of the same
-//  list of another organization) is refused rather than read as a position in this one.
+//  What ties a cursor to the list that gave it: the first 16 hex digits of the
+//  HMAC-SHA-256, under the master key, of the tenant, the list's path and the position,
+//  so that a cursor of another list (or of the same list of another organization), or
+//  one made up, is refused rather than read as a position in this one.
 static void
-s_cursor_tag (ly_apiv1_ctx_t *ctx, char tag [12])
+s_cursor_tag (ly_apiv1_ctx_t *ctx, const char *position, size_t len, char tag [17])
 {
-    char *list = zsys_sprintf ("%s\n%s", ctx->org_id, ctx->req->path);
+    char *list = zsys_sprintf ("%s\n%s\n%.*s", ctx->org_id, ctx->req->path, (int) len, position);
     char hex [65];
-    ly_sha256_hex (list, strlen (list), hex);
+    const uint8_t *key = ly_master_key ();
+    if (key)
+        ly_hmac_sha256_hex (key, list, strlen (list), hex);
+    else
+        ly_sha256_hex (list, strlen (list), hex);
     zstr_free (&list);
-    snprintf (tag, 12, "%.8s", hex);
+    snprintf (tag, 17, "%.16s", hex);
 }
 
 int
@@ -378,10 +383,11 @@ ly_apiv1_page (ly_apiv1_ctx_t *ctx, char kind, ly_apiv1_page_t *page)
         return 0;
     size_t len = 0;
     char *text = strlen (cursor) <= 200? ly_apiv1_base64url_decode (cursor, &len): NULL;
-    //  It ends with the tag of the list that gave it (s_cursor_tag)
-    char tag [12];
-    s_cursor_tag (ctx, tag);
+    //  It ends with the tag of the list that gave it and its position (s_cursor_tag)
+    char tag [17];
     char *dot = text && strlen (text) == len? strrchr (text, '.'): NULL;
+    if (dot)
+        s_cursor_tag (ctx, text, (size_t) (dot - text), tag);
     bool valid = dot && streq (dot + 1, tag);
     if (valid) {
         *dot = 0;
@@ -429,9 +435,11 @@ ly_apiv1_page_reply (ly_apiv1_ctx_t *ctx, const PGresult *res, char kind,
     json_t *next = json_null ();
     const char *last = rows > page->limit? ly_apiv1_value (res, page->limit - 1, "_cursor"): NULL;
     if (last) {
-        char tag [12];
-        s_cursor_tag (ctx, tag);
-        char *plain = zsys_sprintf ("%c.%s.%s", kind, last, tag);
+        char *position = zsys_sprintf ("%c.%s", kind, last);
+        char tag [17];
+        s_cursor_tag (ctx, position, strlen (position), tag);
+        char *plain = zsys_sprintf ("%s.%s", position, tag);
+        zstr_free (&position);
         char *cursor = ly_apiv1_base64url (plain, strlen (plain));
         if (cursor)
             next = json_string (cursor);

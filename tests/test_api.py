@@ -10,6 +10,7 @@ deliveries and replay; media downloads; layersctl; and that failed authenticatio
 throttled per client while others are served. Run:
     LY_BUILD_DIR=build/test /usr/bin/python3 -m pytest -q tests/test_api.py
 """
+import base64
 import hashlib
 import itertools
 import json
@@ -817,6 +818,13 @@ def test_a_cursor_works_only_for_the_list_that_gave_it(server, orgs):
     status, _, got = a.call("viewer", "GET", "/v1/projects?limit=1&cursor=" + cursor)
     assert status == 400 and got["error"]["code"] == "bad_cursor", got
     status, _, got = b.call("viewer", "GET", "/v1/members?limit=1&cursor=" + cursor)
+    assert status == 400 and got["error"]["code"] == "bad_cursor", got
+    # one made up from a real one, another position under the same list's tag, too
+    plain = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    kind, when, rest = plain.split(".", 2)
+    forged = "%s.%d.%s" % (kind, int(when) + 1, rest)
+    forged = base64.urlsafe_b64encode(forged.encode()).decode().rstrip("=")
+    status, _, got = a.call("viewer", "GET", "/v1/members?limit=1&cursor=" + forged)
     assert status == 400 and got["error"]["code"] == "bad_cursor", got
 
 

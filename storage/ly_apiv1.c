@@ -410,8 +410,10 @@ s_parse_body (ly_apiv1_ctx_t *ctx, const s_route_t *route)
     const ly_api_request_t *req = ctx->req;
     if (!(route->flags & (S_BODY | S_BODY_OPTIONAL))) {
         //  Nothing of a body would be read: say so rather than ignore it (an empty JSON
-        //  object, which some clients send with every PUT or DELETE, is nothing)
-        json_t *body = req->body_len? json_loadb (req->body, req->body_len, 0, NULL): NULL;
+        //  object, which some clients send with every PUT or DELETE, is nothing, when it
+        //  says it is JSON)
+        bool json = ly_jsonr_content_type (req->content_type) == LY_JSONR_JSON;
+        json_t *body = req->body_len && json? json_loadb (req->body, req->body_len, 0, NULL): NULL;
         bool empty = !req->body_len || (json_is_object (body) && json_object_size (body) == 0);
         json_decref (body);
         if (!empty)

@@ -838,6 +838,8 @@ def test_a_body_on_a_route_that_takes_none_is_refused(server, orgs):
     assert status == 400 and got["error"]["code"] == "bad_request", got
     status, _, got = a.call("admin", "PUT", link, b"garbage", headers={"Content-Type": "text/plain"})
     assert status == 400, got
+    status, _, got = a.call("admin", "PUT", link, b"{}", headers={"Content-Type": "text/plain"})
+    assert status == 400 and got["error"]["code"] == "bad_request", got
     status, _, got = a.call("admin", "PUT", link, {})
     assert status in (200, 201), got
     status, _, got = a.call("admin", "DELETE", "/v1/ads-content/" + ad, b"garbage",

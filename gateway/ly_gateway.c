@@ -577,6 +577,7 @@ typedef struct {
 static const char *s_single_headers [] = {
     "Authorization", "Content-Type", "Content-Encoding", "Host"
 };
+#define S_HOST_SEEN (1u << 3)           /* Host's bit in s_headers_t.seen */
 
 static enum MHD_Result
 s_scan_header (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
@@ -615,12 +616,15 @@ s_scan_header (void *cls, enum MHD_ValueKind kind, const char *key, const char *
 //  header that may come once; such a connection closes after the answer. False when
 //  the request is fine.
 static bool
-s_framing_error (s_request_t *request)
+s_framing_error (s_request_t *request, const char *version)
 {
     s_headers_t headers = { .lengths = 0 };
     MHD_get_connection_values (request->conn, MHD_HEADER_KIND, s_scan_header, &headers);
     char message [128] = "";
     unsigned status = MHD_HTTP_BAD_REQUEST;
+    if (!(headers.seen & S_HOST_SEEN) && strcmp (version, MHD_HTTP_VERSION_1_0))
+        snprintf (message, sizeof message, "an HTTP/1.1 request needs a Host header");
+    else
     if (headers.spaced_name)
         snprintf (message, sizeof message, "a header name is followed by white space");
     else
@@ -699,7 +703,7 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         if (length && strtoull (length, NULL, 10) > LY_SDKBODY_MAX_BYTES)
             request->too_large = true;
         *req_cls = request;
-        if (s_framing_error (request))
+        if (s_framing_error (request, version))
             return s_queue_answer (request);
         const char *expect = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
                                                           MHD_HTTP_HEADER_EXPECT);

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 
@@ -434,6 +435,28 @@ def test_a_request_whose_framing_is_in_doubt_is_refused_and_its_connection_close
     assert row(server, first) == [] and row(server, smuggled) == []
     status, _, body = post_events(server, {"event_id": eid(), "name": "x"}, key=server.key)
     assert status == 202, body
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+def test_an_http_1_1_request_without_host_is_refused(server, version):
+    """An HTTP/1.1 request without Host is 400 (RFC 9112 3.2) and closes the connection;
+    HTTP/1.0 needs no Host."""
+    event_id = eid()
+    body = event_body(event_id)
+    request = raw_request(server, auth_headers(server) + [
+        (b"Content-Length", b"%d" % len(body)), (b"Connection", b"close")], body)
+    request = request.replace(b"Host: x\r\n", b"").replace(b" HTTP/1.1\r\n",
+                                                          b" " + version.encode() + b"\r\n")
+    answer, _ = raw_exchange(server, request)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    if version == "HTTP/1.0":
+        assert re.match(rb"HTTP/1\.[01] 202", head), answer
+        assert len(row(server, event_id)) == 1
+        return
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert b"\r\nConnection: close" in head, answer
+    assert json.loads(payload)["error"]["code"] == "malformed", answer
+    assert row(server, event_id) == []
 
 
 def test_requests_the_http_layer_cannot_read_do_not_fill_the_log(server):

@@ -871,12 +871,15 @@ ly_sdkbody_parse_json (const char *text, size_t size, ly_sdkbody_t *out,
     }
     json_t *events = root;
     bool batch = false;
-    //  null is a field left out, "events" and "event_id" too
+    //  null is a field left out: "event_id": null beside "events", and "events": null
+    //  beside an event's own event_id (alone, {"events": null} is a batch gone wrong)
     json_t *listed = json_is_object (root)? json_object_get (root, "events"): NULL;
-    if (json_is_null (listed))
-        listed = NULL;
     json_t *event_id = json_is_object (root)? json_object_get (root, "event_id"): NULL;
-    if (listed && event_id && !json_is_null (event_id)) {
+    if (json_is_null (event_id))
+        event_id = NULL;
+    if (json_is_null (listed) && event_id)
+        listed = NULL;
+    if (listed && event_id) {
         json_decref (root);
         s_free_reasons (&unreadable, parts);
         return s_fail (error, 400, "malformed", S_AMBIGUOUS);

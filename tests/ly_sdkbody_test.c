@@ -271,6 +271,8 @@ main (void)
     ANSWER ("{\"events\":[{\"event_id\":\"i\"}],\"event_id\":null}", 0, 1, "");
     ANSWER ("{\"events\":[{\"event_id\":\"i\"},{\"a\":tru}],\"event_id\":null}", 0, 2, "1");
     ANSWER ("{\"event_id\":\"e\",\"name\":\"a\",\"events\":null}", 0, 1, "");
+    ANSWER ("{\"events\":null}", 400, 0, "");
+    ANSWER ("{\"events\":null,\"event_id\":null}", 400, 0, "");
     //  Too many events is 413 (split it), even when one of them is unreadable
     text = s_batch (LY_SDKBODY_MAX_EVENTS + 1);
     text [strlen (text) - 10] = ';';   //  the last event: {"event_id";"e500"}

@@ -17,17 +17,31 @@ s_fail (ly_sdkbody_error_t *error, unsigned status, const char *code, const char
     return -1;
 }
 
-//  True when the header value names this token (a content coding), parameters allowed.
-static bool
-s_media_type_is (const char *value, const char *type)
+//  The content coding a Content-Encoding value (RFC 9110 8.4) leaves: 0 none, 1 gzip,
+//  -1 one the gateway does not decode (or gzip twice). A list: its elements are
+//  separated by commas with optional white space, empty ones and "identity" are nothing.
+static int
+s_content_coding (const char *value)
 {
-    while (*value == ' ' || *value == '\t')
-        value++;
-    size_t len = strlen (type);
-    if (strncasecmp (value, type, len))
-        return false;
-    char next = value [len];
-    return next == 0 || next == ';' || next == ' ' || next == '\t';
+    int gzips = 0;
+    while (*value) {
+        while (*value == ' ' || *value == '\t' || *value == ',')
+            value++;
+        size_t len = strcspn (value, ",");
+        size_t token = len;
+        while (token && (value [token - 1] == ' ' || value [token - 1] == '\t'))
+            token--;
+        if (token == 4 && strncasecmp (value, "gzip", 4) == 0)
+            gzips++;
+        else
+        if (token == 6 && strncasecmp (value, "x-gzip", 6) == 0)
+            gzips++;
+        else
+        if (token && !(token == 8 && strncasecmp (value, "identity", 8) == 0))
+            return -1;
+        value += len;
+    }
+    return gzips <= 1? gzips: -1;
 }
 
 //  Inflates a gzip body into a new buffer of at most LY_SDKBODY_MAX_BYTES.
@@ -800,10 +814,11 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
     if (size > LY_SDKBODY_MAX_BYTES)
         return s_fail (error, 413, "too_large", "the body exceeds %d bytes", LY_SDKBODY_MAX_BYTES);
     char *inflated = NULL;
-    if (content_encoding && !s_media_type_is (content_encoding, "identity")) {
-        if (!s_media_type_is (content_encoding, "gzip") && !s_media_type_is (content_encoding, "x-gzip"))
-            return s_fail (error, 415, "unsupported_encoding",
-                           "Content-Encoding must be gzip or identity");
+    int coding = content_encoding? s_content_coding (content_encoding): 0;
+    if (coding < 0)
+        return s_fail (error, 415, "unsupported_encoding",
+                       "Content-Encoding must be gzip or identity");
+    if (coding) {
         if (s_inflate (body, size, &inflated, &size, error))
             return -1;
         body = inflated;

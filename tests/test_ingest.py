@@ -351,6 +351,32 @@ def test_gzip_body(server):
     assert status == 400 and body["error"]["message"] == "the body is not valid gzip", body
 
 
+@pytest.mark.parametrize("encoding, status", [
+    ("x-gzip", 202), ("GZIP", 202), ("gzip, identity", 202), ("identity ,gzip", 202),
+    ("gzip,", 202), (", gzip", 202), ("gzip ,identity", 202),
+    ("gzip br", 415), ("gzip ,br", 415), ("gzip, br", 415), ("gzip, gzip", 415),
+    ("gzip;q=1", 415), ("deflate", 415),
+])
+def test_a_content_encoding_list_is_read_as_one(server, encoding, status):
+    """Content-Encoding is a list (RFC 9110 8.4): empty elements and identity are
+    nothing, gzip once is inflated, anything else (a second coding, however the white
+    space falls) is 415: never a coding silently left undone."""
+    event_id = eid()
+    raw = gzip.compress(json.dumps({"event_id": event_id, "name": "app_open"}).encode())
+    got, _, body = post_events(server, raw, key=server.key, headers={"Content-Encoding": encoding})
+    assert got == status, (encoding, body)
+    if status == 202:
+        assert len(row(server, event_id)) == 1
+    else:
+        assert body["error"]["code"] == "unsupported_encoding", body
+    # an identity list stays identity
+    event_id = eid()
+    plain = json.dumps({"event_id": event_id, "name": "app_open"}).encode()
+    got, _, body = post_events(server, plain, key=server.key,
+                               headers={"Content-Encoding": "identity, ,identity"})
+    assert got == 202, body
+
+
 def test_a_body_said_too_large_is_refused_before_it_is_sent(server):
     """A client that waits for 100 Continue and says its body is over 1 MiB gets 413
     at once: it need not send the body."""

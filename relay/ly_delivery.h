@@ -123,4 +123,21 @@ char *ly_response_text (const char *body, size_t len, const char *secret);
 /*  sha256 hex of text into hex (65 bytes). */
 void ly_delivery_sha256 (const char *text, char hex [65]);
 
+/*  The device's platform, from device_os as SDKs name it ("iOS", "iPadOS", "iPhone OS",
+    "Android", any case). */
+typedef enum {
+    LY_PLATFORM_OTHER,          /* unknown, or an OS the networks take no app events from */
+    LY_PLATFORM_IOS,            /* iOS and iPadOS */
+    LY_PLATFORM_ANDROID
+} ly_platform_t;
+
+ly_platform_t ly_delivery_platform (const ly_delivery_t *delivery);
+
+/*  len bytes of JSON text parsed like json_loadb with flags, except that an integer
+    beyond json_int_t becomes a real instead of failing the whole text: PostgreSQL's
+    jsonb gives an SDK's 1e19 back as 10000000000000000000, valid JSON that the networks
+    take. Every other number is read as it is written. NULL when the text is not JSON.
+    Caller owns. */
+json_t *ly_json_loadb_bigint (const char *text, size_t len, size_t flags);
+
 #endif

@@ -76,16 +76,10 @@ ly_meta_settings_check (const json_t *config, char *reason, size_t size)
 
 //  extinfo[0]: "i2" for iOS, "a2" for Android, NULL when the OS is neither or unknown.
 static const char *
-s_extinfo_version (const char *os)
+s_extinfo_version (const ly_delivery_t *delivery)
 {
-    if (!os)
-        return NULL;
-    if (strcasecmp (os, "ios") == 0 || strcasecmp (os, "ipados") == 0
-    ||  strcasecmp (os, "iphone os") == 0)
-        return "i2";
-    if (strcasecmp (os, "android") == 0)
-        return "a2";
-    return NULL;
+    ly_platform_t platform = ly_delivery_platform (delivery);
+    return platform == LY_PLATFORM_IOS? "i2": platform == LY_PLATFORM_ANDROID? "a2": NULL;
 }
 
 int
@@ -99,7 +93,7 @@ ly_meta_event_check (const ly_delivery_t *delivery, time_t now, char *reason, si
         snprintf (reason, size, "invalid: event_time is in the future");
         return -1;
     }
-    if (!s_extinfo_version (delivery->device_os)) {
+    if (!s_extinfo_version (delivery)) {
         snprintf (reason, size, "invalid: app_data needs the device os (iOS or Android)");
         return -1;
     }
@@ -155,7 +149,7 @@ ly_meta_event (const ly_delivery_t *delivery, ly_jsonw_t *out)
     }
     ly_jsonw_close (out, '}');
 
-    const char *version = s_extinfo_version (delivery->device_os);
+    const char *version = s_extinfo_version (delivery);
     const char *long_version = delivery->app_build? delivery->app_build: delivery->app_version;
     const char *extinfo [16] = {
         version,
@@ -175,7 +169,7 @@ ly_meta_event (const ly_delivery_t *delivery, ly_jsonw_t *out)
     //  iOS: App Tracking Transparency says. Android has no ATT: the user's ads consent
     //  says, unless the SDK sent an ATT refusal all the same. Unknown: disabled.
     const char *att = delivery->consent_att;
-    bool tracking = version && streq (version, "i2")
+    bool tracking = ly_delivery_platform (delivery) == LY_PLATFORM_IOS
                   ? att && streq (att, "authorized")
                   : delivery->consent_ads == 1
                     && !(att && (streq (att, "denied") || streq (att, "restricted")));

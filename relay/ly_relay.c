@@ -250,12 +250,16 @@ static const char *s_claim_sql =
     "         locked_until = now () + make_interval (secs => $3::float8), updated_at = now ()"
     "    FROM due WHERE d.delivery_id = due.delivery_id"
     "  RETURNING d.*)"
-    " SELECT %s, l.project_id IS NOT NULL, coalesce (l.enabled, false), l.config::text,"
+    " SELECT %s, l.project_id IS NOT NULL, coalesce (l.enabled, false),"
+    "        CASE WHEN c.destination = 'tiktok'"               //  its app.app_id on iOS
+    "             THEN l.config || jsonb_strip_nulls (jsonb_build_object ('app_store_id', p.app_store_id))"
+    "             ELSE l.config END::text,"
     "        l.secret_ciphertext"
     "   FROM c"
     "   LEFT JOIN sdk_events e ON e.received_at = c.event_received_at"
     "        AND e.seq = c.event_seq AND e.project_id = c.project_id"
-    "   LEFT JOIN project_layers l ON l.project_id = c.project_id AND l.layer = c.destination";
+    "   LEFT JOIN project_layers l ON l.project_id = c.project_id AND l.layer = c.destination"
+    "   LEFT JOIN projects p ON p.project_id = c.project_id";
 
 static const struct {
     const char *name;

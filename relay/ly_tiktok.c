@@ -109,18 +109,21 @@ ly_tiktok_event_name (const json_t *config, const char *name)
 
 //  TikTok's properties from ours: content_ids becomes contents, ttclid goes to "ad".
 //  Most events have neither and their text is copied as PostgreSQL gave it; the others
-//  are parsed and rewritten.
+//  are parsed and rewritten. Text that cannot be parsed is copied too, not lost.
 static void
 s_properties (ly_jsonw_t *out, const char *properties)
 {
     if (!properties)
         return;
-    if (!strstr (properties, "\"content_ids\"") && !strstr (properties, "\"ttclid\"")) {
+    json_t *tree = NULL;
+    if (strstr (properties, "\"content_ids\"") || strstr (properties, "\"ttclid\""))
+        tree = ly_json_loadb_bigint (properties, strlen (properties), 0);
+    if (!json_is_object (tree)) {
+        json_decref (tree);
         ly_jsonw_key (out, "properties");
         ly_jsonw_raw (out, properties, strlen (properties));
         return;
     }
-    json_t *tree = json_loads (properties, 0, NULL);
     json_t *ids = json_object_get (tree, "content_ids");
     if (json_is_array (ids) && !json_object_get (tree, "contents")) {
         json_t *contents = json_array ();
@@ -150,6 +153,43 @@ s_properties (ly_jsonw_t *out, const char *properties)
     json_decref (tree);
 }
 
+//  user.att_status. App Tracking Transparency exists from iOS 14 on: TikTok wants
+//  NOT_APPLICABLE on Android and an older iOS, whatever the SDK said. Elsewhere the
+//  event's consent_att; NULL (not sent) when the event does not say.
+static const char *
+s_att_status (const ly_delivery_t *delivery)
+{
+    static const char *statuses [][2] = {
+        { "authorized",     "AUTHORIZED" },
+        { "denied",         "DENIED" },
+        { "not_determined", "NOT_DETERMINED" },
+        { "restricted",     "RESTRICTED" },
+    };
+    ly_platform_t platform = ly_delivery_platform (delivery);
+    const char *version = delivery->device_os_version;
+    if (platform == LY_PLATFORM_ANDROID
+    ||  (platform == LY_PLATFORM_IOS && version && isdigit ((unsigned char) *version)
+         && strtol (version, NULL, 10) < 14))
+        return "NOT_APPLICABLE";
+    for (size_t i = 0; delivery->consent_att && i < sizeof statuses / sizeof statuses [0]; i++)
+        if (streq (delivery->consent_att, statuses [i][0]))
+            return statuses [i][1];
+    return NULL;
+}
+
+//  app.app_id: the App Store id of an iOS app (the project's app_store_id, which the
+//  relay's claim puts in the TikTok layer's config), the package name of an Android
+//  app. An iOS event of a project without app_store_id sends its package (bundle id)
+//  all the same.
+static const char *
+s_app_id (const ly_delivery_t *delivery, const json_t *config)
+{
+    const char *store_id = json_string_value (json_object_get (config, "app_store_id"));
+    if (ly_delivery_platform (delivery) == LY_PLATFORM_IOS && store_id && *store_id)
+        return store_id;
+    return delivery->app_package;
+}
+
 void
 ly_tiktok_event (const ly_delivery_t *delivery, const char *tiktok_name, const json_t *config,
                  ly_jsonw_t *out)
@@ -170,19 +210,16 @@ ly_tiktok_event (const ly_delivery_t *delivery, const char *tiktok_name, const j
         ly_delivery_sha256 (delivery->user_id, hex);
         ly_jsonw_member_string (out, "external_id", hex);
     }
-    if (delivery->consent_att) {
-        char att [32];
-        snprintf (att, sizeof att, "%s", delivery->consent_att);
-        for (char *c = att; *c; c++)
-            *c = (char) toupper ((unsigned char) *c);
-        ly_jsonw_member_string (out, "att_status", att);
-    }
+    const char *att_status = s_att_status (delivery);
+    if (att_status)
+        ly_jsonw_member_string (out, "att_status", att_status);
     ly_jsonw_close (out, '}');
 
     ly_jsonw_key (out, "app");
     ly_jsonw_open (out, '{');
-    if (delivery->app_package)
-        ly_jsonw_member_string (out, "app_id", delivery->app_package);
+    const char *app_id = s_app_id (delivery, config);
+    if (app_id)
+        ly_jsonw_member_string (out, "app_id", app_id);
     const char *app_name = json_string_value (json_object_get (config, "app_name"));
     if (app_name && *app_name)
         ly_jsonw_member_string (out, "app_name", app_name);

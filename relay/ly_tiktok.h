@@ -12,7 +12,8 @@
 #define LY_TIKTOK_MAX_EVENTS 1000       /* events per request, TikTok's limit */
 
 /*  Checks the layer's config (app_id a non-empty string, event_map an object of
-    strings, test_event_code a string). 0 / -1 with the reason. */
+    strings, test_event_code a string, app_store_id 1 to 20 digits). 0 / -1 with the
+    reason. */
 int ly_tiktok_settings_check (const json_t *config, char *reason, size_t size);
 
 /*  TikTok's name for our event name: the project's event_map first (a null or empty

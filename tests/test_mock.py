@@ -276,6 +276,32 @@ def test_both_fakes_warn_about_money_that_is_not_money(mock):
         assert "data[0].%s.currency: not an ISO 4217 code" % field in rec["warnings"], rec["warnings"]
 
 
+def test_fakes_accept_integers_beyond_int64(mock):
+    """Valid JSON with integers no int64 holds (PostgreSQL's jsonb writes an SDK's 1e19 as
+    10000000000000000000) is accepted by Meta's fake, as JSON or as a form's data, and by
+    TikTok's, like the real APIs do; such numbers are recorded as reals, the others as
+    they were."""
+    big = {"value": 9.99, "currency": "USD", "session_ms": 10 ** 19, "huge": 10 ** 300,
+           "below": -10 ** 19, "exact": 2 ** 62 + 1}
+    events = [meta_event(0, custom_data=big)]
+    assert meta_post(mock, {"data": events}).status_code == 200
+    r = requests.post(mock.base + "/meta/v21.0/42/events", timeout=10,
+                      data={"data": json.dumps(events), "access_token": "EAAformtoken"})
+    assert r.status_code == 200, r.text
+    r = tiktok_post(mock, [tiktok_event(properties=big)])
+    assert r.json()["code"] == 0, r.json()
+    records = recorded(mock)
+    assert len(records) == 3
+    for rec in records:
+        assert rec["errors"] == [] and rec["events"] == 1, rec
+        event = rec["body"]["data"][0]
+        assert type(event["event_time"]) is int
+        got = event.get("custom_data") or event.get("properties")
+        assert got == {"value": 9.99, "currency": "USD", "session_ms": 1e19, "huge": 1e300,
+                       "below": -1e19, "exact": 2 ** 62 + 1}
+        assert type(got["exact"]) is int and type(got["session_ms"]) is float
+
+
 def test_tiktok_accepts_documented_batch(mock):
     events = [tiktok_event(i) for i in range(2)]
     r = tiktok_post(mock, events, test_event_code="TEST42")

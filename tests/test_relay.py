@@ -17,7 +17,8 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lyserver import BUILD, Layersd, binary, db_connect, files_containing, http, post_events
+from lyserver import (BUILD, Layersd, api_call, binary, db_connect, files_containing, http,
+                      post_events)
 
 META_TOKEN = "EAAGm0PX4ZCpsBAL" + uuid.uuid4().hex          # never in a log or the database
 TIKTOK_TOKEN = "tt-" + uuid.uuid4().hex + "-secret"
@@ -153,12 +154,12 @@ def set_layer(server, project_id, layer, config, token=None, enabled=True, plain
 
 
 def new_project(server, meta=None, tiktok=None, apple=False, meta_token=META_TOKEN,
-                tiktok_token=TIKTOK_TOKEN):
+                tiktok_token=TIKTOK_TOKEN, app_store_id=None):
     """A project of the demo organization with its own SDK key and layers; returns
     (project_id, sdk_key)."""
     cur = server.db.cursor()
-    cur.execute("INSERT INTO projects (org_id, name) VALUES (%s, 'relay test') RETURNING project_id",
-                (server.org,))
+    cur.execute("""INSERT INTO projects (org_id, name, app_store_id) VALUES (%s, 'relay test', %s)
+                   RETURNING project_id""", (server.org, app_store_id))
     project = str(cur.fetchone()[0])
     key = "lys_" + uuid.uuid4().hex
     cur.execute("""INSERT INTO sdk_keys (org_id, project_id, name, key_prefix, key_sha256)
@@ -363,7 +364,7 @@ def insert_event(server, project, destinations, received_ago="0", **columns):
 def test_tiktok_receives_documented_shape(server, mock):
     project, key = new_project(server, tiktok={
         "app_id": "7301234567890123456", "test_event_code": "TEST77", "app_name": "Example",
-        "event_map": {"level_up": "AchieveLevel", "app_open": ""}})
+        "event_map": {"level_up": "AchieveLevel", "app_open": ""}}, app_store_id="6444444444")
     now_ms = int(time.time() * 1000)
     full = event("purchase", timestamp=now_ms, user_id="u-42", email="Jane.Doe@Example.com",
                  phone="+44 20 7946 0958", device=IPHONE,
@@ -399,12 +400,12 @@ def test_tiktok_receives_documented_shape(server, mock):
         "event_id": full["event_id"],
         "user": {"email": sha("jane.doe@example.com"), "phone": sha("+442079460958"),
                  "external_id": sha("u-42"), "att_status": "AUTHORIZED"},
-        "app": {"app_id": "com.example.app", "app_name": "Example", "app_version": "2.3.1"},
+        "app": {"app_id": "6444444444", "app_name": "Example", "app_version": "2.3.1"},
         "properties": {"value": 19.5, "currency": "EUR", "order_id": "o-1",
                        "contents": [{"content_id": "sku-9"}]},
     }
     assert received[mapped["event_id"]]["event"] == "AchieveLevel"
-    assert received[mapped["event_id"]]["user"] == {}
+    assert received[mapped["event_id"]]["user"] == {"att_status": "NOT_APPLICABLE"}
     assert received[standard["event_id"]]["event"] == "Registration"
     for e in (full, mapped, standard):
         row = rows[(e["event_id"], "tiktok")]
@@ -449,6 +450,103 @@ def test_event_text_reaches_both_networks_intact(server, mock):
     assert got["properties"] == {"note": tricky,
                                  "contents": [{"content_id": 'sku-"1"'}, {"content_id": 7}]}
     assert got["ad"] == {"callback": "E.C.P." + tricky}
+
+
+def test_numbers_beyond_int64_reach_both_networks(server, mock):
+    """An SDK's 1e19 comes back from PostgreSQL's jsonb as the integer 10000000000000000000,
+    which jansson will not hold as an integer: the properties still reach TikTok (rewritten:
+    contents, ad.callback) and Meta whole, each such number as a real and every other
+    number as it was, and both deliveries are delivered."""
+    project, key = new_project(server, meta={"dataset_id": "123456789012345"},
+                               tiktok={"app_id": "7301234567890123456"})
+    properties = {"session_ms": 1e19, "huge": 1e300, "below": -1e19,
+                  "exact": 4611686018427387905, "value": 9.99, "currency": "USD",
+                  "content_ids": ["sku-1", 7], "ttclid": "E.C.P.big"}
+    big = event("purchase", device=ANDROID, properties=properties)
+    post(server, key, [big])
+    rows = settled(server, project, 2)
+    assert {r["status"] for r in rows.values()} == {"delivered"}, rows
+
+    for request in mock.requests("meta") + mock.requests("tiktok"):
+        assert request["errors"] == [], request["errors"]
+    [(_, meta)] = sent_events(mock, "meta")
+    [(_, tiktok)] = sent_events(mock, "tiktok")
+    assert meta["custom_data"] == properties
+    assert tiktok["properties"] == {
+        "session_ms": 1e19, "huge": 1e300, "below": -1e19, "exact": 4611686018427387905,
+        "value": 9.99, "currency": "USD",
+        "contents": [{"content_id": "sku-1"}, {"content_id": 7}]}
+    assert type(tiktok["properties"]["exact"]) is int
+    assert tiktok["ad"] == {"callback": "E.C.P.big"}
+
+
+def test_tiktok_app_id_is_the_app_store_id_on_ios(server, mock):
+    """TikTok's app.app_id is the App Store id for iOS apps and the package name for
+    Android apps: iOS events carry the project's app_store_id (their package only when
+    the project has none), Android events their package."""
+    project, key = new_project(server, tiktok={"app_id": "7301234567890123456"},
+                               app_store_id="6444444444")
+    bare, bare_key = new_project(server, tiktok={"app_id": "7301234567890123456"})
+    package = {"version": "2.3.1", "package": "com.example.app"}
+    store = {"app_id": "6444444444", "app_version": "2.3.1"}
+    cases = {
+        "ios": (key, dict(device=IPHONE, app=package), store),
+        "ipados": (key, dict(device=dict(IPHONE, os="iPadOS"), app=package), store),
+        "ios without package": (key, dict(device=IPHONE), {"app_id": "6444444444"}),
+        "android": (key, dict(device=ANDROID, app=package),
+                    {"app_id": "com.example.app", "app_version": "2.3.1"}),
+        "android without package": (key, dict(device=ANDROID), {}),
+        "ios, no app_store_id": (bare_key, dict(device=IPHONE, app=package),
+                                 {"app_id": "com.example.app", "app_version": "2.3.1"}),
+    }
+    events = {name: event("purchase", **fields) for name, (_, fields, _) in cases.items()}
+    for sdk_key in (key, bare_key):
+        post(server, sdk_key, [events[name] for name, case in cases.items() if case[0] == sdk_key])
+    settled(server, project, 5)
+    settled(server, bare, 1)
+    sent = {e["event_id"]: e for _, e in sent_events(mock, "tiktok")}
+    for name, (_, _, app) in cases.items():
+        assert sent[events[name]["event_id"]]["app"] == app, name
+
+    # set with the partner API, it reaches the next events
+    status, _, got = api_call(server, "PATCH", "/v1/projects/" + bare,
+                              token=server.credentials()["api_token"],
+                              body={"app_store_id": "6555555555"})
+    assert status == 200, got
+    later = event("purchase", device=IPHONE, app=package)
+    post(server, bare_key, [later])
+    settled(server, bare, 2)
+    sent = {e["event_id"]: e for _, e in sent_events(mock, "tiktok")}
+    assert sent[later["event_id"]]["app"] == {"app_id": "6555555555", "app_version": "2.3.1"}
+
+
+def test_tiktok_att_status_only_where_app_tracking_transparency_exists(server, mock):
+    """user.att_status is NOT_APPLICABLE on Android and on iOS before 14 (no App Tracking
+    Transparency there, whatever consent.att says); on iOS 14 and later it is consent.att,
+    and left out when the event does not say."""
+    project, key = new_project(server, tiktok={"app_id": "7301234567890123456"})
+    old_iphone = dict(IPHONE, os_version="13.7")
+    cases = {
+        "android, att denied": (dict(device=ANDROID, consent={"ads": True, "att": "denied"}),
+                                "NOT_APPLICABLE"),
+        "android": (dict(device=ANDROID), "NOT_APPLICABLE"),
+        "ios 13, att denied": (dict(device=old_iphone, consent={"att": "denied"}),
+                               "NOT_APPLICABLE"),
+        "ios 13": (dict(device=old_iphone), "NOT_APPLICABLE"),
+        "ios 17, authorized": (dict(device=IPHONE, consent={"att": "authorized"}), "AUTHORIZED"),
+        "ipados 14, restricted": (dict(device=dict(IPHONE, os="iPadOS", os_version="14.0"),
+                                       consent={"att": "restricted"}), "RESTRICTED"),
+        "ios, version unknown": (dict(device={"os": "iOS"}, consent={"att": "not_determined"}),
+                                 "NOT_DETERMINED"),
+        "ios 17, att unknown": (dict(device=IPHONE, consent={"ads": True}), None),
+        "os unknown, att unknown": (dict(), None),
+    }
+    events = {name: event("purchase", **fields) for name, (fields, _) in cases.items()}
+    post(server, key, list(events.values()))
+    settled(server, project, len(events))
+    sent = {e["event_id"]: e for _, e in sent_events(mock, "tiktok")}
+    for name, (_, status) in cases.items():
+        assert sent[events[name]["event_id"]]["user"].get("att_status") == status, name
 
 
 def test_apple_attribution(server, mock):

@@ -780,7 +780,10 @@ def test_relay_works_the_outbox_across_tenants(pg_cluster, orgs):
                        ON CONFLICT (project_id, event_id) DO NOTHING""", (b["org"], b["project"]))
         cur.execute("UPDATE sdk_events SET attribution_token = NULL WHERE org_id = %s",
                     (b["org"],))
+        cur.execute("SELECT project_id, app_store_id FROM projects")   # TikTok's app_id
+        assert len(cur.fetchall()) >= 2
         for sql in ("SELECT * FROM organizations", "SELECT * FROM members",
+                    "SELECT name FROM projects", "UPDATE projects SET app_store_id = '1'",
                     "SELECT * FROM api_tokens", "UPDATE sdk_events SET user_id = 'x'",
                     "DELETE FROM sdk_events", "SELECT raw FROM attributions"):
             assert isinstance(refused(cur, sql), psycopg2.errors.InsufficientPrivilege), sql

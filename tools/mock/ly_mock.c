@@ -2,6 +2,7 @@
     hash checks, random ids and the body shown to tests. */
 #include "ly_prelude.h"
 #include "ly_mock.h"
+#include "ly_delivery.h"     /* ly_json_loadb_bigint, shared with the relay */
 #include <sys/random.h>
 
 static const char *s_service_names [LY_MOCK_SERVICES] = { "meta", "tiktok", "apple", "model" };
@@ -230,7 +231,7 @@ ly_mock_json_parse (const char *body, size_t size)
 {
     if (!body || size == 0)
         return NULL;
-    return json_loadb (body, size, JSON_DECODE_ANY, NULL);
+    return ly_json_loadb_bigint (body, size, JSON_DECODE_ANY);
 }
 
 json_t *
@@ -274,7 +275,7 @@ ly_mock_body_value (const char *content_type, const char *body, size_t size)
     if (ly_mock_media_type_is (content_type, "application/x-www-form-urlencoded")) {
         json_t *form = ly_mock_form_decode (body, size);
         const char *data = json_string_value (json_object_get (form, "data"));
-        json_t *parsed = data? json_loads (data, JSON_DECODE_ANY, NULL): NULL;
+        json_t *parsed = data? ly_mock_json_parse (data, strlen (data)): NULL;
         if (parsed)
             json_object_set_new (form, "data", parsed);
         return form;

@@ -119,7 +119,8 @@ json_t *ly_mock_body_value (const char *content_type, const char *body, size_t s
 /*  The text as a JSON string; when it is not valid UTF-8, every byte that is not part
     of a valid character (and NUL) is shown as '?'. Caller owns. */
 json_t *ly_mock_text_value (const char *text, size_t size);
-/*  The body parsed as JSON when it is, else NULL. Caller owns. */
+/*  The body parsed as JSON when it is, else NULL; an integer beyond int64 is read as a
+    real, as the networks take it (ly_json_loadb_bigint). Caller owns. */
 json_t *ly_mock_json_parse (const char *body, size_t size);
 
 #endif

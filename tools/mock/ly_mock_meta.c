@@ -409,7 +409,7 @@ ly_mock_meta_handle (const ly_mock_request_t *request, ly_mock_answer_t *answer)
     json_t *data = json_object_get (params, "data");
     json_t *parsed = NULL;
     if (json_is_string (data))          //  a form, or JSON carrying data as a string
-        data = parsed = json_loads (json_string_value (data), 0, NULL);
+        data = parsed = ly_mock_json_parse (json_string_value (data), json_string_length (data));
     if (!data && !json_object_get (params, "data")) {
         ly_mock_error (answer, "data: missing");
         s_answer_error (answer, 400, "(#100) The parameter data is required", 100, 0, false,

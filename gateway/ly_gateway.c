@@ -51,6 +51,7 @@
 #define S_API_TIMEOUT_MSEC 30000
 #define S_DRAIN_MSEC 5000               /* stopping: longest wait for requests in flight */
 #define S_DRAIN_POLL_MSEC 20            /* how often to look meanwhile */
+#define S_FLUSH_MSEC 1000               /* then: longest wait for the 503s to go out */
 #define S_AUTH_FAILURES 10              /* failures per client and credential, per window */
 #define S_AUTH_CLIENT_FAILURES 100      /* failures per client with any credential */
 #define S_AUTH_WINDOW_MSEC 60000
@@ -1589,6 +1590,13 @@ s_self_destroy (self_t **self_p)
                 s_answer_unavailable (request, "shutting_down", "the server is shutting down", 1);
                 s_finish (self, request);
             }
+        //  Those answers go out on the HTTP threads: stopping the daemon at once would
+        //  close their connections first, and a client cannot tell a dropped connection
+        //  from one whose events were stored
+        int64_t until = ly_mono_msec () + S_FLUSH_MSEC;
+        while (__atomic_load_n (&self->shared.open_requests, __ATOMIC_RELAXED) > 0
+        &&     ly_mono_msec () < until)
+            zclock_sleep (5);
         MHD_stop_daemon (self->daemon);
     }
     zhashx_destroy (&self->pending);

@@ -234,6 +234,46 @@ def test_sigterm_leaves_nothing_behind(signum):
         s.cleanup()
 
 
+def test_sigterm_answers_503_to_what_the_store_never_took():
+    """When the requests in flight cannot be stored before the gateway's 5 s are over
+    (the store hangs), each still gets an answer, 503 shutting_down with Retry-After,
+    not a closed connection that a client cannot tell from a stored request."""
+    import threading
+    from lyserver import post_events
+    s = Layersd().start()
+    try:
+        key = s.credentials()["sdk_key"]
+        store = s.actors()["store"]
+        os.kill(store, signal.SIGSTOP)
+        answers = []
+
+        def send(i):
+            try:
+                status, headers, body = post_events(s, {"event_id": "hung-%d" % i, "name": "x"},
+                                                    key=key, timeout=30)
+                answers.append((status, body["error"]["code"], headers.get("Retry-After")))
+            except OSError as e:
+                answers.append(repr(e))
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while "layers_gateway_in_flight 4" not in http("GET", s.base + "/metrics")[2].decode():
+            assert time.monotonic() < deadline, "the requests did not reach the gateway"
+            time.sleep(0.05)
+        s.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(30)
+        assert answers == [(503, "shutting_down", "1")] * 4, answers
+        s.proc.wait(30)
+    finally:
+        try:
+            os.kill(store, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        s.cleanup()
+
+
 def test_sigterm_answers_the_requests_in_flight_first():
     """A stop (a deploy, a rolling restart) does not drop requests: the gateway stops
     first, takes no new connection, and answers every request it holds (here while the

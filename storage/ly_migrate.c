@@ -27,6 +27,9 @@
 #include "ly_prelude.h"
 #include "ly_migrate.h"
 #include "ly_db.h"
+#include "ly_crypto.h"
+#include "ly_config.h"
+#include "ly_pg.h"
 #include "ly_migrations_data.h"
 
 #define MIGRATE_LOCK_KEY "1280920905"   /* 0x4C594D49, "LYMI": the lock of schema migrations */
@@ -297,4 +300,51 @@ const char *
 ly_migrate_name (size_t index)
 {
     return index < ly_migration_files_count? ly_migration_files [index].name: NULL;
+}
+
+int
+ly_migrate_key_check (PGconn *conn, char *err, size_t errlen)
+{
+    const uint8_t *key = ly_master_key ();
+    if (!key) {
+        snprintf (err, errlen, "no master key");
+        return -1;
+    }
+    static const char label [] = "layers master key check";
+    char check [65];
+    ly_hmac_sha256_hex (key, label, strlen (label), check);
+    const char *params [] = { check };
+    if (s_exec (conn, "BEGIN; SET LOCAL ROLE layers_owner; SET LOCAL search_path = public",
+                "could not check the master key", false, err, errlen))
+        return -1;
+    PGresult *res = PQexec (conn, "SELECT to_regclass ('public.master_key_check') IS NOT NULL");
+    bool table = PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1
+              && streq (PQgetvalue (res, 0, 0), "t");
+    PQclear (res);
+    int rc = 0;
+    if (table) {                //  else migration 0010 is not applied yet: nothing to compare
+        PQclear (PQexecParams (conn, "INSERT INTO master_key_check (check_hex) VALUES ($1)"
+                               " ON CONFLICT (only_row) DO NOTHING", 1, NULL, params, NULL, NULL, 0));
+        res = PQexec (conn, "SELECT check_hex FROM master_key_check");
+        if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
+            s_set_error (err, errlen, conn, res, "could not check the master key", NULL);
+            rc = -1;
+        }
+        else
+        if (!streq (PQgetvalue (res, 0, 0), check)) {
+            char *root = ly_config.database_url? NULL: ly_pg_root_for (ly_config.data_dir);
+            snprintf (err, errlen, "the master key in \"%s\" is not the one the database "
+                      "(%s%s%s) was set up with, so its sealed secrets would not open: restore "
+                      "that database's key file (LAYERS_MASTER_KEY_FILE), or, to start afresh, "
+                      "remove the database too", ly_config.master_key_file,
+                      root? "\"": "", root? root: "LAYERS_DATABASE_URL", root? "\"": "");
+            zstr_free (&root);
+            rc = -1;
+        }
+        PQclear (res);
+    }
+    if (rc == 0 && s_exec (conn, "COMMIT", "could not check the master key", false, err, errlen))
+        rc = -1;
+    s_rollback (conn);
+    return rc;
 }

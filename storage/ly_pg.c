@@ -62,6 +62,12 @@ s_root (const char *data_dir)
 }
 
 char *
+ly_pg_root_for (const char *data_dir)
+{
+    return s_root (data_dir);
+}
+
+char *
 ly_pg_url_for (const char *data_dir)
 {
     char *root = s_root (data_dir);
@@ -306,8 +312,9 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
     ly_pg_t *self = (ly_pg_t *) zmalloc (sizeof (ly_pg_t));
     self->root = s_root (data_dir);
     if (strncmp (self->root, data_dir, strlen (data_dir)))
-        ly_info ("supervisor", "the postgres user cannot reach \"%s\"; the embedded "
-                 "cluster lives in \"%s\"", data_dir, self->root);
+        ly_warning ("supervisor", "the postgres user cannot reach \"%s\"; the embedded "
+                    "cluster lives in \"%s\" (back it up, and remove it, with the data "
+                    "directory)", data_dir, self->root);
     self->cluster = zsys_sprintf ("%s/data", self->root);
     self->sockdir = s_sockdir (self->root);
     self->admin_url = ly_pg_url_for (data_dir);

@@ -23,6 +23,10 @@ void ly_pg_destroy (ly_pg_t **self_p);
 /*  The admin connection string (a superuser over the private socket); borrowed. */
 const char *ly_pg_admin_url (ly_pg_t *self);
 
+/*  The embedded cluster's directory for data_dir: data_dir/pg, or one under
+    /var/lib/layers when the postgres user cannot reach data_dir. Caller owns. */
+char *ly_pg_root_for (const char *data_dir);
+
 /*  The admin connection string of the embedded cluster under data_dir, whether or not
     it runs; caller owns. For layersctl. */
 char *ly_pg_url_for (const char *data_dir);

@@ -109,6 +109,36 @@ def test_a_removed_credentials_file_makes_no_second_demo_workspace():
         s.cleanup()
 
 
+def test_a_master_key_that_is_not_the_database_s_is_refused():
+    """A master key file lost or replaced (a new one would be made without a word, and
+    no sealed layer secret would open any more), or a LAYERS_MASTER_KEY_FILE that names
+    another key: layersd and layersctl refuse, naming the key file and the database;
+    the right key works again."""
+    from lyserver import layersctl_for
+    s = Layersd().start()
+    try:
+        s.stop()
+        key = os.path.join(s.data_dir, "master.key")
+        kept = key + ".kept"
+        os.rename(key, kept)
+        s.start(wait=False)
+        assert s.proc.wait(60) != 0
+        assert "is not the one the database" in s.log() and key in s.log(), s.log()[-2000:]
+        assert "master key" in s.log()
+        other = key + ".other"                      # layersd made a new one: another key
+        os.rename(key, other)
+        os.rename(kept, key)
+        s.start()
+        project = s.credentials()["project_id"]
+        out = layersctl_for(s, "layer", "get", project, "meta")
+        assert "is not the one" not in out.stderr, out.stderr
+        s.env["LAYERS_MASTER_KEY_FILE"] = other
+        out = layersctl_for(s, "layer", "get", project, "meta")
+        assert out.returncode != 0 and "is not the one the database" in out.stderr, out.stderr
+    finally:
+        s.cleanup()
+
+
 def test_embedded_postgresql_settings(server):
     """The embedded cluster runs with layers.conf: WAL room for sustained ingest, new WAL
     segments not zero-filled while commits wait, and table writes pushed to the disk as

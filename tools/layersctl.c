@@ -78,6 +78,12 @@ s_admin_connect (bool create_key)
     if (!conn)
         fprintf (stderr, "layersctl: %s%s\n", err, ly_config.database_url? ""
                  : " (is layersd running with this LAYERS_DATA_DIR? or set LAYERS_DATABASE_URL)");
+    else
+    if (!create_key && ly_migrate_key_check (conn, err, sizeof err)) {
+        fprintf (stderr, "layersctl: %s\n", err);
+        PQfinish (conn);
+        conn = NULL;
+    }
     return conn;
 }
 
@@ -363,6 +369,7 @@ s_migrate (int argc, char *argv [])
     int applied = 0;
     int rc = 0;
     if (ly_migrate_run (conn, &applied, err, sizeof err)
+    ||  ly_migrate_key_check (conn, err, sizeof err)
     ||  ly_db_setup_roles (conn, err, sizeof err)) {
         fprintf (stderr, "layersctl: %s\n", err);
         rc = 1;

@@ -325,6 +325,7 @@ main (int argc, char *argv [])
     int applied = 0;
     if (!admin
     ||  ly_migrate_run (admin, &applied, err, sizeof err)
+    ||  ly_migrate_key_check (admin, err, sizeof err)
     ||  ly_db_setup_roles (admin, err, sizeof err)
     ||  ly_bootstrap_demo (admin, err, sizeof err)) {
         ly_error ("supervisor", "%s", err);

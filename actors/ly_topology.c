@@ -158,6 +158,23 @@ ly_topology_override (const char *spec, char *err, size_t errlen)
         snprintf (err, errlen, "endpoint address \"%s\" is not tcp:// or ipc://", address);
         return -1;
     }
+    if (!address [6]) {
+        snprintf (err, errlen, "endpoint address \"%s\" names nothing", address);
+        return -1;
+    }
+    if (strncmp (address, "tcp://", 6) == 0) {
+        //  HOST:PORT, the port a number from 1 to 65535 (ZeroMQ would take 99999 as
+        //  34463, and "*" as a port of the system's choosing, which peers cannot know)
+        const char *colon = strrchr (address + 6, ':');
+        const char *port = colon? colon + 1: "";
+        char *end = NULL;
+        long number = *port >= '0' && *port <= '9'? strtol (port, &end, 10): 0;
+        if (!colon || colon == address + 6 || number < 1 || number > 65535 || *end) {
+            snprintf (err, errlen, "endpoint address \"%s\" is not tcp://HOST:PORT with a "
+                      "port from 1 to 65535", address);
+            return -1;
+        }
+    }
     free (s_overrides [index]);
     s_overrides [index] = strdup (address);
     return 0;

@@ -383,6 +383,21 @@ def test_bad_configuration_is_named(name, value):
     assert not os.path.exists("/tmp/layers-never-created")
 
 
+@pytest.mark.parametrize("spec", [
+    "ingest=tcp://0.0.0.0:99999", "store=tcp://127.0.0.1:abc", "store=tcp://:7602",
+    "store=tcp://127.0.0.1:0", "store=tcp://127.0.0.1:*", "store=ipc://", "nothing=tcp://h:1",
+])
+def test_a_bad_connect_address_is_refused_at_start(spec):
+    """Not a port ZeroMQ wraps around (99999 would bind 34463 on every interface) or a
+    crash loop of the actor that cannot bind it: exit 2, naming the address."""
+    out = subprocess.run([binary("layersd"), "--connect", spec],
+                         env=dict(os.environ, LAYERS_DATA_DIR="/tmp/layers-never-created"),
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2, out.stderr
+    assert spec.split("=")[1] in out.stderr or "nothing" in out.stderr, out.stderr
+    assert not os.path.exists("/tmp/layers-never-created")
+
+
 def test_a_file_that_is_no_geoip_database_is_refused_at_start(tmp_path):
     """Not a crash loop of the ingest actor: layersd names the variable and the reason."""
     bad = tmp_path / "city.mmdb"

@@ -191,20 +191,68 @@ s_grouped (long value, char out [32])
     return out;
 }
 
-static long
-s_knob (const char *name, long fallback, long low, long high)
+//  The knobs, from the environment: unset or empty is the default
+typedef enum {
+    S_BACKOFF, S_LEASE, S_TIMEOUT, S_RETRY_WINDOW, S_APPLE_RETRY, S_POLL, S_CLAIM,
+    S_HELD, S_KEEP_DAYS, S_KNOBS
+} s_knob_t;
+
+static const struct {
+    const char *name;
+    long fallback, low, high;
+} s_knobs [S_KNOBS] = {
+    [S_BACKOFF]      = { "LAYERS_RELAY_BACKOFF_MS", 1000, 1, 3600 * 1000 },
+    [S_LEASE]        = { "LAYERS_RELAY_LEASE_MS", 120000, 1000, 3600 * 1000 },
+    [S_TIMEOUT]      = { "LAYERS_RELAY_TIMEOUT_MS", 30000, 100, 600 * 1000 },
+    [S_RETRY_WINDOW] = { "LAYERS_RELAY_RETRY_WINDOW_S", 24 * 3600, 1, 30 * 24 * 3600 },
+    [S_APPLE_RETRY]  = { "LAYERS_RELAY_APPLE_RETRY_MS", 5000, 1, 3600 * 1000 },
+    [S_POLL]         = { "LAYERS_RELAY_POLL_MS", 200, 10, 60000 },
+    [S_CLAIM]        = { "LAYERS_RELAY_CLAIM", 1000, 1, LY_META_MAX_EVENTS },
+    [S_HELD]         = { "LAYERS_RELAY_HELD_BYTES", 64L << 20, 64L << 10, 4L << 30 },
+    [S_KEEP_DAYS]    = { "LAYERS_RELAY_KEEP_DAYS", 30, 0, 36500 },
+};
+
+//  The knob's value into *value; -1 (reason in err) when it is set to something else
+//  than a number in its range.
+static int
+s_knob_read (s_knob_t knob, long *value, char *err, size_t errlen)
 {
-    const char *text = getenv (name);
+    *value = s_knobs [knob].fallback;
+    const char *text = getenv (s_knobs [knob].name);
     if (!text || !*text)
-        return fallback;
+        return 0;
     char *end = NULL;
-    long value = strtol (text, &end, 10);
-    if (*end || value < low || value > high) {
+    errno = 0;
+    long number = strtol (text, &end, 10);
+    if (*end || errno || number < s_knobs [knob].low || number > s_knobs [knob].high) {
         char from [32], to [32];
-        ly_warning (S_ACTOR, "ignored %s=\"%.32s\": not a number from %s to %s", name, text,
-                    s_grouped (low, from), s_grouped (high, to));
-        return fallback;
+        snprintf (err, errlen, "%s=\"%.32s\" is not a number from %s to %s",
+                  s_knobs [knob].name, text, s_grouped (s_knobs [knob].low, from),
+                  s_grouped (s_knobs [knob].high, to));
+        return -1;
     }
+    *value = number;
+    return 0;
+}
+
+int
+ly_relay_settings_check (char *err, size_t errlen)
+{
+    long value;
+    for (s_knob_t knob = 0; knob < S_KNOBS; knob++)
+        if (s_knob_read (knob, &value, err, errlen))
+            return -1;
+    return 0;
+}
+
+//  A knob (layersd checked them all at start: a bad one here is ignored, said so)
+static long
+s_knob (s_knob_t knob)
+{
+    long value;
+    char err [160];
+    if (s_knob_read (knob, &value, err, sizeof err))
+        ly_warning (S_ACTOR, "ignored %s", err);
     return value;
 }
 
@@ -1674,17 +1722,20 @@ s_self_new (zsock_t *pipe)
 {
     self_t *self = (self_t *) zmalloc (sizeof (self_t));
     self->pipe = pipe;
-    self->backoff_ms = s_knob ("LAYERS_RELAY_BACKOFF_MS", 1000, 1, 3600 * 1000);
-    self->lease_ms = s_knob ("LAYERS_RELAY_LEASE_MS", 120000, 1000, 3600 * 1000);
-    self->timeout_ms = s_knob ("LAYERS_RELAY_TIMEOUT_MS", 30000, 100, 600 * 1000);
-    if (self->timeout_ms > self->lease_ms / 3)
+    self->backoff_ms = s_knob (S_BACKOFF);
+    self->lease_ms = s_knob (S_LEASE);
+    self->timeout_ms = s_knob (S_TIMEOUT);
+    if (self->timeout_ms > self->lease_ms / 3) {
+        ly_warning (S_ACTOR, "LAYERS_RELAY_TIMEOUT_MS is %ld ms: a third of the lease "
+                    "(LAYERS_RELAY_LEASE_MS)", self->lease_ms / 3);
         self->timeout_ms = self->lease_ms / 3;
-    self->retry_window = (double) s_knob ("LAYERS_RELAY_RETRY_WINDOW_S", 24 * 3600, 1, 30 * 24 * 3600);
-    self->apple_retry_ms = s_knob ("LAYERS_RELAY_APPLE_RETRY_MS", 5000, 1, 3600 * 1000);
-    self->poll_ms = s_knob ("LAYERS_RELAY_POLL_MS", 200, 10, 60000);
-    self->claim_rows = s_knob ("LAYERS_RELAY_CLAIM", 1000, 1, LY_META_MAX_EVENTS);
-    self->held_max = (size_t) s_knob ("LAYERS_RELAY_HELD_BYTES", 64L << 20, 64L << 10, 4L << 30);
-    self->keep_days = s_knob ("LAYERS_RELAY_KEEP_DAYS", 30, 0, 36500);
+    }
+    self->retry_window = (double) s_knob (S_RETRY_WINDOW);
+    self->apple_retry_ms = s_knob (S_APPLE_RETRY);
+    self->poll_ms = s_knob (S_POLL);
+    self->claim_rows = s_knob (S_CLAIM);
+    self->held_max = (size_t) s_knob (S_HELD);
+    self->keep_days = s_knob (S_KEEP_DAYS);
     self->row_bytes = 16 << 10;     //  until a claim tells: events may carry 32 KiB
 
     char host [64] = "";

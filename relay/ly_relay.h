@@ -23,4 +23,8 @@
     VERBOSE on its pipe. */
 void ly_relay_actor (zsock_t *pipe, void *args);
 
+/*  Whether every LAYERS_RELAY_* knob set is a number in its range; layersd refuses to
+    start otherwise. 0 / -1 (the variable and its range in err). */
+int ly_relay_settings_check (char *err, size_t errlen);
+
 #endif

@@ -1041,13 +1041,19 @@ def test_a_throttle_pauses_every_relay(server, mock):
         stop_relay(*extra)
 
 
-def test_a_bad_knob_is_named_with_its_range_in_the_log(server, mock):
-    """An out-of-range LAYERS_RELAY_* is ignored with a warning that gives the allowed
-    range readably (not redacted as if its large numbers were phone numbers)."""
-    proc, path = start_relay(server, mock, "relay-knob.log", LAYERS_RELAY_HELD_BYTES="10")
-    text = stop_relay(proc, path)
-    assert 'ignored LAYERS_RELAY_HELD_BYTES="10": not a number from 65,536 to 4,294,967,296' \
-        in text, text[-2000:]
+@pytest.mark.parametrize("args", [[], ["--only", "relay"]])
+def test_a_bad_knob_stops_layersd_at_start_named_with_its_range(server, mock, args):
+    """An out-of-range LAYERS_RELAY_* stops layersd at start (exit 2), a scale-out relay
+    node too, like any invalid setting, with the allowed range given readably (not
+    redacted as if its large numbers were phone numbers)."""
+    env = dict(server.env, LAYERS_RELAY_HELD_BYTES="10",
+               LAYERS_DATA_DIR="/tmp/layers-never-created")
+    out = subprocess.run([binary("layersd")] + args, env=env, capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode == 2, out.stderr
+    assert ('LAYERS_RELAY_HELD_BYTES="10" is not a number from 65,536 to 4,294,967,296'
+            in out.stderr), out.stderr
+    assert not os.path.exists("/tmp/layers-never-created")
 
 
 def test_a_stalled_relay_loses_its_lease_and_writes_nothing(server, mock):

@@ -15,6 +15,7 @@
 #include "ly_migrate.h"
 #include "ly_pg.h"
 #include "ly_reporter.h"
+#include "ly_relay.h"
 #include "ly_supervisor.h"
 #include "ly_topology.h"
 #include <curl/curl.h>
@@ -245,6 +246,11 @@ main (int argc, char *argv [])
     }
     if (ly_config_load (&ly_config, err, sizeof err)) {
         fprintf (stderr, "layersd: %s\n", err);
+        return 2;
+    }
+    if (ly_relay_settings_check (err, sizeof err)) {
+        fprintf (stderr, "layersd: %s\n", err);
+        ly_config_free (&ly_config);
         return 2;
     }
     if (ly_config.geoip_db && (!only || streq (only, "ingest"))) {

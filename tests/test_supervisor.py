@@ -398,6 +398,16 @@ def test_a_bad_connect_address_is_refused_at_start(spec):
     assert not os.path.exists("/tmp/layers-never-created")
 
 
+def test_s3_media_says_at_start_that_it_is_not_implemented():
+    """LAYERS_MEDIA_URL=s3://... is a valid setting this version cannot serve yet:
+    layersd says so at start, not only when a media route answers 501."""
+    s = Layersd(env={"LAYERS_MEDIA_URL": "s3://layers-media/prod"}).start()
+    try:
+        assert "LAYERS_MEDIA_URL is s3://" in s.log() and "501" in s.log(), s.log()[-2000:]
+    finally:
+        s.cleanup()
+
+
 def test_a_file_that_is_no_geoip_database_is_refused_at_start(tmp_path):
     """Not a crash loop of the ingest actor: layersd names the variable and the reason."""
     bad = tmp_path / "city.mmdb"

@@ -62,7 +62,8 @@ s_usage (FILE *out)
 "  LAYERS_HTTP_ADDR         HTTP listen address (127.0.0.1:8080)\n"
 "  LAYERS_DATA_DIR          data directory (./var)\n"
 "  LAYERS_DATABASE_URL      PostgreSQL admin URL (unset: embedded PostgreSQL)\n"
-"  LAYERS_MEDIA_URL         media store, file:// or s3:// (file://$LAYERS_DATA_DIR/media)\n"
+"  LAYERS_MEDIA_URL         media store, file:// (file://$LAYERS_DATA_DIR/media); s3:// is\n"
+"                           taken but not implemented yet (media routes answer 501)\n"
 "  LAYERS_GEOIP_DB          a MaxMind .mmdb file for geo-IP regions; a new file moved\n"
 "                           into its place is used within seconds\n"
 "  LAYERS_MASTER_KEY_FILE   master key for secrets ($LAYERS_DATA_DIR/master.key, made 0600)\n"
@@ -264,6 +265,9 @@ main (int argc, char *argv [])
         ly_geoip_destroy (&geoip);
     }
     ly_log_init (ly_config.log_level, only? only: "supervisor");
+    if (!only && strncmp (ly_config.media_url, "s3://", 5) == 0)
+        ly_warning ("supervisor", "LAYERS_MEDIA_URL is s3://, which this version does not "
+                    "read or write yet: media routes answer 501");
 
     //  Process-global set-up, once, before any thread starts. Every HTTP connection,
     //  socket and pipe is a file descriptor: take what the hard limit allows.

@@ -184,6 +184,19 @@ def test_tap_refuses_bad_arguments(server, args, says):
     assert out.returncode == 2 and says in out.stderr, (args, out.returncode, out.stderr)
 
 
+def test_tap_says_when_there_is_no_tap_to_read(server, tmp_path):
+    """A wrong LAYERS_DATA_DIR would look like a quiet server: layers-tap says once that
+    it finds no running actor's tap there (and goes on waiting); with the server's
+    directory it says nothing of the kind."""
+    env = dict(server.env, LAYERS_DATA_DIR=str(tmp_path / "elsewhere"))
+    out = subprocess.run([binary("layers-tap"), "--timeout", "1"], env=env,
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and "no running actor's tap" in out.stderr, out
+    assert str(tmp_path / "elsewhere") in out.stderr, out.stderr
+    out = run_tap(server, "--timeout", "1")
+    assert "no running actor's tap" not in out.stderr, out.stderr
+
+
 def test_tap_version(server):
     out = run_tap(server, "--version")
     assert out.returncode == 0 and out.stdout.startswith("layers-tap "), out

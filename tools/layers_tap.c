@@ -240,6 +240,7 @@ main (int argc, char *argv [])
     long printed = 0;
     int64_t deadline = timeout_sec > 0? ly_mono_msec () + timeout_sec * 1000: -1;
     int64_t next_scan = 0;
+    bool told = false;              //  that there is no tap to read (yet)
     while (count < 0 || printed < count) {
         int64_t now = ly_mono_msec ();
         if (deadline >= 0 && now >= deadline) {
@@ -249,6 +250,14 @@ main (int argc, char *argv [])
         if (now >= next_scan) {
             s_scan (&self);
             next_scan = now + S_RESCAN_MSEC;
+            if (!told && zhashx_size (self.connected) == 0) {
+                //  Once: a wrong directory would look like a quiet server
+                char *dir = ly_tap_dir ();
+                fprintf (stderr, "layers-tap: no running actor's tap in \"%s\" (yet); "
+                         "is LAYERS_DATA_DIR the server's? waiting\n", dir);
+                zstr_free (&dir);
+                told = true;
+            }
         }
         long wait = (long) (next_scan - now);
         if (deadline >= 0 && deadline - now < wait)

@@ -523,7 +523,7 @@ s_load_number (int64_t *out, const char *name, int64_t fallback, int64_t low, in
         ly_time_duration_text (low, from, sizeof from);
         ly_time_duration_text (high, to, sizeof to);
         return s_fail (err, errlen, "%s \"%.*s\" is not a duration from %s to %s"
-                       " (a number with s, m, h or d)%s", name, S_VALUE_MAX, value, from, to,
+                       " (a number with s, m, h or d; a bare number is seconds)%s", name, S_VALUE_MAX, value, from, to,
                        zero_off? ", or 0 for never": "");
     }
     *out = number * unit;

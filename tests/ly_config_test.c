@@ -400,7 +400,7 @@ s_test_ingest_settings (void)
     const char *bad_ages [] = { "d", "59", "59s", "3651d", "7 d", " 7d", "7dd", "7w", "-7d",
                                 "1.5d", "99999999999999999999999", "7D", NULL };
     s_all_fail (age, bad_ages, "LAYERS_EVENT_MAX_AGE \"%s\" is not a duration from 1 minute"
-                " to 3650 days (a number with s, m, h or d)");
+                " to 3650 days (a number with s, m, h or d; a bare number is seconds)");
 
     const char *future = "LAYERS_EVENT_MAX_FUTURE";
     assert (S_LOADED (future, "30s", event_max_future) == 30);
@@ -430,7 +430,7 @@ s_test_ingest_settings (void)
     assert (S_LOADED (timeout, "2m", actor_timeout) == 120);
     const char *bad_timeouts [] = { "00", "-1", "2d", "5 s", "off", NULL };
     s_all_fail (timeout, bad_timeouts, "LAYERS_ACTOR_TIMEOUT \"%s\" is not a duration from"
-                " 1 second to 1 day (a number with s, m, h or d), or 0 for never");
+                " 1 second to 1 day (a number with s, m, h or d; a bare number is seconds), or 0 for never");
 }
 
 static void

@@ -83,7 +83,9 @@ s_usage (FILE *out)
 "  LAYERS_ACTOR_TIMEOUT     an actor process that has not answered the supervisor for\n"
 "                           this long (stopped, stuck) is killed and restarted,\n"
 "                           1s to 1d, or 0 for never (60s)\n"
-"  LAYERS_LOG_LEVEL         debug, info, warning or error (info)\n");
+"  LAYERS_LOG_LEVEL         debug, info, warning or error (info)\n"
+"Durations are a number with s, m, h or d (a bare number is seconds). The relay's\n"
+"LAYERS_RELAY_* knobs are in docs/relay.md.\n");
 }
 
 //  Starts one actor in this process and waits for SIGINT/SIGTERM, showing the

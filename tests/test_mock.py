@@ -506,6 +506,20 @@ def test_lasting_latency_composes_with_later_faults_until_cleared(mock):
     assert time.monotonic() - started < 0.3
 
 
+def test_a_latency_queued_after_an_answer_waits_for_a_later_request(mock):
+    """Faults apply in order: a latency-only fault queued after an answer does not slow
+    the request that answer goes to, but the next one."""
+    add_fault(mock, service="apple", status=500)
+    add_fault(mock, service="apple", delay_ms=800)
+    started = time.monotonic()
+    assert apple_post(mock, "t1").status_code == 500
+    assert time.monotonic() - started < 0.6
+    started = time.monotonic()
+    assert apple_post(mock, "t2").status_code == 200
+    assert time.monotonic() - started >= 0.75
+    assert requests.get(mock.base + "/_mock/faults", timeout=5).json() == []
+
+
 def test_drop_closes_the_connection_without_an_answer(mock):
     add_fault(mock, service="tiktok", drop=True)
     with pytest.raises(requests.exceptions.ConnectionError):

@@ -1,7 +1,8 @@
 /*  ly_mock_faults.c: the fault queue of layers-mock (see ly_mock_faults.h). A list in
     the order faults were added, under one mutex; a fault whose count reaches zero
     leaves the list. Two kinds: latency-only faults (just delay_ms) add to whatever
-    answers, so a lasting latency does not hide the faults queued after it. */
+    answers after them in the list, so a lasting latency does not hide the faults queued
+    after it. */
 #include "ly_prelude.h"
 #include "ly_mock_faults.h"
 
@@ -326,7 +327,10 @@ ly_mock_faults_take (ly_mock_faults_t *self, ly_mock_service_t service,
     plan->fault_ids = json_array ();
     pthread_mutex_lock (&self->lock);
     s_fault_t *latency = NULL, *answer = NULL;
-    for (s_fault_t *fault = self->head; fault && !(latency && answer); fault = fault->next) {
+    //  In order: a latency-only fault met first adds its delay to the answer found
+    //  after it; the first answer ends the search (a latency queued after it waits for
+    //  a later request)
+    for (s_fault_t *fault = self->head; fault && !answer; fault = fault->next) {
         if (!s_applies (fault, service, body, body_size))
             continue;
         if (fault->latency_only && !latency)

@@ -520,6 +520,17 @@ def test_a_latency_queued_after_an_answer_waits_for_a_later_request(mock):
     assert requests.get(mock.base + "/_mock/faults", timeout=5).json() == []
 
 
+def test_a_port_in_use_is_named_with_its_address(mock):
+    """layers-mock on a port another server holds says which address it could not
+    listen on, and why (the address is its own, not masked as a client's)."""
+    port = mock.base.rsplit(":", 1)[1]
+    out = subprocess.run([binary("layers-mock"), "--listen", "127.0.0.1:" + port],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode != 0
+    assert 'could not listen on "127.0.0.1:%s": Address already in use' % port in out.stderr, \
+        out.stderr
+
+
 def test_drop_closes_the_connection_without_an_answer(mock):
     add_fault(mock, service="tiktok", drop=True)
     with pytest.raises(requests.exceptions.ConnectionError):

@@ -659,6 +659,10 @@ main (int argc, char *argv [])
         ly_error (S_ACTOR, "out of memory");
         goto cleanup;
     }
+    char own [INET6_ADDRSTRLEN] = "";
+    if (getnameinfo (address->ai_addr, address->ai_addrlen, own, sizeof own, NULL, 0,
+                     NI_NUMERICHOST) == 0)
+        ly_log_own_address (own);       //  the fake's own address is no client's: shown
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
                        | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (address->ai_family == AF_INET6)

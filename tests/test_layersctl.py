@@ -54,14 +54,20 @@ def test_layer_set_takes_its_json_on_standard_input(server):
     assert cur.fetchone()[0] is not None
     db.close()
     out = layersctl_for(server, "layer", "set", server.project, "tiktok", "-", input="")
-    assert out.returncode == 1 and "400" in out.stderr, out.stderr
+    assert out.returncode == 2 and "400" in out.stderr, out.stderr
 
 
 def test_layer_set_refuses_bad_settings(server):
     out = layersctl_for(server, "layer", "set", server.project, "meta", '{"dataset_id": "not digits"}')
-    assert out.returncode == 1 and "422" in out.stderr and "dataset_id" in out.stderr
+    assert out.returncode == 2 and "422" in out.stderr and "dataset_id" in out.stderr
     out = layersctl_for(server, "layer", "set", str(uuid.uuid4()), "meta", "{}")
     assert out.returncode == 1 and "no project" in out.stderr
+    # bad arguments are 2 (a project id that is no id, a layer that is none, a limit
+    # the API refuses), a failure 1 (no such project)
+    out = layersctl_for(server, "layer", "set", "notuuid", "meta", "{}")
+    assert out.returncode == 2 and "UUID" in out.stderr, out.stderr
+    out = layersctl_for(server, "layer", "get", server.project, "bogus")
+    assert out.returncode == 2 and "meta, tiktok or apple_search_ads" in out.stderr, out.stderr
     out = layersctl_for(server, "layer", "set", server.project)
     assert out.returncode == 2
 
@@ -118,7 +124,7 @@ def test_deadletters_pages(server):
             break
     assert sorted(seen) == [f"ev-page-{i}" for i in range(5)], seen
     out = layersctl_for(server, "deadletters", server.project, "--limit", "0")
-    assert out.returncode == 1 and "400" in out.stderr, out.stderr
+    assert out.returncode == 2 and "400" in out.stderr, out.stderr
 
 
 def test_replay_of_chosen_deliveries(server):
@@ -171,9 +177,18 @@ def test_messages_say_what_is_wrong(server):
     is named so (not 'has no member'); and without LAYERS_LOG_LEVEL a command prints its
     answer without the server's info lines."""
     out = layersctl_for(server, "layer", "set", server.project, "meta", '{"dataset_id": "abc"}')
-    assert out.returncode == 1 and "dataset_id must be" in out.stderr, out.stderr
+    assert out.returncode == 2 and "dataset_id must be" in out.stderr, out.stderr
     out = layersctl_for(server, "layer", "set", server.project, "tiktok", '{}')
-    assert out.returncode == 1 and "app_id is required" in out.stderr, out.stderr
+    assert out.returncode == 2 and "app_id is required" in out.stderr, out.stderr
+    for args in (["org", "create", "x" * 201, "--owner", "a@example.com"],
+                 ["org", "create", "Line\nbreak", "--owner", "a@example.com"],
+                 ["org", "create", "Ok", "--owner", "a@example.com", "--display-name", "d" * 201],
+                 ["token", "create", "--org", server.credentials()["org_id"], "--member", "a@example.com",
+                  "--name", "tab\there"]):
+        out = layersctl_for(server, *args)
+        assert out.returncode == 2 and "200 characters" in out.stderr, (args, out.stderr)
+    out = layersctl_for(server, "org", "create", "é" * 200, "--owner", "e200@example.com")
+    assert out.returncode == 0, out.stderr
     missing = str(uuid.uuid4())
     out = layersctl_for(server, "token", "create", "--org", missing, "--member", "a@example.com")
     assert out.returncode == 1 and "there is no organization " + missing in out.stderr, out.stderr

@@ -7,6 +7,7 @@
 #include "ly_db.h"
 #include "ly_log.h"
 #include "ly_migrate.h"
+#include "ly_utf8.h"
 #include "ly_pg.h"
 #include "ly_apiv1.h"
 
@@ -23,8 +24,9 @@ s_usage (FILE *out)
 "                   roles; prints {\"applied\": N} (a second run applies 0)\n"
 "  migrate --list   list the migrations compiled into this binary\n"
 "  org create NAME --owner EMAIL [--display-name NAME]\n"
-"                   create an organization with its owner member and an owner API\n"
-"                   token; prints {\"org_id\", \"member_id\", \"token\", \"token_id\"}\n"
+"                   create an organization with its owner member (EMAIL, shown as the\n"
+"                   --display-name) and an owner API token; prints {\"org_id\",\n"
+"                   \"member_id\", \"token\", \"token_id\"}\n"
 "                   (the token is shown this once)\n"
 "  token create --org ORG_ID --member EMAIL [--name NAME]\n"
 "                   a new API token for a member of the organization; prints\n"
@@ -191,6 +193,29 @@ s_print_json (json_t *json)
     json_decref (json);
 }
 
+//  Whether text (a name, NULL: not given) is valid UTF-8 of min to 200 characters
+//  without control characters, as the database and the partner API take it; if not,
+//  says so naming what.
+static bool
+s_name_valid (const char *what, const char *text, size_t min)
+{
+    if (!text)
+        return true;
+    size_t chars = 0, len = strlen (text);
+    bool valid = true;
+    for (size_t i = 0; valid && i < len; chars++) {
+        size_t n = ly_utf8_sequence (text + i, len - i);
+        uint32_t code = n? ly_utf8_decode (text + i, n): 0;
+        valid = n && code >= 0x20 && code != 0x7f && !(code >= 0x80 && code < 0xa0);
+        i += n;
+    }
+    if (valid && chars >= min && chars <= 200)
+        return true;
+    fprintf (stderr, "layersctl: %s must be %s 200 characters of UTF-8 text without "
+             "control characters\n", what, min? "1 to": "at most");
+    return false;
+}
+
 //  org create NAME --owner EMAIL [--display-name NAME]
 static int
 s_org (int argc, char *argv [])
@@ -205,10 +230,9 @@ s_org (int argc, char *argv [])
         return 2;
     const char *owner = s_flag (argc - 2, argv + 2, "--owner");
     const char *display = s_flag (argc - 2, argv + 2, "--display-name");
-    if (strlen (name) < 1 || strlen (name) > 200) {
-        fprintf (stderr, "layersctl: the organization name must have 1 to 200 characters\n");
+    if (!s_name_valid ("the organization name", name, 1)
+    ||  !s_name_valid ("--display-name", display, 0))
         return 2;
-    }
     if (!s_valid_email (owner)) {
         fprintf (stderr, "layersctl: --owner needs the owner's email address\n");
         return 2;
@@ -275,10 +299,8 @@ s_token (int argc, char *argv [])
             fprintf (stderr, "layersctl: token create needs --org ORG_ID (a UUID) and --member EMAIL\n");
             return 2;
         }
-        if (name && strlen (name) > 200) {
-            fprintf (stderr, "layersctl: --name takes at most 200 characters\n");
+        if (!s_name_valid ("--name", name, 0))
             return 2;
-        }
     }
     else
     if (!ly_is_uuid (argv [1])) {
@@ -381,11 +403,17 @@ s_migrate (int argc, char *argv [])
 }
 
 //  Runs one partner API request as an owner of the project's organization, with the
-//  API's own validation, tenancy and sealing. Prints the answer; 0 for 2xx, else 1.
+//  API's own validation, tenancy and sealing. Prints the answer; 0 for 2xx, 2 when the
+//  API refuses what the arguments say (400, 422: bad arguments), else 1.
 static int
 s_api_as_owner (const char *project_id, const char *method, const char *path,
                 const char *query, const char *body)
 {
+    if (!ly_is_uuid (project_id)) {
+        fprintf (stderr, "layersctl: PROJECT_ID must be a project's id (a UUID), not \"%s\"\n",
+                 project_id);
+        return 2;
+    }
     PGconn *conn = s_admin_connect (false);
     if (!conn)
         return 1;
@@ -418,7 +446,7 @@ s_api_as_owner (const char *project_id, const char *method, const char *path,
         if (out == stderr)
             fprintf (stderr, "layersctl: %u ", response.status);
         fprintf (out, "%.*s\n", (int) response.body_len, response.body? response.body: "");
-        rc = out == stdout? 0: 1;
+        rc = out == stdout? 0: response.status == 400 || response.status == 422? 2: 1;
         ly_api_response_reset (&response);
         ly_apiv1_destroy (&api);
     }
@@ -459,6 +487,12 @@ s_project_command (const char *command, int argc, char *argv [])
         const char *action = argv [0];
         if ((streq (action, "set") && argc == 4) || (streq (action, "get") && argc == 3)) {
             project = argv [1];
+            if (!streq (argv [2], "meta") && !streq (argv [2], "tiktok")
+            &&  !streq (argv [2], "apple_search_ads")) {
+                fprintf (stderr, "layersctl: LAYER is meta, tiktok or apple_search_ads, not "
+                         "\"%s\"\n", argv [2]);
+                return 2;
+            }
             snprintf (path, sizeof path, "/v1/projects/%s/layers/%s", project, argv [2]);
             if (streq (action, "get"))
                 return s_api_as_owner (project, "GET", path, NULL, NULL);

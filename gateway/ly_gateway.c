@@ -51,6 +51,7 @@
 #define S_API_TIMEOUT_MSEC 30000
 #define S_DRAIN_MSEC 5000               /* stopping: longest wait for requests in flight */
 #define S_DRAIN_POLL_MSEC 20            /* how often to look meanwhile */
+#define S_DISCARD_MAX (64 << 20)        /* a body over the limit is read this far */
 #define S_FLUSH_MSEC 1000               /* then: longest wait for the 503s to go out */
 #define S_AUTH_FAILURES 10              /* failures per client and credential, per window */
 #define S_AUTH_CLIENT_FAILURES 100      /* failures per client with any credential */
@@ -96,6 +97,7 @@ struct _s_request_t {
     int retry_after;                /* seconds, 0: no Retry-After */
     char *upload;                   /* request body, owned */
     size_t upload_size;
+    uint64_t received;              /* body bytes received, kept or not */
     bool too_large;                 /* the body passed the limit */
     bool over_budget;               /* its body would pass S_MAX_IN_FLIGHT_BYTES: dropped */
     bool keyless;                   /* /l/events without a key: its body is dropped */
@@ -725,6 +727,17 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         //  Keep the body of routes that take one, up to the limit and while all bodies
         //  held stay within theirs; discard the rest (and a keyless one: it gets 401).
         size_t more = *upload_data_size;
+        request->received += more;
+        if (request->too_large && request->received > S_DISCARD_MAX) {
+            //  Enough read and thrown away so that a client that sends its whole body
+            //  before it reads the answer gets the 413 (most do, curl too: an answer
+            //  before the end of what they send is lost with the connection's reset).
+            //  Past this it is abuse: the 413 now, and the connection closes
+            s_answer_too_large (request);
+            request->close = true;
+            *upload_data_size = 0;
+            return s_queue_answer (request);
+        }
         if (s_takes_body (request) && !request->too_large && !request->over_budget
         &&  !request->keyless) {
             size_t need = request->upload_size + more;

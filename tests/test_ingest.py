@@ -377,6 +377,39 @@ def test_a_content_encoding_list_is_read_as_one(server, encoding, status):
     assert got == 202, body
 
 
+def test_a_body_over_the_limit_is_read_to_its_end_but_not_for_ever(server):
+    """A client sending a body over 1 MiB without waiting for 100 Continue gets its 413
+    once the body is in (an answer sent before would be lost with the connection), up
+    to 64 MiB; past that the gateway answers and closes instead of reading for ever."""
+    import socket
+    host, port = server.base.split("//")[1].split(":")
+    for size, answered in ((5 << 20, True), (200 << 20, False)):
+        with socket.create_connection((host, int(port)), timeout=20) as conn:
+            conn.sendall(("POST /l/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                          "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          % server.key).encode())
+            chunk = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+            sent, cut = 0, False
+            try:
+                while sent < size:
+                    conn.sendall(chunk)
+                    sent += 65536
+                conn.sendall(b"0\r\n\r\n")
+            except OSError:
+                cut = True
+            if answered:
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    data = conn.recv(65536)
+                    assert data, answer
+                    answer += data
+                assert answer.startswith(b"HTTP/1.1 413"), answer
+            else:
+                assert cut and sent < size, sent
+    status, _, body = post_events(server, {"event_id": eid(), "name": "x"}, key=server.key)
+    assert status == 202, body
+
+
 def test_a_body_said_too_large_is_refused_before_it_is_sent(server):
     """A client that waits for 100 Continue and says its body is over 1 MiB gets 413
     at once: it need not send the body."""

@@ -648,13 +648,18 @@ s_status_word (ly_result_t result)
     return result == LY_OK? "ok": result == LY_INVALID? "error": "unavailable";
 }
 
-//  Logs a batch that failed for the database (down, hanging, a full disk): the first of
-//  a run of them at once, then a summary every S_FAILING_MSEC, so a database that
-//  refuses for minutes does not write a warning per batch; and the run's end.
+//  Logs how w's batch ended: rows the database refused, at once; a batch that failed
+//  for the database (down, hanging, a full disk), the first of a run of them at once,
+//  then a summary every S_FAILING_MSEC, so a database that refuses for minutes does not
+//  write a warning per batch; and the run's end.
 static void
 s_note_result (self_t *self, s_writer_t *w)
 {
     int64_t now = ly_mono_msec ();
+    if (w->result == LY_INVALID) {
+        ly_warning (S_ACTOR, "the database refused a request's rows: %s", w->err);
+        return;
+    }
     if (w->result == LY_OK) {
         if (self->failing_since)
             ly_info (S_ACTOR, "writing again after %.1f s of failed batches",
@@ -662,8 +667,6 @@ s_note_result (self_t *self, s_writer_t *w)
         self->failing_since = 0;
         return;
     }
-    if (w->result != LY_UNAVAILABLE)
-        return;
     self->failed_at = now;
     self->failed_batches++;
     self->failed_requests += (uint32_t) w->batch_size;
@@ -715,10 +718,7 @@ s_complete (self_t *self, s_writer_t *w)
             s_write_start (self, w, i, i + 1);
             s_write_read (self, w, true);
             s_ack (self, &w->batch [i], s_status_word (w->result));
-            if (w->result == LY_INVALID)
-                ly_warning (S_ACTOR, "the database refused a request's rows: %s", w->err);
-            else
-                s_note_result (self, w);
+            s_note_result (self, w);
         }
     }
     else {
@@ -737,10 +737,7 @@ s_complete (self_t *self, s_writer_t *w)
                 ly_info (S_ACTOR, "wrote %zu requests, %u rows, %u new",
                          w->batch_size, w->batch_rows, stored);
         }
-        if (w->result == LY_INVALID)
-            ly_warning (S_ACTOR, "the database refused a request's rows: %s", w->err);
-        else
-            s_note_result (self, w);
+        s_note_result (self, w);
     }
     w->batch_size = 0;
     w->batch_rows = 0;

@@ -9,6 +9,7 @@
     allocate a huge zone. A decoded message owns a copy of the frame: OBJ and BIN
     fields point into that copy, STR fields get their own NUL-terminated copy. */
 #include "ly_msg.h"
+#include "ly_log.h"
 #include "ly_utf8.h"
 
 //  The schema. Indexed by message type; a type's fields end at the first entry
@@ -70,7 +71,7 @@ static const s_type_t s_types [] = {
     [LY_MSG_API_REQUEST] = { "API_REQUEST", {
         [LY_API_REQUEST_REQUEST_ID]     = { "request_id",      LY_FT_UINT, LY_PII_NONE },
         [LY_API_REQUEST_METHOD]         = { "method",          LY_FT_STR,  LY_PII_NONE },
-        [LY_API_REQUEST_PATH]           = { "path",            LY_FT_STR,  LY_PII_NONE },
+        [LY_API_REQUEST_PATH]           = { "path",            LY_FT_STR,  LY_PII_TEXT },
         [LY_API_REQUEST_QUERY]          = { "query",           LY_FT_STR,  LY_PII_RAW },
         [LY_API_REQUEST_TOKEN_SHA256]   = { "token_sha256",    LY_FT_STR,  LY_PII_NONE },
         [LY_API_REQUEST_IDEMPOTENCY_KEY]= { "idempotency_key", LY_FT_STR,  LY_PII_NONE },
@@ -655,6 +656,30 @@ s_pack_redacted (msgpack_packer *pk, const msgpack_object *obj)
 //  --------------------------------------------------------------------------
 //  Encoding
 
+//  A string anyone may write, scrubbed as a log line is (emails, phones, IPs masked),
+//  as a new string; NULL when out of memory.
+static char *
+s_scrubbed (const char *text, size_t size)
+{
+    char *copy = strndup (text, size);
+    size_t room = size * 2 + 64;        //  a mask may be longer than what it hides
+    char *scrubbed = copy? (char *) malloc (room): NULL;
+    if (scrubbed)
+        ly_log_scrub (copy, scrubbed, room);
+    free (copy);
+    return scrubbed;
+}
+
+static int
+s_pack_scrubbed (msgpack_packer *pk, const char *text, size_t size)
+{
+    char *scrubbed = s_scrubbed (text, size);
+    const char *shown = scrubbed? scrubbed: S_REDACTED;
+    int rc = msgpack_pack_str_with_body (pk, shown, strlen (shown));
+    free (scrubbed);
+    return rc;
+}
+
 static int
 s_pack_field (msgpack_packer *pk, msgpack_sbuffer *sbuf, const ly_field_t *field,
               const s_value_t *value, bool redact)
@@ -678,6 +703,8 @@ s_pack_field (msgpack_packer *pk, msgpack_sbuffer *sbuf, const ly_field_t *field
         case LY_FT_BOOL:
             return value->boolean? msgpack_pack_true (pk): msgpack_pack_false (pk);
         case LY_FT_STR:
+            if (redact && field->pii == LY_PII_TEXT)
+                return s_pack_scrubbed (pk, value->bytes, value->size);
             return msgpack_pack_str_with_body (pk, value->bytes, value->size);
         case LY_FT_BIN:
             return msgpack_pack_bin_with_body (pk, value->bytes, value->size);
@@ -1074,6 +1101,13 @@ s_field_to_json (const ly_field_t *field, const s_value_t *value)
 {
     if (field->pii == LY_PII_RAW)
         return json_string (S_REDACTED);
+    if (field->pii == LY_PII_TEXT && field->type == LY_FT_STR) {
+        char *scrubbed = s_scrubbed (value->bytes, value->size);
+        json_t *json = scrubbed? s_json_string (scrubbed, strlen (scrubbed))
+                               : json_string (S_REDACTED);
+        free (scrubbed);
+        return json;
+    }
     switch (field->type) {
         case LY_FT_UINT: return s_json_uint (value->uint);
         case LY_FT_INT:  return json_integer ((json_int_t) value->sint);

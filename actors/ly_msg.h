@@ -23,8 +23,10 @@ typedef enum {
 typedef enum {
     LY_PII_NONE = 0,    /* no personal data */
     LY_PII_RAW,         /* the field itself is raw personal data: redacted in taps and logs */
-    LY_PII_NESTED       /* an OBJ that may hold raw personal data under known keys
+    LY_PII_NESTED,      /* an OBJ that may hold raw personal data under known keys
                            (ip, client_ip, email, phone, user_agent): those are redacted */
+    LY_PII_TEXT         /* a STR anyone may write (a URL path): scrubbed as a log line
+                           (ly_log_scrub: emails, phones, IPs masked) in taps */
 } ly_pii_t;
 
 typedef struct {
@@ -111,8 +113,9 @@ const void *ly_msg_bin (const ly_msg_t *self, int field, size_t *len);
 const msgpack_object *ly_msg_obj (const ly_msg_t *self, int field);
 
 /*  Encodes the message into a new buffer; caller owns *data_p (free()).
-    With redact, LY_PII_RAW fields become the string "[redacted]" and LY_PII_NESTED
-    objects have their personal-data keys' values replaced the same way. */
+    With redact, LY_PII_RAW fields become the string "[redacted]", LY_PII_NESTED
+    objects have their personal-data keys' values replaced the same way, and LY_PII_TEXT
+    strings are scrubbed. */
 int ly_msg_encode (const ly_msg_t *self, bool redact, void **data_p, size_t *size_p);
 zframe_t *ly_msg_encode_frame (const ly_msg_t *self, bool redact);
 

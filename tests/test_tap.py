@@ -110,19 +110,25 @@ def test_tap_redacts_api_queries_and_bodies(server):
                 {"token": secret, "email": "tap.query@example.com"}), token=token)
             api_call(server, "POST", "/v1/projects", token=token,
                      body={"name": secret, "no_such_field": 1})   # 422: nothing made
+            # the path too is anyone's to write, with a token or without
+            api_call(server, "GET", "/v1/members/tap.path@example.com", token=token)
+            api_call(server, "GET", "/v1/projects/+447700900123/events")
             stop.wait(0.05)
 
     t = threading.Thread(target=traffic, daemon=True)
     t.start()
     try:
-        out = run_tap(server, "--filter", "API_REQUEST", "--count", "4", "--timeout", "30")
+        out = run_tap(server, "--filter", "API_REQUEST", "--count", "12", "--timeout", "30")
     finally:
         stop.set()
         t.join()
     assert out.returncode == 0, out.stderr
     assert secret not in out.stdout and "tap.query" not in out.stdout, out.stdout
-    queries = [json.loads(l)["fields"].get("query") for l in out.stdout.splitlines()]
-    assert "[redacted]" in queries, queries
+    assert "tap.path" not in out.stdout and "7700900123" not in out.stdout, out.stdout
+    fields = [json.loads(l)["fields"] for l in out.stdout.splitlines()]
+    assert "[redacted]" in [f.get("query") for f in fields], fields
+    paths = {f.get("path") for f in fields}
+    assert "/v1/members/[email]" in paths and "/v1/projects/[phone]/events" in paths, paths
 
 
 def test_tap_filter_and_actor_selection(server):

@@ -302,6 +302,44 @@ ly_migrate_name (size_t index)
     return index < ly_migration_files_count? ly_migration_files [index].name: NULL;
 }
 
+//  Before the first check is written (a database set up before migration 0010): the
+//  key must open a layer secret sealed already, if there is one, or a wrong key run
+//  first would be recorded and the right one refused. 0, or -1 (reason in err).
+static int
+s_key_opens_a_secret (PGconn *conn, const uint8_t key [32], char *err, size_t errlen)
+{
+    PGresult *res = PQexec (conn,
+        "SELECT 'project_layers/' || project_id || '/' || layer, secret_ciphertext"
+        "  FROM project_layers WHERE secret_ciphertext IS NOT NULL"
+        "   AND NOT EXISTS (SELECT FROM master_key_check) LIMIT 1");
+    int rc = 0;
+    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+        s_set_error (err, errlen, conn, res, "could not check the master key", NULL);
+        rc = -1;
+    }
+    else
+    if (PQntuples (res) == 1) {
+        size_t sealed_len = 0;
+        unsigned char *sealed = PQunescapeBytea ((const unsigned char *) PQgetvalue (res, 0, 1),
+                                                 &sealed_len);
+        char *plain = NULL;
+        size_t plain_len = 0;
+        if (!sealed || ly_secret_open (key, PQgetvalue (res, 0, 0), sealed, sealed_len,
+                                       &plain, &plain_len)) {
+            snprintf (err, errlen, "the master key in \"%s\" does not open the secrets the "
+                      "database holds: restore the key file they were sealed with "
+                      "(LAYERS_MASTER_KEY_FILE)", ly_config.master_key_file);
+            rc = -1;
+        }
+        if (plain)
+            explicit_bzero (plain, plain_len);
+        free (plain);
+        PQfreemem (sealed);
+    }
+    PQclear (res);
+    return rc;
+}
+
 int
 ly_migrate_key_check (PGconn *conn, char *err, size_t errlen)
 {
@@ -321,8 +359,9 @@ ly_migrate_key_check (PGconn *conn, char *err, size_t errlen)
     bool table = PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1
               && streq (PQgetvalue (res, 0, 0), "t");
     PQclear (res);
-    int rc = 0;
-    if (table) {                //  else migration 0010 is not applied yet: nothing to compare
+    //  Without the table (migration 0010 not applied yet) there is nothing to compare
+    int rc = table? s_key_opens_a_secret (conn, key, err, errlen): 0;
+    if (table && rc == 0) {
         PQclear (PQexecParams (conn, "INSERT INTO master_key_check (check_hex) VALUES ($1)"
                                " ON CONFLICT (only_row) DO NOTHING", 1, NULL, params, NULL, NULL, 0));
         res = PQexec (conn, "SELECT check_hex FROM master_key_check");

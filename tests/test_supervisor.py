@@ -125,16 +125,37 @@ def test_a_master_key_that_is_not_the_database_s_is_refused():
         assert s.proc.wait(60) != 0
         assert "is not the one the database" in s.log() and key in s.log(), s.log()[-2000:]
         assert "master key" in s.log()
-        other = key + ".other"                      # layersd made a new one: another key
-        os.rename(key, other)
+        assert not os.path.exists(key), "the key file this start made is left behind"
+        other = key + ".other"                      # another key
+        with open(other, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(other, 0o600)
         os.rename(kept, key)
         s.start()
         project = s.credentials()["project_id"]
-        out = layersctl_for(s, "layer", "get", project, "meta")
-        assert "is not the one" not in out.stderr, out.stderr
+        out = layersctl_for(s, "layer", "set", project, "meta", "-",
+                            input='{"dataset_id": "42", "access_token": "sealed-secret"}')
+        assert out.returncode == 0, out.stderr
+        right = dict(s.env)
         s.env["LAYERS_MASTER_KEY_FILE"] = other
         out = layersctl_for(s, "layer", "get", project, "meta")
         assert out.returncode != 0 and "is not the one the database" in out.stderr, out.stderr
+        # a database from before the check (no check row yet) with a secret sealed: a
+        # wrong key run first must not be recorded as the database's
+        conn = db_connect(s)
+        try:
+            conn.autocommit = True
+            conn.cursor().execute("DELETE FROM master_key_check")
+            out = layersctl_for(s, "layer", "get", project, "meta")
+            assert out.returncode != 0 and "does not open the secrets" in out.stderr, out.stderr
+            cur = conn.cursor()
+            cur.execute("SELECT count(*) FROM master_key_check")
+            assert cur.fetchone()[0] == 0
+        finally:
+            conn.close()
+        s.env = right
+        out = layersctl_for(s, "layer", "get", project, "meta")
+        assert out.returncode == 0, out.stderr
     finally:
         s.cleanup()
 

@@ -302,6 +302,7 @@ main (int argc, char *argv [])
     //  those needs no master key.
     bool keyless = only && (streq (only, "ingest") || streq (only, "gateway"));
     memset (master_key, 0, sizeof master_key);
+    bool key_made = access (ly_config.master_key_file, F_OK) != 0;     //  by this start
     if (ly_master_key_load (ly_config.master_key_file, !only, master_key, err, sizeof err)
     &&  !(keyless && errno == ENOENT)) {
         ly_error (only? only: "supervisor", "%s", err);
@@ -335,12 +336,16 @@ main (int argc, char *argv [])
     ly_db_init (admin_url, master_key);
     PGconn *admin = ly_db_connect (LY_DB_ADMIN, err, sizeof err);
     int applied = 0;
+    bool key_refused = false;
     if (!admin
     ||  ly_migrate_run (admin, &applied, err, sizeof err)
-    ||  ly_migrate_key_check (admin, err, sizeof err)
+    ||  (key_refused = ly_migrate_key_check (admin, err, sizeof err) != 0)
     ||  ly_db_setup_roles (admin, err, sizeof err)
     ||  ly_bootstrap_demo (admin, err, sizeof err)) {
         ly_error ("supervisor", "%s", err);
+        if (key_refused && key_made && unlink (ly_config.master_key_file) == 0)
+            ly_info ("supervisor", "removed the master key file \"%s\" made by this start",
+                     ly_config.master_key_file);
         if (admin)
             PQfinish (admin);
         goto cleanup;

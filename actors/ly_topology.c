@@ -174,6 +174,17 @@ ly_topology_override (const char *spec, char *err, size_t errlen)
                       "port from 1 to 65535", address);
             return -1;
         }
+        //  The host is the server's own, not a client's: the log shows it (a bind that
+        //  fails must say where)
+        const char *host = strrchr (address + 6, ';');
+        host = host? host + 1: address + 6;
+        char own [64];
+        snprintf (own, sizeof own, "%.*s", (int) (colon - host), host);
+        if (own [0] == '[' && own [strlen (own) - 1] == ']') {
+            own [strlen (own) - 1] = 0;
+            memmove (own, own + 1, strlen (own));
+        }
+        ly_log_own_address (own);
     }
     free (s_overrides [index]);
     s_overrides [index] = strdup (address);

@@ -49,4 +49,8 @@ void ly_apiv1_handle_as (ly_apiv1_t *self, const char *org_id, const char *membe
 /*  Frees what resp holds and zeroes it. */
 void ly_api_response_reset (ly_api_response_t *resp);
 
+/*  Whether text is an email address as the API takes a member's: one '@' with text on
+    both sides, no white space or control character (ASCII or not), valid UTF-8. */
+bool ly_apiv1_is_email (const char *text);
+
 #endif

@@ -46,8 +46,8 @@ s_is_timezone (const char *text)
     return true;
 }
 
-static bool
-s_is_email (const char *text)
+bool
+ly_apiv1_is_email (const char *text)
 {
     const char *at = strchr (text, '@');
     if (!at || at == text || !at [1] || strchr (at + 1, '@'))
@@ -255,7 +255,7 @@ ly_apiv1_project_delete (ly_apiv1_ctx_t *ctx)
     LY_APIV1_ETAG_SQL ("updated_at")
 
 static const ly_apiv1_field_t s_member_fields [] = {
-    { "email", LY_FIELD_TEXT, 320, false, false, true, s_is_email, "an email address" },
+    { "email", LY_FIELD_TEXT, 320, false, false, true, ly_apiv1_is_email, "an email address" },
     { "display_name", LY_FIELD_TEXT, 200, true, true, false, NULL, NULL },
     { "role", LY_FIELD_TEXT, 16, false, false, true, s_is_role,
       "one of owner, admin, editor, viewer" },

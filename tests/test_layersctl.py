@@ -189,6 +189,10 @@ def test_messages_say_what_is_wrong(server):
         assert out.returncode == 2 and "200 characters" in out.stderr, (args, out.stderr)
     out = layersctl_for(server, "org", "create", "é" * 200, "--owner", "e200@example.com")
     assert out.returncode == 0, out.stderr
+    # an owner's email as the API takes a member's: no second '@', no white space of any kind
+    for owner in ("a@@example.com", "a\u00a0b@example.com", "a\u2028@example.com"):
+        out = layersctl_for(server, "org", "create", "Owner test", "--owner", owner)
+        assert out.returncode == 2 and "--owner" in out.stderr, (owner, out.stderr)
     missing = str(uuid.uuid4())
     out = layersctl_for(server, "token", "create", "--org", missing, "--member", "a@example.com")
     assert out.returncode == 1 and "there is no organization " + missing in out.stderr, out.stderr

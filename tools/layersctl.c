@@ -148,14 +148,7 @@ s_flags_valid (int argc, char *argv [], int first, const char *const *known)
 static bool
 s_valid_email (const char *email)
 {
-    const char *at = email? strchr (email, '@'): NULL;
-    size_t len = email? strlen (email): 0;
-    if (!at || at == email || !at [1] || len < 3 || len > 320)
-        return false;
-    for (const unsigned char *p = (const unsigned char *) email; *p; p++)
-        if (*p <= ' ' || *p == 0x7f)
-            return false;
-    return true;
+    return email && strlen (email) <= 320 && ly_apiv1_is_email (email);     //  as the API
 }
 
 //  Inserts a new API token for member_id of the tenant set; prints nothing. The token

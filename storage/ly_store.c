@@ -660,13 +660,17 @@ s_note_result (self_t *self, s_writer_t *w)
         ly_warning (S_ACTOR, "the database refused a request's rows: %s", w->err);
         return;
     }
-    if (w->result == LY_OK) {
-        if (self->failing_since)
-            ly_info (S_ACTOR, "writing again after %.1f s of failed batches",
-                     (double) (now - self->failing_since) / 1000);
+    if (self->failing_since && (w->result == LY_OK || now - self->failed_at >= S_FAILING_MSEC)) {
+        //  A run ends with a batch written, or S_FAILING_MSEC without a failure (as
+        //  readiness says)
+        ly_info (S_ACTOR, "%s: batches failed from %.1f s to %.1f s ago",
+                 w->result == LY_OK? "writing again": "failures stopped",
+                 (double) (now - self->failing_since) / 1000,
+                 (double) (now - self->failed_at) / 1000);
         self->failing_since = 0;
-        return;
     }
+    if (w->result == LY_OK)
+        return;
     self->failed_at = now;
     self->failed_batches++;
     self->failed_requests += (uint32_t) w->batch_size;

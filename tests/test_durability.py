@@ -228,6 +228,42 @@ def test_a_full_disk_gets_503_and_the_server_recovers_by_itself():
             assert 1 <= len(failures) <= 4, "\n".join(failures[:50])
 
 
+def test_writes_the_database_refuses_make_the_server_unready_for_a_while():
+    """A database that answers SELECT 1 but refuses writes (disk_full, 53100, raised by
+    a trigger here): 503 to ingest and /readyz 503; with no write tried for 10 s,
+    /readyz is 200 again (nothing left to tell); the next refusal starts a new run,
+    logged at once; once writes succeed, ingest and the log say so."""
+    with Layersd() as server:
+        conn = db_connect(server)
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("""CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+                       $$ BEGIN RAISE EXCEPTION 'no room' USING ERRCODE = '53100'; END $$""")
+        cur.execute("""CREATE TRIGGER refuse BEFORE INSERT ON sdk_event_ids
+                       FOR EACH ROW EXECUTE FUNCTION refuse()""")
+        try:
+            def post():
+                return post_events(server, {"event_id": str(uuid.uuid4()), "name": "x"},
+                                   key=server.credentials()["sdk_key"])
+            assert post()[0] == 503
+            assert http("GET", server.base + "/readyz")[0] == 503
+            wait_for(lambda: http("GET", server.base + "/readyz")[0] == 200, 20,
+                     "/readyz 200 once no write was tried for 10 s")
+            assert post()[0] == 503
+            assert http("GET", server.base + "/readyz")[0] == 503
+            firsts = [l for l in server.log().splitlines()
+                      if "could not write 1 requests" in l and "no room" in l]
+            assert len(firsts) == 2, server.log()[-3000:]
+            assert "failures stopped" in server.log() or "batches failed" in server.log()
+        finally:
+            cur.execute("DROP TRIGGER refuse ON sdk_event_ids")
+            cur.execute("DROP FUNCTION refuse()")
+            conn.close()
+        assert post()[0] == 202
+        assert http("GET", server.base + "/readyz")[0] == 200
+        assert "writing again" in server.log()
+
+
 def cluster_pids(server):
     """The embedded PostgreSQL's postmaster and its children."""
     with open(os.path.join(server.data_dir, "pg", "data", "postmaster.pid")) as f:

@@ -224,7 +224,8 @@ s_knob_read (s_knob_t knob, long *value, char *err, size_t errlen)
     char *end = NULL;
     errno = 0;
     long number = strtol (text, &end, 10);
-    if (*end || errno || number < s_knobs [knob].low || number > s_knobs [knob].high) {
+    if (*text < '0' || *text > '9'          //  digits only: no sign, no white space
+    ||  *end || errno || number < s_knobs [knob].low || number > s_knobs [knob].high) {
         char from [32], to [32];
         snprintf (err, errlen, "%s=\"%.32s\" is not a number from %s to %s",
                   s_knobs [knob].name, text, s_grouped (s_knobs [knob].low, from),

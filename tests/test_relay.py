@@ -1041,6 +1041,13 @@ def test_a_throttle_pauses_every_relay(server, mock):
         stop_relay(*extra)
 
 
+@pytest.mark.parametrize("value", [" 5", "+5", "5 ", "-5", "5.0", "0x10"])
+def test_a_knob_is_digits_only(server, mock, value):
+    env = dict(server.env, LAYERS_RELAY_CLAIM=value, LAYERS_DATA_DIR="/tmp/layers-never-created")
+    out = subprocess.run([binary("layersd")], env=env, capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2 and "LAYERS_RELAY_CLAIM" in out.stderr, (value, out.stderr)
+
+
 @pytest.mark.parametrize("args", [[], ["--only", "relay"]])
 def test_a_bad_knob_stops_layersd_at_start_named_with_its_range(server, mock, args):
     """An out-of-range LAYERS_RELAY_* stops layersd at start (exit 2), a scale-out relay

@@ -21,7 +21,8 @@ struct _ly_geoip_t {
     struct stat opened;         //  the file as it was when opened
     struct stat seen;           //  the file as it was at the last look
     int64_t next_check;         //  monotonic msec of the next look at the file
-    bool warned;                //  the file that replaced it could not be opened
+    struct stat refused;        //  the last file that could not be opened, not tried
+                                //  again (nor warned of) until it changes
 };
 
 //  True when a and b are the same file, unchanged.
@@ -140,10 +141,19 @@ ly_geoip_refresh (ly_geoip_t *self)
         return 0;                   //  gone for a moment while it is replaced: keep ours
     if (s_same_file (&current, &self->opened))
         return 0;
-    bool settled = s_same_file (&current, &self->seen);
+    if (s_same_file (&current, &self->refused))
+        return -1;                  //  the file we could not open, as it was: keep ours
+    //  Settled: unchanged since the last look, or last written a second ago or more
+    //  (a new file put in place long after a quiet spell is used by the next request)
+    struct timespec wall;
+    clock_gettime (CLOCK_REALTIME, &wall);
+    bool settled = s_same_file (&current, &self->seen)
+                || wall.tv_sec - current.st_mtim.tv_sec >= 2
+                || (wall.tv_sec - current.st_mtim.tv_sec == 1
+                    && wall.tv_nsec >= current.st_mtim.tv_nsec);
     self->seen = current;
     if (!settled)
-        return 0;                   //  changed since the last look: may be being written
+        return 0;                   //  changed a moment ago: may be being written
     MMDB_s fresh;
     char err [512] = "";
     int rc = s_open (self->path, &current, &fresh, err, sizeof err);
@@ -152,15 +162,13 @@ ly_geoip_refresh (ly_geoip_t *self)
         return 0;                   //  still being written: look again later
     }
     if (rc) {
-        if (!self->warned)
-            ly_warning ("ingest", "%s; still using the one opened before", err);
-        self->warned = true;
+        ly_warning ("ingest", "%s; still using the one opened before", err);
+        self->refused = current;
         return -1;
     }
     MMDB_close (&self->mmdb);
     self->mmdb = fresh;
     self->opened = current;
-    self->warned = false;
     ly_info ("ingest", "opened the new geo-IP database \"%s\"", self->path);
     return 1;
 }

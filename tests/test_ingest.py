@@ -1086,6 +1086,61 @@ def test_a_new_geoip_database_is_used_without_a_restart(tmp_path):
         s.db.close()
 
 
+def test_a_geoip_database_replaced_during_a_quiet_spell_serves_the_next_request(tmp_path):
+    """A new .mmdb that was put in place while no event came (last written a second ago
+    or more) is used by the very next request, not only by the one after; a file that
+    cannot be opened is warned of once and not read again until it changes, and each
+    different bad file gets its own warning."""
+    folder = tmp_path / "geo"
+    folder.mkdir()
+    os.chmod(str(folder), 0o755)
+    path = make_mmdb(str(folder / "city.mmdb"))
+    os.chmod(path, 0o644)
+
+    def replace(staged):
+        os.chmod(staged, 0o644)
+        old = time.time() - 5
+        os.utime(staged, (old, old))            # written a while ago, as geoipupdate's
+        os.replace(staged, path)
+
+    with Layersd(env={"LAYERS_GEOIP_DB": path, "LAYERS_TRUSTED_PROXIES": "127.0.0.1"}) as s:
+        s.db = db_connect(s)
+        key = s.credentials()["sdk_key"]
+
+        def region():
+            event_id = eid()
+            status, _, body = post_events(s, {"event_id": event_id, "name": "x"}, key=key,
+                                          headers={"X-Forwarded-For": "81.2.69.160"})
+            assert status == 202 and body["accepted"] == 1, body
+            cur = s.db.cursor()
+            cur.execute("SELECT geo_country, geo_region FROM sdk_events WHERE event_id = %s",
+                        (event_id,))
+            return cur.fetchone()
+
+        assert region() == ("GB", "ENG")
+        replace(make_mmdb(str(folder / "next.mmdb"), "next"))
+        time.sleep(2.5)                         # quiet: no request looks meanwhile
+        assert region() == ("FR", "IDF")
+        ingest = s.actors()["ingest"]
+
+        def read_bytes():
+            with open("/proc/%d/io" % ingest) as f:
+                return int(next(l for l in f if l.startswith("rchar:")).split()[1])
+        for n, size in enumerate((30 << 20, 20 << 20)):
+            bad = str(folder / ("bad%d.mmdb" % n))
+            with open(bad, "wb") as f:
+                f.write(os.urandom(size))
+            replace(bad)
+            time.sleep(1.2)
+            before = read_bytes()
+            for _ in range(5):                  # five looks at the file, a second apart
+                assert region() == ("FR", "IDF")
+                time.sleep(1.05)
+            assert read_bytes() - before < size * 1.5, "the bad file is read at every look"
+            assert s.log().count("still using the one opened before") == n + 1, s.log()[-3000:]
+        s.db.close()
+
+
 def test_a_geoip_database_rewritten_in_place_is_used_once_written(tmp_path):
     """A new .mmdb copied over LAYERS_GEOIP_DB in place (cp, shutil.copyfile: the same
     file cut to nothing, then written) neither crashes an ingest actor that has the old

@@ -3,8 +3,11 @@
     store (file:// only; a path must resolve inside the store's root). */
 #include "ly_apiv1_private.h"
 #include "ly_config.h"
+#include "ly_msg.h"
 
-#define S_MEDIA_MAX_BYTES (64 * 1024 * 1024)
+//  A media answer travels in one frame between actors: what fits, with room for the
+//  frame's other fields
+#define S_MEDIA_MAX_BYTES (LY_MSG_MAX_FRAME - 64 * 1024)
 
 //  --------------------------------------------------------------------------
 //  Ads content
@@ -271,6 +274,59 @@ s_is_media_type (const char *text)
     return strspn (text, token) == type && ly_apiv1_is_charset (slash + 1, token, 100);
 }
 
+//  A stored content type the media route answers with: an image, video or audio type
+//  (not SVG, which may hold script). Anything else, HTML say, goes out as
+//  application/octet-stream, which a browser downloads rather than renders.
+static bool
+s_servable_type (const char *type)
+{
+    if (!s_is_media_type (type) || strncmp (type, "image/svg", 9) == 0)
+        return false;
+    return strncmp (type, "image/", 6) == 0 || strncmp (type, "video/", 6) == 0
+        || strncmp (type, "audio/", 6) == 0;
+}
+
+//  The local path of a file:// URL (RFC 8089: "file:///abs/path" or
+//  "file://localhost/abs/path", percent-escapes decoded) into out; false when it is
+//  none (another host, a relative path, a bad or NUL escape).
+static bool
+s_file_path (const char *url, char *out, size_t size)
+{
+    if (strncmp (url, "file://", 7))
+        return false;
+    const char *path = url + 7;
+    if (strncasecmp (path, "localhost/", 10) == 0)
+        path += 9;
+    if (*path != '/')
+        return false;
+    size_t used = 0;
+    for (const char *c = path; *c; c++) {
+        char byte = *c;
+        if (byte == '%') {
+            if (!isxdigit ((unsigned char) c [1]) || !isxdigit ((unsigned char) c [2]))
+                return false;
+            char hex [3] = { c [1], c [2], 0 };
+            byte = (char) strtol (hex, NULL, 16);
+            if (byte == 0)
+                return false;
+            c += 2;
+        }
+        if (used + 1 >= size)
+            return false;
+        out [used++] = byte;
+    }
+    out [used] = 0;
+    return true;
+}
+
+//  True when path is below the directory root (both canonical)
+static bool
+s_inside (const char *path, const char *root)
+{
+    size_t len = strlen (root);
+    return strncmp (path, root, len) == 0 && path [len] == '/';
+}
+
 //  Reads the file at url (file://...) when it resolves inside the media root. 0, or -1
 //  with the answer set.
 static int
@@ -282,15 +338,26 @@ s_read_media (ly_apiv1_ctx_t *ctx, const char *url, char **data, size_t *size)
                         "media downloads are served from a file:// media store only");
         return -1;
     }
-    char root [PATH_MAX], path [PATH_MAX];
-    if (!realpath (root_url + 7, root) || !realpath (url + 7, path)
-    ||  strncmp (path, root, strlen (root)) || path [strlen (root)] != '/') {
-        ly_apiv1_error (ctx, 404, "not_found", "the media file is not in the media store");
-        return -1;
-    }
-    int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    char root_path [PATH_MAX], file_path [PATH_MAX], root [PATH_MAX], path [PATH_MAX];
+    char opened [PATH_MAX];
+    int fd = -1;
     struct stat st;
-    if (fd == -1 || fstat (fd, &st) || !S_ISREG (st.st_mode)) {
+    bool found = s_file_path (root_url, root_path, sizeof root_path)
+              && s_file_path (url, file_path, sizeof file_path)
+              && realpath (root_path, root) && realpath (file_path, path) && s_inside (path, root);
+    if (found) {
+        //  Not blocking (a FIFO would hold the actor), and judged by what was opened:
+        //  a directory swapped for a symbolic link since realpath looked is followed by
+        //  open, but the descriptor's own path tells
+        fd = open (path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        char link [64];
+        snprintf (link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t len = fd == -1? -1: readlink (link, opened, sizeof opened - 1);
+        if (len > 0)
+            opened [len] = 0;
+        found = len > 0 && s_inside (opened, root) && fstat (fd, &st) == 0 && S_ISREG (st.st_mode);
+    }
+    if (!found) {
         if (fd != -1)
             close (fd);
         ly_apiv1_error (ctx, 404, "not_found", "the media file is not in the media store");
@@ -298,7 +365,8 @@ s_read_media (ly_apiv1_ctx_t *ctx, const char *url, char **data, size_t *size)
     }
     if (st.st_size > S_MEDIA_MAX_BYTES) {
         close (fd);
-        ly_apiv1_error (ctx, 413, "too_large", "media over 64 MiB is not served through the API");
+        ly_apiv1_error (ctx, 413, "too_large", "media over %d KiB is not served through the "
+                        "API: fetch it from the media store", S_MEDIA_MAX_BYTES / 1024);
         return -1;
     }
     size_t want = (size_t) st.st_size;
@@ -313,7 +381,8 @@ s_read_media (ly_apiv1_ctx_t *ctx, const char *url, char **data, size_t *size)
     close (fd);
     if (!buffer || got != want) {
         free (buffer);
-        ly_apiv1_error (ctx, 500, "internal", "could not read the media file");
+        ly_apiv1_error (ctx, 503, "unavailable", "the media file changed while it was read; "
+                        "retry");
         return -1;
     }
     *data = buffer;
@@ -354,7 +423,7 @@ ly_apiv1_container_media (ly_apiv1_ctx_t *ctx)
         ctx->resp->status = 200;
         ctx->resp->body = data;
         ctx->resp->body_len = size;
-        ctx->resp->content_type = strdup (s_is_media_type (type)? type: "application/octet-stream");
+        ctx->resp->content_type = strdup (s_servable_type (type)? type: "application/octet-stream");
     }
     json_decref (media);
 }

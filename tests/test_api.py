@@ -1275,6 +1275,80 @@ def test_container_media_download_is_confined_to_the_media_store(server, orgs):
     assert a.container in [c["container_id"] for c in got["data"]]
 
 
+def test_container_media_holds_against_swaps_fifos_and_odd_files(server, orgs):
+    """The media route judges the file it opened, not the path it looked at: a directory
+    swapped for a symbolic link to the data directory between the two never serves the
+    master key; a FIFO is 404 at once (it held the api actor); a media file as large as a
+    frame between actors allows is served, a larger one 413 at once; HTML and SVG go out
+    as application/octet-stream; RFC 8089 file URLs (localhost, %-escapes) are read."""
+    import ctypes
+    import threading
+    a, _ = orgs
+    media_root = os.path.join(server.data_dir, "media", a.id)
+    os.makedirs(media_root, exist_ok=True)
+    inside = os.path.join(media_root, "race")
+    os.makedirs(inside, exist_ok=True)
+    with open(os.path.join(inside, "master.key"), "w") as f:
+        f.write("INSIDE")
+    swapped = os.path.join(media_root, "racelink")
+    if not os.path.lexists(swapped):
+        os.symlink(server.data_dir, swapped)
+    with open(os.path.join(server.data_dir, "master.key")) as f:
+        secret = f.read().strip()
+    container, _ = a.new_container(url="file://" + os.path.join(inside, "master.key"))
+    libc = ctypes.CDLL(None, use_errno=True)
+    stop = threading.Event()
+
+    def swap():
+        while not stop.is_set():        # renameat2 (RENAME_EXCHANGE): atomic swaps
+            libc.renameat2(-100, inside.encode(), -100, swapped.encode(), 2)
+    t = threading.Thread(target=swap, daemon=True)
+    t.start()
+    try:
+        answers = [a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)
+                   for _ in range(300)]
+    finally:
+        stop.set()
+        t.join()
+    leaked = [raw for status, _, raw in answers
+              if status == 200 and secret.encode() in (raw if isinstance(raw, bytes) else b"")]
+    assert not leaked and {s for s, _, _ in answers} <= {200, 404}, [s for s, _, _ in answers]
+    if os.path.islink(inside):          # leave the names as they were
+        libc.renameat2(-100, inside.encode(), -100, swapped.encode(), 2)
+
+    fifo = os.path.join(media_root, "pipe.png")
+    os.mkfifo(fifo)
+    container, _ = a.new_container(url="file://" + fifo)
+    started = time.monotonic()
+    assert a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)[0] == 404
+    assert time.monotonic() - started < 5
+    assert a.call("viewer", "GET", "/v1/me")[0] == 200
+
+    big = os.urandom(8_000_000)
+    container, _ = a.new_container(data=big)
+    status, _, raw = a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)
+    assert status == 200 and raw == big
+    container, _ = a.new_container(data=os.urandom(8 << 20))
+    started = time.monotonic()
+    status, _, got = a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)
+    assert status == 413 and got["error"]["code"] == "too_large", got
+    assert time.monotonic() - started < 5
+
+    for kind in ("text/html", "image/svg+xml", "application/xhtml+xml"):
+        container, _ = a.new_container(content_type=kind, data=b"<script>alert(1)</script>")
+        status, headers, _ = a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)
+        assert status == 200 and headers["content-type"] == "application/octet-stream", kind
+    with open(os.path.join(media_root, "a b.png"), "wb") as f:
+        f.write(b"spaced")
+    for url in ("file://localhost" + os.path.join(media_root, "a b.png"),
+                "file://" + os.path.join(media_root, "a%20b.png")):
+        container, _ = a.new_container(url=url)
+        status, _, raw = a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)
+        assert status == 200 and raw == b"spaced", url
+    container, _ = a.new_container(url="file://data/media/x.png")     # a host, not a path
+    assert a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)[0] == 404
+
+
 def test_nothing_secret_reaches_the_log(server, orgs):
     a, b = orgs
     log = server.log()

@@ -65,3 +65,68 @@ ly_jsonr_content_type (const char *value)
         return LY_JSONR_NOT_JSON;
     return s_other_charset (rest)? LY_JSONR_NOT_UTF8: LY_JSONR_JSON;
 }
+
+//  True when the n bytes at token are an integer (an optional '-' and digits) that
+//  json_int_t cannot hold.
+static bool
+s_beyond_json_int (const char *token, size_t n)
+{
+    bool negative = n > 0 && *token == '-';
+    const char *digits = token + negative;
+    size_t count = n - negative;
+    for (size_t i = 0; i < count; i++)
+        if (!isdigit ((unsigned char) digits [i]))
+            return false;           //  a real, or not a number: jansson judges
+    const char *limit = negative? "9223372036854775808": "9223372036854775807";
+    return count > 19 || (count == 19 && memcmp (digits, limit, 19) > 0);
+}
+
+json_t *
+ly_jsonr_load (const char *text, size_t len, size_t flags)
+{
+    json_error_t error;
+    json_t *tree = json_loadb (text, len, flags, &error);
+    if (tree || json_error_code (&error) != json_error_numeric_overflow)
+        return tree;
+    //  Again, with ".0" after each integer too big, outside strings: jansson reads
+    //  it as a real. (JSON_DECODE_INT_AS_REAL would make every integer a real, cut
+    //  those above 2^53 to a double's precision and fail the fakes' integer checks.)
+    //  Such an integer has 19 digits at least: the copy grows by 2 bytes per 20 at most.
+    char *copy = (char *) malloc (len + len / 8 + 3);
+    if (!copy)
+        return NULL;
+    size_t used = 0;
+    bool in_string = false;
+    size_t at = 0;
+    while (at < len) {
+        char c = text [at];
+        if (in_string) {
+            if (c == '\\' && at + 1 < len)
+                copy [used++] = text [at++];
+            else
+            if (c == '"')
+                in_string = false;
+            copy [used++] = text [at++];
+        }
+        else
+        if (c == '-' || isdigit ((unsigned char) c)) {
+            size_t end = at + 1;
+            while (end < len && text [end] && strchr ("0123456789.eE+-", text [end]))
+                end++;
+            memcpy (copy + used, text + at, end - at);
+            used += end - at;
+            if (s_beyond_json_int (text + at, end - at)) {
+                copy [used++] = '.';
+                copy [used++] = '0';
+            }
+            at = end;
+        }
+        else {
+            in_string = c == '"';
+            copy [used++] = text [at++];
+        }
+    }
+    tree = json_loadb (copy, used, flags, NULL);
+    free (copy);
+    return tree;
+}

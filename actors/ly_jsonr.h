@@ -1,6 +1,7 @@
-/*  ly_jsonr.h: reading JSON, the parts the SDK body reader and the partner API share:
-    whether a Content-Type announces JSON we read, and jansson's reasons for refusing a
-    text, in words for the client. */
+/*  ly_jsonr.h: reading JSON, the parts the SDK body reader, the partner API and the
+    relay share: whether a Content-Type announces JSON we read, jansson's reasons for
+    refusing a text, in words for the client, and reading what PostgreSQL's jsonb gives
+    back. */
 #ifndef LY_JSONR_H_INCLUDED
 #define LY_JSONR_H_INCLUDED
 
@@ -25,5 +26,13 @@ ly_jsonr_type_t
     string, or text without that quote, copied into buffer (size bytes). */
 const char *
     ly_jsonr_reason (const char *text, char *buffer, size_t size);
+
+/*  len bytes of JSON text parsed like json_loadb with flags, except that an integer
+    beyond json_int_t becomes a real instead of failing the whole text: PostgreSQL's
+    jsonb gives an SDK's 1e19 back as 10000000000000000000, valid JSON that the networks
+    take. Every other number is read as it is written. NULL when the text is not JSON.
+    Caller owns. */
+json_t *
+    ly_jsonr_load (const char *text, size_t len, size_t flags);
 
 #endif

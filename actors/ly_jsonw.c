@@ -2,6 +2,8 @@
     jansson's json_dumps (JSON_COMPACT) writes them, but for the case of the hex digits:
     '"', '\\' and control characters escaped, everything else (UTF-8 included) copied. */
 #include "ly_jsonw.h"
+#include <float.h>
+#include <math.h>
 #include <openssl/crypto.h>
 
 void
@@ -182,6 +184,80 @@ ly_jsonw_bool (ly_jsonw_t *self, bool value)
 {
     s_separate (self);
     s_put (self, value? "true": "false", value? 4: 5);
+}
+
+size_t
+ly_jsonw_double_text (double value, bool single, char text [40])
+{
+    if (!isfinite (value)) {
+        strcpy (text, "null");
+        return 4;
+    }
+    //  Any decimal of up to 6 (float) or 15 (double) digits round-trips, so start there;
+    //  subnormals have fewer digits of precision: start at 1.
+    bool subnormal = fabs (value) < (single? FLT_MIN: DBL_MIN);
+    int first = subnormal? 1: single? 6: 15;
+    for (int precision = first; precision <= (single? 9: 17); precision++) {
+        snprintf (text, 40, "%.*g", precision, value);
+        double back = strtod (text, NULL);
+        if (single? (float) back == (float) value: back == value)
+            break;
+    }
+    //  JSON wants '.', whatever LC_NUMERIC says.
+    for (char *comma = strchr (text, ','); comma; comma = strchr (comma, ','))
+        *comma = '.';
+    return strlen (text);
+}
+
+void
+ly_jsonw_double (ly_jsonw_t *self, double value)
+{
+    char text [40];
+    size_t len = ly_jsonw_double_text (value, false, text);
+    s_separate (self);
+    s_put (self, text, len);
+}
+
+void
+ly_jsonw_json (ly_jsonw_t *self, const json_t *json)
+{
+    const char *key;
+    json_t *value;
+    size_t index;
+    switch (json_typeof (json)) {
+        case JSON_OBJECT:
+        case JSON_ARRAY:
+            if (self->depth >= LY_JSONW_DEPTH) {
+                self->failed = true;
+                return;
+            }
+            ly_jsonw_open (self, json_is_object (json)? '{': '[');
+            if (json_is_object (json))
+                json_object_foreach ((json_t *) json, key, value) {
+                    ly_jsonw_key (self, key);
+                    ly_jsonw_json (self, value);
+                }
+            else
+                json_array_foreach (json, index, value)
+                    ly_jsonw_json (self, value);
+            ly_jsonw_close (self, json_is_object (json)? '}': ']');
+            break;
+        case JSON_STRING:
+            ly_jsonw_string (self, json_string_value (json));
+            break;
+        case JSON_INTEGER:
+            ly_jsonw_int (self, json_integer_value (json));
+            break;
+        case JSON_REAL:
+            ly_jsonw_double (self, json_real_value (json));
+            break;
+        case JSON_TRUE:
+        case JSON_FALSE:
+            ly_jsonw_bool (self, json_is_true (json));
+            break;
+        default:
+            ly_jsonw_string (self, NULL);
+    }
 }
 
 void

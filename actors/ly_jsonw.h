@@ -7,7 +7,7 @@
 
 #include "ly_prelude.h"
 
-#define LY_JSONW_DEPTH 16
+#define LY_JSONW_DEPTH 64
 
 typedef struct {
     char *data;                 /* the text, NUL-terminated, owned */
@@ -40,6 +40,14 @@ void ly_jsonw_key (ly_jsonw_t *self, const char *key);
 void ly_jsonw_string (ly_jsonw_t *self, const char *text);
 void ly_jsonw_int (ly_jsonw_t *self, int64_t value);
 void ly_jsonw_bool (ly_jsonw_t *self, bool value);
+/*  A finite double in the shortest text that reads back to the same value (19.99, not
+    19.989999999999998 as "%.17g" writes it); with single, the same for a float. The
+    text goes into text (40 bytes); its length. Not finite: "null". */
+size_t ly_jsonw_double_text (double value, bool single, char text [40]);
+void ly_jsonw_double (ly_jsonw_t *self, double value);
+/*  A jansson value, its reals written as ly_jsonw_double does (jansson's own dump
+    writes 17 digits). Deeper than the writer allows: the writer fails. */
+void ly_jsonw_json (ly_jsonw_t *self, const json_t *json);
 /*  A value that is already JSON text (len bytes), copied as it is. */
 void ly_jsonw_raw (ly_jsonw_t *self, const char *json, size_t len);
 

@@ -360,20 +360,7 @@ static void
 s_json_number (scrub_t *self, double value, bool single)
 {
     char text [40];
-    //  Any decimal of up to 6 (float) or 15 (double) digits round-trips, so start there;
-    //  subnormals have fewer digits of precision: start at 1.
-    bool subnormal = fabs (value) < (single? FLT_MIN: DBL_MIN);
-    int first = subnormal? 1: single? 6: 15;
-    for (int precision = first; precision <= (single? 9: 17); precision++) {
-        snprintf (text, sizeof text, "%.*g", precision, value);
-        double back = strtod (text, NULL);
-        if (single? (float) back == (float) value: back == value)
-            break;
-    }
-    //  JSON wants '.', whatever LC_NUMERIC says.
-    for (char *comma = strchr (text, ','); comma; comma = strchr (comma, ','))
-        *comma = '.';
-    s_json_put (self, text, strlen (text));
+    s_json_put (self, text, ly_jsonw_double_text (value, single, text));
 }
 
 static ly_result_t

@@ -133,11 +133,4 @@ typedef enum {
 
 ly_platform_t ly_delivery_platform (const ly_delivery_t *delivery);
 
-/*  len bytes of JSON text parsed like json_loadb with flags, except that an integer
-    beyond json_int_t becomes a real instead of failing the whole text: PostgreSQL's
-    jsonb gives an SDK's 1e19 back as 10000000000000000000, valid JSON that the networks
-    take. Every other number is read as it is written. NULL when the text is not JSON.
-    Caller owns. */
-json_t *ly_json_loadb_bigint (const char *text, size_t len, size_t flags);
-
 #endif

@@ -2,6 +2,7 @@
     (see ly_tiktok.h). TikTok answers HTTP 200 for most errors: the body's `code` is
     what counts. */
 #include "ly_tiktok.h"
+#include "ly_jsonr.h"
 #include <openssl/crypto.h>
 
 #define S_TRACK_PATH "/open_api/v1.3/event/track/"
@@ -117,7 +118,7 @@ s_properties (ly_jsonw_t *out, const char *properties)
         return;
     json_t *tree = NULL;
     if (strstr (properties, "\"content_ids\"") || strstr (properties, "\"ttclid\""))
-        tree = ly_json_loadb_bigint (properties, strlen (properties), 0);
+        tree = ly_jsonr_load (properties, strlen (properties), 0);
     if (!json_is_object (tree)) {
         json_decref (tree);
         ly_jsonw_key (out, "properties");

@@ -4,6 +4,7 @@
 #include "ly_apiv1_private.h"
 #include "ly_config.h"
 #include "ly_msg.h"
+#include "ly_jsonr.h"
 
 //  A media answer travels in one frame between actors: what fits, with room for the
 //  frame's other fields
@@ -404,7 +405,9 @@ ly_apiv1_container_media (ly_apiv1_ctx_t *ctx)
         "SELECT media FROM content_containers WHERE container_id = $1", 1, params);
     if (!res)
         return;
-    json_t *media = PQntuples (res) == 1? json_loads (PQgetvalue (res, 0, 0), 0, NULL): NULL;
+    json_t *media = PQntuples (res) == 1? ly_jsonr_load (PQgetvalue (res, 0, 0),
+                                                          strlen (PQgetvalue (res, 0, 0)), 0)
+                                        : NULL;
     bool found = PQntuples (res) == 1;
     PQclear (res);
     json_t *item = json_array_get (media, (size_t) index);

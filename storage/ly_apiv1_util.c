@@ -3,6 +3,8 @@
     validation, and the formats the API reads (UUIDs, RFC 3339, base64url). */
 #include "ly_apiv1_private.h"
 #include "ly_time.h"
+#include "ly_jsonr.h"
+#include "ly_jsonw.h"
 #include "ly_log.h"
 
 #define S_ACTOR LY_APIV1_ACTOR
@@ -15,7 +17,16 @@ s_set_json (ly_apiv1_ctx_t *ctx, unsigned status, json_t *json)
 {
     ly_api_response_t *resp = ctx->resp;
     free (resp->body);
-    resp->body = json? json_dumps (json, JSON_COMPACT): NULL;
+    resp->body = NULL;
+    if (json) {                 //  reals as stored (19.99), not as jansson writes them
+        ly_jsonw_t out;
+        size_t len;
+        ly_jsonw_init (&out, 1024);
+        ly_jsonw_json (&out, json);
+        resp->body = ly_jsonw_take (&out, &len);
+        if (!resp->body)
+            resp->body = json_dumps (json, JSON_COMPACT);
+    }
     resp->body_len = resp->body? strlen (resp->body): 0;
     resp->status = json && !resp->body? 500: status;
     json_decref (json);
@@ -183,7 +194,7 @@ s_typed (Oid type, const char *text)
         case 700: case 701: case 1700:      //  float4, float8, numeric
             return json_real (strtod (text, NULL));
         case 114: case 3802: {              //  json, jsonb
-            json_t *value = json_loads (text, JSON_DECODE_ANY, NULL);
+            json_t *value = ly_jsonr_load (text, strlen (text), JSON_DECODE_ANY);
             return value? value: json_null ();
         }
         case 1184:                          //  timestamptz

@@ -22,7 +22,7 @@ import uuid
 
 import pytest
 
-from lyserver import Layersd, api_call, db_connect, layersctl_for, post_events
+from lyserver import Layersd, api_call, db_connect, http, layersctl_for, post_events
 
 SRC = os.environ.get("LY_SOURCE_DIR") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROLES = ["owner", "admin", "editor", "viewer"]
@@ -1161,6 +1161,32 @@ def test_ads_content_links(server, orgs):
 
 # ----------------------------------------------------------------------------------------
 # Events and deliveries
+
+def test_event_properties_come_back_as_stored(server, orgs):
+    """Numbers in properties come back as the database stores them: 19.990 as 19.99
+    (not jansson's 19.989999999999998), 0.1 as 0.1, and a whole number beyond 64 bits
+    (an SDK's 1e19, which jsonb writes as 20 digits) as a number, without losing the
+    other properties to a null."""
+    a, _ = orgs
+    project = a.new_project()
+    key = a.call("admin", "POST", "/v1/projects/%s/sdk-keys" % project, {})[2]["key"]
+    body = (b'{"event_id": "numbers-1", "name": "purchase", "properties": {"value": 19.990,'
+            b' "c": 0.1, "third": 0.30000000000000004, "order": 1e19, "neg": -1e19,'
+            b' "big": 1e300, "n": 42, "currency": "EUR"}}')
+    status, _, got = post_events(server, body, key=key)
+    assert status == 202 and got["accepted"] == 1, got
+    status, _, raw = a.call("viewer", "GET", "/v1/projects/%s/events" % project)
+    assert status == 200
+    [event] = raw["data"]
+    props = event["properties"]
+    assert props is not None and props["currency"] == "EUR" and props["n"] == 42, event
+    assert props["value"] == 19.99 and props["c"] == 0.1 and props["third"] == 0.30000000000000004
+    assert props["order"] == 1e19 and props["neg"] == -1e19 and props["big"] == 1e300
+    status, headers, body = http("GET", server.base + "/v1/projects/%s/events" % project,
+                                 headers={"Authorization": "Bearer " + a.tokens["viewer"]})
+    assert b'"value":19.99,' in body or b'"value":19.99}' in body, body
+    assert b'"c":0.1,' in body or b'"c":0.1}' in body, body
+
 
 def test_events_newest_first_with_filters_and_hashes_only(server, orgs):
     a, _ = orgs

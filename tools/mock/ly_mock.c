@@ -2,7 +2,7 @@
     hash checks, random ids and the body shown to tests. */
 #include "ly_prelude.h"
 #include "ly_mock.h"
-#include "ly_delivery.h"     /* ly_json_loadb_bigint, shared with the relay */
+#include "ly_jsonr.h"        /* ly_jsonr_load, shared with the relay */
 #include <sys/random.h>
 
 static const char *s_service_names [LY_MOCK_SERVICES] = { "meta", "tiktok", "apple", "model" };
@@ -231,7 +231,7 @@ ly_mock_json_parse (const char *body, size_t size)
 {
     if (!body || size == 0)
         return NULL;
-    return ly_json_loadb_bigint (body, size, JSON_DECODE_ANY);
+    return ly_jsonr_load (body, size, JSON_DECODE_ANY);
 }
 
 json_t *

@@ -219,8 +219,12 @@ s_container_decorate (json_t *row)
     size_t index;
     json_t *item;
     json_array_foreach (media, index, item) {
-        if (!json_is_object (item))
-            continue;
+        if (!json_is_object (item)) {
+            //  Not the shape the content worker writes (a bare URL string, say): shown
+            //  as an item with nothing but its index, never the store's URL
+            item = json_object ();
+            json_array_set_new (media, index, item);
+        }
         json_object_del (item, "url");
         json_object_set_new (item, "index", json_integer ((json_int_t) index));
         char *download = zsys_sprintf ("/v1/content/containers/%s/media?index=%zu", id? id: "", index);

@@ -1373,6 +1373,16 @@ def test_container_media_holds_against_swaps_fifos_and_odd_files(server, orgs):
         assert status == 200 and raw == b"spaced", url
     container, _ = a.new_container(url="file://data/media/x.png")     # a host, not a path
     assert a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)[0] == 404
+    # an item that is not an object (a bare URL) never shows the store's URL
+    container = str(uuid.uuid4())
+    cur = server.db.cursor()
+    cur.execute("""INSERT INTO content_containers (org_id, project_id, container_id, kind, media)
+                   VALUES (%s, %s, %s, 'image', %s)""",
+                (a.id, a.project, container, json.dumps(["file:///srv/internal/secret-path.png"])))
+    status, _, got = a.call("viewer", "GET", "/v1/content/containers/" + container)
+    assert status == 200 and "secret-path" not in json.dumps(got), got
+    assert got["media"][0]["index"] == 0
+    assert a.call("viewer", "GET", "/v1/content/containers/%s/media" % container)[0] == 404
 
 
 def test_nothing_secret_reaches_the_log(server, orgs):

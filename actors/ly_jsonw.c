@@ -228,6 +228,7 @@ ly_jsonw_json (ly_jsonw_t *self, const json_t *json)
         case JSON_OBJECT:
         case JSON_ARRAY:
             if (self->depth >= LY_JSONW_DEPTH) {
+                ly_jsonw_string (self, NULL);   //  the member still gets a value
                 self->failed = true;
                 return;
             }

@@ -7,7 +7,7 @@
 
 #include "ly_prelude.h"
 
-#define LY_JSONW_DEPTH 64
+#define LY_JSONW_DEPTH 2100         /* beyond jansson's 2048 levels: any tree it reads */
 
 typedef struct {
     char *data;                 /* the text, NUL-terminated, owned */
@@ -46,7 +46,8 @@ void ly_jsonw_bool (ly_jsonw_t *self, bool value);
 size_t ly_jsonw_double_text (double value, bool single, char text [40]);
 void ly_jsonw_double (ly_jsonw_t *self, double value);
 /*  A jansson value, its reals written as ly_jsonw_double does (jansson's own dump
-    writes 17 digits). Deeper than the writer allows: the writer fails. */
+    writes 17 digits). Deeper than the writer allows: null there, and the writer fails
+    (ly_jsonw_take gives NULL). */
 void ly_jsonw_json (ly_jsonw_t *self, const json_t *json);
 /*  A value that is already JSON text (len bytes), copied as it is. */
 void ly_jsonw_raw (ly_jsonw_t *self, const char *json, size_t len);

@@ -361,7 +361,7 @@ ly_apiv1_layer_put (ly_apiv1_ctx_t *ctx)
     }
     if (body.access_token && !(sealed = s_seal (ctx, project_id, layer->name, body.access_token)))
         goto cleanup;
-    config = json_dumps (body.config, JSON_COMPACT);
+    config = ly_apiv1_dump (body.config);
     char enabled [8] = "";
     if (body.enabled >= 0)
         snprintf (enabled, sizeof enabled, "%s", body.enabled? "true": "false");

@@ -95,6 +95,9 @@ PGresult *ly_apiv1_exec (ly_apiv1_ctx_t *ctx, const char *sql, int nparams,
     RFC 3339 UTC ("2026-01-02T03:04:05.123456Z"), the rest as strings, NULL as null.
     Columns whose name starts with '_' are left out; "a.b" nests b in object a. */
 json_t *ly_apiv1_row (const PGresult *res, int row);
+/*  json as compact text (caller frees), its reals in the shortest form that reads back
+    the same (19.99, not jansson's 19.989999999999998): for answers and stored JSON. */
+char *ly_apiv1_dump (const json_t *json);
 /*  The value of column name in row, or NULL when absent or NULL; borrowed. */
 const char *ly_apiv1_value (const PGresult *res, int row, const char *name);
 /*  Sets the ETag header from the row's "_etag" column. */

@@ -12,21 +12,23 @@
 //  --------------------------------------------------------------------------
 //  Answers
 
+char *
+ly_apiv1_dump (const json_t *json)
+{
+    ly_jsonw_t out;
+    size_t len;
+    ly_jsonw_init (&out, 1024);
+    ly_jsonw_json (&out, json);
+    char *text = ly_jsonw_take (&out, &len);
+    return text? text: json_dumps (json, JSON_COMPACT);
+}
+
 static void
 s_set_json (ly_apiv1_ctx_t *ctx, unsigned status, json_t *json)
 {
     ly_api_response_t *resp = ctx->resp;
     free (resp->body);
-    resp->body = NULL;
-    if (json) {                 //  reals as stored (19.99), not as jansson writes them
-        ly_jsonw_t out;
-        size_t len;
-        ly_jsonw_init (&out, 1024);
-        ly_jsonw_json (&out, json);
-        resp->body = ly_jsonw_take (&out, &len);
-        if (!resp->body)
-            resp->body = json_dumps (json, JSON_COMPACT);
-    }
+    resp->body = json? ly_apiv1_dump (json): NULL;
     resp->body_len = resp->body? strlen (resp->body): 0;
     resp->status = json && !resp->body? 500: status;
     json_decref (json);
@@ -510,7 +512,7 @@ ly_apiv1_fields (ly_apiv1_ctx_t *ctx, const ly_apiv1_field_t *fields, size_t cou
                 ly_apiv1_field_error (ctx, field->name, "%s must be a JSON object", field->name);
                 goto refused;
             }
-            text = json_dumps (value, JSON_COMPACT);
+            text = ly_apiv1_dump (value);
         }
         else {
             const char *string = json_string_value (value);

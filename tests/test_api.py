@@ -1188,6 +1188,33 @@ def test_event_properties_come_back_as_stored(server, orgs):
     assert b'"c":0.1,' in body or b'"c":0.1}' in body, body
 
 
+def test_deep_metadata_is_answered_and_stored_as_sent(server, orgs):
+    """Metadata nested deep (a body may nest 2,048 levels, as jansson reads it) is
+    stored and answered, in the list too (three levels deeper), without the api actor
+    falling over; its reals are stored and answered in their shortest form."""
+    a, _ = orgs
+    for depth in (62, 100, 900):          # (Python reads ~1,000 levels at most)
+        metadata = 19.99
+        for _ in range(depth):
+            metadata = {"a": metadata}
+        status, _, made = a.call("admin", "POST", "/v1/ads-content",
+                                 {"kind": "image", "metadata": metadata})
+        assert status == 201, (depth, made)
+        assert made["metadata"] == metadata
+        started = time.monotonic()
+        status, _, got = a.call("viewer", "GET", "/v1/ads-content?limit=200")
+        assert status == 200 and time.monotonic() - started < 10, (depth, got)
+        assert metadata in [c["metadata"] for c in got["data"]]
+    status, _, made = a.call("admin", "POST", "/v1/ads-content",
+                             {"kind": "image", "metadata": {"r": 19.99, "one": 0.1}})
+    assert status == 201, made
+    cur = server.db.cursor()
+    cur.execute("SELECT metadata::text FROM ads_content WHERE ad_content_id = %s",
+                (made["ad_content_id"],))
+    stored = cur.fetchone()[0]
+    assert "19.99" in stored and "19.98999" not in stored and "0.1000" not in stored, stored
+
+
 def test_events_newest_first_with_filters_and_hashes_only(server, orgs):
     a, _ = orgs
     project = a.new_project()

@@ -328,9 +328,24 @@ s_load_media_url (ly_config_t *cfg, char *err, size_t errlen)
 {
     const char *name = "LAYERS_MEDIA_URL";
     const char *value = s_env (name);
-    if (!value)
-        return s_set_printf (&cfg->media_url, err, errlen, "file://%s/media",
-                             streq (cfg->data_dir, "/")? "": cfg->data_dir);
+    if (!value) {
+        //  A URL (RFC 8089): the directory's bytes beyond the unreserved ones %-escaped,
+        //  so that "d%41" or "a b" is read back as that directory
+        const char *dir = streq (cfg->data_dir, "/")? "": cfg->data_dir;
+        char *escaped = (char *) malloc (strlen (dir) * 3 + 1);
+        if (!escaped)
+            return s_fail (err, errlen, "out of memory");
+        size_t used = 0;
+        for (const unsigned char *c = (const unsigned char *) dir; *c; c++)
+            if (isalnum (*c) || strchr ("/-._~", *c))
+                escaped [used++] = (char) *c;
+            else
+                used += (size_t) sprintf (escaped + used, "%%%02X", *c);
+        escaped [used] = 0;
+        int rc = s_set_printf (&cfg->media_url, err, errlen, "file://%s/media", escaped);
+        free (escaped);
+        return rc;
+    }
     if (s_has_space_or_control (value))
         return s_fail (err, errlen, "%s must not contain spaces or control characters", name);
     if (strncmp (value, "file://", 7) == 0) {

@@ -203,6 +203,11 @@ s_test_paths (void)
     assert (streq (cfg.data_dir, s_dir));
     ly_config_free (&cfg);
 
+    //  The default media URL %-escapes the directory's odd bytes (RFC 8089)
+    cfg = s_load_ok ("LAYERS_DATA_DIR", "/srv/d%41 b");
+    assert (streq (cfg.media_url, "file:///srv/d%2541%20b/media"));
+    ly_config_free (&cfg);
+
     cfg = s_load_ok ("LAYERS_DATA_DIR", "/");
     assert (streq (cfg.data_dir, "/"));
     assert (streq (cfg.media_url, "file:///media"));

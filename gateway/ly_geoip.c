@@ -21,20 +21,25 @@ struct _ly_geoip_t {
     struct stat opened;         //  the file as it was when opened
     struct stat seen;           //  the file as it was at the last look
     int64_t next_check;         //  monotonic msec of the next look at the file
-    struct stat refused;        //  the last file that could not be opened, not tried
+    struct stat refused;        //  the last file that is no database, not tried
                                 //  again (nor warned of) until it changes
+    struct stat faulted;        //  the last file that could not be read: warned once
 };
 
-//  True when a and b are the same file, unchanged.
+//  True when a and b are the same file, unchanged (its change time too: a copy that
+//  keeps the old modification time, cp -p, still changes it).
 static bool
 s_same_file (const struct stat *a, const struct stat *b)
 {
     return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size
-        && a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+        && a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec
+        && a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
 }
 
-//  Opens a copy of path, as it is in *as_is, into mmdb; -1 with the reason in err, 1
-//  when the file changed while it was copied (it is being written: try again later).
+//  Opens a copy of path, as it is in *as_is, into mmdb; -1 with the reason in err when
+//  it could not be read (a passing fault: tried again at the next look), -2 when it is
+//  no database libmaxminddb reads, 1 when the file changed while it was copied (it is
+//  being written: try again later).
 static int
 s_open (const char *path, const struct stat *as_is, MMDB_s *mmdb, char *err, size_t errlen)
 {
@@ -76,12 +81,18 @@ s_open (const char *path, const struct stat *as_is, MMDB_s *mmdb, char *err, siz
         close (copy);                   //  the map keeps the memory
         return 0;
     }
-    if (rc == MMDB_IO_ERROR)
+    int result = -2;                    //  the content: not read again until it changes
+    if (rc == MMDB_IO_ERROR || rc == MMDB_OUT_OF_MEMORY_ERROR) {
         snprintf (err, errlen, "could not open geo-IP database \"%s\": %s: %s",
                   path, MMDB_strerror (rc), strerror (errno));
+        result = -1;
+    }
     else
         snprintf (err, errlen, "could not open geo-IP database \"%s\": %s",
                   path, MMDB_strerror (rc));
+    close (file);
+    close (copy);
+    return result;
 fail:
     if (file >= 0)
         close (file);
@@ -162,8 +173,12 @@ ly_geoip_refresh (ly_geoip_t *self)
         return 0;                   //  still being written: look again later
     }
     if (rc) {
-        ly_warning ("ingest", "%s; still using the one opened before", err);
-        self->refused = current;
+        if (rc == -2 || !s_same_file (&current, &self->faulted))
+            ly_warning ("ingest", "%s; still using the one opened before", err);
+        if (rc == -2)
+            self->refused = current;
+        else
+            self->faulted = current;    //  warned once, tried again at each look
         return -1;
     }
     MMDB_close (&self->mmdb);

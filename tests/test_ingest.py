@@ -1138,6 +1138,26 @@ def test_a_geoip_database_replaced_during_a_quiet_spell_serves_the_next_request(
                 time.sleep(1.05)
             assert read_bytes() - before < size * 1.5, "the bad file is read at every look"
             assert s.log().count("still using the one opened before") == n + 1, s.log()[-3000:]
+        # rewritten in place keeping the bad file's size and times (cp -p): still a
+        # change, and the good database is used
+        with open(make_mmdb(str(folder / "good.mmdb")), "rb") as f:
+            good = f.read()
+        with open(path, "wb") as f:
+            f.write(good[:-100] + b"\0" * 100)
+        old = time.time() - 3600
+        os.utime(path, (old, old))
+        wait = time.monotonic() + 15
+        while s.log().count("still using the one opened before") < 3:
+            assert time.monotonic() < wait, s.log()[-3000:]
+            region()
+            time.sleep(0.3)
+        with open(path, "r+b") as f:
+            f.write(good)
+        os.utime(path, (old, old))
+        wait = time.monotonic() + 15
+        while region() != ("GB", "ENG"):
+            assert time.monotonic() < wait, "a rewrite keeping size and times was not seen"
+            time.sleep(0.3)
         s.db.close()
 
 

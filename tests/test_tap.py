@@ -21,20 +21,23 @@ def server():
 
 
 class Traffic:
-    """Keeps /readyz busy (gateway PING -> store, PONG back) until stopped."""
+    """Sends requests until stopped: send() every pause seconds; by default /readyz
+    (gateway PING -> store, PONG back)."""
 
-    def __init__(self, server):
+    def __init__(self, server, send=None, pause=0.05):
         self.server = server
+        self.send = send or (lambda: http("GET", server.base + "/readyz", timeout=2))
+        self.pause = pause
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
         while not self.stopping.is_set():
             try:
-                http("GET", self.server.base + "/readyz", timeout=2)
+                self.send()
             except OSError:
                 pass
-            self.stopping.wait(0.05)
+            self.stopping.wait(self.pause)
 
     def __enter__(self):
         self.thread.start()
@@ -76,20 +79,10 @@ def test_key_info_leaves_out_a_country_code_the_project_has_not(server):
     status, _, made = api_call(server, "POST", f"/v1/projects/{creds['project_id']}/sdk-keys",
                                token=creds["api_token"], body={})
     assert status == 201, made
-    stop = threading.Event()
-
-    def traffic():                      # a key the gateway has not looked up yet
-        while not stop.is_set():
-            post_events(server, {"event_id": "kc", "name": "x"}, key=made["key"])
-            stop.wait(0.2)
-
-    t = threading.Thread(target=traffic, daemon=True)
-    t.start()
-    try:
+    # a key the gateway has not looked up yet
+    with Traffic(server, lambda: post_events(server, {"event_id": "kc", "name": "x"},
+                                             key=made["key"]), pause=0.2):
         out = run_tap(server, "--filter", "KEY_INFO", "--count", "1", "--timeout", "30")
-    finally:
-        stop.set()
-        t.join()
     assert out.returncode == 0, out.stderr
     fields = json.loads(out.stdout.splitlines()[0])["fields"]
     assert fields["status"] == "found" and "default_country_code" not in fields, fields
@@ -102,26 +95,18 @@ def test_tap_redacts_api_queries_and_bodies(server):
     from lyserver import api_call
     token = server.credentials()["api_token"]
     secret = "lya_querysecret" + "9" * 20
-    stop = threading.Event()
 
-    def traffic():
-        while not stop.is_set():
-            api_call(server, "GET", "/v1/projects?" + urllib.parse.urlencode(
-                {"token": secret, "email": "tap.query@example.com"}), token=token)
-            api_call(server, "POST", "/v1/projects", token=token,
-                     body={"name": secret, "no_such_field": 1})   # 422: nothing made
-            # the path too is anyone's to write, with a token or without
-            api_call(server, "GET", "/v1/members/tap.path@example.com", token=token)
-            api_call(server, "GET", "/v1/projects/+447700900123/events")
-            stop.wait(0.05)
+    def send():
+        api_call(server, "GET", "/v1/projects?" + urllib.parse.urlencode(
+            {"token": secret, "email": "tap.query@example.com"}), token=token)
+        api_call(server, "POST", "/v1/projects", token=token,
+                 body={"name": secret, "no_such_field": 1})   # 422: nothing made
+        # the path too is anyone's to write, with a token or without
+        api_call(server, "GET", "/v1/members/tap.path@example.com", token=token)
+        api_call(server, "GET", "/v1/projects/+447700900123/events")
 
-    t = threading.Thread(target=traffic, daemon=True)
-    t.start()
-    try:
+    with Traffic(server, send):
         out = run_tap(server, "--filter", "API_REQUEST", "--count", "12", "--timeout", "30")
-    finally:
-        stop.set()
-        t.join()
     assert out.returncode == 0, out.stderr
     assert secret not in out.stdout and "tap.query" not in out.stdout, out.stdout
     assert "tap.path" not in out.stdout and "7700900123" not in out.stdout, out.stdout

@@ -285,41 +285,52 @@ def test_sigterm_leaves_nothing_behind(signum):
         s.cleanup()
 
 
+def held_by_the_store(s, count, prefix, timeout):
+    """Stops the store (SIGSTOP) and sends count events, each on a thread of its own,
+    until the gateway holds them all; returns (the store's pid, the threads, the list
+    the answers go to: (status, headers, body) or the error's repr)."""
+    import threading
+    from lyserver import post_events
+    key = s.credentials()["sdk_key"]
+    store = s.actors()["store"]
+    os.kill(store, signal.SIGSTOP)
+    answers = []
+
+    def send(i):
+        try:
+            answers.append(post_events(s, {"event_id": "%s-%d" % (prefix, i), "name": "x"},
+                                       key=key, timeout=timeout))
+        except OSError as e:
+            answers.append(repr(e))
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while "layers_gateway_in_flight %d" % count not in http("GET", s.base + "/metrics")[2].decode():
+        assert time.monotonic() < deadline, "the requests did not reach the gateway"
+        time.sleep(0.05)
+    return store, threads, answers
+
+
 def test_sigterm_answers_503_to_what_the_store_never_took():
     """When the requests in flight cannot be stored before the gateway's 5 s are over
     (the store hangs), each still gets an answer, 503 shutting_down with Retry-After,
     not a closed connection that a client cannot tell from a stored request."""
-    import threading
-    from lyserver import post_events
     s = Layersd().start()
+    store = None
     try:
-        key = s.credentials()["sdk_key"]
-        store = s.actors()["store"]
-        os.kill(store, signal.SIGSTOP)
-        answers = []
-
-        def send(i):
-            try:
-                status, headers, body = post_events(s, {"event_id": "hung-%d" % i, "name": "x"},
-                                                    key=key, timeout=30)
-                answers.append((status, body["error"]["code"], headers.get("Retry-After")))
-            except OSError as e:
-                answers.append(repr(e))
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 10
-        while "layers_gateway_in_flight 4" not in http("GET", s.base + "/metrics")[2].decode():
-            assert time.monotonic() < deadline, "the requests did not reach the gateway"
-            time.sleep(0.05)
+        store, threads, answers = held_by_the_store(s, 4, "hung", timeout=30)
         s.proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(30)
-        assert answers == [(503, "shutting_down", "1")] * 4, answers
+        said = [a if isinstance(a, str) else (a[0], a[2]["error"]["code"], a[1].get("Retry-After"))
+                for a in answers]
+        assert said == [(503, "shutting_down", "1")] * 4, said
         s.proc.wait(30)
     finally:
         try:
-            os.kill(store, signal.SIGCONT)
+            if store:
+                os.kill(store, signal.SIGCONT)
         except ProcessLookupError:
             pass
         s.cleanup()
@@ -329,34 +340,16 @@ def test_sigterm_answers_the_requests_in_flight_first():
     """A stop (a deploy, a rolling restart) does not drop requests: the gateway stops
     first, takes no new connection, and answers every request it holds (here while the
     store is held back, then let go) before the rest stop."""
-    import threading
-    from lyserver import post_events
     s = Layersd().start()
     try:
-        key = s.credentials()["sdk_key"]
-        store = s.actors()["store"]
-        os.kill(store, signal.SIGSTOP)
-        answers = []
-
-        def send(i):
-            try:
-                answers.append(post_events(s, {"event_id": "drain-%d" % i, "name": "x"},
-                                           key=key, timeout=20)[0])
-            except OSError as e:
-                answers.append(repr(e))
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(5)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 10
-        while "layers_gateway_in_flight 5" not in http("GET", s.base + "/metrics")[2].decode():
-            assert time.monotonic() < deadline, "the requests did not reach the gateway"
-            time.sleep(0.05)
+        store, threads, answers = held_by_the_store(s, 5, "drain", timeout=20)
         s.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         os.kill(store, signal.SIGCONT)
         for t in threads:
             t.join(20)
         s.proc.wait(15)
+        answers = [a if isinstance(a, str) else a[0] for a in answers]
         assert answers == [202] * 5, answers
         assert s.proc.returncode == 0, s.log()[-3000:]
         # the five, and maybe the last /metrics request, its connection not yet done

@@ -1,5 +1,6 @@
 """SDK ingest end to end: POST /l/events through gateway, ingest and store into
 PostgreSQL, with personal data scrubbed at the edge and bad input refused alone."""
+import contextlib
 import gzip
 import hashlib
 import json
@@ -1040,39 +1041,51 @@ def test_months_past_the_retention_are_dropped():
         db.close()
 
 
-def test_a_new_geoip_database_is_used_without_a_restart(tmp_path):
-    """A new .mmdb put in place of LAYERS_GEOIP_DB with a rename (as geoipupdate does) is
-    used within seconds; a broken one is refused with a warning and the last good one
-    stays in use."""
+@contextlib.contextmanager
+def geo_server(tmp_path):
+    """A layersd whose LAYERS_GEOIP_DB is a test .mmdb in a folder of its own (its
+    client IP taken from X-Forwarded-For); yields (server, folder, the database's path,
+    region): region() sends an event from 81.2.69.160 and answers the stored
+    (geo_country, geo_region)."""
     folder = tmp_path / "geo"
     folder.mkdir()
     os.chmod(str(folder), 0o755)
     path = make_mmdb(str(folder / "city.mmdb"))
     os.chmod(path, 0o644)
-
-    def region(s, key):
-        event_id = eid()
-        status, _, body = post_events(s, {"event_id": event_id, "name": "x"}, key=key,
-                                      headers={"X-Forwarded-For": "81.2.69.160"})
-        assert status == 202 and body["accepted"] == 1, body
-        cur = s.db.cursor()
-        cur.execute("SELECT geo_country, geo_region FROM sdk_events WHERE event_id = %s",
-                    (event_id,))
-        return cur.fetchone()
-
-    def replace(make):
-        staged = str(folder / "staged.mmdb")
-        make(staged)
-        os.chmod(staged, 0o644)
-        os.replace(staged, path)
-
     with Layersd(env={"LAYERS_GEOIP_DB": path, "LAYERS_TRUSTED_PROXIES": "127.0.0.1"}) as s:
-        s.db = db_connect(s)
+        db = db_connect(s)
         key = s.credentials()["sdk_key"]
-        assert region(s, key) == ("GB", "ENG")
+
+        def region():
+            event_id = eid()
+            status, _, body = post_events(s, {"event_id": event_id, "name": "x"}, key=key,
+                                          headers={"X-Forwarded-For": "81.2.69.160"})
+            assert status == 202 and body["accepted"] == 1, (status, body)
+            cur = db.cursor()
+            cur.execute("SELECT geo_country, geo_region FROM sdk_events WHERE event_id = %s",
+                        (event_id,))
+            return cur.fetchone()
+        try:
+            yield s, folder, path, region
+        finally:
+            db.close()
+
+
+def test_a_new_geoip_database_is_used_without_a_restart(tmp_path):
+    """A new .mmdb put in place of LAYERS_GEOIP_DB with a rename (as geoipupdate does) is
+    used within seconds; a broken one is refused with a warning and the last good one
+    stays in use."""
+    with geo_server(tmp_path) as (s, folder, path, region):
+        def replace(make):
+            staged = str(folder / "staged.mmdb")
+            make(staged)
+            os.chmod(staged, 0o644)
+            os.replace(staged, path)
+
+        assert region() == ("GB", "ENG")
         replace(lambda p: make_mmdb(p, "next"))
         deadline = time.monotonic() + 15
-        while region(s, key) != ("FR", "IDF"):
+        while region() != ("FR", "IDF"):
             assert time.monotonic() < deadline, "the new database was not used"
             time.sleep(0.3)
         assert "opened the new geo-IP database" in s.log()
@@ -1080,10 +1093,9 @@ def test_a_new_geoip_database_is_used_without_a_restart(tmp_path):
         deadline = time.monotonic() + 15
         while "still using the one opened before" not in s.log():
             assert time.monotonic() < deadline, s.log()[-2000:]
-            region(s, key)
+            region()
             time.sleep(0.3)
-        assert region(s, key) == ("FR", "IDF")
-        s.db.close()
+        assert region() == ("FR", "IDF")
 
 
 def test_a_geoip_database_replaced_during_a_quiet_spell_serves_the_next_request(tmp_path):
@@ -1091,31 +1103,12 @@ def test_a_geoip_database_replaced_during_a_quiet_spell_serves_the_next_request(
     or more) is used by the very next request, not only by the one after; a file that
     cannot be opened is warned of once and not read again until it changes, and each
     different bad file gets its own warning."""
-    folder = tmp_path / "geo"
-    folder.mkdir()
-    os.chmod(str(folder), 0o755)
-    path = make_mmdb(str(folder / "city.mmdb"))
-    os.chmod(path, 0o644)
-
-    def replace(staged):
-        os.chmod(staged, 0o644)
-        old = time.time() - 5
-        os.utime(staged, (old, old))            # written a while ago, as geoipupdate's
-        os.replace(staged, path)
-
-    with Layersd(env={"LAYERS_GEOIP_DB": path, "LAYERS_TRUSTED_PROXIES": "127.0.0.1"}) as s:
-        s.db = db_connect(s)
-        key = s.credentials()["sdk_key"]
-
-        def region():
-            event_id = eid()
-            status, _, body = post_events(s, {"event_id": event_id, "name": "x"}, key=key,
-                                          headers={"X-Forwarded-For": "81.2.69.160"})
-            assert status == 202 and body["accepted"] == 1, body
-            cur = s.db.cursor()
-            cur.execute("SELECT geo_country, geo_region FROM sdk_events WHERE event_id = %s",
-                        (event_id,))
-            return cur.fetchone()
+    with geo_server(tmp_path) as (s, folder, path, region):
+        def replace(staged):
+            os.chmod(staged, 0o644)
+            old = time.time() - 5
+            os.utime(staged, (old, old))        # written a while ago, as geoipupdate's
+            os.replace(staged, path)
 
         assert region() == ("GB", "ENG")
         replace(make_mmdb(str(folder / "next.mmdb"), "next"))
@@ -1158,7 +1151,6 @@ def test_a_geoip_database_replaced_during_a_quiet_spell_serves_the_next_request(
         while region() != ("GB", "ENG"):
             assert time.monotonic() < wait, "a rewrite keeping size and times was not seen"
             time.sleep(0.3)
-        s.db.close()
 
 
 def test_a_geoip_database_rewritten_in_place_is_used_once_written(tmp_path):
@@ -1166,29 +1158,9 @@ def test_a_geoip_database_rewritten_in_place_is_used_once_written(tmp_path):
     file cut to nothing, then written) neither crashes an ingest actor that has the old
     one open (lookups go on with the old one meanwhile) nor is read half-written: once
     it has stopped changing it is used."""
-    folder = tmp_path / "geo"
-    folder.mkdir()
-    os.chmod(str(folder), 0o755)
-    path = make_mmdb(str(folder / "city.mmdb"))
-    os.chmod(path, 0o644)
-    staged = make_mmdb(str(folder / "next.mmdb"), "next")
-    with open(staged, "rb") as f:
-        fresh = f.read()
-
-    with Layersd(env={"LAYERS_GEOIP_DB": path, "LAYERS_TRUSTED_PROXIES": "127.0.0.1"}) as s:
-        s.db = db_connect(s)
-        key = s.credentials()["sdk_key"]
-
-        def region():
-            event_id = eid()
-            status, _, body = post_events(s, {"event_id": event_id, "name": "x"}, key=key,
-                                          headers={"X-Forwarded-For": "81.2.69.160"})
-            assert status == 202 and body["accepted"] == 1, (status, body)
-            cur = s.db.cursor()
-            cur.execute("SELECT geo_country, geo_region FROM sdk_events WHERE event_id = %s",
-                        (event_id,))
-            return cur.fetchone()
-
+    with geo_server(tmp_path) as (s, folder, path, region):
+        with open(make_mmdb(str(folder / "next.mmdb"), "next"), "rb") as f:
+            fresh = f.read()
         assert region() == ("GB", "ENG")
         with open(path, "r+b") as f:
             f.truncate(0)                       # cut: the old map would now fault
@@ -1208,7 +1180,6 @@ def test_a_geoip_database_rewritten_in_place_is_used_once_written(tmp_path):
             time.sleep(0.3)
         log = s.log()
         assert "restarting" not in log, log[-3000:]
-        s.db.close()
 
 
 def test_a_project_over_its_event_rate_gets_429():

@@ -96,4 +96,27 @@ ly_utf8_is_space (uint32_t code)
         || code == 0x3000;
 }
 
+/*  A control character: C0, DEL or C1. */
+static inline bool
+ly_utf8_is_control (uint32_t code)
+{
+    return code < 0x20 || (code >= 0x7F && code <= 0x9F);
+}
+
+/*  The characters of text when it is valid UTF-8 without a control character (a name,
+    a label); -1 otherwise. */
+static inline long
+ly_utf8_plain_chars (const char *text)
+{
+    size_t len = text? strlen (text): 0;
+    long chars = 0;
+    for (size_t i = 0; i < len; chars++) {
+        size_t n = ly_utf8_sequence (text + i, len - i);
+        if (!n || ly_utf8_is_control (ly_utf8_decode (text + i, n)))
+            return -1;
+        i += n;
+    }
+    return chars;
+}
+
 #endif

@@ -205,7 +205,7 @@ ly_pii_email_normalize (const char *email, size_t len, char out [LY_PII_EMAIL_MA
         if (n == 0)
             goto invalid;               //  not UTF-8
         uint32_t code = ly_utf8_decode (email + i, n);
-        if (ly_utf8_is_space (code) || code < 0xA0)
+        if (ly_utf8_is_space (code) || ly_utf8_is_control (code))
             goto invalid;               //  a no-break space or a C1 control inside
         char lower [8];
         size_t lower_len;

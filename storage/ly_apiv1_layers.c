@@ -122,15 +122,7 @@ s_is_word (const char *text)
 static bool
 s_is_app_name (const char *text)
 {
-    size_t len = text? strlen (text): 0;
-    size_t characters = 0;
-    for (size_t i = 0; i < len; characters++) {
-        size_t n = ly_utf8_sequence (text + i, len - i);
-        uint32_t code = n? ly_utf8_decode (text + i, n): 0;
-        if (!n || code < 0x20 || (code >= 0x7f && code <= 0x9f))
-            return false;
-        i += n;
-    }
+    long characters = ly_utf8_plain_chars (text);
     return characters >= 1 && characters <= 255;
 }
 

@@ -57,7 +57,7 @@ ly_apiv1_is_email (const char *text)
     for (size_t i = 0; i < len;) {
         size_t n = ly_utf8_sequence (text + i, len - i);
         uint32_t code = n? ly_utf8_decode (text + i, n): 0;
-        if (!n || code <= ' ' || (code >= 0x7f && code <= 0x9f) || ly_utf8_is_space (code))
+        if (!n || code == ' ' || ly_utf8_is_control (code) || ly_utf8_is_space (code))
             return false;
         i += n;
     }

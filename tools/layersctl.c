@@ -194,15 +194,8 @@ s_name_valid (const char *what, const char *text, size_t min)
 {
     if (!text)
         return true;
-    size_t chars = 0, len = strlen (text);
-    bool valid = true;
-    for (size_t i = 0; valid && i < len; chars++) {
-        size_t n = ly_utf8_sequence (text + i, len - i);
-        uint32_t code = n? ly_utf8_decode (text + i, n): 0;
-        valid = n && code >= 0x20 && code != 0x7f && !(code >= 0x80 && code < 0xa0);
-        i += n;
-    }
-    if (valid && chars >= min && chars <= 200)
+    long chars = ly_utf8_plain_chars (text);
+    if (chars >= (long) min && chars <= 200)
         return true;
     fprintf (stderr, "layersctl: %s must be %s 200 characters of UTF-8 text without "
              "control characters\n", what, min? "1 to": "at most");

@@ -26,6 +26,24 @@ def free_port():
     return port
 
 
+def free_endpoint_port():
+    """A free port below the ephemeral range (32768 and up), for a --connect endpoint:
+    actors connect to an endpoint before its owner binds it, and a connection to a
+    port of the ephemeral range on the loopback may be given that very port as its own
+    source (TCP self-connect), holding it so that the bind fails."""
+    import random
+    while True:
+        port = random.randrange(20000, 32000)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+
+
 def http(method, url, body=None, headers=None, timeout=5):
     """Returns (status, headers, body bytes); never raises on HTTP error statuses."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})

@@ -10,11 +10,11 @@ import tempfile
 import time
 import uuid
 
-from lyserver import Layersd, binary, free_port, post_events
+from lyserver import Layersd, binary, free_endpoint_port, post_events
 
 
 def test_extra_ingest_node_over_tcp():
-    ingest_port, store_port = free_port(), free_port()
+    ingest_port, store_port = free_endpoint_port(), free_endpoint_port()
     links = ["--connect", f"ingest=tcp://127.0.0.1:{ingest_port}",
              "--connect", f"store=tcp://127.0.0.1:{store_port}"]
     with Layersd(args=links) as server:
@@ -52,7 +52,7 @@ def test_extra_ingest_node_over_tcp():
 
 
 def test_node_without_the_cluster_certificate_is_refused():
-    ingest_port, store_port = free_port(), free_port()
+    ingest_port, store_port = free_endpoint_port(), free_endpoint_port()
     links = ["--connect", f"ingest=tcp://127.0.0.1:{ingest_port}",
              "--connect", f"store=tcp://127.0.0.1:{store_port}"]
     with Layersd(args=links) as server:

@@ -45,8 +45,8 @@ static int s_run (const char *log_path, char *const argv []);
 //  The cluster's root: $DATA/pg, unless we are root and the postgres user cannot reach
 //  the data directory (a home directory closed to others, say); then a directory of
 //  its own under /var/lib/layers, named after the data directory.
-static char *
-s_root (const char *data_dir)
+char *
+ly_pg_root_for (const char *data_dir)
 {
     if (geteuid () == 0) {
         zsys_dir_create ("%s", data_dir);
@@ -62,15 +62,9 @@ s_root (const char *data_dir)
 }
 
 char *
-ly_pg_root_for (const char *data_dir)
-{
-    return s_root (data_dir);
-}
-
-char *
 ly_pg_url_for (const char *data_dir)
 {
-    char *root = s_root (data_dir);
+    char *root = ly_pg_root_for (data_dir);
     char *sockdir = s_sockdir (root);
     char *url = zsys_sprintf ("host='%s' dbname=" S_DATABASE " user=postgres", sockdir);
     zstr_free (&root);
@@ -310,7 +304,7 @@ ly_pg_t *
 ly_pg_start (const char *data_dir, char *err, size_t errlen)
 {
     ly_pg_t *self = (ly_pg_t *) zmalloc (sizeof (ly_pg_t));
-    self->root = s_root (data_dir);
+    self->root = ly_pg_root_for (data_dir);
     if (strncmp (self->root, data_dir, strlen (data_dir)))
         ly_warning ("supervisor", "the postgres user cannot reach \"%s\"; the embedded "
                     "cluster lives in \"%s\" (back it up, and remove it, with the data "

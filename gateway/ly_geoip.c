@@ -82,7 +82,8 @@ s_open (const char *path, const struct stat *as_is, MMDB_s *mmdb, char *err, siz
         return 0;
     }
     int result = -2;                    //  the content: not read again until it changes
-    if (rc == MMDB_IO_ERROR || rc == MMDB_OUT_OF_MEMORY_ERROR) {
+    //  Reopening the copy may fail for want of a descriptor (EMFILE): a passing fault
+    if (rc == MMDB_IO_ERROR || rc == MMDB_OUT_OF_MEMORY_ERROR || rc == MMDB_FILE_OPEN_ERROR) {
         snprintf (err, errlen, "could not open geo-IP database \"%s\": %s: %s",
                   path, MMDB_strerror (rc), strerror (errno));
         result = -1;

@@ -5,6 +5,8 @@
 #include "ly_prelude.h"
 #include "ly_geoip.h"
 #include "ly_testsupport.h"
+#include <sys/resource.h>
+#include <sys/time.h>
 
 static int s_failures = 0;
 
@@ -81,6 +83,44 @@ main (void)
         printf ("ly_geoip_destroy did not clear the pointer\n");
         s_failures++;
     }
+
+    //  A new database that cannot be opened for want of a file descriptor (EMFILE) is
+    //  a passing fault: opened at a later look, once descriptors are free again.
+    geoip = ly_geoip_new (path, err, sizeof err);
+    char staged [PATH_MAX];
+    snprintf (staged, sizeof staged, "%s/staged.mmdb", dir);
+    if (!geoip || ly_testmmdb_make (staged)) {
+        printf ("EMFILE: could not set up: %s\n", err);
+        s_failures++;
+    }
+    else {
+        struct timeval old [2] = {{time (NULL) - 10, 0}, {time (NULL) - 10, 0}};
+        utimes (staged, old);                   //  settled: written a while ago
+        rename (staged, path);
+        usleep (1100 * 1000);                   //  past the next look
+        struct rlimit limit, low;
+        getrlimit (RLIMIT_NOFILE, &limit);
+        low = limit;
+        low.rlim_cur = 256;
+        setrlimit (RLIMIT_NOFILE, &low);
+        int spare [256], spares = 0;
+        while (spares < 256 && (spare [spares] = dup (0)) >= 0)
+            spares++;
+        for (int keep = 0; keep < 2 && spares > 0; keep++)
+            close (spare [--spares]);           //  the file and its copy, not the reopening
+        int rc_full = ly_geoip_refresh (geoip);
+        while (spares > 0)
+            close (spare [--spares]);
+        setrlimit (RLIMIT_NOFILE, &limit);
+        usleep (1100 * 1000);
+        int rc_later = ly_geoip_refresh (geoip);
+        if (rc_full != -1 || rc_later != 1) {
+            printf ("EMFILE: refresh gave %d then %d, wanted -1 then 1\n", rc_full, rc_later);
+            s_failures++;
+        }
+        s_check (geoip, "81.2.69.160", 0, "GB", "ENG");
+    }
+    ly_geoip_destroy (&geoip);
 
     //  A missing file and a file that is no database: NULL, with the reason.
     char missing [PATH_MAX];

@@ -665,6 +665,11 @@ s_target_path (const char *url)
     return path? path: "/";
 }
 
+//  Set by s_access_handler when it closes a connection on purpose (a body past
+//  S_DISCARD_MAX), so that libmicrohttpd's message about it, logged next in the same
+//  thread, is left out.
+static __thread bool s_cut_on_purpose;
+
 static enum MHD_Result
 s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
                   const char *method, const char *version, const char *upload_data,
@@ -672,6 +677,7 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
 {
     s_shared_t *shared = (s_shared_t *) cls;
     s_request_t *request = (s_request_t *) *req_cls;
+    s_cut_on_purpose = false;
     if (!request) {
         request = (s_request_t *) calloc (1, sizeof (s_request_t));
         if (!request)
@@ -710,12 +716,14 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
             return s_queue_answer (request);
         const char *expect = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
                                                           MHD_HTTP_HEADER_EXPECT);
-        if (request->too_large && s_takes_body (request) && expect
-        &&  strcasecmp (expect, "100-continue") == 0) {
+        if (request->too_large && s_takes_body (request)
+        &&  ((expect && strcasecmp (expect, "100-continue") == 0)
+          || (length && strtoull (length, NULL, 10) > S_DISCARD_MAX))) {
             //  Said too large up front by a client that waits for 100 Continue: answer
             //  now, and it sends none of the body (the connection then closes). Other
-            //  clients send the body anyway; they would see a reset instead of our
-            //  answer, so theirs is read and thrown away first.
+            //  clients send the body anyway; they may see a reset instead of our answer,
+            //  so theirs is read and thrown away first, unless it is too large for that
+            //  too: then the answer now is their only chance of one.
             s_answer_too_large (request);
             return s_queue_answer (request);
         }
@@ -728,15 +736,15 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         //  held stay within theirs; discard the rest (and a keyless one: it gets 401).
         size_t more = *upload_data_size;
         request->received += more;
-        if (request->too_large && request->received > S_DISCARD_MAX) {
-            //  Enough read and thrown away so that a client that sends its whole body
-            //  before it reads the answer gets the 413 (most do, curl too: an answer
-            //  before the end of what they send is lost with the connection's reset).
-            //  Past this it is abuse: the 413 now, and the connection closes
-            s_answer_too_large (request);
-            request->close = true;
-            *upload_data_size = 0;
-            return s_queue_answer (request);
+        if (request->received > S_DISCARD_MAX) {
+            //  Read and thrown away this far (keyless, over the limit or the budget, on
+            //  any route) so that a client that sends its whole body before it reads the
+            //  answer gets it (most do, curl too: an answer before the end of what they
+            //  send is lost with the connection's reset). Past this it is abuse, and
+            //  libmicrohttpd takes no answer in the middle of a body: the connection
+            //  closes without one (and without its "internal error" message).
+            s_cut_on_purpose = true;
+            return MHD_NO;
         }
         if (s_takes_body (request) && !request->too_large && !request->over_budget
         &&  !request->keyless) {
@@ -851,6 +859,12 @@ static void
 s_mhd_log (void *cls, const char *format, va_list ap)
 {
     (void) cls;
+    char line [512];
+    vsnprintf (line, sizeof line, format, ap);
+    if (s_cut_on_purpose && strstr (line, "Application reported internal error")) {
+        s_cut_on_purpose = false;
+        return;                         //  it did not: s_access_handler closed it
+    }
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     static int64_t window_start;
     static unsigned lines, left_out;
@@ -873,8 +887,6 @@ s_mhd_log (void *cls, const char *format, va_list ap)
                     " are logged)", earlier_left_out, S_MHD_LOG_LINES);
     if (!shown)
         return;
-    char line [512];
-    vsnprintf (line, sizeof line, format, ap);
     size_t len = strlen (line);
     while (len && line [len - 1] == '\n')
         line [--len] = 0;

@@ -379,16 +379,21 @@ def test_a_content_encoding_list_is_read_as_one(server, encoding, status):
 
 
 def test_a_body_over_the_limit_is_read_to_its_end_but_not_for_ever(server):
-    """A client sending a body over 1 MiB without waiting for 100 Continue gets its 413
+    """A client sending a body over 1 MiB without waiting for 100 Continue gets its answer
     once the body is in (an answer sent before would be lost with the connection), up
-    to 64 MiB; past that the gateway answers and closes instead of reading for ever."""
+    to 64 MiB; past that the gateway closes the connection instead of reading for ever,
+    with a key or without one (whose answer would be 401), without an "internal error"
+    in the log."""
     import socket
     host, port = server.base.split("//")[1].split(":")
-    for size, answered in ((5 << 20, True), (200 << 20, False)):
+    errors_before = server.log().count("internal error")
+    for size, answered, auth in ((5 << 20, True, "Authorization: Bearer %s\r\n" % server.key),
+                                 (200 << 20, False, "Authorization: Bearer %s\r\n" % server.key),
+                                 (200 << 20, False, "")):
         with socket.create_connection((host, int(port)), timeout=20) as conn:
-            conn.sendall(("POST /l/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            conn.sendall(("POST /l/events HTTP/1.1\r\nHost: x\r\n%s"
                           "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          % server.key).encode())
+                          % auth).encode())
             chunk = b"10000\r\n" + b"x" * 65536 + b"\r\n"
             sent, cut = 0, False
             try:
@@ -406,9 +411,28 @@ def test_a_body_over_the_limit_is_read_to_its_end_but_not_for_ever(server):
                     answer += data
                 assert answer.startswith(b"HTTP/1.1 413"), answer
             else:
-                assert cut and sent < size, sent
+                assert cut and sent < size, (auth, sent)
     status, _, body = post_events(server, {"event_id": eid(), "name": "x"}, key=server.key)
     assert status == 202, body
+    assert server.log().count("internal error") == errors_before
+
+
+def test_a_body_said_far_too_large_is_answered_at_once(server):
+    """A Content-Length past what the gateway reads and throws away (64 MiB) gets its 413
+    before the body, whether or not the client waits for 100 Continue: reading it to the
+    cut would leave the client without any answer."""
+    import socket
+    host, port = server.base.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(("POST /l/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 200000000\r\n\r\n"
+                      % server.key).encode() + b"{" * 65536)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = conn.recv(4096)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer
 
 
 def test_a_body_said_too_large_is_refused_before_it_is_sent(server):

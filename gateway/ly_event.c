@@ -355,12 +355,50 @@ s_json_string (scrub_t *self, const char *text, size_t len)
     return true;
 }
 
-//  The shortest text of a finite double (or float) that reads back to the same value.
+//  A finite double (or float): the digits of its shortest text that reads back to the
+//  same value, as a plain decimal, without an exponent. That is how jsonb (numeric)
+//  writes it back to the relay and the API, so the properties' limit holds for what
+//  they get: 5e-324 is 326 bytes there, and counted so here.
 static void
 s_json_number (scrub_t *self, double value, bool single)
 {
+    static const char zeros [] = "0000000000000000000000000000000000000000000000000000000000000000";
     char text [40];
-    s_json_put (self, text, ly_jsonw_double_text (value, single, text));
+    size_t len = ly_jsonw_double_text (value, single, text);
+    const char *exponent = memchr (text, 'e', len);
+    if (!exponent) {
+        s_json_put (self, text, len);
+        return;
+    }
+    const char *mantissa = text;
+    if (*mantissa == '-') {
+        s_json_put (self, "-", 1);
+        mantissa++;
+    }
+    char digits [40];
+    int count = 0, point = -1;
+    for (const char *at = mantissa; at < exponent; at++)
+        if (*at == '.')
+            point = count;
+        else
+            digits [count++] = *at;
+    //  The decimal point falls after this many digits (before them when negative)
+    int at = (point < 0? count: point) + atoi (exponent + 1);
+    int leading = at < 0? -at: 0;
+    int trailing = at > count? at - count: 0;
+    if (at <= 0)
+        s_json_put (self, "0.", 2);
+    for (; leading > 0; leading -= (int) sizeof zeros - 1)
+        s_json_put (self, zeros, (size_t) (leading < (int) sizeof zeros - 1? leading: (int) sizeof zeros - 1));
+    if (at > 0 && at < count) {
+        s_json_put (self, digits, (size_t) at);
+        s_json_put (self, ".", 1);
+        s_json_put (self, digits + at, (size_t) (count - at));
+    }
+    else
+        s_json_put (self, digits, (size_t) count);
+    for (; trailing > 0; trailing -= (int) sizeof zeros - 1)
+        s_json_put (self, zeros, (size_t) (trailing < (int) sizeof zeros - 1? trailing: (int) sizeof zeros - 1));
 }
 
 static ly_result_t

@@ -835,17 +835,35 @@ s_test_email_phone (void)
     REFUSE_PACKED (&packed, "phone must be valid UTF-8 without NUL bytes");
 }
 
+//  n zeros (up to 511), in a buffer of its own for each of the last four calls.
+static const char *
+s_zeros (int n)
+{
+    static char buffers [4][512];
+    static int next;
+    char *zeros = buffers [next++ % 4];
+    memset (zeros, '0', (size_t) n);
+    zeros [n] = 0;
+    return zeros;
+}
+
 static void
 s_test_properties (void)
 {
     ly_event_ctx_t ctx = s_ctx ();
     outcome_t out;
-    //  Numbers: shortest round-trip form; integers of every size.
+    //  Numbers: the digits of the shortest round-trip form, as plain decimals (as jsonb
+    //  writes them back); integers of every size.
+    char wanted [2048];
+    snprintf (wanted, sizeof wanted, "{\"a\":0.1,\"b\":1%s,\"c\":-0,\"d\":9223372036854775807,"
+              "\"e\":-9223372036854775808,\"f\":0.%s25,\"g\":100,\"h\":17976931348623157%s,"
+              "\"i\":-0.0000015,\"j\":123456789012345680000}",
+              s_zeros (300), s_zeros (309), s_zeros (292));
     ACCEPT_COL ("{\"event_id\": \"e\", \"name\": \"x\", \"properties\":"
                 " {\"a\": 0.1, \"b\": 1e300, \"c\": -0.0, \"d\": 9223372036854775807,"
-                " \"e\": -9223372036854775808, \"f\": 2.5e-310, \"g\": 100.0, \"h\": 1.7976931348623157e308}}",
-                "properties", "{\"a\":0.1,\"b\":1e+300,\"c\":-0,\"d\":9223372036854775807,"
-                "\"e\":-9223372036854775808,\"f\":2.5e-310,\"g\":100,\"h\":1.7976931348623157e+308}");
+                " \"e\": -9223372036854775808, \"f\": 2.5e-310, \"g\": 100.0, \"h\": 1.7976931348623157e308,"
+                " \"i\": -1.5e-6, \"j\": 1.2345678901234568e20}}",
+                "properties", wanted);
     packed_t packed;
     msgpack_packer *pk = s_packed_event (&packed, "properties");
     msgpack_pack_map (pk, 3);
@@ -853,7 +871,9 @@ s_test_properties (void)
     s_pack_cstr (pk, "u64"); msgpack_pack_uint64 (pk, UINT64_MAX);
     s_pack_cstr (pk, "tiny"); msgpack_pack_float (pk, 1e-45f);
     RUN_PACKED (&packed, &ctx, &out);
-    EXPECT_COL (&out, "properties", "{\"f32\":0.1,\"u64\":18446744073709551615,\"tiny\":1e-45}");
+    snprintf (wanted, sizeof wanted, "{\"f32\":0.1,\"u64\":18446744073709551615,\"tiny\":0.%s1}",
+              s_zeros (44));
+    EXPECT_COL (&out, "properties", wanted);
     s_outcome_free (&out);
     msgpack_sbuffer_destroy (&packed.buffer);
 
@@ -938,6 +958,23 @@ s_test_properties (void)
                              || strcmp (out.reason, "properties must not be nested more than 16 levels deep")))
             FAIL (__LINE__, "17 levels: %d %s", out.rc, out.reason);
         s_outcome_free (&out);
+    }
+
+    //  Size counts numbers as they are stored: 5e-324 is 326 bytes, so {"a":[...]} (8
+    //  bytes) holds 100 of them with their commas (32707 bytes), not 101 (33034).
+    for (int count = 100; count <= 101; count++) {
+        char *tiny = (char *) malloc (64 + 8 * (size_t) count);
+        strcpy (tiny, "{\"event_id\": \"e\", \"name\": \"x\", \"properties\": {\"a\": [");
+        for (int i = 0; i < count; i++)
+            strcat (tiny, i? ",5e-324": "5e-324");
+        strcat (tiny, "]}}");
+        s_run_json (__LINE__, tiny, &ctx, &out);
+        if (count == 100 && (out.rc != LY_OK || strlen (s_col (&out, "properties")) != 32707))
+            FAIL (__LINE__, "100 tiny numbers: %d %s", out.rc, out.reason);
+        if (count == 101 && (out.rc != LY_INVALID || strcmp (out.reason, "properties must be at most 32 KiB as JSON")))
+            FAIL (__LINE__, "101 tiny numbers: %d %s", out.rc, out.reason);
+        s_outcome_free (&out);
+        free (tiny);
     }
 
     //  Size: {"k":"..."} is 8 bytes and the string; 32768 in all pass, one more does not.

@@ -378,6 +378,24 @@ def test_a_content_encoding_list_is_read_as_one(server, encoding, status):
     assert got == 202, body
 
 
+def test_the_properties_limit_counts_numbers_as_they_are_stored(server):
+    """jsonb writes a number back as a plain decimal (5e-324 as 326 characters), and
+    that is what the relay sends: the 32 KiB limit holds for it, not for the text sent."""
+    fits, over = eid(), eid()
+    status, _, body = post_events(server, {"events": [
+        {"event_id": fits, "name": "tiny", "properties": {"a": [5e-324] * 100}},
+        {"event_id": over, "name": "tiny", "properties": {"a": [5e-324] * 101}},
+    ]}, key=server.key)
+    assert status == 202 and body["accepted"] == 1, body
+    assert body["rejected"] == [{"index": 1, "error": "properties must be at most 32 KiB as JSON"}], body
+    cur = server.db.cursor()
+    cur.execute("SELECT length(replace(properties::text, ' ', '')) FROM sdk_events"
+                " WHERE project_id = %s AND event_id = %s", (server.project, fits))
+    assert cur.fetchone()[0] == 32707           # compact: jsonb puts a space after ':' and ','
+
+    assert row(server, over) == []
+
+
 def test_a_body_over_the_limit_is_read_to_its_end_but_not_for_ever(server):
     """A client sending a body over 1 MiB without waiting for 100 Continue gets its answer
     once the body is in (an answer sent before would be lost with the connection), up

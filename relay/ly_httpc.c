@@ -306,12 +306,14 @@ s_complete (ly_httpc_t *self, s_transfer_t *transfer, CURLcode result)
             char *end = NULL;
             long seconds = strtol (retry_after, &end, 10);
             if (end != retry_after && *end == 0 && seconds >= 0)
-                response.retry_after = seconds;
+                response.retry_after = seconds;     //  LONG_MAX when out of range
             else {
                 time_t when = curl_getdate (retry_after, NULL);
                 if (when > 0)
                     response.retry_after = when > time (NULL)? (long) (when - time (NULL)): 0;
             }
+            if (response.retry_after > LY_HTTPC_RETRY_AFTER_MAX)
+                response.retry_after = LY_HTTPC_RETRY_AFTER_MAX;
         }
         if (response.retry_after < 0)
             response.retry_after = s_regain_seconds (s_header (transfer->easy,

@@ -18,12 +18,14 @@ typedef struct {
     long status;            /* HTTP status, 0 when none arrived */
     const char *body;       /* the answer, NUL-terminated (at most LY_HTTPC_BODY_MAX) */
     size_t body_len;
-    long retry_after;       /* seconds from a Retry-After header, -1 when none */
+    long retry_after;       /* seconds from a Retry-After header, -1 when none, at most
+                               LY_HTTPC_RETRY_AFTER_MAX */
     const char *trace_id;   /* x-fb-trace-id header, NULL when none */
     double seconds;         /* total time of the transfer */
 } ly_httpc_response_t;
 
 #define LY_HTTPC_BODY_MAX (256 * 1024)  /* longer answers are cut here */
+#define LY_HTTPC_RETRY_AFTER_MAX 86400  /* a longer Retry-After is taken as this */
 
 typedef void (ly_httpc_done_fn) (void *arg, const ly_httpc_response_t *response);
 

@@ -93,6 +93,7 @@ typedef struct {
     s_batch_t *batch;           /* borrowed, counted in batch->jobs */
     ly_delivery_t **rows;       /* the array owned, the deliveries borrowed */
     size_t count;
+    int64_t sent;               /* monotonic msec it was sent, 0: not yet */
     void *handle;               /* in self->queued or self->sending */
     bool orphaned;              /* our lease ended while it was in flight: write nothing */
 } s_job_t;
@@ -120,6 +121,8 @@ typedef struct {
 typedef struct {
     int64_t until;              /* monotonic msec */
     int level;                  /* consecutive throttles */
+    int64_t raised;             /* monotonic msec the level last rose: an answer to a
+                                   request sent before is of the same throttle */
 } s_throttle_t;
 
 struct _self_t {
@@ -761,22 +764,30 @@ s_throttle_entry (self_t *self, const char *key)
     return throttle;
 }
 
-//  Pauses the destination for the project; returns the pause in milliseconds.
+//  Pauses the destination for the project after a throttled answer to a request sent
+//  at sent (monotonic msec); returns the pause in milliseconds. The backoff doubles per
+//  consecutive throttle: answers to requests that were in flight when the last one came
+//  are of that same throttle.
 static int64_t
-s_throttle (self_t *self, ly_destination_t destination, const char *project_id, long retry_after)
+s_throttle (self_t *self, ly_destination_t destination, const char *project_id,
+            long retry_after, int64_t sent)
 {
     char key [64];
     s_throttle_key (destination, project_id, key);
     s_throttle_t *throttle = s_throttle_entry (self, key);
+    bool again = throttle->level == 0 || sent >= throttle->raised;
     int64_t pause = self->backoff_ms;
-    for (int i = 0; i < throttle->level && pause < S_MAX_THROTTLE_MSEC; i++)
+    for (int i = again? 0: 1; i < throttle->level && pause < S_MAX_THROTTLE_MSEC; i++)
         pause *= 2;
     if (retry_after >= 0)
-        pause = (int64_t) retry_after * 1000;
+        pause = retry_after < S_MAX_THROTTLE_MSEC / 1000? (int64_t) retry_after * 1000
+                                                        : S_MAX_THROTTLE_MSEC;
     if (pause > S_MAX_THROTTLE_MSEC)
         pause = S_MAX_THROTTLE_MSEC;
-    if (throttle->level < 30)
+    if (again && throttle->level < 30) {
         throttle->level++;
+        throttle->raised = ly_mono_msec ();
+    }
     int64_t until = ly_mono_msec () + pause;
     if (until > throttle->until)
         throttle->until = until;
@@ -951,6 +962,13 @@ s_retry (self_t *self, ly_destination_t destination, ly_delivery_t **rows, size_
             attempts = rows [i]->attempts;
     double delay = fixed_ms >= 0? (double) fixed_ms / 1000.0
                                 : s_backoff (self, attempts + (sent? 1: 0));
+    //  A Retry-After with a passing failure (a 503) is the least wait, up to a throttle's
+    if (fixed_ms < 0 && verdict && verdict->retry_after > 0) {
+        double asked = verdict->retry_after < S_MAX_THROTTLE_MSEC / 1000?
+                       (double) verdict->retry_after: S_MAX_THROTTLE_MSEC / 1000.0;
+        if (asked > delay)
+            delay = asked;
+    }
     for (size_t i = 0; i < count; i++) {
         ly_delivery_t *row = rows [i];
         if (destination == LY_DEST_APPLE && row->received_age + delay > LY_APPLE_TOKEN_LIFE)
@@ -1383,6 +1401,7 @@ s_job_send (self_t *self, s_job_t *job)
     else
     if (destination == LY_DEST_APPLE)
         rc = ly_apple_request (ly_config.adservices_url, job->rows [0]->attribution_token, &request);
+    job->sent = ly_mono_msec ();
     if (rc == 0)
         rc = ly_httpc_post (self->httpc, request.url, &request.headers, &request.body,
                             request.len, s_job_done, job);
@@ -1490,7 +1509,8 @@ s_job_done (void *arg, const ly_httpc_response_t *response)
                  response, &verdict, batch->token);
     else
     if (verdict.kind == LY_VERDICT_THROTTLE) {
-        int64_t pause = s_throttle (self, destination, batch->project_id, verdict.retry_after);
+        int64_t pause = s_throttle (self, destination, batch->project_id, verdict.retry_after,
+                                    job->sent);
         ly_info (S_ACTOR, "%s throttled project %s: pausing for %.1f s",
                  ly_destination_name (destination), batch->project_id, (double) pause / 1000.0);
         s_retry (self, destination, job->rows, job->count, verdict.reason, pause, true,

@@ -1041,6 +1041,71 @@ def test_a_throttle_pauses_every_relay(server, mock):
         stop_relay(*extra)
 
 
+def test_answers_of_one_throttle_do_not_lengthen_its_pause(server, mock):
+    """Requests already in flight when the network throttles are answered "throttled"
+    too: that is one throttle, not one per answer (eight of them made a pause of
+    backoff x 2^7; a burst of 64 the 15-minute cap)."""
+    project, key = new_project(server, meta={"dataset_id": "42"})
+    supervised = server.actors()["relay"]
+    os.kill(supervised, signal.SIGSTOP)         # one relay sending 8 requests at once
+    extra = None
+    try:
+        events = [event("purchase", device=IPHONE) for _ in range(16)]
+        post(server, key, events)
+        mock.fault(service="meta", count=8, status=400, code=17, delay_ms=400)
+        extra = start_relay(server, mock, "relay-burst.log", LAYERS_RELAY_CLAIM="2",
+                            LAYERS_RELAY_BACKOFF_MS="1000")
+        rows = settled(server, project, len(events))
+        assert all(r["status"] == "delivered" for r in rows.values()), rows
+        sent = mock.requests("meta")
+        throttled = [r["time_usec"] for r in sent if r["status"] != 200]
+        delivered = [r["time_usec"] for r in sent if r["status"] == 200]
+        assert len(throttled) == 8, [r["status"] for r in sent]
+        # one throttle: a pause of the backoff (1 s), not 2^7 s
+        assert min(delivered) - max(throttled) < 6000000, (throttled, delivered)
+    finally:
+        if extra:
+            stop_relay(*extra)
+        os.kill(supervised, signal.SIGCONT)
+
+
+def test_a_huge_retry_after_is_the_longest_pause(server, mock):
+    """A Retry-After too large for the arithmetic (a UBSan report and no pause at all
+    before) pauses the pair for the longest pause, 15 minutes."""
+    project, key = new_project(server, meta={"dataset_id": "42"})
+    mock.fault(service="meta", count=1, status=429,
+               headers={"Retry-After": "99999999999999999999"})
+    events = [event("purchase", device=IPHONE)]
+    post(server, key, events)
+    wait_for(lambda: mock.requests("meta"), what="the throttled request")
+    wait_for(lambda: deliveries(server, project)[(events[0]["event_id"], "meta")]["status"]
+             == "pending", what="the row back in the queue")
+    cur = server.db.cursor()
+    cur.execute("SELECT extract (epoch FROM next_attempt_at - now ()) FROM relay_deliveries"
+                " WHERE project_id = %s", (project,))
+    [(wait,)] = cur.fetchall()
+    assert 880 < float(wait) <= 901, wait
+    cur.execute("SELECT extract (epoch FROM paused_until - now ()) FROM relay_pauses"
+                " WHERE project_id = %s AND destination = 'meta'", (project,))
+    assert 880 < float(cur.fetchone()[0]) <= 901
+    cur.execute("UPDATE relay_deliveries SET status = 'skipped', reason = 'test over'"
+                " WHERE project_id = %s AND status = 'pending'", (project,))
+
+
+def test_a_retry_after_with_a_server_error_is_the_least_wait(server, mock):
+    """RFC 9110 gives 503 a Retry-After: the retry waits at least that long, not the
+    backoff's 75-150 ms."""
+    project, key = new_project(server, meta={"dataset_id": "42"})
+    mock.fault(service="meta", count=1, status=503, headers={"Retry-After": "2"})
+    events = [event("purchase", device=IPHONE)]
+    post(server, key, events)
+    rows = settled(server, project, 1)
+    assert all(r["status"] == "delivered" for r in rows.values()), rows
+    sent = requests_with(mock, "meta", events[0]["event_id"])
+    assert [r["status"] for r in sent] == [503, 200]
+    assert sent[1]["time_usec"] - sent[0]["time_usec"] >= 1950000
+
+
 @pytest.mark.parametrize("value", [" 5", "+5", "5 ", "-5", "5.0", "0x10"])
 def test_a_knob_is_digits_only(server, mock, value):
     env = dict(server.env, LAYERS_RELAY_CLAIM=value, LAYERS_DATA_DIR="/tmp/layers-never-created")

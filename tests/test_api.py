@@ -1257,6 +1257,36 @@ def test_events_newest_first_with_filters_and_hashes_only(server, orgs):
     assert seen == [e["event_id"] for e in got["data"]]
 
 
+def test_a_page_of_events_does_not_sort_the_whole_project(server, orgs):
+    """The events list (newest first, by cursor) walks an index: with 100k events, the
+    plan of its statement has no sort of the project's rows (which took seconds a page
+    at 720k events, while the api actor served nothing else), and pages stay right."""
+    a, _ = orgs
+    project = a.new_project()
+    cur = server.db.cursor()
+    cur.execute("""INSERT INTO sdk_events (org_id, project_id, event_id, name, event_time, received_at)
+                   SELECT %s, %s, 'bulk-' || i, 'bulk', now (), now () - i * interval '1 ms'
+                     FROM generate_series (1, 100000) i""", (a.id, project))
+    cur.execute("ANALYZE sdk_events")
+    shape = ("SELECT seq FROM sdk_events WHERE project_id = %s {} "
+             "ORDER BY received_at DESC, seq DESC LIMIT 101")
+    for extra, params in (("", (project,)),
+                          ("AND (received_at, seq) < (now () - interval '50 s', 0::bigint)", (project,))):
+        cur.execute("EXPLAIN (FORMAT JSON) " + shape.format(extra), params)
+        nodes, todo = [], [cur.fetchone()[0][0]["Plan"]]
+        while todo:
+            node = todo.pop()
+            nodes.append((node["Node Type"], node.get("Index Name", "")))
+            todo += node.get("Plans", [])
+        assert not [n for n in nodes if "Sort" in n[0] or "Seq Scan" in n[0]], nodes
+        assert any(n[1].endswith("project_id_received_at_seq_idx") for n in nodes), nodes
+    path = "/v1/projects/%s/events?limit=3" % project
+    status, _, page = a.call("viewer", "GET", path)
+    assert status == 200 and [e["event_id"] for e in page["data"]] == ["bulk-1", "bulk-2", "bulk-3"]
+    status, _, page = a.call("viewer", "GET", path + "&cursor=" + page["next_cursor"])
+    assert [e["event_id"] for e in page["data"]] == ["bulk-4", "bulk-5", "bulk-6"]
+
+
 def test_deliveries_filter_and_replay_only_dead_ones(server, orgs):
     a, b = orgs
     ids = a.new_deliveries(["dead", "dead", "delivered", "pending", "skipped", "dead"], destination="meta")

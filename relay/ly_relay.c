@@ -65,6 +65,8 @@
 #define S_CLOCK_MARGIN_MSEC 25          /* a scheduled retry is claimed this much later */
 #define S_STATEMENT_TIMEOUT "15s"       /* no statement of ours may take longer */
 #define S_TOKEN_MAX 4096                /* bytes of an access token, at most */
+#define S_STOP_DRAIN_MSEC 1500          /* on $TERM, requests in flight may end this long
+                                           (the supervisor kills after 3 s) */
 
 enum { S_DELIVERED, S_DEAD, S_SKIPPED, S_RETRIED, S_OUTCOMES };
 static const char *s_outcome_names [S_OUTCOMES] = { "delivered", "dead", "skipped", "retried" };
@@ -151,6 +153,7 @@ struct _self_t {
     int64_t lease_until;        /* monotonic msec until which our leases surely hold */
     unsigned leases_lost;       /* times our leases ran out */
     bool claim_blocked;         /* a claim waited for room: claim when rows are let go */
+    int64_t stopping;           /* monotonic msec the drain after $TERM ends, 0: none */
     int64_t next_claim;         /* monotonic msec deadlines */
     int64_t next_heartbeat;
     int64_t next_reap;
@@ -1848,8 +1851,11 @@ s_poll_timeout (self_t *self)
         next = self->next_heartbeat;
     if (zlistx_size (self->outcomes) && self->next_write < next)
         next = self->next_write;
-    if (zlistx_size (self->queued) && ly_httpc_active (self->httpc) < S_MAX_TRANSFERS)
+    if (zlistx_size (self->queued) && ly_httpc_active (self->httpc) < S_MAX_TRANSFERS
+    &&  !self->stopping)
         next = now;
+    if (self->stopping && self->stopping < next)
+        next = self->stopping;
     long wait = next > now? (long) (next - now): 0;
     long curl = ly_httpc_timeout (self->httpc);
     if (curl >= 0 && curl < wait)
@@ -1864,6 +1870,12 @@ s_work (self_t *self)
     int64_t now = ly_mono_msec ();
     if (zlistx_size (self->outcomes) && now >= self->next_write)
         s_write_outcomes (self);
+    if (self->stopping) {
+        //  Only the requests in flight end: their rows are not sent again
+        if (self->rows_held > 0 && now >= self->next_heartbeat)
+            s_heartbeat (self);
+        return;
+    }
     if (now >= self->next_reap)
         s_reap (self);
     if (now >= self->next_sweep)
@@ -1892,6 +1904,9 @@ ly_relay_actor (zsock_t *pipe, void *args)
     zmq_pollitem_t items [3 + S_MAX_POLL_SOCKETS];
     while (true) {
         s_work (self);
+        if (self->stopping && (ly_httpc_active (self->httpc) == 0
+                               || ly_mono_msec () >= self->stopping))
+            break;
         memset (items, 0, 3 * sizeof (zmq_pollitem_t));
         items [0].socket = zsock_resolve (pipe);
         items [0].events = ZMQ_POLLIN;
@@ -1911,8 +1926,9 @@ ly_relay_actor (zsock_t *pipe, void *args)
             continue;                   //  EINTR
         }
         if (items [0].revents & ZMQ_POLLIN) {
-            if (ly_actor_pipe (pipe, S_ACTOR, &self->verbose, s_status, self))
-                break;
+            if (ly_actor_pipe (pipe, S_ACTOR, &self->verbose, s_status, self)
+            &&  !self->stopping)
+                self->stopping = ly_mono_msec () + S_STOP_DRAIN_MSEC;
         }
         if (items [1].revents & ZMQ_POLLIN)
             ly_tap_handle (self->tap);

@@ -1069,6 +1069,28 @@ def test_answers_of_one_throttle_do_not_lengthen_its_pause(server, mock):
         os.kill(supervised, signal.SIGCONT)
 
 
+def test_a_stopped_relay_lets_its_requests_end(server, mock):
+    """SIGTERM (a deploy, layersd stopping) lets the requests in flight end, for up to
+    1.5 s, and records their answers: nothing is sent twice. Before, they were aborted
+    and their events sent again by the next relay."""
+    project, key = new_project(server, meta={"dataset_id": "42"})
+    mock.fault(service="meta", count=1, delay_ms=700)
+    events = [event("purchase", device=IPHONE) for _ in range(3)]
+    post(server, key, events)
+    relay = server.actors()["relay"]
+    wait_for(lambda: any(r["status"] == "in_flight" for r in deliveries(server, project).values()),
+             what="the request in flight")
+    os.kill(relay, signal.SIGTERM)
+    wait_for(lambda: server.actors().get("relay") not in (None, relay), what="a new relay")
+    rows = settled(server, project, len(events))
+    assert all(r["status"] == "delivered" and r["attempts"] == 1 for r in rows.values()), rows
+    for e in events:
+        assert len(requests_with(mock, "meta", e["event_id"])) == 1
+    # the one request is the delayed one, answered (the fake records an abandoned
+    # request not at all)
+    assert [r["delay_ms"] for r in mock.requests("meta")] == [700]
+
+
 def test_a_huge_retry_after_is_the_longest_pause(server, mock):
     """A Retry-After too large for the arithmetic (a UBSan report and no pause at all
     before) pauses the pair for the longest pause, 15 minutes."""

@@ -115,6 +115,8 @@ struct _s_request_t {
     char *user_agent;               /* raw personal data, owned: only until submitted */
     s_request_t *prev, *next;       /* hand-off queue, or deadline list in the loop */
     int probes;                     /* readiness: PONGs still awaited */
+    bool store_ponged;              /* readiness: the store answered */
+    bool api_ponged;                /* readiness: the api actor answered */
     size_t held_bytes;              /* in in_flight_bytes till completion: upload's room, then the events too */
     char method [16];               /* HTTP method */
 };
@@ -987,7 +989,11 @@ s_expire_fifo (self_t *self, s_fifo_t *fifo, int64_t now, long *next)
         s_request_t *request = fifo->head;
         if (request->route->id == S_READYZ)
             s_answer_unavailable (request, "not_ready",
-                                  "the store did not answer the readiness probe in time", 1);
+                                  !request->store_ponged && !request->api_ponged?
+                                  "the store and the api actor did not answer the readiness probe in time"
+                                  : !request->store_ponged?
+                                  "the store did not answer the readiness probe in time"
+                                  : "the api actor did not answer the readiness probe in time", 1);
         else
             s_answer_unavailable (request, "timeout",
                                   "the request was not answered in time; retry later", 2);
@@ -1746,16 +1752,20 @@ s_handle_pong (self_t *self, ly_msg_t *msg)
     s_request_t *request = (s_request_t *) zhashx_lookup (self->pending, &request_id);
     if (!request || request->route->id != S_READYZ)
         return;
+    const char *sender = ly_msg_str (msg, LY_PONG_SENDER);
     if (!ly_msg_bool (msg, LY_PONG_DB_OK)) {
         char reason [160];
-        const char *sender = ly_msg_str (msg, LY_PONG_SENDER);
         const char *detail = ly_msg_str (msg, LY_PONG_DETAIL);
         snprintf (reason, sizeof reason, "the %s actor: %s", sender? sender: "?",
                   detail? detail: "the database is unreachable");
         s_answer_unavailable (request, "not_ready", reason, 1);
         s_finish (self, request);
+        return;
     }
+    if (sender && streq (sender, "store"))
+        request->store_ponged = true;
     else
+        request->api_ponged = true;
     if (--request->probes == 0) {
         s_answer (request, MHD_HTTP_OK, strdup ("{\"status\":\"ready\"}"));
         s_finish (self, request);

@@ -50,6 +50,25 @@ def test_health_and_readiness(server):
     assert headers.get("X-Request-Id")
 
 
+def test_readiness_names_the_actor_that_does_not_answer(server):
+    """/readyz pings the store and the api actor: a stalled one is named, not always
+    the store."""
+    actors = server.actors()
+    for stalled, named in (("api", "the api actor did not answer"),
+                           ("store", "the store did not answer")):
+        os.kill(actors[stalled], signal.SIGSTOP)
+        try:
+            status, _, body = http("GET", server.base + "/readyz")
+        finally:
+            os.kill(actors[stalled], signal.SIGCONT)
+        assert status == 503, body
+        assert json.loads(body)["error"]["message"].startswith(named), body
+    wait_for_ready = time.monotonic() + 10
+    while http("GET", server.base + "/readyz")[0] != 200:
+        assert time.monotonic() < wait_for_ready
+        time.sleep(0.1)
+
+
 def test_unknown_route_and_method(server):
     status, _, body = http("GET", server.base + "/nope")
     assert status == 404 and json.loads(body)["error"]["code"] == "not_found"

@@ -469,10 +469,18 @@ def test_a_file_that_is_no_geoip_database_is_refused_at_start(tmp_path):
 
 
 def test_second_supervisor_on_same_data_dir_is_refused(server):
-    out = subprocess.run([binary("layersd")], env=server.env, capture_output=True,
-                         text=True, timeout=20)
-    assert out.returncode != 0
-    assert "another layersd" in out.stderr
+    """Also once every file that looks like a lock was removed as stale (a second layersd
+    then stopped the first one's PostgreSQL), and on another port."""
+    for name in os.listdir(server.data_dir):
+        if name.endswith(".lock") or name.endswith(".pid"):
+            os.unlink(os.path.join(server.data_dir, name))
+    port = free_port()
+    for env in (server.env, dict(server.env, LAYERS_HTTP_ADDR="127.0.0.1:%d" % port)):
+        out = subprocess.run([binary("layersd")], env=env, capture_output=True,
+                             text=True, timeout=20)
+        assert out.returncode != 0
+        assert "another layersd" in out.stderr
+    assert http("GET", server.base + "/readyz")[0] == 200
 
 
 def test_threads_mode_serves_everything_in_one_process():

@@ -160,21 +160,21 @@ s_check_http_addr (void)
     return rc;
 }
 
-//  Holds an exclusive lock on the data directory while the supervisor runs.
+//  Holds an exclusive lock on the data directory while the supervisor runs: on the
+//  directory itself, which no clean-up of files can remove (a lock file deleted as
+//  "stale" let a second layersd stop the first one's PostgreSQL).
 static int
 s_lock_data_dir (void)
 {
-    char *path = zsys_sprintf ("%s/layersd.lock", ly_config.data_dir);
-    int fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open (ly_config.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd == -1 || flock (fd, LOCK_EX | LOCK_NB)) {
-        ly_error ("supervisor", "could not lock \"%s\": %s", path,
+        ly_error ("supervisor", "could not lock the data directory \"%s\": %s", ly_config.data_dir,
                   errno == EWOULDBLOCK? "another layersd runs with this data directory"
                                       : strerror (errno));
         if (fd != -1)
             close (fd);
         fd = -1;
     }
-    zstr_free (&path);
     return fd;
 }
 

@@ -440,6 +440,50 @@ ly_log_level (void)
 //  actor NULL means the process name given to ly_log_init. Control characters in
 //  the message become spaces, so a line stays a line. errno is preserved.
 
+static void
+s_write (const char *data, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t rc = write (STDERR_FILENO, data + done, len - done);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            break;
+        done += rc;
+    }
+}
+
+//  Lines stderr could not take at once, since the last one it took
+static unsigned s_left_out;
+
+//  Writes a line to stderr, unless stderr (a pipe or socket) is full: a reader that
+//  stopped reading (a stuck journald, Docker's blocking log mode) must not stop the
+//  server, its watchdog included. Such lines are left out and counted, and the count is
+//  written before the next line that goes out. A line is at most PIPE_BUF bytes, which
+//  a pipe with room (POLLOUT) takes at once.
+static void
+s_write_line (const char *line, size_t len, const struct timespec *now, const struct tm *tm)
+{
+    struct pollfd out = { .fd = STDERR_FILENO, .events = POLLOUT };
+    int ready = poll (&out, 1, 0);
+    if (ready == 0 || (ready == 1 && !(out.revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)))) {
+        __atomic_add_fetch (&s_left_out, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    unsigned left_out = __atomic_exchange_n (&s_left_out, 0, __ATOMIC_RELAXED);
+    if (left_out) {
+        char note [256];
+        int note_len = snprintf (note, sizeof note,
+            "%04d-%02d-%02d %02d:%02d:%02d.%03ld UTC [%d] WARNING: %s: %u log lines were left"
+            " out: the log output was not being read\n",
+            tm->tm_year + 1900, tm->tm_mon + 1, tm->tm_mday, tm->tm_hour, tm->tm_min,
+            tm->tm_sec, now->tv_nsec / 1000000, (int) getpid (), s_process, left_out);
+        s_write (note, (size_t) note_len);
+    }
+    s_write (line, len);
+}
+
 void
 ly_log (ly_log_level_t level, const char *actor, const char *format, ...)
 {
@@ -503,15 +547,6 @@ ly_log (ly_log_level_t level, const char *actor, const char *format, ...)
     }
     line [end++] = '\n';
     assert (end <= sizeof line);
-
-    size_t done = 0;
-    while (done < end) {
-        ssize_t rc = write (STDERR_FILENO, line + done, end - done);
-        if (rc < 0 && errno == EINTR)
-            continue;
-        if (rc <= 0)
-            break;
-        done += rc;
-    }
+    s_write_line (line, end, &now, &tm);
     errno = saved_errno;
 }

@@ -468,6 +468,43 @@ def test_a_file_that_is_no_geoip_database_is_refused_at_start(tmp_path):
     assert not os.path.exists("/tmp/layers-never-created")
 
 
+def test_a_log_reader_that_stops_reading_does_not_stop_the_server():
+    """stderr a pipe nobody reads (a stuck journald, Docker's blocking log mode): once it
+    is full, log lines are left out and counted rather than blocking the actors (the
+    api actor logs every request) and the supervisor's watchdog."""
+    import threading
+    from lyserver import post_events
+    s = Layersd()
+    s.proc = subprocess.Popen([binary("layersd")], env=s.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    drained = []
+    try:
+        s.wait_ready()
+        token = s.credentials()["api_token"]
+        me = s.base + "/v1/me"
+        for _ in range(1500):               # ~150 kB of request lines: the pipe holds 64 kB
+            status, _, _ = http("GET", me, headers={"Authorization": "Bearer " + token}, timeout=5)
+            assert status == 200
+        status, _, body = post_events(s, {"event_id": "after-the-flood", "name": "app_open"},
+                                      key=s.credentials()["sdk_key"], timeout=5)
+        assert status == 202, body
+        reader = threading.Thread(target=lambda: drained.append(s.proc.stdout.read()))
+        reader.start()
+        assert http("GET", me, headers={"Authorization": "Bearer " + token})[0] == 200
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(15) == 0
+        reader.join(10)
+        text = drained[0].decode("utf-8", "replace")
+        assert "log lines were left out: the log output was not being read" in text, text[-3000:]
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+        with open(s.log_path, "wb") as f:
+            f.write(drained[0] if drained else b"")
+        s.cleanup()
+
+
 def test_second_supervisor_on_same_data_dir_is_refused(server):
     """Also once every file that looks like a lock was removed as stale (a second layersd
     then stopped the first one's PostgreSQL), and on another port."""

@@ -27,6 +27,10 @@ void ly_log (ly_log_level_t level, const char *actor, const char *format, ...)
 #define ly_warning(actor, ...) ly_log (LY_LOG_WARNING, actor, __VA_ARGS__)
 #define ly_error(actor, ...)   ly_log (LY_LOG_ERROR, actor, __VA_ARGS__)
 
+/*  A request id as X-Request-Id gives it and the logs name it: 16 hex digits, never a
+    run of 9 to 15 digits the scrubber would take for a phone number. */
+#define LY_REQUEST_ID_FORMAT "%016" PRIx64
+
 /*  Copies text into out (size bytes, always NUL-terminated when size > 0) with personal
     data replaced by a token; ly_log runs it over every message (never over the prefix).
     Returns true when all of text fit, false when out was cut short (never inside a token

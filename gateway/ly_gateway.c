@@ -246,7 +246,7 @@ s_queue_answer (s_request_t *request)
         return MHD_NO;
     MHD_add_response_header (response, MHD_HTTP_HEADER_CONTENT_TYPE, s_content_type (request));
     char id [32];
-    snprintf (id, sizeof id, "%" PRIx64, request->id);
+    snprintf (id, sizeof id, LY_REQUEST_ID_FORMAT, request->id);
     MHD_add_response_header (response, "X-Request-Id", id);
     if (request->retry_after > 0) {
         char seconds [16];

@@ -104,7 +104,7 @@ static ly_msg_t *
 s_api_request (self_t *self, ly_msg_t *msg)
 {
     char request_id [32];
-    snprintf (request_id, sizeof request_id, "%" PRIx64, ly_msg_uint (msg, LY_API_REQUEST_REQUEST_ID));
+    snprintf (request_id, sizeof request_id, LY_REQUEST_ID_FORMAT, ly_msg_uint (msg, LY_API_REQUEST_REQUEST_ID));
     size_t body_len = 0;
     const char *body = (const char *) ly_msg_bin (msg, LY_API_REQUEST_BODY, &body_len);
     ly_api_request_t request = {

@@ -1,6 +1,7 @@
 """layersd as a user runs it: embedded PostgreSQL, demo credentials, health routes,
 restarts of killed actors, clean stops, and clear errors for bad configuration."""
 import json
+import re
 import os
 import signal
 import stat
@@ -47,7 +48,9 @@ def test_health_and_readiness(server):
     status, headers, body = http("GET", server.base + "/readyz")
     assert status == 200 and json.loads(body)["status"] == "ready"
     assert headers["Content-Type"].startswith("application/json")
-    assert headers.get("X-Request-Id")
+    # 16 hex digits: an id of 9 to 15 decimal digits would be masked as a phone number in
+    # the log lines that name it
+    assert re.fullmatch(r"[0-9a-f]{16}", headers.get("X-Request-Id", "")), headers
 
 
 def test_readiness_names_the_actor_that_does_not_answer(server):

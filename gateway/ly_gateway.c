@@ -31,6 +31,8 @@
 
 #define S_ACTOR "gateway"
 #define S_READYZ_TIMEOUT_MSEC 1000
+#define S_EVENTS_TIMED_OUT_MSEC 10000   /* not ready this long after an event request
+                                           timed out, unless one is answered meanwhile */
 #define S_EVENTS_TIMEOUT_MSEC 10000     /* key lookup + scrub + commit */
 #define S_THREADS 2
 #define S_CONNECTION_LIMIT 4000
@@ -173,6 +175,8 @@ typedef struct {
     zsock_t *ingest;                /* PUSH to the ingest actors, owned */
     zactor_t *ingest_monitor;       /* zmonitor on ingest: counts connected actors, owned */
     int ingest_peers;               /* ingest actors connected now */
+    int64_t events_timed_out;       /* monotonic msec an event request last went
+                                       unanswered to its deadline; 0 once one is answered */
     char routing_id [64];           /* our name on the store's ROUTER */
     ly_tap_t *tap;                  /* debug publisher, owned */
     struct MHD_Daemon *daemon;      /* HTTP server, owned */
@@ -994,9 +998,12 @@ s_expire_fifo (self_t *self, s_fifo_t *fifo, int64_t now, long *next)
                                   : !request->store_ponged?
                                   "the store did not answer the readiness probe in time"
                                   : "the api actor did not answer the readiness probe in time", 1);
-        else
+        else {
             s_answer_unavailable (request, "timeout",
                                   "the request was not answered in time; retry later", 2);
+            if (request->route->id == S_EVENTS)
+                self->events_timed_out = now;
+        }
         s_finish (self, request);
     }
     if (fifo->head) {
@@ -1556,6 +1563,7 @@ s_handle_key_info (self_t *self, ly_msg_t *msg)
 static void
 s_handle_ack (self_t *self, ly_msg_t *msg)
 {
+    self->events_timed_out = 0;     //  events flow again
     uint64_t request_id = ly_msg_uint (msg, LY_EVENTS_ACK_REQUEST_ID);
     s_request_t *request = (s_request_t *) zhashx_lookup (self->pending, &request_id);
     if (!request)
@@ -1728,6 +1736,15 @@ s_readyz_begin (self_t *self, s_request_t *request)
 {
     if (self->ingest_peers <= 0) {
         s_answer_unavailable (request, "not_ready", "no ingest actor is connected", 1);
+        s_finish (self, request);
+        return;
+    }
+    //  An ingest actor that is connected but stalled answers no ping of ours: what
+    //  tells is that event requests go unanswered, until one is answered again
+    if (self->events_timed_out
+    &&  ly_mono_msec () - self->events_timed_out < S_EVENTS_TIMED_OUT_MSEC) {
+        s_answer_unavailable (request, "not_ready", "event requests are not answered in time"
+                              " (an ingest actor or the store is stalled)", 1);
         s_finish (self, request);
         return;
     }

@@ -72,6 +72,27 @@ def test_readiness_names_the_actor_that_does_not_answer(server):
         time.sleep(0.1)
 
 
+def test_readiness_tells_a_stalled_ingest_actor(server):
+    """An ingest actor stopped (or stuck) stays connected and answers no ping: once an
+    event request goes unanswered to its deadline, /readyz says not ready, until events
+    are answered again."""
+    from lyserver import post_events
+    ingest = server.actors()["ingest"]
+    os.kill(ingest, signal.SIGSTOP)
+    try:
+        status, _, body = post_events(server, {"event_id": "stalled-1", "name": "app_open"},
+                                      key=server.credentials()["sdk_key"], timeout=20)
+        assert status == 503 and body["error"]["code"] == "timeout", body
+        status, _, body = http("GET", server.base + "/readyz")
+        assert status == 503 and "not answered in time" in json.loads(body)["error"]["message"], body
+    finally:
+        os.kill(ingest, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while http("GET", server.base + "/readyz")[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_unknown_route_and_method(server):
     status, _, body = http("GET", server.base + "/nope")
     assert status == 404 and json.loads(body)["error"]["code"] == "not_found"

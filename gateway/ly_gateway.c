@@ -1447,7 +1447,7 @@ s_lookups_resend (self_t *self)
             if (request) {
                 first = request->id;
                 s_answer_unavailable (request, "unavailable", "the SDK key could not be checked:"
-                                      " the database does not answer; retry later", 2);
+                                      " the lookup was not answered in time; retry later", 2);
                 s_finish (self, request);
             }
         }

@@ -358,7 +358,8 @@ s_json_string (scrub_t *self, const char *text, size_t len)
 //  A finite double (or float): the digits of its shortest text that reads back to the
 //  same value, as a plain decimal, without an exponent. That is how jsonb (numeric)
 //  writes it back to the relay and the API, so the properties' limit holds for what
-//  they get: 5e-324 is 326 bytes there, and counted so here.
+//  they get (as compact JSON: jsonb's text adds a space after ':' and ','): 5e-324 is
+//  326 bytes there, and counted so here.
 static void
 s_json_number (scrub_t *self, double value, bool single)
 {

@@ -8,6 +8,11 @@
 #include "ly_topology.h"
 
 #define S_ACTOR "ingest"
+#define S_ROWS_MAX (6 << 20)    /* a request's stored rows, at most: they go to the store
+                                   in one frame (LY_MSG_MAX_FRAME, 8 MiB); a 1 MiB body
+                                   reaches this only with numbers that jsonb writes out
+                                   long (5e-324 is 326 bytes) */
+_Static_assert (S_ROWS_MAX + (2 << 20) <= LY_MSG_MAX_FRAME, "room for the rest of the frame");
 #define S_UA_CACHE 10000
 
 typedef struct {
@@ -137,9 +142,18 @@ s_handle_submit (self_t *self, ly_msg_t *submit)
         if (gateway_reason)
             snprintf (reason, sizeof reason, "%.*s", (int) gateway_reason->size, gateway_reason->ptr);
         else
-        if (valid_context)
+        if (valid_context) {
+            size_t rows_before = rows_len;
             rc = ly_event_scrub (&events->via.array.ptr [i], &ctx, &rows, &rows_len,
                                  event_id, &stats, reason, sizeof reason);
+            if (rc == LY_OK && rows_len > S_ROWS_MAX) {
+                rows_len = rows_before;
+                rc = LY_INVALID;
+                snprintf (reason, sizeof reason, "the request's events take more than %d MiB"
+                          " once stored (numbers as plain decimals): send fewer per request",
+                          S_ROWS_MAX >> 20);
+            }
+        }
         else
             snprintf (reason, sizeof reason, "the request lacked its project context");
         if (rc != LY_OK) {

@@ -396,6 +396,23 @@ def test_the_properties_limit_counts_numbers_as_they_are_stored(server):
     assert row(server, over) == []
 
 
+def test_a_request_whose_events_grow_too_large_once_stored_keeps_what_fits(server):
+    """300 events of 100 tiny numbers each are 230 kB sent but ~33 kB each once stored
+    (9.8 MB in all, more than a frame to the store carries): the events that fit are
+    stored, the others refused by index with the reason, rather than the whole request
+    lost to a timeout."""
+    ids = [eid() for _ in range(300)]
+    status, _, body = post_events(server, {"events": [
+        {"event_id": i, "name": "tiny", "properties": {"a": [5e-324] * 100}} for i in ids]},
+        key=server.key)
+    assert status == 202, body
+    assert 150 < body["accepted"] < 200, body["accepted"]
+    refused = [r["index"] for r in body["rejected"]]
+    assert refused == list(range(body["accepted"], 300))
+    assert all("send fewer per request" in r["error"] for r in body["rejected"])
+    assert len(row(server, ids[0])) == 1 and row(server, ids[-1]) == []
+
+
 def test_a_body_over_the_limit_is_read_to_its_end_but_not_for_ever(server):
     """A client sending a body over 1 MiB without waiting for 100 Continue gets its answer
     once the body is in (an answer sent before would be lost with the connection), up

@@ -6,6 +6,7 @@
     can never leave half an address in the clear. */
 #include "ly_prelude.h"
 #include "ly_log.h"
+#include <sys/socket.h>
 
 #define S_LINE_MAX      PIPE_BUF            /* a line, newline included; atomic on pipes */
 #define S_ACTOR_MAX     32                  /* longest actor name printed */
@@ -440,37 +441,73 @@ ly_log_level (void)
 //  actor NULL means the process name given to ly_log_init. Control characters in
 //  the message become spaces, so a line stays a line. errno is preserved.
 
+//  How stderr is written. A pipe is made non-blocking (on its open file description,
+//  which only Layers' processes share: each of them takes EAGAIN as below); a socket is
+//  sent to without waiting; a file or a terminal is written as it is. Looked at again
+//  when stderr changes (dup2), by its device and inode.
+static pthread_mutex_t s_out_lock = PTHREAD_MUTEX_INITIALIZER;
+static dev_t s_out_dev;
+static ino_t s_out_ino;
+static bool s_out_socket;
+
 static void
-s_write (const char *data, size_t len)
+s_out_check (void)
 {
-    size_t done = 0;
-    while (done < len) {
-        ssize_t rc = write (STDERR_FILENO, data + done, len - done);
-        if (rc < 0 && errno == EINTR)
-            continue;
-        if (rc <= 0)
-            break;
-        done += rc;
+    struct stat out;
+    if (fstat (STDERR_FILENO, &out))
+        return;
+    pthread_mutex_lock (&s_out_lock);
+    if (out.st_dev != s_out_dev || out.st_ino != s_out_ino) {
+        s_out_dev = out.st_dev;
+        s_out_ino = out.st_ino;
+        __atomic_store_n (&s_out_socket, S_ISSOCK (out.st_mode), __ATOMIC_RELAXED);
+        int flags = S_ISFIFO (out.st_mode)? fcntl (STDERR_FILENO, F_GETFL): -1;
+        if (flags != -1 && !(flags & O_NONBLOCK))
+            fcntl (STDERR_FILENO, F_SETFL, flags | O_NONBLOCK);
     }
+    pthread_mutex_unlock (&s_out_lock);
 }
 
-//  Lines stderr could not take at once, since the last one it took
+//  Writes data (at most PIPE_BUF bytes: a pipe takes it whole or not at all); false
+//  when none of it could go out at once (the reader is not reading).
+static bool
+s_put (const char *data, size_t len)
+{
+    bool socket = __atomic_load_n (&s_out_socket, __ATOMIC_RELAXED);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t rc = socket? send (STDERR_FILENO, data + done, len - done, MSG_DONTWAIT | MSG_NOSIGNAL)
+                           : write (STDERR_FILENO, data + done, len - done);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (done == 0)
+                return false;
+            //  A socket took part of it: the rest gets a moment, not more (a pipe
+            //  takes PIPE_BUF bytes whole or not at all)
+            struct pollfd out = { .fd = STDERR_FILENO, .events = POLLOUT };
+            if (poll (&out, 1, 100) == 1)
+                continue;
+            return true;
+        }
+        if (rc <= 0)
+            return true;                //  an error: the line is given up, as ever
+        done += (size_t) rc;
+    }
+    return true;
+}
+
+//  Lines that could not go out at once, since the last one that did
 static unsigned s_left_out;
 
-//  Writes a line to stderr, unless stderr (a pipe or socket) is full: a reader that
-//  stopped reading (a stuck journald, Docker's blocking log mode) must not stop the
-//  server, its watchdog included. Such lines are left out and counted, and the count is
-//  written before the next line that goes out. A line is at most PIPE_BUF bytes, which
-//  a pipe with room (POLLOUT) takes at once.
+//  Writes a line, unless the log output is not being read (a stuck journald, Docker's
+//  blocking log mode), which must not stop the server, its watchdog included: such
+//  lines are left out and counted, and the count is written before the next line that
+//  goes out.
 static void
 s_write_line (const char *line, size_t len, const struct timespec *now, const struct tm *tm)
 {
-    struct pollfd out = { .fd = STDERR_FILENO, .events = POLLOUT };
-    int ready = poll (&out, 1, 0);
-    if (ready == 0 || (ready == 1 && !(out.revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)))) {
-        __atomic_add_fetch (&s_left_out, 1, __ATOMIC_RELAXED);
-        return;
-    }
+    s_out_check ();
     unsigned left_out = __atomic_exchange_n (&s_left_out, 0, __ATOMIC_RELAXED);
     if (left_out) {
         char note [256];
@@ -479,9 +516,13 @@ s_write_line (const char *line, size_t len, const struct timespec *now, const st
             " out: the log output was not being read\n",
             tm->tm_year + 1900, tm->tm_mon + 1, tm->tm_mday, tm->tm_hour, tm->tm_min,
             tm->tm_sec, now->tv_nsec / 1000000, (int) getpid (), s_process, left_out);
-        s_write (note, (size_t) note_len);
+        if (!s_put (note, (size_t) note_len)) {
+            __atomic_add_fetch (&s_left_out, left_out + 1, __ATOMIC_RELAXED);
+            return;
+        }
     }
-    s_write (line, len);
+    if (!s_put (line, len))
+        __atomic_add_fetch (&s_left_out, 1, __ATOMIC_RELAXED);
 }
 
 void

@@ -782,9 +782,10 @@ s_throttle (self_t *self, ly_destination_t destination, const char *project_id,
     int64_t pause = self->backoff_ms;
     for (int i = again? 0: 1; i < throttle->level && pause < S_MAX_THROTTLE_MSEC; i++)
         pause *= 2;
-    if (retry_after >= 0)
-        pause = retry_after < S_MAX_THROTTLE_MSEC / 1000? (int64_t) retry_after * 1000
-                                                        : S_MAX_THROTTLE_MSEC;
+    if (retry_after >= 0)               //  as the network asks, but never no pause at all
+        pause = retry_after * 1000 < self->backoff_ms? self->backoff_ms
+              : retry_after < S_MAX_THROTTLE_MSEC / 1000? (int64_t) retry_after * 1000
+              : S_MAX_THROTTLE_MSEC;
     if (pause > S_MAX_THROTTLE_MSEC)
         pause = S_MAX_THROTTLE_MSEC;
     if (again && throttle->level < 30) {
@@ -823,12 +824,17 @@ s_pauses_read (self_t *self)
     PQclear (res);
 }
 
+//  Ends the pause of the destination for the project after a request sent at sent was
+//  delivered; one sent before the throttle came (in flight meanwhile) ends nothing.
 static void
-s_throttle_clear (self_t *self, ly_destination_t destination, const char *project_id)
+s_throttle_clear (self_t *self, ly_destination_t destination, const char *project_id,
+                  int64_t sent)
 {
     char key [64];
     s_throttle_key (destination, project_id, key);
-    zhashx_delete (self->throttles, key);
+    s_throttle_t *throttle = (s_throttle_t *) zhashx_lookup (self->throttles, key);
+    if (throttle && sent >= throttle->raised)
+        zhashx_delete (self->throttles, key);
 }
 
 //  The paused "destination/project" keys as a text [] parameter. Caller owns.
@@ -1493,7 +1499,7 @@ s_job_done (void *arg, const ly_httpc_response_t *response)
     s_log_verdict (self, job, &verdict, response);
 
     if (verdict.kind == LY_VERDICT_DELIVERED) {
-        s_throttle_clear (self, destination, batch->project_id);
+        s_throttle_clear (self, destination, batch->project_id, job->sent);
         s_outcome_t *outcome = s_outcome_new (self, "delivered", job->count);
         for (size_t i = 0; i < job->count; i++)
             s_outcome_add (outcome, job->rows [i]);

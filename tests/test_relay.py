@@ -1114,6 +1114,21 @@ def test_a_huge_retry_after_is_the_longest_pause(server, mock):
                 " WHERE project_id = %s AND status = 'pending'", (project,))
 
 
+def test_a_throttle_with_retry_after_zero_still_pauses(server, mock):
+    """Retry-After: 0 (or a date gone by) with a throttle is no licence to resend at once
+    in a loop: the pause is at least the backoff (150 ms here)."""
+    project, key = new_project(server, meta={"dataset_id": "42"})
+    mock.fault(service="meta", count=3, status=429, headers={"Retry-After": "0"})
+    events = [event("purchase", device=IPHONE)]
+    post(server, key, events)
+    rows = settled(server, project, 1)
+    assert all(r["status"] == "delivered" for r in rows.values()), rows
+    sent = requests_with(mock, "meta", events[0]["event_id"])
+    assert [r["status"] for r in sent] == [429, 429, 429, 200]
+    gaps = [b["time_usec"] - a["time_usec"] for a, b in zip(sent, sent[1:])]
+    assert min(gaps) >= 140000, gaps
+
+
 def test_a_retry_after_with_a_server_error_is_the_least_wait(server, mock):
     """RFC 9110 gives 503 a Retry-After: the retry waits at least that long, not the
     backoff's 75-150 ms."""

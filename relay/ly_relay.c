@@ -1846,12 +1846,13 @@ static long
 s_poll_timeout (self_t *self)
 {
     int64_t now = ly_mono_msec ();
-    int64_t next = self->next_claim;
-    if (self->next_reap < next)
+    //  Stopping, only the requests in flight, their outcomes and our leases count
+    int64_t next = self->stopping? self->stopping: self->next_claim;
+    if (!self->stopping && self->next_reap < next)
         next = self->next_reap;
-    if (self->next_sweep < next)
+    if (!self->stopping && self->next_sweep < next)
         next = self->next_sweep;
-    if (self->keep_days > 0 && self->next_prune < next)
+    if (!self->stopping && self->keep_days > 0 && self->next_prune < next)
         next = self->next_prune;
     if (self->rows_held > 0 && self->next_heartbeat < next)
         next = self->next_heartbeat;
@@ -1860,8 +1861,6 @@ s_poll_timeout (self_t *self)
     if (zlistx_size (self->queued) && ly_httpc_active (self->httpc) < S_MAX_TRANSFERS
     &&  !self->stopping)
         next = now;
-    if (self->stopping && self->stopping < next)
-        next = self->stopping;
     long wait = next > now? (long) (next - now): 0;
     long curl = ly_httpc_timeout (self->httpc);
     if (curl >= 0 && curl < wait)
@@ -1945,6 +1944,9 @@ ly_relay_actor (zsock_t *pipe, void *args)
         }
         ly_httpc_process (self->httpc, items + fixed, sockets);
     }
+    //  The requests still running are aborted before their rows are given back, so
+    //  that no other relay sends them while ours may still be going out
+    ly_httpc_destroy (&self->httpc);
     s_release (self);
     s_self_destroy (&self);
 }

@@ -160,21 +160,47 @@ s_check_http_addr (void)
     return rc;
 }
 
-//  Holds an exclusive lock on the data directory while the supervisor runs: on the
+//  An exclusive flock on path (opened with flags), held while the supervisor runs; -1
+//  with errno when it could not be taken.
+static int
+s_flock (const char *path, int flags)
+{
+    int fd = open (path, flags | O_CLOEXEC, 0600);
+    if (fd != -1 && flock (fd, LOCK_EX | LOCK_NB)) {
+        int error = errno;
+        close (fd);
+        errno = error;
+        fd = -1;
+    }
+    return fd;
+}
+
+//  Holds exclusive locks on the data directory while the supervisor runs: on the
 //  directory itself, which no clean-up of files can remove (a lock file deleted as
-//  "stale" let a second layersd stop the first one's PostgreSQL).
+//  "stale" let a second layersd stop the first one's PostgreSQL), and on the file
+//  layersd.lock, which earlier versions lock and which serves where a directory cannot
+//  be locked (NFS emulates flock with locks that need a file open for writing).
+//  Returns the file's descriptor (the directory's is kept open for good), or -1.
 static int
 s_lock_data_dir (void)
 {
-    int fd = open (ly_config.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd == -1 || flock (fd, LOCK_EX | LOCK_NB)) {
-        ly_error ("supervisor", "could not lock the data directory \"%s\": %s", ly_config.data_dir,
-                  errno == EWOULDBLOCK? "another layersd runs with this data directory"
-                                      : strerror (errno));
-        if (fd != -1)
+    static int dir_fd = -1;
+    char *path = zsys_sprintf ("%s/layersd.lock", ly_config.data_dir);
+    int fd = s_flock (path, O_RDWR | O_CREAT);
+    int error = errno;
+    if (fd != -1 && dir_fd == -1) {
+        dir_fd = s_flock (ly_config.data_dir, O_RDONLY | O_DIRECTORY);
+        if (dir_fd == -1 && errno == EWOULDBLOCK) {
             close (fd);
-        fd = -1;
+            fd = -1;
+            error = EWOULDBLOCK;
+        }
     }
+    if (fd == -1)
+        ly_error ("supervisor", "could not lock the data directory \"%s\": %s", ly_config.data_dir,
+                  error == EWOULDBLOCK? "another layersd runs with this data directory"
+                                      : strerror (error));
+    zstr_free (&path);
     return fd;
 }
 

@@ -382,7 +382,7 @@ s_reply (self_t *self, s_request_t *request, const char *status)
             else {
                 if (zmq_errno () == EAGAIN)
                     self->ack_stuck = true;
-                ly_debug (S_ACTOR, "could not acknowledge request %" PRIu64 ": its gateway is %s",
+                ly_debug (S_ACTOR, "could not acknowledge request " LY_REQUEST_ID_FORMAT ": its gateway is %s",
                           request->request_id, self->ack_stuck? "not reading": "gone");
             }
         }

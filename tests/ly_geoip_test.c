@@ -104,7 +104,7 @@ main (void)
         low.rlim_cur = 256;
         setrlimit (RLIMIT_NOFILE, &low);
         int spare [256], spares = 0;
-        while (spares < 256 && (spare [spares] = dup (0)) >= 0)
+        while (spares < 256 && (spare [spares] = open ("/dev/null", O_RDONLY)) >= 0)
             spares++;
         for (int keep = 0; keep < 2 && spares > 0; keep++)
             close (spare [--spares]);           //  the file and its copy, not the reopening

@@ -359,6 +359,26 @@ ly_apiv1_layer_put (ly_apiv1_ctx_t *ctx)
         snprintf (enabled, sizeof enabled, "%s", body.enabled? "true": "false");
     const char *params [] = { project_id, layer->name, enabled [0]? enabled: NULL, config,
                               sealed, sealed? "{access_token}": NULL };
+    if (!exists) {
+        //  ON CONFLICT: a layer set by a request of the same moment, made since we looked,
+        //  is updated as if it had been there (a PUT sets or replaces)
+        res = ly_apiv1_exec (ctx,
+            "INSERT INTO project_layers (project_id, layer, enabled, config, secret_names,"
+            "                            secret_ciphertext, secret_key_id, secret_key_version,"
+            "                            secret_updated_at)"
+            " VALUES ($1, $2, coalesce ($3::boolean, true), $4::jsonb,"
+            "         coalesce ($6::text [], '{}'), decode ($5, 'hex'),"
+            "         CASE WHEN $5::text IS NULL THEN NULL ELSE '" S_SECRET_KEY_ID "' END,"
+            "         CASE WHEN $5::text IS NULL THEN NULL ELSE " S_SECRET_KEY_VERSION " END,"
+            "         CASE WHEN $5::text IS NULL THEN NULL ELSE now () END)"
+            " ON CONFLICT (project_id, layer) DO NOTHING"
+            " RETURNING " S_LAYER_COLUMNS, 6, params);
+        if (res && PQntuples (res) == 0) {
+            PQclear (res);
+            res = NULL;
+            exists = true;
+        }
+    }
     if (exists && sealed)
         res = ly_apiv1_exec (ctx,
             "UPDATE project_layers SET enabled = coalesce ($3::boolean, enabled),"
@@ -372,17 +392,6 @@ ly_apiv1_layer_put (ly_apiv1_ctx_t *ctx)
             "UPDATE project_layers SET enabled = coalesce ($3::boolean, enabled),"
             "       config = $4::jsonb"
             " WHERE project_id = $1 AND layer = $2 RETURNING " S_LAYER_COLUMNS, 4, params);
-    else
-        res = ly_apiv1_exec (ctx,
-            "INSERT INTO project_layers (project_id, layer, enabled, config, secret_names,"
-            "                            secret_ciphertext, secret_key_id, secret_key_version,"
-            "                            secret_updated_at)"
-            " VALUES ($1, $2, coalesce ($3::boolean, true), $4::jsonb,"
-            "         coalesce ($6::text [], '{}'), decode ($5, 'hex'),"
-            "         CASE WHEN $5::text IS NULL THEN NULL ELSE '" S_SECRET_KEY_ID "' END,"
-            "         CASE WHEN $5::text IS NULL THEN NULL ELSE " S_SECRET_KEY_VERSION " END,"
-            "         CASE WHEN $5::text IS NULL THEN NULL ELSE now () END)"
-            " RETURNING " S_LAYER_COLUMNS, 6, params);
     if (res && PQntuples (res) == 1) {
         json_t *row = ly_apiv1_row (res, 0);
         s_layer_decorate (row);

@@ -1001,6 +1001,30 @@ def open_secret(server, project, layer):
     return json.loads(plain), key_id, version, names, config, enabled
 
 
+def test_a_layer_set_at_the_same_moment_is_replaced_not_a_conflict(server, orgs):
+    """PUT sets or replaces: a layer another request made since this one looked (here an
+    insert held open by the test) is updated, 200, not 409 "this already exists"."""
+    import threading
+    a, _ = orgs
+    project = a.new_project()
+    import psycopg2
+    other = psycopg2.connect(host=os.path.join(server.data_dir, "pg", "run"), dbname="layers",
+                             user="postgres")
+    cur = other.cursor()
+    cur.execute("INSERT INTO project_layers (org_id, project_id, layer, enabled, config)"
+                " VALUES (%s, %s, 'apple_search_ads', false, '{}')", (a.id, project))
+    answer = []
+    put = threading.Thread(target=lambda: answer.append(a.call(
+        "admin", "PUT", "/v1/projects/%s/layers/apple_search_ads" % project, {"enabled": True})))
+    put.start()
+    time.sleep(1.0)                     # the PUT looked, found nothing, and waits to insert
+    other.commit()
+    other.close()
+    put.join(30)
+    status, _, body = answer[0]
+    assert status == 200 and body["enabled"] is True, body
+
+
 def test_layers_keep_secrets_write_only(server, orgs):
     a, _ = orgs
     project = a.new_project()

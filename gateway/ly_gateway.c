@@ -252,6 +252,7 @@ s_queue_answer (s_request_t *request)
     char id [32];
     snprintf (id, sizeof id, LY_REQUEST_ID_FORMAT, request->id);
     MHD_add_response_header (response, "X-Request-Id", id);
+    MHD_add_response_header (response, "X-Content-Type-Options", "nosniff");
     if (request->retry_after > 0) {
         char seconds [16];
         snprintf (seconds, sizeof seconds, "%d", request->retry_after);
@@ -584,7 +585,8 @@ typedef struct {
 } s_headers_t;
 
 static const char *s_single_headers [] = {
-    "Authorization", "Content-Type", "Content-Encoding", "Host"
+    "Authorization", "Content-Type", "Content-Encoding", "Host",
+    "If-Match", "Idempotency-Key"       //  a second line would be left unread
 };
 #define S_HOST_SEEN (1u << 3)           /* Host's bit in s_headers_t.seen */
 

@@ -578,6 +578,26 @@ def test_an_http_1_1_request_without_host_is_refused(server, version):
     assert row(server, event_id) == []
 
 
+@pytest.mark.parametrize("name", [b"If-Match", b"Idempotency-Key"])
+def test_a_repeated_precondition_or_idempotency_header_is_refused(server, name):
+    """Only the first line of a header would be read: two If-Match lines made a PATCH
+    412 that one line with both tags passes, two Idempotency-Key lines created under the
+    first key. Refused (400), as a repeated Authorization is; and every answer says
+    X-Content-Type-Options: nosniff."""
+    token = server.credentials()["api_token"]
+    body = b'{"name": "renamed"}'
+    request = (b"PATCH /v1/organization HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+               + token.encode() + b"\r\nContent-Type: application/json\r\n"
+               + name + b": \"a\"\r\n" + name + b": \"b\"\r\nConnection: close\r\n"
+               + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    answer, _ = raw_exchange(server, request)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert json.loads(payload)["error"]["message"] == \
+        "the %s header is given more than once" % name.decode(), payload
+    assert b"\r\nX-Content-Type-Options: nosniff" in head, head
+
+
 def test_requests_the_http_layer_cannot_read_do_not_fill_the_log(server):
     """libmicrohttpd logs a line or two for each request it cannot read (here a chunk
     size that is not hexadecimal); the gateway lets at most 20 a minute through."""

@@ -87,7 +87,8 @@ typedef enum {
 typedef enum {
     S_ENSURE,               /* create the months of partitions ahead */
     S_DROP,                 /* drop the months past LAYERS_EVENT_RETENTION */
-    S_EXPIRE                /* forget deduplication keys older than the window */
+    S_EXPIRE                /* forget deduplication keys older than the window, and
+                               idempotency keys older than a day */
 } s_chore_t;
 
 //  One session and the batch on it.
@@ -921,7 +922,7 @@ s_chore_done (self_t *self, s_writer_t *w, const PGresult *res)
     static const char *what [] = {
         [S_ENSURE] = "create event partitions ahead",
         [S_DROP] = "drop the months of events past their retention",
-        [S_EXPIRE] = "expire deduplication keys" };
+        [S_EXPIRE] = "expire deduplication and idempotency keys" };
     long count = -1;
     if (res && PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1)
         count = atol (PQgetvalue (res, 0, 0));

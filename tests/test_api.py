@@ -1025,6 +1025,24 @@ def test_a_layer_set_at_the_same_moment_is_replaced_not_a_conflict(server, orgs)
     assert status == 200 and body["enabled"] is True, body
 
 
+def test_idempotency_keys_are_forgotten_after_a_day_without_a_request(server, orgs):
+    """The store's minutely chore (ly_expire_event_ids) forgets stored answers older than
+    24 hours, sealed tokens among them, even for an organization that sends no more
+    keyed requests (only those used to clear them)."""
+    a, _ = orgs
+    cur = server.db.cursor()
+    for key, age in (("old-key", "25 hours"), ("young-key", "23 hours")):
+        cur.execute("INSERT INTO api_idempotency (org_id, idempotency_key, method, path,"
+                    " request_sha256, response_status, response_body, created_at, completed_at)"
+                    " VALUES (%s, %s, 'POST', '/v1/tokens', decode (repeat ('ab', 32), 'hex'),"
+                    " 201, '{}', now () - %s::interval, now () - %s::interval)",
+                    (a.id, key, age, age))
+    cur.execute("SELECT ly_expire_event_ids ('8 days', 1000)")
+    cur.execute("SELECT idempotency_key FROM api_idempotency WHERE org_id = %s"
+                " AND idempotency_key IN ('old-key', 'young-key')", (a.id,))
+    assert [r[0] for r in cur.fetchall()] == ["young-key"]
+
+
 def test_layers_keep_secrets_write_only(server, orgs):
     a, _ = orgs
     project = a.new_project()

@@ -10,6 +10,7 @@
 #include "ly_topology.h"
 #include "ly_config.h"
 #include "ly_log.h"
+#include "ly_msg.h"
 
 static const ly_endpoint_t s_endpoints [] = {
     /* name     binder   bind type   connectors  connect type  hwm   purpose */
@@ -241,6 +242,10 @@ ly_topology_attach (const char *actor, const char *name, zsock_t *sock)
     zsock_set_sndhwm (sock, endpoint->hwm);
     zsock_set_rcvhwm (sock, endpoint->hwm);
     zsock_set_linger (sock, 0);
+    //  No frame of ours is larger, and libzmq reads a frame whole before the CURVE
+    //  handshake can refuse its sender: without a limit anyone reaching a tcp endpoint
+    //  could make the process hold gigabytes
+    zsock_set_maxmsgsize (sock, LY_MSG_MAX_FRAME + 64 * 1024);
     char *address = ly_topology_address (name);
     int rc = 0;
     if (strncmp (address, "tcp://", 6) == 0)

@@ -51,6 +51,42 @@ def test_extra_ingest_node_over_tcp():
             assert "Sanitizer" not in out
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+
+
+def test_a_huge_frame_before_the_handshake_is_refused_not_held():
+    """libzmq reads a frame whole before CURVE can refuse its sender: a peer without any
+    certificate that announces a 1 GiB command frame and sends it must be cut off at the
+    frame limit, not make the store (or any actor with a tcp endpoint) hold it."""
+    import socket
+    import struct
+    store_port = free_endpoint_port()
+    with Layersd(args=["--connect", f"store=tcp://127.0.0.1:{store_port}"]) as server:
+        store = server.actors()["store"]
+        before = rss_kib(store)
+        greeting = (b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" + b"CURVE".ljust(20, b"\0")
+                    + b"\x00" + b"\0" * 31)
+        sent = 0
+        with socket.create_connection(("127.0.0.1", store_port), timeout=10) as conn:
+            conn.sendall(greeting + b"\x06" + struct.pack(">Q", 1 << 30))
+            chunk = b"\0" * (1 << 20)
+            try:
+                while sent < (300 << 20):
+                    conn.sendall(chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass
+            time.sleep(0.5)
+            grown = rss_kib(store) - before
+        assert sent < (300 << 20), "the store read 300 MiB of a frame from an unknown peer"
+        assert grown < 64 * 1024, grown
+        status, _, body = post_events(server, {"event_id": "after-the-frame", "name": "x"},
+                                      key=server.credentials()["sdk_key"])
+        assert status == 202, body
+
+
 def test_node_without_the_cluster_certificate_is_refused():
     ingest_port, store_port = free_endpoint_port(), free_endpoint_port()
     links = ["--connect", f"ingest=tcp://127.0.0.1:{ingest_port}",

@@ -329,7 +329,7 @@ s_key_opens_a_secret (PGconn *conn, const uint8_t key [32], char *err, size_t er
             snprintf (err, errlen, "the master key in \"%s\" does not open the secrets the "
                       "database holds: restore the key file they were sealed with "
                       "(LAYERS_MASTER_KEY_FILE)", ly_config.master_key_file);
-            rc = -1;
+            rc = -2;
         }
         if (plain)
             explicit_bzero (plain, plain_len);
@@ -378,7 +378,7 @@ ly_migrate_key_check (PGconn *conn, char *err, size_t errlen)
                       "remove the database too", ly_config.master_key_file,
                       root? "\"": "", root? root: "LAYERS_DATABASE_URL", root? "\"": "");
             zstr_free (&root);
-            rc = -1;
+            rc = -2;
         }
         PQclear (res);
     }

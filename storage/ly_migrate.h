@@ -15,8 +15,8 @@ int ly_migrate_run (PGconn *conn, int *applied, char *err, size_t errlen);
 
 /*  Whether the master key set with ly_master_key_set is the one the database was set
     up with (migration 0010 keeps an HMAC under it; the first caller after that migration
-    writes it). conn as for ly_migrate_run. 0 / -1: another key, or a failure (reason in
-    err). */
+    writes it). conn as for ly_migrate_run. 0; -2: another key; -1: a failure (reason in
+    err for both). */
 int ly_migrate_key_check (PGconn *conn, char *err, size_t errlen);
 
 /*  The number of compiled-in migrations and their names, for `layersctl migrate --list`. */

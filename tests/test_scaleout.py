@@ -10,6 +10,8 @@ import tempfile
 import time
 import uuid
 
+import pytest
+
 from lyserver import Layersd, binary, free_endpoint_port, post_events
 
 
@@ -85,6 +87,37 @@ def test_a_huge_frame_before_the_handshake_is_refused_not_held():
         status, _, body = post_events(server, {"event_id": "after-the-frame", "name": "x"},
                                       key=server.credentials()["sdk_key"])
         assert status == 202, body
+
+
+@pytest.mark.parametrize("role", ["relay", "api", "store"])
+def test_a_node_with_another_master_key_is_refused(role):
+    """A scale-out node on the same database with another master key would park
+    deliveries as "the secret does not open" (relay) or seal secrets no one else can
+    open (api): it stops at start, naming the key file, as the supervisor would."""
+    with Layersd() as server:
+        node = tempfile.mkdtemp(prefix="layers-node-")
+        try:
+            key = os.path.join(node, "master.key")
+            with open(key, "w") as f:
+                f.write(os.urandom(32).hex() + "\n")
+            os.chmod(key, 0o600)
+            env = dict(os.environ, LAYERS_DATA_DIR=node,
+                       LAYERS_DATABASE_URL="host='%s' dbname=layers user=postgres"
+                                           % os.path.join(server.data_dir, "pg", "run"))
+            out = subprocess.run([binary("layersd"), "--only", role], env=env,
+                                 capture_output=True, text=True, timeout=30)
+            assert out.returncode != 0, out.stderr
+            assert "is not the one the database" in out.stderr and key in out.stderr, out.stderr
+            # with the right key it runs
+            shutil.copy(os.path.join(server.data_dir, "master.key"), key)
+            proc = subprocess.Popen([binary("layersd"), "--only", role], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(2)
+            assert proc.poll() is None, proc.stderr.read()
+            proc.terminate()
+            proc.wait(10)
+        finally:
+            shutil.rmtree(node, ignore_errors=True)
 
 
 def test_node_without_the_cluster_certificate_is_refused():

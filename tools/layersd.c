@@ -343,6 +343,20 @@ main (int argc, char *argv [])
                                           : ly_pg_url_for (ly_config.data_dir);
         ly_db_init (url, master_key);
         free (url);
+        //  A node with another master key would seal and open secrets the others
+        //  cannot (deliveries parked as 'the secret does not open'): refused as the
+        //  supervisor refuses it. A database that cannot be reached now is the actor's
+        //  to wait for.
+        if (!keyless) {
+            PGconn *admin = ly_db_connect (LY_DB_ADMIN, err, sizeof err);
+            int checked = admin? ly_migrate_key_check (admin, err, sizeof err): -1;
+            if (admin)
+                PQfinish (admin);
+            if (checked == -2) {
+                ly_error (only, "%s", err);
+                goto cleanup;
+            }
+        }
         rc = s_run_only (only, heartbeat_fd, &signals);
         goto cleanup;
     }

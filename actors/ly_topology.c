@@ -248,8 +248,10 @@ ly_topology_attach (const char *actor, const char *name, zsock_t *sock)
     zsock_set_maxmsgsize (sock, LY_MSG_MAX_FRAME + 64 * 1024);
     char *address = ly_topology_address (name);
     int rc = 0;
-    if (strncmp (address, "tcp://", 6) == 0)
+    if (strncmp (address, "tcp://", 6) == 0) {
+        zsock_set_ipv6 (sock, 1);       //  tcp://[::1]:7601, and names that resolve to IPv6
         rc = s_curve_apply (actor, sock, binder);
+    }
     if (rc == 0 && binder) {
         if (strncmp (address, "ipc://", 6) == 0) {
             //  ipc sockets carry raw personal data: only we may open them.

@@ -15,10 +15,12 @@ import pytest
 from lyserver import Layersd, binary, free_endpoint_port, post_events
 
 
-def test_extra_ingest_node_over_tcp():
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]"])
+def test_extra_ingest_node_over_tcp(host):
+    """Over IPv4 and IPv6 (ZeroMQ sockets take IPv6 only when asked)."""
     ingest_port, store_port = free_endpoint_port(), free_endpoint_port()
-    links = ["--connect", f"ingest=tcp://127.0.0.1:{ingest_port}",
-             "--connect", f"store=tcp://127.0.0.1:{store_port}"]
+    links = ["--connect", f"ingest=tcp://{host}:{ingest_port}",
+             "--connect", f"store=tcp://{host}:{store_port}"]
     with Layersd(args=links) as server:
         other_dir = tempfile.mkdtemp(prefix="layers-node-")
         # the node shares the cluster certificate, as an operator would copy it

@@ -80,6 +80,16 @@ s_curve_apply (const char *actor, zsock_t *sock, bool binder)
             zcert_destroy (&s_cert);
             rc = -1;
         }
+        else {
+            //  Anyone who reads the secret joins the cluster and reads its traffic
+            char *secret = zsys_sprintf ("%s_secret", path);
+            struct stat file;
+            if (stat (secret, &file) == 0 && (file.st_mode & 077))
+                ly_warning (actor, "the cluster certificate's secret \"%s\" may be read by "
+                            "others (mode %03o): chmod 600 it", secret,
+                            (unsigned) (file.st_mode & 0777));
+            zstr_free (&secret);
+        }
         zstr_free (&path);
     }
     if (rc == 0 && binder && !s_auth) {

@@ -28,6 +28,8 @@ def test_extra_ingest_node_over_tcp(host):
         for name in ("cluster.cert", "cluster.cert_secret"):
             shutil.copy(os.path.join(server.data_dir, "curve", name),
                         os.path.join(other_dir, "curve", name))
+        # copied carelessly: readable by all (warned of, below)
+        os.chmod(os.path.join(other_dir, "curve", "cluster.cert_secret"), 0o644)
         env = dict(os.environ, LAYERS_DATA_DIR=other_dir, LAYERS_LOG_LEVEL="info")
         env.pop("LAYERS_DATABASE_URL", None)
         node = subprocess.Popen([binary("layersd"), "--only", "ingest"] + links, env=env,
@@ -52,6 +54,7 @@ def test_extra_ingest_node_over_tcp(host):
             node.send_signal(signal.SIGTERM)
             out = node.communicate(timeout=10)[0].decode(errors="replace")
             assert node.returncode == 0, out
+            assert "may be read by others (mode 644): chmod 600 it" in out, out
             assert "Sanitizer" not in out
 
 

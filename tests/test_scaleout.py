@@ -125,6 +125,30 @@ def test_a_node_with_another_master_key_is_refused(role):
             shutil.rmtree(node, ignore_errors=True)
 
 
+def test_an_endpoint_that_cannot_be_bound_stops_layersd_at_start(tmp_path):
+    """An address no interface has, a name ZeroMQ cannot bind, or a port another process
+    listens on: layersd says so and stops, as for LAYERS_HTTP_ADDR, rather than restart
+    the binding actor for ever."""
+    import socket
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = free_endpoint_port()
+    cases = [(f"tcp://192.0.2.1:{port}", "cannot bind endpoint \"store\""),
+             (f"tcp://localhost:{port}", "is no IP address"),
+             (f"tcp://127.0.0.1:{taken.getsockname()[1]}", "Address already in use")]
+    try:
+        for address, said in cases:
+            env = dict(os.environ, LAYERS_DATA_DIR=str(tmp_path / "data"),
+                       LAYERS_HTTP_ADDR="127.0.0.1:%d" % free_endpoint_port())
+            env.pop("LAYERS_DATABASE_URL", None)
+            out = subprocess.run([binary("layersd"), "--connect", "store=" + address], env=env,
+                                 capture_output=True, text=True, timeout=30)
+            assert out.returncode != 0 and said in out.stderr, (address, out.stderr)
+    finally:
+        taken.close()
+
+
 def test_node_without_the_cluster_certificate_is_refused():
     ingest_port, store_port = free_endpoint_port(), free_endpoint_port()
     links = ["--connect", f"ingest=tcp://127.0.0.1:{ingest_port}",

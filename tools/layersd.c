@@ -19,6 +19,7 @@
 #include "ly_supervisor.h"
 #include "ly_topology.h"
 #include <curl/curl.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <sys/resource.h>
 
@@ -159,6 +160,57 @@ s_check_http_addr (void)
     if (rc)
         ly_error ("supervisor", "cannot listen on LAYERS_HTTP_ADDR \"%s\": %s%s", ly_config.http_addr,
                   strerror (error), error == EADDRINUSE? " (is another server running there?)": "");
+    return rc;
+}
+
+//  Whether every tcp endpoint this supervisor's actors bind can be bound, as the HTTP
+//  address is checked: an address no interface has, or a port another process holds,
+//  would have the binding actor restart for ever. ZeroMQ binds an IP address, "*" or
+//  an interface name; a name that is none of these is refused too. 0 / -1 (logged).
+static int
+s_check_endpoints (void)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < ly_topology_count (); i++) {
+        const char *name = ly_topology_at (i)->name;
+        char *address = ly_topology_address (name);
+        if (strncmp (address, "tcp://", 6) == 0) {
+            char host [256];
+            const char *colon = strrchr (address + 6, ':');
+            snprintf (host, sizeof host, "%.*s", (int) (colon - (address + 6)), address + 6);
+            if (host [0] == '[' && host [strlen (host) - 1] == ']') {
+                host [strlen (host) - 1] = 0;
+                memmove (host, host + 1, strlen (host));
+            }
+            struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                      .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE };
+            struct addrinfo *found = NULL;
+            bool any = streq (host, "*");
+            int got = getaddrinfo (any? NULL: host, colon + 1, &hints, &found);
+            if (got != 0 && if_nametoindex (host) == 0) {
+                ly_error ("supervisor", "cannot bind endpoint \"%s\" at \"%s\": \"%s\" is no "
+                          "IP address, \"*\" or interface name of this host", name, address, host);
+                rc = -1;
+            }
+            else
+            if (got == 0) {
+                int fd = socket (found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                int one = 1;
+                if (fd >= 0)
+                    setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+                if (fd < 0 || bind (fd, found->ai_addr, found->ai_addrlen)) {
+                    ly_error ("supervisor", "cannot bind endpoint \"%s\" at \"%s\": %s", name,
+                              address, strerror (errno));
+                    rc = -1;
+                }
+                if (fd >= 0)
+                    close (fd);
+            }
+            if (found)
+                freeaddrinfo (found);
+        }
+        zstr_free (&address);
+    }
     return rc;
 }
 
@@ -360,7 +412,7 @@ main (int argc, char *argv [])
         rc = s_run_only (only, heartbeat_fd, &signals);
         goto cleanup;
     }
-    if ((lock_fd = s_lock_data_dir ()) == -1 || s_check_http_addr ())
+    if ((lock_fd = s_lock_data_dir ()) == -1 || s_check_http_addr () || s_check_endpoints ())
         goto cleanup;
     if (ly_topology_cert_ensure (err, sizeof err)) {
         ly_error ("supervisor", "%s", err);

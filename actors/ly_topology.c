@@ -187,19 +187,30 @@ ly_topology_override (const char *spec, char *err, size_t errlen)
         }
         //  The host is the server's own, not a client's: the log shows it (a bind that
         //  fails must say where)
-        const char *host = strrchr (address + 6, ';');
-        host = host? host + 1: address + 6;
         char own [64];
-        snprintf (own, sizeof own, "%.*s", (int) (colon - host), host);
-        if (own [0] == '[' && own [strlen (own) - 1] == ']') {
-            own [strlen (own) - 1] = 0;
-            memmove (own, own + 1, strlen (own));
-        }
+        ly_topology_tcp_host (address, own, sizeof own);
         ly_log_own_address (own);
     }
     free (s_overrides [index]);
     s_overrides [index] = strdup (address);
     return 0;
+}
+
+const char *
+ly_topology_tcp_host (const char *address, char *host, size_t size)
+{
+    const char *colon = strncmp (address, "tcp://", 6) == 0? strrchr (address + 6, ':'): NULL;
+    if (!colon)
+        return NULL;
+    const char *start = strrchr (address + 6, ';');
+    start = start && start < colon? start + 1: address + 6;
+    size_t len = (size_t) (colon - start);
+    if (len >= 2 && start [0] == '[' && start [len - 1] == ']') {
+        start++;
+        len -= 2;
+    }
+    snprintf (host, size, "%.*s", (int) len, start);
+    return colon + 1;
 }
 
 void

@@ -25,6 +25,10 @@ const ly_endpoint_t *ly_topology_lookup (const char *name);
 int ly_topology_override (const char *spec, char *err, size_t errlen);
 /*  The address of an endpoint; caller owns. */
 char *ly_topology_address (const char *name);
+/*  The host of a tcp:// address ("tcp://[SOURCE;]HOST:PORT"), without an IPv6
+    address's brackets, into host; returns the port's text within address, or NULL when
+    address is no tcp:// address with a port. */
+const char *ly_topology_tcp_host (const char *address, char *host, size_t size);
 /*  Opens the socket an actor uses on an endpoint: binds when the actor is the binder,
     connects otherwise; NULL on failure (logged). Caller owns. */
 zsock_t *ly_topology_open (const char *actor, const char *name);

@@ -142,25 +142,33 @@ s_run_threads (const sigset_t *signals)
 //  Fails, said at once, when LAYERS_HTTP_ADDR cannot be listened on (another server
 //  holds the port), rather than through a gateway that restarts for ever. The gateway
 //  binds it again, as the only one (no SO_REUSEPORT).
+//  0 when a TCP socket can be bound to address (as its server will: SO_REUSEADDR), else
+//  the errno that refused it.
+static int
+s_bind_error (const struct addrinfo *address)
+{
+    int fd = socket (address->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int error = fd < 0 || bind (fd, address->ai_addr, address->ai_addrlen)? errno: 0;
+    if (fd >= 0)
+        close (fd);
+    return error;
+}
+
 static int
 s_check_http_addr (void)
 {
     struct addrinfo *addresses = ly_config_http_address ("supervisor");
     if (!addresses)
         return -1;
-    int fd = socket (addresses->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);    //  as the gateway
-    int rc = fd >= 0? bind (fd, addresses->ai_addr, addresses->ai_addrlen): -1;
-    int error = errno;
-    if (fd >= 0)
-        close (fd);
+    int error = s_bind_error (addresses);
     freeaddrinfo (addresses);
-    if (rc)
+    if (error)
         ly_error ("supervisor", "cannot listen on LAYERS_HTTP_ADDR \"%s\": %s%s", ly_config.http_addr,
                   strerror (error), error == EADDRINUSE? " (is another server running there?)": "");
-    return rc;
+    return error? -1: 0;
 }
 
 //  Whether every tcp endpoint this supervisor's actors bind can be bound, as the HTTP
@@ -174,40 +182,25 @@ s_check_endpoints (void)
     for (size_t i = 0; rc == 0 && i < ly_topology_count (); i++) {
         const char *name = ly_topology_at (i)->name;
         char *address = ly_topology_address (name);
-        if (strncmp (address, "tcp://", 6) == 0) {
-            char host [256];
-            const char *colon = strrchr (address + 6, ':');
-            snprintf (host, sizeof host, "%.*s", (int) (colon - (address + 6)), address + 6);
-            if (host [0] == '[' && host [strlen (host) - 1] == ']') {
-                host [strlen (host) - 1] = 0;
-                memmove (host, host + 1, strlen (host));
-            }
-            struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                                      .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE };
-            struct addrinfo *found = NULL;
-            bool any = streq (host, "*");
-            int got = getaddrinfo (any? NULL: host, colon + 1, &hints, &found);
-            if (got != 0 && if_nametoindex (host) == 0) {
-                ly_error ("supervisor", "cannot bind endpoint \"%s\" at \"%s\": \"%s\" is no "
-                          "IP address, \"*\" or interface name of this host", name, address, host);
+        char host [256];
+        const char *port = ly_topology_tcp_host (address, host, sizeof host);
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE };
+        struct addrinfo *found = NULL;
+        if (port && getaddrinfo (streq (host, "*")? NULL: host, port, &hints, &found) == 0) {
+            int error = s_bind_error (found);
+            if (error) {
+                ly_error ("supervisor", "cannot bind endpoint \"%s\" at \"%s\": %s", name,
+                          address, strerror (error));
                 rc = -1;
             }
-            else
-            if (got == 0) {
-                int fd = socket (found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-                int one = 1;
-                if (fd >= 0)
-                    setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-                if (fd < 0 || bind (fd, found->ai_addr, found->ai_addrlen)) {
-                    ly_error ("supervisor", "cannot bind endpoint \"%s\" at \"%s\": %s", name,
-                              address, strerror (errno));
-                    rc = -1;
-                }
-                if (fd >= 0)
-                    close (fd);
-            }
-            if (found)
-                freeaddrinfo (found);
+            freeaddrinfo (found);
+        }
+        else
+        if (port && if_nametoindex (host) == 0) {
+            ly_error ("supervisor", "cannot bind endpoint \"%s\" at \"%s\": \"%s\" is no "
+                      "IP address, \"*\" or interface name of this host", name, address, host);
+            rc = -1;
         }
         zstr_free (&address);
     }

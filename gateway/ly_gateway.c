@@ -116,7 +116,6 @@ struct _s_request_t {
     char client_ip [INET6_ADDRSTRLEN];  /* raw personal data: only until submitted */
     char *user_agent;               /* raw personal data, owned: only until submitted */
     s_request_t *prev, *next;       /* hand-off queue, or deadline list in the loop */
-    int probes;                     /* readiness: PONGs still awaited */
     bool store_ponged;              /* readiness: the store answered */
     bool api_ponged;                /* readiness: the api actor answered */
     size_t held_bytes;              /* in in_flight_bytes till completion: upload's room, then the events too */
@@ -1751,7 +1750,6 @@ s_readyz_begin (self_t *self, s_request_t *request)
         return;
     }
     zsock_t *targets [] = { self->store, self->api };
-    request->probes = 2;
     for (int i = 0; i < 2; i++) {
         ly_msg_t *ping = ly_msg_new (LY_MSG_PING);
         ly_msg_set_uint (ping, LY_PING_REQUEST_ID, request->id);
@@ -1785,7 +1783,7 @@ s_handle_pong (self_t *self, ly_msg_t *msg)
         request->store_ponged = true;
     else
         request->api_ponged = true;
-    if (--request->probes == 0) {
+    if (request->store_ponged && request->api_ponged) {
         s_answer (request, MHD_HTTP_OK, strdup ("{\"status\":\"ready\"}"));
         s_finish (self, request);
     }

@@ -378,6 +378,17 @@ def test_a_content_encoding_list_is_read_as_one(server, encoding, status):
     assert got == 202, body
 
 
+def read_head(conn):
+    """Reads from conn until the end of an answer's header lines (the server must not
+    close first)."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        data = conn.recv(65536)
+        assert data, answer
+        answer += data
+    return answer
+
+
 def test_the_properties_limit_counts_numbers_as_they_are_stored(server):
     """jsonb writes a number back as a plain decimal (5e-324 as 326 characters), and
     that is what the relay sends: the 32 KiB limit holds for it, not for the text sent."""
@@ -439,11 +450,7 @@ def test_a_body_over_the_limit_is_read_to_its_end_but_not_for_ever(server):
             except OSError:
                 cut = True
             if answered:
-                answer = b""
-                while b"\r\n\r\n" not in answer:
-                    data = conn.recv(65536)
-                    assert data, answer
-                    answer += data
+                answer = read_head(conn)
                 assert answer.startswith(b"HTTP/1.1 413"), answer
             else:
                 assert cut and sent < size, (auth, sent)
@@ -462,11 +469,7 @@ def test_a_body_said_far_too_large_is_answered_at_once(server):
         conn.sendall(("POST /l/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
                       "Content-Type: application/json\r\nContent-Length: 200000000\r\n\r\n"
                       % server.key).encode() + b"{" * 65536)
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = conn.recv(4096)
-            assert chunk, answer
-            answer += chunk
+        answer = read_head(conn)
     assert answer.startswith(b"HTTP/1.1 413"), answer
 
 
@@ -479,11 +482,7 @@ def test_a_body_said_too_large_is_refused_before_it_is_sent(server):
         conn.sendall(("POST /l/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
                       "Content-Type: application/json\r\nContent-Length: 200000000\r\n"
                       "Expect: 100-continue\r\n\r\n" % server.key).encode())
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = conn.recv(4096)
-            assert chunk, answer
-            answer += chunk
+        answer = read_head(conn)
     assert answer.startswith(b"HTTP/1.1 413"), answer
 
 

@@ -1114,16 +1114,22 @@ def test_a_huge_retry_after_is_the_longest_pause(server, mock):
                 " WHERE project_id = %s AND status = 'pending'", (project,))
 
 
-def test_a_throttle_with_retry_after_zero_still_pauses(server, mock):
-    """Retry-After: 0 (or a date gone by) with a throttle is no licence to resend at once
-    in a loop: the pause is at least the backoff (150 ms here)."""
+def delivered_after(server, mock, **fault):
+    """One event of a new project with Meta, sent while Meta answers as fault says;
+    once it is delivered, Meta's requests that carried it, oldest first."""
     project, key = new_project(server, meta={"dataset_id": "42"})
-    mock.fault(service="meta", count=3, status=429, headers={"Retry-After": "0"})
+    mock.fault(service="meta", **fault)
     events = [event("purchase", device=IPHONE)]
     post(server, key, events)
     rows = settled(server, project, 1)
     assert all(r["status"] == "delivered" for r in rows.values()), rows
-    sent = requests_with(mock, "meta", events[0]["event_id"])
+    return requests_with(mock, "meta", events[0]["event_id"])
+
+
+def test_a_throttle_with_retry_after_zero_still_pauses(server, mock):
+    """Retry-After: 0 (or a date gone by) with a throttle is no licence to resend at once
+    in a loop: the pause is at least the backoff (150 ms here)."""
+    sent = delivered_after(server, mock, count=3, status=429, headers={"Retry-After": "0"})
     assert [r["status"] for r in sent] == [429, 429, 429, 200]
     gaps = [b["time_usec"] - a["time_usec"] for a, b in zip(sent, sent[1:])]
     assert min(gaps) >= 140000, gaps
@@ -1132,13 +1138,7 @@ def test_a_throttle_with_retry_after_zero_still_pauses(server, mock):
 def test_a_retry_after_with_a_server_error_is_the_least_wait(server, mock):
     """RFC 9110 gives 503 a Retry-After: the retry waits at least that long, not the
     backoff's 75-150 ms."""
-    project, key = new_project(server, meta={"dataset_id": "42"})
-    mock.fault(service="meta", count=1, status=503, headers={"Retry-After": "2"})
-    events = [event("purchase", device=IPHONE)]
-    post(server, key, events)
-    rows = settled(server, project, 1)
-    assert all(r["status"] == "delivered" for r in rows.values()), rows
-    sent = requests_with(mock, "meta", events[0]["event_id"])
+    sent = delivered_after(server, mock, count=1, status=503, headers={"Retry-After": "2"})
     assert [r["status"] for r in sent] == [503, 200]
     assert sent[1]["time_usec"] - sent[0]["time_usec"] >= 1950000
 

@@ -22,9 +22,11 @@ static const ly_endpoint_t s_endpoints [] = {
     { "metrics", "gateway", ZMQ_PULL, "store,api,ingest,relay", ZMQ_PUSH, 10,
       "every actor process' metrics (METRICS_REPORT), for the gateway's /metrics" },
     { "api",    "api",   ZMQ_ROUTER, "gateway",  ZMQ_DEALER,   1000,
-      "SDK key lookups (KEY_LOOKUP) and, later, partner API requests" },
+      "SDK key lookups (KEY_LOOKUP) and partner API requests (API_REQUEST)" },
 };
 #define S_ENDPOINTS (sizeof (s_endpoints) / sizeof (s_endpoints [0]))
+#define S_HEARTBEAT_IVL_MSEC 1000     /* ZMTP PING on tcp connections this often */
+#define S_HEARTBEAT_TIMEOUT_MSEC 4000 /* a tcp peer silent this long is cut off */
 
 static char *s_overrides [S_ENDPOINTS];     /* NULL: default address; owned here */
 static pthread_mutex_t s_curve_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -271,6 +273,12 @@ ly_topology_attach (const char *actor, const char *name, zsock_t *sock)
     int rc = 0;
     if (strncmp (address, "tcp://", 6) == 0) {
         zsock_set_ipv6 (sock, 1);       //  tcp://[::1]:7601, and names that resolve to IPv6
+        //  A peer that stops answering (stopped, hung, its host gone without a FIN)
+        //  keeps its TCP connection and with it its share of the messages: ZMTP
+        //  heartbeats cut it off, and it gets no more until it connects again
+        zsock_set_heartbeat_ivl (sock, S_HEARTBEAT_IVL_MSEC);
+        zsock_set_heartbeat_timeout (sock, S_HEARTBEAT_TIMEOUT_MSEC);
+        zsock_set_heartbeat_ttl (sock, S_HEARTBEAT_TIMEOUT_MSEC);
         rc = s_curve_apply (actor, sock, binder);
     }
     if (rc == 0 && binder) {

@@ -22,32 +22,10 @@ def test_extra_ingest_node_over_tcp(host):
     links = ["--connect", f"ingest=tcp://{host}:{ingest_port}",
              "--connect", f"store=tcp://{host}:{store_port}"]
     with Layersd(args=links) as server:
-        other_dir = tempfile.mkdtemp(prefix="layers-node-")
-        # the node shares the cluster certificate, as an operator would copy it
-        os.makedirs(os.path.join(other_dir, "curve"))
-        for name in ("cluster.cert", "cluster.cert_secret"):
-            shutil.copy(os.path.join(server.data_dir, "curve", name),
-                        os.path.join(other_dir, "curve", name))
         # copied carelessly: readable by all (warned of, below)
-        os.chmod(os.path.join(other_dir, "curve", "cluster.cert_secret"), 0o644)
-        env = dict(os.environ, LAYERS_DATA_DIR=other_dir, LAYERS_LOG_LEVEL="info")
-        env.pop("LAYERS_DATABASE_URL", None)
-        node = subprocess.Popen([binary("layersd"), "--only", "ingest"] + links, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        node, env = start_ingest_node(server, links, secret_mode=0o644)
         try:
-            key = server.credentials()["sdk_key"]
-            tap = subprocess.Popen([binary("layers-tap"), "--filter", "EVENTS_SUBMIT",
-                                    "--count", "3", "--timeout", "30", "ingest"],
-                                   env=env, stdout=subprocess.PIPE, text=True)
-            seen = ""
-            deadline = time.monotonic() + 30
-            while tap.poll() is None and time.monotonic() < deadline:
-                status, _, body = post_events(server, {"event_id": str(uuid.uuid4()), "name": "x"}, key=key)
-                assert status in (202, 503), body
-                time.sleep(0.02)
-            seen = tap.communicate(timeout=10)[0]
-            assert tap.returncode == 0, "the extra ingest node got no work"
-            lines = [json.loads(l) for l in seen.splitlines()]
+            lines = [json.loads(l) for l in node_work(server, env, 3).splitlines()]
             assert len(lines) == 3 and all(l["actor"] == "ingest" for l in lines)
             assert all(l["pid"] == node.pid for l in lines)
         finally:
@@ -56,6 +34,66 @@ def test_extra_ingest_node_over_tcp(host):
             assert node.returncode == 0, out
             assert "may be read by others (mode 644): chmod 600 it" in out, out
             assert "Sanitizer" not in out
+
+
+def start_ingest_node(server, links, secret_mode=0o600):
+    """Starts `layersd --only ingest` on a data directory of its own that shares the
+    server's cluster certificate, as an operator would copy it. Returns (Popen, env)."""
+    other_dir = tempfile.mkdtemp(prefix="layers-node-")
+    os.makedirs(os.path.join(other_dir, "curve"))
+    for name in ("cluster.cert", "cluster.cert_secret"):
+        shutil.copy(os.path.join(server.data_dir, "curve", name),
+                    os.path.join(other_dir, "curve", name))
+    os.chmod(os.path.join(other_dir, "curve", "cluster.cert_secret"), secret_mode)
+    env = dict(os.environ, LAYERS_DATA_DIR=other_dir, LAYERS_LOG_LEVEL="info")
+    env.pop("LAYERS_DATABASE_URL", None)
+    node = subprocess.Popen([binary("layersd"), "--only", "ingest"] + links, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return node, env
+
+
+def node_work(server, env, count):
+    """Posts events until the node's debug tap saw it take `count` of them; returns the
+    tap's lines."""
+    key = server.credentials()["sdk_key"]
+    tap = subprocess.Popen([binary("layers-tap"), "--filter", "EVENTS_SUBMIT",
+                            "--count", str(count), "--timeout", "30", "ingest"],
+                           env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while tap.poll() is None and time.monotonic() < deadline:
+        status, _, body = post_events(server, {"event_id": str(uuid.uuid4()), "name": "x"}, key=key)
+        assert status in (202, 503), body
+        time.sleep(0.02)
+    seen = tap.communicate(timeout=10)[0]
+    assert tap.returncode == 0, "the extra ingest node got no work"
+    return seen
+
+
+def test_a_stalled_node_stops_getting_work():
+    """A node that stops answering (stopped, hung, its host gone without a FIN) is cut
+    off by ZeroMQ's heartbeats within seconds: the gateway's other ingest actors take
+    every request, rather than one in two waiting out the 10 s deadline."""
+    ingest_port, store_port = free_endpoint_port(), free_endpoint_port()
+    links = ["--connect", f"ingest=tcp://127.0.0.1:{ingest_port}",
+             "--connect", f"store=tcp://127.0.0.1:{store_port}"]
+    with Layersd(args=links) as server:
+        node, env = start_ingest_node(server, links)
+        try:
+            node_work(server, env, 1)
+            node.send_signal(signal.SIGSTOP)
+            time.sleep(8)
+            key = server.credentials()["sdk_key"]
+            for i in range(6):
+                started = time.monotonic()
+                status, _, body = post_events(server, {"event_id": f"stalled-{i}", "name": "x"},
+                                              key=key)
+                assert status == 202, body
+                assert time.monotonic() - started < 5, "a request went to the stalled node"
+        finally:
+            node.send_signal(signal.SIGCONT)
+            node.send_signal(signal.SIGTERM)
+            out = node.communicate(timeout=10)[0].decode(errors="replace")
+            assert "Sanitizer" not in out, out
 
 
 def rss_kib(pid):

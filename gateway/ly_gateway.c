@@ -54,6 +54,7 @@
 #define S_DRAIN_MSEC 5000               /* stopping: longest wait for requests in flight */
 #define S_DRAIN_POLL_MSEC 20            /* how often to look meanwhile */
 #define S_DISCARD_MAX (64 << 20)        /* a body over the limit is read this far */
+#define S_HEADER_GAP_MAX (64 * 1024)    /* above libmicrohttpd's 32 KiB for a request's head */
 #define S_FLUSH_MSEC 1000               /* then: longest wait for the 503s to go out */
 #define S_AUTH_FAILURES 10              /* failures per client and credential, per window */
 #define S_AUTH_CLIENT_FAILURES 100      /* failures per client with any credential */
@@ -580,6 +581,7 @@ typedef struct {
     const char *encoding;           /* the first one's value */
     const char *repeated;           /* a header that may come once, twice; NULL: none */
     bool spaced_name;               /* a header name with white space before its colon */
+    bool folded;                    /* a header continued on a line of its own (obs-fold) */
     unsigned seen;                  /* of s_single_headers, a bit per header seen */
 } s_headers_t;
 
@@ -589,6 +591,24 @@ static const char *s_single_headers [] = {
 };
 #define S_HOST_SEEN (1u << 3)           /* Host's bit in s_headers_t.seen */
 
+//  Whether a header was folded: continued on a next line that begins with white space
+//  (obs-fold, RFC 9112 5.2). libmicrohttpd (0.9.75) appends such a line to the header's
+//  name, which it moves out of the line, and keeps as value what came before the fold:
+//  a folded Content-Length or Transfer-Encoding is lost and the body read as the next
+//  request. As sent on one line, the value follows the name in the same buffer, past
+//  the NUL that took the colon's place and the white space after it.
+static bool
+s_header_folded (const char *key, const char *value)
+{
+    const char *end = key + strlen (key);
+    if ((uintptr_t) value <= (uintptr_t) end || (uintptr_t) value - (uintptr_t) end > S_HEADER_GAP_MAX)
+        return true;
+    for (const char *space = end + 1; space < value; space++)
+        if (*space != ' ' && *space != '\t')
+            return true;
+    return false;
+}
+
 static enum MHD_Result
 s_scan_header (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
@@ -596,6 +616,8 @@ s_scan_header (void *cls, enum MHD_ValueKind kind, const char *key, const char *
     s_headers_t *headers = (s_headers_t *) cls;
     if (!key)
         return MHD_YES;
+    if (value && s_header_folded (key, value))
+        headers->folded = true;
     value = value? value: "";
     if (strpbrk (key, " \t"))
         headers->spaced_name = true;
@@ -634,6 +656,10 @@ s_framing_error (s_request_t *request, const char *version)
     unsigned status = MHD_HTTP_BAD_REQUEST;
     if (!(headers.seen & S_HOST_SEEN) && strcmp (version, MHD_HTTP_VERSION_1_0))
         snprintf (message, sizeof message, "an HTTP/1.1 request needs a Host header");
+    else
+    if (headers.folded)
+        snprintf (message, sizeof message, "a header line is folded (a line begins with white"
+                  " space): send each header on one line");
     else
     if (headers.spaced_name)
         snprintf (message, sizeof message, "a header name is followed by white space");

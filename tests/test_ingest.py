@@ -522,6 +522,7 @@ def auth_headers(server):
     ("two lengths", 400), ("length and chunked", 400), ("space before colon", 400),
     ("identity transfer coding", 501), ("gzip transfer coding", 501),
     ("two content types", 400), ("two authorizations", 400),
+    ("folded length", 400), ("folded chunked", 400), ("folded user agent", 400),
 ])
 def test_a_request_whose_framing_is_in_doubt_is_refused_and_its_connection_closed(
         server, framing, status):
@@ -541,8 +542,13 @@ def test_a_request_whose_framing_is_in_doubt_is_refused_and_its_connection_close
         "gzip transfer coding": [(b"Transfer-Encoding", b"gzip, chunked")],
         "two content types": [(b"Content-Type", b"text/plain")] + length,
         "two authorizations": [(b"Authorization", b"Bearer lys_nope")] + length,
+        # obs-fold: a line that begins with white space continues the header above
+        "folded length": [(b"Content-Length", b"\r\n %d" % len(body))],
+        "folded chunked": [(b"Transfer-Encoding", b"\r\n chunked")],
+        "folded user agent": [(b"User-Agent", b"Mozilla/5.0\r\n\t(iPhone;CPU)")]
+                             + length,
     }[framing]
-    if framing == "length and chunked":
+    if framing in ("length and chunked", "folded chunked"):
         body = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
     answer, took = raw_exchange(server, raw_request(server, headers, body + inner))
     head, _, payload = answer.partition(b"\r\n\r\n")

@@ -545,6 +545,8 @@ s_email (scrub_t *self, const msgpack_object *value, ly_event_stats_t *stats)
         return s_refuse (self, "email must be a string");
     if (!s_utf8_valid (value->via.str.ptr, value->via.str.size, false))
         return s_refuse (self, "email must be valid UTF-8 without NUL bytes");
+    if (value->via.str.size == 0)
+        return LY_OK;               //  "": not known, as SDKs send it; not an invalid one
     if (ly_pii_email_sha256 (value->via.str.ptr, value->via.str.size, self->email_sha256) == 0)
         s_set (self, COL_EMAIL_SHA256, self->email_sha256);
     else
@@ -564,6 +566,8 @@ s_phone (scrub_t *self, const msgpack_object *value, ly_event_stats_t *stats)
     if (value->type == MSGPACK_OBJECT_STR) {
         if (!s_utf8_valid (value->via.str.ptr, value->via.str.size, false))
             return s_refuse (self, "phone must be valid UTF-8 without NUL bytes");
+        if (value->via.str.size == 0)
+            return LY_OK;           //  "": not known
         phone = value->via.str.ptr;
         len = value->via.str.size;
     }

@@ -280,14 +280,12 @@ ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
     size_t count = 0;
     size_t space;                       //  bytes of a Unicode space
     bool international = false;
-    size_t i = 0;
-    if (len && phone [0] == '+') {
-        international = true;
-        i++;
-    }
     int rc = -1;
-    for (; i < len; i++) {
+    for (size_t i = 0; i < len; i++) {
         char c = phone [i];
+        if (c == '+' && count == 0 && !international)
+            international = true;       //  before the first digit: "+44 ...", "(+44) ..."
+        else
         if (c >= '0' && c <= '9') {
             if (count == sizeof found)
                 goto done;              //  far too long to be a phone number

@@ -480,9 +480,11 @@ s_test_full (void)
         "{\"event_id\": \"b\", \"name\": \"Two\"}",
         "{\"event_id\": \"c\", \"name\": \"three\", \"email\": \"nope\", \"phone\": \"123\"}",
         "{\"event_id\": \"d\", \"name\": \"four\", \"email\": \"nope@\"}",
+        //  "" is missing, as SDKs send for "not known": nothing dropped, nothing counted
+        "{\"event_id\": \"e\", \"name\": \"five\", \"email\": \"\", \"phone\": \"\"}",
     };
     int accepted = 0;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         json_t *json = json_loads (events [i], 0, NULL);
         msgpack_sbuffer buffer;
         msgpack_sbuffer_init (&buffer);
@@ -507,7 +509,7 @@ s_test_full (void)
     size_t newlines = 0;
     for (size_t i = 0; i < line_len; i++)
         newlines += line [i] == '\n';
-    if (accepted != 3 || newlines != 3 || stats.email_invalid != 2 || stats.phone_invalid != 1
+    if (accepted != 4 || newlines != 4 || stats.email_invalid != 2 || stats.phone_invalid != 1
     ||  memcmp (line, ORG_ID "\t" PROJECT_ID "\ta\tone\t", strlen (ORG_ID PROJECT_ID) + 8) != 0)
         FAIL (__LINE__, "appending: %d accepted, %zu lines, stats %u/%u", accepted, newlines,
               stats.email_invalid, stats.phone_invalid);

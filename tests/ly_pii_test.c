@@ -182,6 +182,7 @@ s_test_phone (void)
     s_check_phone ("0044 20 7946 0958", NULL, "442079460958", H_UK, H_UK_E164);
     s_check_phone ("+44 (0) 20 7946 0958", NULL, "442079460958", H_UK, H_UK_E164);
     s_check_phone ("+44 (0)20 7946 0958", "1", "442079460958", H_UK, H_UK_E164);
+    s_check_phone ("(+44) 20 7946 0958", "1", "442079460958", H_UK, H_UK_E164);
     s_check_phone ("0049-30-1234567", NULL, "49301234567", H_DE, H_DE_E164);
     s_check_phone ("+49 (30) 123 45 67", NULL, "49301234567", H_DE, H_DE_E164);
     //  National numbers: the project's calling code, trunk zero removed.
@@ -205,7 +206,7 @@ s_test_phone (void)
     //  Refused: letters, extensions, a second '+', too short, too long, 0 after '+'.
     const char *invalid [] = {
         "", "+", "   ", "abc", "+1 650 555 1212 ext 3", "+1 650 CALL NOW", "+1+6505551212",
-        "+123456", "+1234567890123456", "00", "0012", "+0 650 555 1212", "+44 #20 7946 0958",
+        "+123456", "+1234567890123456", "00", "0012", "1 +650 555 1212", "+0 650 555 1212", "+44 #20 7946 0958",
         "000 44 20 7946 0958", "1-800-FLOWERS", "+1\x00" "6505551212",
         "+1 650\xC2 555 1212", "+1 650\xE2\x80\x8B" "555 1212", NULL
     };

@@ -21,7 +21,7 @@ ly_jsonr_reason (const char *text, char *buffer, size_t size)
 }
 
 //  True when the parameters after a media type (";" and on) name a charset other
-//  than UTF-8
+//  than UTF-8 or US-ASCII (a subset of it)
 static bool
 s_other_charset (const char *param)
 {
@@ -40,7 +40,8 @@ s_other_charset (const char *param)
                 len -= 2;
             }
             if (!((len == 5 && strncasecmp (name, "utf-8", 5) == 0)
-            ||    (len == 4 && strncasecmp (name, "utf8", 4) == 0)))
+            ||    (len == 4 && strncasecmp (name, "utf8", 4) == 0)
+            ||    (len == 8 && strncasecmp (name, "us-ascii", 8) == 0)))
                 return true;
         }
         param = next;

@@ -369,15 +369,10 @@ s_load_geoip_db (ly_config_t *cfg, char *err, size_t errlen)
     const char *value = s_env (name);
     if (!value)
         return 0;                   //  no geo-IP
-    if (s_set_path (&cfg->geoip_db, name, value, err, errlen))
-        return -1;
-    struct stat st;
-    if (stat (cfg->geoip_db, &st) != 0 || access (cfg->geoip_db, R_OK) != 0)
-        return s_fail (err, errlen, "%s \"%.*s\" is not readable: %s",
-                       name, S_VALUE_MAX, value, strerror (errno));
-    if (!S_ISREG (st.st_mode))
-        return s_fail (err, errlen, "%s \"%.*s\" is not a file", name, S_VALUE_MAX, value);
-    return 0;
+    //  Whether the file opens is layersd's check at start (ly_geoip_new), not this
+    //  one's: every actor process loads the configuration again, and one started after
+    //  the file went away must still run
+    return s_set_path (&cfg->geoip_db, name, value, err, errlen);
 }
 
 static int

@@ -50,6 +50,11 @@ s_open (const char *path, const struct stat *as_is, MMDB_s *mmdb, char *err, siz
     struct stat before, after;
     if (file < 0 || copy < 0 || fstat (file, &before))
         failed = file < 0? "open": copy < 0? "memfd_create": "fstat";
+    else
+    if (!S_ISREG (before.st_mode)) {
+        failed = "not a file";
+        errno = S_ISDIR (before.st_mode)? EISDIR: EINVAL;
+    }
     else {
         off_t offset = 0;
         while (!failed && offset < before.st_size) {

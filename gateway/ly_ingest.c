@@ -14,6 +14,7 @@
                                    long (5e-324 is 326 bytes) */
 _Static_assert (S_ROWS_MAX + (2 << 20) <= LY_MSG_MAX_FRAME, "room for the rest of the frame");
 #define S_UA_CACHE 10000
+#define S_GEOIP_RETRY_MSEC 5000     /* a geo-IP database that did not open is tried again */
 
 typedef struct {
     zsock_t *pipe;          /* actor pipe, borrowed */
@@ -21,7 +22,9 @@ typedef struct {
     zsock_t *store;         /* DEALER to the store, owned */
     ly_tap_t *tap;          /* debug publisher, owned */
     ly_uap_t *uap;          /* User-Agent parser, owned */
-    ly_geoip_t *geoip;      /* geo-IP database, owned; NULL when not configured */
+    ly_geoip_t *geoip;      /* geo-IP database, owned; NULL when not configured or
+                               not opened yet (s_geoip_open) */
+    int64_t geoip_tried;    /* when s_geoip_open last tried, monotonic msec; 0: never */
     ly_metric_t *accepted;  /* events turned into rows */
     ly_metric_t *rejected;  /* events refused */
     ly_metric_t *email_invalid;  /* email fields dropped */
@@ -44,6 +47,29 @@ s_self_destroy (self_t **self_p)
     }
 }
 
+//  Opens LAYERS_GEOIP_DB when it is not open, at most every S_GEOIP_RETRY_MSEC.
+//  layersd checked it at start; an actor started after it went away or broke (a
+//  restart) runs without it, events getting no region, until it opens again.
+static void
+s_geoip_open (self_t *self)
+{
+    if (self->geoip || !ly_config.geoip_db)
+        return;
+    int64_t now = ly_mono_msec ();
+    if (self->geoip_tried && now - self->geoip_tried < S_GEOIP_RETRY_MSEC)
+        return;
+    bool first = !self->geoip_tried;
+    self->geoip_tried = now;
+    char err [512];
+    self->geoip = ly_geoip_new (ly_config.geoip_db, err, sizeof err);
+    if (self->geoip && !first)
+        ly_info (S_ACTOR, "the geo-IP database \"%s\" is open again", ly_config.geoip_db);
+    else
+    if (!self->geoip && first)
+        ly_warning (S_ACTOR, "%s: events get no region until it opens (tried every %d s)",
+                    err, S_GEOIP_RETRY_MSEC / 1000);
+}
+
 static self_t *
 s_self_new (zsock_t *pipe)
 {
@@ -53,11 +79,7 @@ s_self_new (zsock_t *pipe)
     self->uap = ly_uap_new (LY_UAP_DEFAULT_REGEXES, S_UA_CACHE, err, sizeof err);
     if (!self->uap)
         ly_error (S_ACTOR, "%s", err);
-    if (ly_config.geoip_db) {
-        self->geoip = ly_geoip_new (ly_config.geoip_db, err, sizeof err);
-        if (!self->geoip)
-            ly_error (S_ACTOR, "%s", err);
-    }
+    s_geoip_open (self);
     self->pull = ly_topology_open (S_ACTOR, "ingest");
     self->store = ly_topology_open (S_ACTOR, "store");
     if (self->store)
@@ -69,8 +91,7 @@ s_self_new (zsock_t *pipe)
     self->email_invalid = ly_counter ("layers_ingest_fields_dropped_total",
                                       "Invalid personal-data fields dropped", "field=\"email\"");
     self->phone_invalid = ly_counter ("layers_ingest_fields_dropped_total", NULL, "field=\"phone\"");
-    if (!self->uap || (ly_config.geoip_db && !self->geoip)
-    ||  !self->pull || !self->store || !self->tap)
+    if (!self->uap || !self->pull || !self->store || !self->tap)
         s_self_destroy (&self);
     return self;
 }
@@ -99,6 +120,7 @@ s_gateway_reason (const msgpack_object *refused, uint32_t count, uint32_t *curso
 static void
 s_handle_submit (self_t *self, ly_msg_t *submit)
 {
+    s_geoip_open (self);
     ly_geoip_refresh (self->geoip);
     ly_event_ctx_t ctx = {
         .org_id = ly_msg_str (submit, LY_EVENTS_SUBMIT_ORG_ID),

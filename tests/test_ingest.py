@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import time
 import uuid
 
@@ -1181,6 +1182,31 @@ def test_a_new_geoip_database_is_used_without_a_restart(tmp_path):
             region()
             time.sleep(0.3)
         assert region() == ("FR", "IDF")
+
+
+def test_actors_restarted_after_the_geoip_database_went_away_still_run(tmp_path):
+    """The file was good at start and is then removed (or broken): an ingest actor or
+    gateway restarted meanwhile must still run (no region until the file is back), not
+    fail to start again and again with the server down."""
+    with geo_server(tmp_path) as (s, folder, path, region):
+        assert region() == ("GB", "ENG")
+        saved = str(folder / "saved.mmdb")
+        os.replace(path, saved)
+        for role in ("ingest", "gateway"):
+            before = s.actors()[role]
+            os.kill(before, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while s.actors().get(role) in (None, before):
+                assert time.monotonic() < deadline, s.log()[-3000:]
+                time.sleep(0.1)
+        s.wait_ready()
+        assert region() == (None, None)
+        assert "events get no region until it opens" in s.log()
+        os.replace(saved, path)
+        deadline = time.monotonic() + 20
+        while region() != ("GB", "ENG"):
+            assert time.monotonic() < deadline, s.log()[-3000:]
+            time.sleep(0.5)
 
 
 def test_a_geoip_database_replaced_during_a_quiet_spell_serves_the_next_request(tmp_path):

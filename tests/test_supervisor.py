@@ -478,15 +478,21 @@ def test_an_endpoint_that_cannot_bind_is_named_in_the_log():
         s.cleanup()
 
 
-def test_a_file_that_is_no_geoip_database_is_refused_at_start(tmp_path):
+@pytest.mark.parametrize("case, reason", [("not a database", "invalid metadata"),
+                                          ("missing", "No such file or directory"),
+                                          ("a directory", "Is a directory")])
+def test_a_file_that_is_no_geoip_database_is_refused_at_start(tmp_path, case, reason):
     """Not a crash loop of the ingest actor: layersd names the variable and the reason."""
     bad = tmp_path / "city.mmdb"
-    bad.write_bytes(b"not a MaxMind database")
+    if case == "not a database":
+        bad.write_bytes(b"not a MaxMind database")
+    if case == "a directory":
+        bad.mkdir()
     out = subprocess.run([binary("layersd")], env=dict(os.environ, LAYERS_GEOIP_DB=str(bad),
                          LAYERS_DATA_DIR="/tmp/layers-never-created"),
                          capture_output=True, text=True, timeout=10)
     assert out.returncode == 2
-    assert "LAYERS_GEOIP_DB" in out.stderr and "invalid metadata" in out.stderr, out.stderr
+    assert "LAYERS_GEOIP_DB" in out.stderr and reason in out.stderr, out.stderr
     assert not os.path.exists("/tmp/layers-never-created")
 
 

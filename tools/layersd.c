@@ -329,8 +329,10 @@ main (int argc, char *argv [])
         ly_config_free (&ly_config);
         return 2;
     }
-    if (ly_config.geoip_db && (!only || streq (only, "ingest"))) {
-        //  A file that is no geo-IP database would only show as ingest failing to start
+    if (ly_config.geoip_db && heartbeat_fd == -1 && (!only || streq (only, "ingest"))) {
+        //  A file that is no geo-IP database would only show as ingest failing to start.
+        //  Not in an actor the supervisor starts: the file was good at the supervisor's
+        //  start, and if it went away since, the actor still runs (ly_ingest)
         ly_geoip_t *geoip = ly_geoip_new (ly_config.geoip_db, err, sizeof err);
         if (!geoip) {
             fprintf (stderr, "layersd: LAYERS_GEOIP_DB: %s\n", err);

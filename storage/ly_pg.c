@@ -2,7 +2,10 @@
     Layout: $DATA/pg/data is the cluster, $DATA/pg/run its socket directory (or a short
     directory under /tmp when that path is too long for a unix socket), $DATA/pg/log the
     server log. PostgreSQL refuses to run as root, so as root every pg_ctl and initdb
-    runs through runuser as `postgres`, which owns $DATA/pg. */
+    runs through runuser as `postgres`, which owns $DATA/pg. The cluster is made all at
+    once: initdb works in a temporary $DATA/pg/data.new.XXXXXX, which becomes
+    $DATA/pg/data by a rename once postgresql.conf includes layers.conf; one left by an
+    interrupted first start is removed at the next. */
 #include "ly_pg.h"
 #include "ly_crypto.h"
 #include "ly_log.h"
@@ -167,6 +170,22 @@ s_own_dir (const char *dir, mode_t mode, char *err, size_t errlen)
     return 0;
 }
 
+//  The server's log, made the postgres user's before any pg_ctl runs: pg_ctl start
+//  appends to it as postgres, and a pg_ctl stop run first would make it root's, 0600
+static int
+s_own_log (ly_pg_t *self, char *err, size_t errlen)
+{
+    int fd = open (self->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    struct passwd *pw = geteuid () == 0? getpwnam ("postgres"): NULL;
+    bool owned = fd != -1 && (!pw || fchown (fd, pw->pw_uid, pw->pw_gid) == 0);
+    if (!owned)
+        snprintf (err, errlen, "could not give \"%s\" to postgres: %s", self->log_path,
+                  strerror (errno));
+    if (fd != -1)
+        close (fd);
+    return owned? 0: -1;
+}
+
 static bool
 s_file_exists (const char *format, const char *arg)
 {
@@ -249,6 +268,75 @@ s_destroy_fields (ly_pg_t *self)
     free (self);
 }
 
+//  Removes what interrupted first starts left of their temporary clusters (an initdb
+//  may even run on there, in its own process group, its supervisor gone)
+static void
+s_remove_unfinished (ly_pg_t *self)
+{
+    DIR *dir = opendir (self->root);
+    struct dirent *entry;
+    while (dir && (entry = readdir (dir))) {
+        if (strncmp (entry->d_name, "data.new.", 9))
+            continue;
+        char *path = zsys_sprintf ("%s/%s", self->root, entry->d_name);
+        ly_info ("supervisor", "removing \"%s\", left by an interrupted first start", path);
+        char *argv [] = { "/bin/rm", "-rf", path, NULL };
+        if (s_run ("/dev/null", argv) != 0)
+            ly_warning ("supervisor", "could not remove \"%s\"", path);
+        zstr_free (&path);
+    }
+    if (dir)
+        closedir (dir);
+}
+
+//  Makes the cluster, all or nothing: initdb into a temporary directory beside it, and
+//  postgresql.conf made to include layers.conf there, before the rename that makes it
+//  the cluster. A start killed meanwhile leaves no cluster, and the next makes it anew.
+static int
+s_initdb (ly_pg_t *self, const char *init_log, char *err, size_t errlen)
+{
+    s_remove_unfinished (self);
+    char *temp = zsys_sprintf ("%s/data.new.XXXXXX", self->root);
+    char *conf = NULL;
+    int rc = -1;
+    if (!mkdtemp (temp)) {
+        snprintf (err, errlen, "could not create directory \"%s\": %s", temp, strerror (errno));
+        goto cleanup;
+    }
+    if (s_own_dir (temp, 0700, err, errlen))
+        goto cleanup;
+    ly_info ("supervisor", "initializing PostgreSQL cluster in \"%s\"", self->cluster);
+    char *argv [] = { S_PGBIN "/initdb", "-D", temp, "-U", "postgres",
+                      "--auth-local=trust", "--auth-host=reject", "-E", "UTF8",
+                      "--no-locale", NULL };
+    if (s_run (init_log, argv) != 0) {
+        snprintf (err, errlen, "could not initialize PostgreSQL cluster in \"%s\"; see \"%s\"",
+                  temp, init_log);
+        goto cleanup;
+    }
+    conf = zsys_sprintf ("%s/postgresql.conf", temp);
+    FILE *file = fopen (conf, "a");
+    bool included = file && fprintf (file, "\ninclude_if_exists = 'layers.conf'\n") > 0
+                 && fflush (file) == 0 && fsync (fileno (file)) == 0;
+    if (file && fclose (file))
+        included = false;
+    if (!included) {
+        snprintf (err, errlen, "could not write \"%s\": %s", conf, strerror (errno));
+        goto cleanup;
+    }
+    if (rename (temp, self->cluster)) {
+        snprintf (err, errlen, "could not rename \"%s\" to \"%s\": %s", temp, self->cluster,
+                  strerror (errno));
+        goto cleanup;
+    }
+    rc = 0;
+
+cleanup:
+    zstr_free (&temp);
+    zstr_free (&conf);
+    return rc;
+}
+
 typedef enum {
     S_STOPPED,          //  no postmaster.pid: stopped cleanly, or never started
     S_RUNNING,          //  its postmaster runs (or is starting)
@@ -327,25 +415,11 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
             goto cleanup;
         }
     }
-    if (!s_file_exists ("%s/PG_VERSION", self->cluster)) {
-        ly_info ("supervisor", "initializing PostgreSQL cluster in \"%s\"", self->cluster);
-        char *argv [] = { S_PGBIN "/initdb", "-D", self->cluster, "-U", "postgres",
-                          "--auth-local=trust", "--auth-host=reject", "-E", "UTF8",
-                          "--no-locale", NULL };
-        if (s_run (init_log, argv) != 0) {
-            snprintf (err, errlen, "could not initialize PostgreSQL cluster in \"%s\"; see \"%s\"",
-                      self->cluster, init_log);
-            goto cleanup;
-        }
-        char *conf = zsys_sprintf ("%s/postgresql.conf", self->cluster);
-        FILE *file = fopen (conf, "a");
-        if (file) {
-            fprintf (file, "\ninclude_if_exists = 'layers.conf'\n");
-            fclose (file);
-        }
-        zstr_free (&conf);
-    }
-    if (s_write_conf (self, err, errlen) || s_write_hba (self, err, errlen))
+    if (!s_file_exists ("%s/PG_VERSION", self->cluster)
+    &&  s_initdb (self, init_log, err, errlen))
+        goto cleanup;
+    if (s_write_conf (self, err, errlen) || s_write_hba (self, err, errlen)
+    ||  s_own_log (self, err, errlen))
         goto cleanup;
     if (s_state (self) == S_RUNNING) {
         //  Left behind by a supervisor that was killed: stop it, to start it as ours

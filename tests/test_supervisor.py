@@ -263,6 +263,50 @@ def test_embedded_postgresql_is_never_reachable_over_tcp():
         s.cleanup()
 
 
+def initdb_processes(data_dir):
+    """Pids of the initdb processes working under data_dir."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        argv = cmdline(int(entry)) if entry.isdigit() else []
+        if argv and argv[0].endswith(b"/initdb") and any(data_dir.encode() in a for a in argv):
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_first_start_killed_during_initdb_is_made_again():
+    """A first start killed while initdb makes the cluster (initdb, in a process group of
+    its own, runs on to its end without the supervisor) leaves no cluster half made: the
+    next start makes it again, whole, with layersd's settings (its socket in pg/run), and
+    leaves no temporary directory behind."""
+    import glob
+    s = Layersd()
+    try:
+        s.start(wait=False)
+        pg = os.path.join(s.data_dir, "pg")
+        deadline = time.monotonic() + 30
+        while not glob.glob(os.path.join(pg, "*", "PG_VERSION")):
+            assert s.proc.poll() is None and time.monotonic() < deadline, s.log()
+            time.sleep(0.01)
+        assert initdb_processes(s.data_dir), "initdb was over before the kill"
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait(5)
+        deadline = time.monotonic() + 60
+        while initdb_processes(s.data_dir):
+            assert time.monotonic() < deadline, "initdb did not end"
+            time.sleep(0.05)
+        s.start()
+        conn = db_connect(s)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT current_setting('max_wal_size')")
+            assert cur.fetchone()[0] == "4GB"
+        finally:
+            conn.close()
+        assert sorted(os.listdir(pg)) == ["data", "initdb.log", "log", "run"]
+    finally:
+        s.cleanup()
+
+
 def test_killed_actor_is_restarted(server):
     for role in ("gateway", "store", "api", "ingest"):
         before = server.actors()
@@ -420,6 +464,24 @@ def test_killed_supervisor_is_recovered_on_next_start():
         s.start()
         assert s.credentials() == creds, "demo credentials must be created once"
         assert "left running" in s.log()
+    finally:
+        s.cleanup()
+
+
+def test_a_killed_supervisor_s_postgresql_is_stopped_and_started_without_its_log():
+    """PostgreSQL left running by a killed supervisor, its log removed meanwhile (rotated
+    away): stopping it first made the log anew as root's, 0600, and the server, run as
+    postgres, could then not start writing to it."""
+    import pwd
+    s = Layersd().start()
+    try:
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait(5)
+        log = os.path.join(s.data_dir, "pg", "log")
+        os.unlink(log)
+        s.start()
+        assert "left running" in s.log()
+        assert pwd.getpwuid(os.stat(log).st_uid).pw_name == "postgres"
     finally:
         s.cleanup()
 

@@ -44,17 +44,26 @@ s_sockdir (const char *root)
 }
 
 static int s_run (const char *log_path, char *const argv []);
+static bool s_file_exists (const char *format, const char *arg);
+
+//  Whether the postgres user may search dir (and every directory on the way to it)
+static bool
+s_postgres_reaches (const char *dir)
+{
+    char *argv [] = { "/usr/bin/test", "-x", (char *) dir, NULL };
+    return s_run ("/dev/null", argv) == 0;
+}
 
 //  The cluster's root: $DATA/pg, unless we are root and the postgres user cannot reach
-//  the data directory (a home directory closed to others, say); then a directory of
-//  its own under /var/lib/layers, named after the data directory.
+//  the data directory (a home directory closed to others, say) and no cluster is in
+//  $DATA/pg yet; then a directory of its own under /var/lib/layers, named after the
+//  data directory. A cluster in $DATA/pg stays there, for ly_pg_start to refuse.
 char *
 ly_pg_root_for (const char *data_dir)
 {
     if (geteuid () == 0) {
         zsys_dir_create ("%s", data_dir);
-        char *argv [] = { "/usr/bin/test", "-x", (char *) data_dir, NULL };
-        if (s_run ("/dev/null", argv) != 0) {
+        if (!s_postgres_reaches (data_dir) && !s_file_exists ("%s/pg/data", data_dir)) {
             char hex [65];
             ly_sha256_hex (data_dir, strlen (data_dir), hex);
             hex [16] = 0;
@@ -62,6 +71,26 @@ ly_pg_root_for (const char *data_dir)
         }
     }
     return zsys_sprintf ("%s/pg", data_dir);
+}
+
+//  The first directory on the way to dir (dir last) that the postgres user may not
+//  search, or NULL; caller owns
+static char *
+s_unreached (const char *dir)
+{
+    char *prefix = strdup (dir);
+    for (char *slash = strchr (prefix + 1, '/'); slash; slash = strchr (slash + 1, '/')) {
+        *slash = 0;
+        bool reached = s_postgres_reaches (prefix);
+        *slash = '/';
+        if (!reached) {
+            *slash = 0;
+            return prefix;
+        }
+    }
+    if (s_postgres_reaches (prefix))
+        zstr_free (&prefix);
+    return prefix;
 }
 
 char *
@@ -404,6 +433,20 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
     const char *log_path = self->log_path;
     char *init_log = zsys_sprintf ("%s/initdb.log", self->root);
     int rc = -1;
+
+    //  A cluster there, out of the postgres user's reach: never an empty one elsewhere
+    //  in its place (see ly_pg_root_for)
+    if (geteuid () == 0 && !strncmp (self->root, data_dir, strlen (data_dir))
+    &&  !s_postgres_reaches (data_dir)) {
+        char *unreached = s_unreached (data_dir);
+        const char *closed = unreached? unreached: data_dir;
+        snprintf (err, errlen, "the postgres user cannot reach the embedded PostgreSQL cluster "
+                  "in \"%s\", as it may not search \"%s\": let it (chmod o+x \"%s\", or "
+                  "chgrp postgres and chmod g+x), or move the data directory where it can",
+                  self->cluster, closed, closed);
+        zstr_free (&unreached);
+        goto cleanup;
+    }
 
     if (s_own_dir (self->root, 0700, err, errlen)
     ||  s_own_dir (self->sockdir, 0700, err, errlen))

@@ -24,7 +24,8 @@ void ly_pg_destroy (ly_pg_t **self_p);
 const char *ly_pg_admin_url (ly_pg_t *self);
 
 /*  The embedded cluster's directory for data_dir: data_dir/pg, or one under
-    /var/lib/layers when the postgres user cannot reach data_dir. Caller owns. */
+    /var/lib/layers when the postgres user cannot reach data_dir and data_dir/pg holds
+    no cluster (ly_pg_start refuses one it cannot reach). Caller owns. */
 char *ly_pg_root_for (const char *data_dir);
 
 /*  The admin connection string of the embedded cluster under data_dir, whether or not

@@ -307,6 +307,61 @@ def test_a_first_start_killed_during_initdb_is_made_again():
         s.cleanup()
 
 
+def fallback_cluster_root(data_dir):
+    """Where layersd, as root, keeps the cluster of a data directory the postgres user
+    cannot reach (README)."""
+    import hashlib
+    return "/var/lib/layers/pg-" + hashlib.sha256(data_dir.encode()).hexdigest()[:16]
+
+
+def test_a_new_data_directory_the_postgres_user_cannot_reach_gets_its_cluster_elsewhere():
+    """A data directory closed to others (a home directory, 0700) and without a cluster
+    yet: the cluster is made under /var/lib/layers, with a warning that says where."""
+    s = Layersd()
+    fallback = fallback_cluster_root(s.data_dir)
+    try:
+        os.chmod(s.data_dir, 0o700)
+        s.start()
+        assert "the postgres user cannot reach" in s.log() and fallback in s.log()
+        assert os.path.exists(os.path.join(fallback, "data", "PG_VERSION"))
+        assert not os.path.exists(os.path.join(s.data_dir, "pg"))
+    finally:
+        s.cleanup()
+        subprocess.run(["rm", "-rf", fallback])
+
+
+def test_a_cluster_the_postgres_user_cannot_reach_is_not_replaced_by_an_empty_one():
+    """chmod 700 on a data directory whose pg/ holds the cluster: layersd stops at start,
+    saying how to let the postgres user in, rather than making an empty cluster
+    elsewhere; let in, it finds its data again."""
+    s = Layersd().start()
+    fallback = fallback_cluster_root(s.data_dir)
+    try:
+        conn = db_connect(s)
+        conn.cursor().execute("CREATE TABLE still_here ()")
+        conn.close()
+        s.stop()
+        os.chmod(s.data_dir, 0o700)
+        s.start(wait=False)
+        with pytest.raises(AssertionError, match="exited with 1"):
+            s.wait_ready()
+        said = [line for line in s.log().splitlines() if "ERROR" in line][-1]
+        assert "cannot reach" in said and s.data_dir in said and "chmod" in said, said
+        assert not os.path.exists(fallback)
+        os.chmod(s.data_dir, 0o711)
+        s.start()
+        conn = db_connect(s)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT to_regclass('still_here') IS NOT NULL")
+            assert cur.fetchone()[0]
+        finally:
+            conn.close()
+    finally:
+        s.cleanup()
+        subprocess.run(["rm", "-rf", fallback])
+
+
 def test_killed_actor_is_restarted(server):
     for role in ("gateway", "store", "api", "ingest"):
         before = server.actors()

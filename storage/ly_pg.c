@@ -1,6 +1,7 @@
 /*  ly_pg.c: the embedded PostgreSQL (see ly_pg.h).
     Layout: $DATA/pg/data is the cluster, $DATA/pg/run its socket directory (or a short
-    directory under /tmp when that path is too long for a unix socket), $DATA/pg/log the
+    directory under /tmp when that path is too long for a unix socket, or has a comma,
+    which libpq takes for a list of hosts whatever the quotes), $DATA/pg/log the
     server log. PostgreSQL refuses to run as root, so as root every pg_ctl and initdb
     runs through runuser as `postgres`, which owns $DATA/pg. The cluster is made all at
     once: initdb works in a temporary $DATA/pg/data.new.XXXXXX, which becomes
@@ -33,7 +34,7 @@ s_sockdir (const char *root)
 {
     //  sun_path holds 107 bytes; the socket file adds "/.s.PGSQL.5432".
     char *dir = zsys_sprintf ("%s/run", root);
-    if (strlen (dir) + 16 >= 100) {
+    if (strlen (dir) + 16 >= 100 || strchr (dir, ',')) {
         char hex [65];
         ly_sha256_hex (root, strlen (root), hex);
         hex [12] = 0;
@@ -41,6 +42,39 @@ s_sockdir (const char *root)
         dir = zsys_sprintf ("/tmp/layers-pg-%s", hex);
     }
     return dir;
+}
+
+//  text with escape before each of the special characters; caller owns
+static char *
+s_escaped (const char *text, const char *special, char escape)
+{
+    char *escaped = (char *) zmalloc (2 * strlen (text) + 1);
+    char *to = escaped;
+    for (const char *from = text; *from; from++) {
+        if (strchr (special, *from))
+            *to++ = escape;
+        *to++ = *from;
+    }
+    return escaped;
+}
+
+//  text for a single-quoted value, of a conninfo string or of a PostgreSQL
+//  configuration file: both read \' and \\; caller owns
+static char *
+s_quoted (const char *text)
+{
+    return s_escaped (text, "'\\", '\\');
+}
+
+//  The conninfo of the cluster's superuser on dbname over the socket in sockdir;
+//  caller owns
+static char *
+s_conninfo (const char *sockdir, const char *dbname)
+{
+    char *host = s_quoted (sockdir);
+    char *conninfo = zsys_sprintf ("host='%s' dbname=%s user=postgres", host, dbname);
+    zstr_free (&host);
+    return conninfo;
 }
 
 static int s_run (const char *log_path, char *const argv []);
@@ -98,7 +132,7 @@ ly_pg_url_for (const char *data_dir)
 {
     char *root = ly_pg_root_for (data_dir);
     char *sockdir = s_sockdir (root);
-    char *url = zsys_sprintf ("host='%s' dbname=" S_DATABASE " user=postgres", sockdir);
+    char *url = s_conninfo (sockdir, S_DATABASE);
     zstr_free (&root);
     zstr_free (&sockdir);
     return url;
@@ -259,6 +293,12 @@ s_write_hba (ly_pg_t *self, char *err, size_t errlen)
 static int
 s_write_conf (ly_pg_t *self, char *err, size_t errlen)
 {
+    //  A list of directories, each of which may be double-quoted ("" for a ")
+    char *inner = s_escaped (self->sockdir, "\"", '"');
+    char *element = zsys_sprintf ("\"%s\"", inner);
+    char *sockdirs = s_quoted (element);
+    zstr_free (&inner);
+    zstr_free (&element);
     char *text = zsys_sprintf (
         "# Written by layersd at every start; edits are lost.\n"
         "listen_addresses = ''\n"
@@ -280,8 +320,9 @@ s_write_conf (ly_pg_t *self, char *err, size_t errlen)
         "backend_flush_after = '256kB'\n"
         "log_min_error_statement = panic\n"
         "log_line_prefix = '%%m [%%p] '\n",
-        self->sockdir);
+        sockdirs);
     int rc = s_conf_write (self, "layers.conf", text, err, errlen);
+    zstr_free (&sockdirs);
     zstr_free (&text);
     return rc;
 }
@@ -434,6 +475,14 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
     char *init_log = zsys_sprintf ("%s/initdb.log", self->root);
     int rc = -1;
 
+    //  pg_ctl starts the server through /bin/sh, with the cluster's path and its log's
+    //  between double quotes, where these characters are the shell's
+    if (strpbrk (self->root, "\"$`\\\n")) {
+        snprintf (err, errlen, "the embedded PostgreSQL cannot run in \"%s\": pg_ctl passes "
+                  "its path through a shell, which reads a \", $, `, \\ or newline in it; choose a "
+                  "data directory without them, or set LAYERS_DATABASE_URL", self->root);
+        goto cleanup;
+    }
     //  A cluster there, out of the postgres user's reach: never an empty one elsewhere
     //  in its place (see ly_pg_root_for)
     if (geteuid () == 0 && !strncmp (self->root, data_dir, strlen (data_dir))
@@ -477,7 +526,7 @@ ly_pg_start (const char *data_dir, char *err, size_t errlen)
     self->running = true;
 
     //  The application database, on first start.
-    char *postgres_url = zsys_sprintf ("host='%s' dbname=postgres user=postgres", self->sockdir);
+    char *postgres_url = s_conninfo (self->sockdir, "postgres");
     PGconn *conn = PQconnectdb (postgres_url);
     zstr_free (&postgres_url);
     if (PQstatus (conn) != CONNECTION_OK) {

@@ -307,6 +307,61 @@ def test_a_first_start_killed_during_initdb_is_made_again():
         s.cleanup()
 
 
+@pytest.mark.parametrize("name", ["it's a dir", "a,dir", "it's,a dir"])
+def test_a_data_directory_with_quotes_or_commas_in_its_path(name):
+    """A ' or a , in the data directory's path (a ' ended the socket directory's string in
+    layers.conf; PostgreSQL split unix_socket_directories at the ,): the cluster runs with
+    its settings, on a socket in one directory, and starts again."""
+    import psycopg2
+    import tempfile
+    parent = tempfile.mkdtemp(prefix="layers-test-")
+    os.chmod(parent, 0o755)
+    data_dir = os.path.join(parent, name)
+    os.mkdir(data_dir)
+    s = Layersd(data_dir=data_dir)
+    sockdir = None
+    try:
+        for _ in range(2):
+            s.start()
+            with open(os.path.join(data_dir, "pg", "data", "postmaster.pid")) as f:
+                sockdir = f.read().splitlines()[4]
+            assert os.path.exists(os.path.join(sockdir, ".s.PGSQL.5432")), sockdir
+            conn = psycopg2.connect(host=sockdir, dbname="layers", user="postgres")
+            try:
+                cur = conn.cursor()
+                cur.execute("SELECT current_setting('max_wal_size')")
+                assert cur.fetchone()[0] == "4GB"
+            finally:
+                conn.close()
+            s.stop()
+    finally:
+        s.cleanup()
+        if sockdir and not sockdir.startswith(data_dir):
+            subprocess.run(["rm", "-rf", sockdir])
+        subprocess.run(["rm", "-rf", parent])
+
+
+def test_a_data_directory_whose_path_pg_ctl_cannot_pass_is_refused():
+    """pg_ctl starts PostgreSQL through a shell, with the data directory between double
+    quotes: a path with a " (or $, `, \\) is refused at start, saying why."""
+    import tempfile
+    parent = tempfile.mkdtemp(prefix="layers-test-")
+    os.chmod(parent, 0o755)
+    data_dir = os.path.join(parent, 'a "quoted" dir')
+    os.mkdir(data_dir)
+    s = Layersd(data_dir=data_dir)
+    try:
+        s.start(wait=False)
+        with pytest.raises(AssertionError, match="exited with 1"):
+            s.wait_ready()
+        said = [line for line in s.log().splitlines() if "ERROR" in line][-1]
+        assert "shell" in said and "LAYERS_DATABASE_URL" in said, said
+        assert not os.path.exists(os.path.join(data_dir, "pg"))
+    finally:
+        s.cleanup()
+        subprocess.run(["rm", "-rf", parent])
+
+
 def fallback_cluster_root(data_dir):
     """Where layersd, as root, keeps the cluster of a data directory the postgres user
     cannot reach (README)."""

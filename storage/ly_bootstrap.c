@@ -94,14 +94,68 @@ s_refresh_base_url (const char *path, char *err, size_t errlen)
     return rc;
 }
 
+//  Whether the database has the organization named in the credentials file at path
+//  (false too when the file names none); NULL on a database error, with err set.
+static const char *
+s_org_known (PGconn *conn, const char *path, char *err, size_t errlen)
+{
+    json_t *json = json_load_file (path, 0, NULL);
+    const char *org_id = json_string_value (json_object_get (json, "org_id"));
+    const char *params [] = { org_id };
+    char *found = org_id? s_exec (conn, "SELECT EXISTS (SELECT FROM organizations WHERE "
+                                  "org_id::text = $1)::text", 1, params, err, errlen)
+                        : strdup ("false");
+    json_decref (json);
+    const char *known = !found? NULL: streq (found, "true")? "true": "false";
+    zstr_free (&found);
+    return known;
+}
+
 int
 ly_bootstrap_demo (PGconn *conn, char *err, size_t errlen)
 {
     char *path = zsys_sprintf ("%s/credentials.json", ly_config.data_dir);
+    char *fresh = zsys_sprintf ("%s.new", path);
+    //  Written before the COMMIT that made its workspace, and renamed after it: a start
+    //  cut off between the two left it, and its workspace is there when it names one
+    //  the database has
+    if (access (path, F_OK) != 0 && access (fresh, F_OK) == 0) {
+        const char *known = s_org_known (conn, fresh, err, errlen);
+        if (!known) {
+            zstr_free (&fresh);
+            zstr_free (&path);
+            return -1;
+        }
+        if (streq (known, "true") && rename (fresh, path) == 0)
+            ly_info ("supervisor", "%s restored from the start before, cut off as it wrote it",
+                     path);
+    }
+    unlink (fresh);
     if (access (path, F_OK) == 0) {
-        int rc = s_refresh_base_url (path, err, errlen);
-        zstr_free (&path);
-        return rc;
+        //  A database with no organization at all is a new one (its cluster removed, say):
+        //  the credentials are of the one before and open nothing here
+        char *empty = s_exec (conn, "SELECT (NOT EXISTS (SELECT FROM organizations))::text",
+                              0, NULL, err, errlen);
+        bool stale = empty && streq (empty, "true");
+        int rc = empty? 0: -1;
+        zstr_free (&empty);
+        if (!stale) {
+            rc = rc? rc: s_refresh_base_url (path, err, errlen);
+            zstr_free (&fresh);
+            zstr_free (&path);
+            return rc;
+        }
+        char *old = zsys_sprintf ("%s.old", path);
+        ly_warning ("supervisor", "%s is of another database (this one has no organization): "
+                    "moved to %s, and a new demo workspace is made", path, old);
+        if (rename (path, old)) {
+            snprintf (err, errlen, "could not rename \"%s\": %s", path, strerror (errno));
+            zstr_free (&old);
+            zstr_free (&fresh);
+            zstr_free (&path);
+            return -1;
+        }
+        zstr_free (&old);
     }
     //  Only on a database without organizations: credentials.json removed later (or a
     //  shared database given with LAYERS_DATABASE_URL) does not make a second one.
@@ -112,6 +166,7 @@ ly_bootstrap_demo (PGconn *conn, char *err, size_t errlen)
             ly_info ("supervisor", "no %s, but the database has organizations: no demo "
                      "workspace made (layersctl token create makes a token)", path);
         zstr_free (&path);
+        zstr_free (&fresh);
         int rc = exists? 0: -1;
         zstr_free (&exists);
         return rc;
@@ -175,17 +230,22 @@ ly_bootstrap_demo (PGconn *conn, char *err, size_t errlen)
     json_decref (json);
     char *with_newline = zsys_sprintf ("%s\n", text);
     free (text);
-    //  The file first: a crash between the two leaves an unused organization, never
-    //  credentials that do not exist.
-    int written = s_write_private (path, with_newline, err, errlen);
+    //  Written aside first and renamed after the COMMIT: a crash before the COMMIT
+    //  leaves no credentials that do not exist, one after it credentials.json.new,
+    //  which the next start takes (above)
+    int written = s_write_private (fresh, with_newline, err, errlen);
     zstr_free (&with_newline);
     if (written)
         goto rollback;
     if (!(done = s_exec (conn, "COMMIT", 0, NULL, err, errlen))) {
-        unlink (path);
+        unlink (fresh);
         goto cleanup;
     }
     zstr_free (&done);
+    if (rename (fresh, path)) {
+        snprintf (err, errlen, "could not rename \"%s\": %s", fresh, strerror (errno));
+        goto cleanup;
+    }
     printf ("\nLayers demo workspace created (also in %s):\n"
             "  base_url    %s\n  org_id      %s\n  project_id  %s\n"
             "  sdk_key     %s\n  api_token   %s\n\n"
@@ -202,6 +262,7 @@ rollback:
     PQclear (PQexec (conn, "ROLLBACK"));
 cleanup:
     zstr_free (&path);
+    zstr_free (&fresh);
     zstr_free (&org_id);
     zstr_free (&project_id);
     zstr_free (&member_id);

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lyserver import Layersd, binary, http, alive, children_of, cmdline, db_connect, free_port
+from lyserver import Layersd, binary, http, alive, children_of, cmdline, db_connect, free_port, post_events
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +148,53 @@ def test_a_removed_credentials_file_makes_no_second_demo_workspace():
         status, _, _ = http("GET", s.base + "/v1/projects",
                             headers={"Authorization": "Bearer " + creds["api_token"]})
         assert status == 200
+    finally:
+        s.cleanup()
+
+
+def test_credentials_of_a_database_that_is_gone_are_replaced():
+    """The embedded cluster removed (as the master key refusal suggests, to start
+    afresh): the new database gets its demo workspace, and credentials.json, which
+    named the old one's, is kept aside as credentials.json.old with a warning."""
+    s = Layersd().start()
+    try:
+        old = s.credentials()
+        s.stop()
+        subprocess.run(["rm", "-rf", os.path.join(s.data_dir, "pg")], check=True)
+        s.start()
+        new = s.credentials()
+        assert new["org_id"] != old["org_id"] and new["sdk_key"] != old["sdk_key"]
+        with open(os.path.join(s.data_dir, "credentials.json.old")) as f:
+            assert json.load(f) == old
+        assert "is of another database" in s.log()
+        status, _, body = post_events(s, {"event_id": "after-a-new-database", "name": "x"},
+                                      key=new["sdk_key"])
+        assert status == 202, body
+    finally:
+        s.cleanup()
+
+
+def test_credentials_left_aside_by_a_start_cut_off_are_taken():
+    """The demo's credentials are written aside (credentials.json.new) before the COMMIT
+    that makes the workspace, and renamed after it: a start cut off between the two
+    leaves the file aside, which the next start takes when the database has its
+    organization, and removes when it has not."""
+    s = Layersd().start()
+    try:
+        creds = s.credentials()
+        s.stop()
+        path = os.path.join(s.data_dir, "credentials.json")
+        os.rename(path, path + ".new")
+        s.start()
+        assert s.credentials() == creds
+        assert "restored from the start before" in s.log()
+        s.stop()
+        os.rename(path, path + ".new")
+        with open(path + ".new", "w") as f:
+            json.dump(dict(creds, org_id="00000000-0000-4000-8000-000000000000"), f)
+        s.start()
+        assert not os.path.exists(path) and not os.path.exists(path + ".new")
+        assert "no demo workspace made" in s.log()
     finally:
         s.cleanup()
 

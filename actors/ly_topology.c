@@ -240,6 +240,21 @@ ly_topology_open (const char *actor, const char *name)
     return ly_topology_open_as (actor, name, NULL);
 }
 
+//  Whether a process accepts connections on the unix socket at path
+static bool
+s_ipc_listened (const char *path)
+{
+    struct sockaddr_un address = { .sun_family = AF_UNIX };
+    if (strlen (path) >= sizeof address.sun_path)
+        return false;                   //  the bind says what is wrong
+    strcpy (address.sun_path, path);
+    int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool listened = fd != -1 && connect (fd, (struct sockaddr *) &address, sizeof address) == 0;
+    if (fd != -1)
+        close (fd);
+    return listened;
+}
+
 zsock_t *
 ly_topology_open_as (const char *actor, const char *name, const char *routing_id)
 {
@@ -281,19 +296,35 @@ ly_topology_attach (const char *actor, const char *name, zsock_t *sock)
         zsock_set_heartbeat_ttl (sock, S_HEARTBEAT_TIMEOUT_MSEC);
         rc = s_curve_apply (actor, sock, binder);
     }
-    if (rc == 0 && binder) {
-        if (strncmp (address, "ipc://", 6) == 0) {
-            //  ipc sockets carry raw personal data: only we may open them.
-            char *dir = strdup (address + 6);
-            char *slash = strrchr (dir, '/');
-            if (slash) {
-                *slash = 0;
+    bool ipc = strncmp (address, "ipc://", 6) == 0;
+    if (rc == 0 && binder && ipc) {
+        //  ipc sockets carry raw personal data: only we may open them. A directory we
+        //  make is ours alone; one that was there (/tmp, say) keeps its mode, the
+        //  socket file is made ours alone after the bind
+        char *dir = strdup (address + 6);
+        char *slash = strrchr (dir, '/');
+        struct stat st;
+        if (slash && slash != dir) {
+            *slash = 0;
+            if (stat (dir, &st) != 0) {
                 zsys_dir_create ("%s", dir);
                 chmod (dir, 0700);
             }
-            free (dir);
         }
+        free (dir);
+        //  libzmq removes the socket file of another process that listens there (a
+        //  second layersd on this data directory): its peers would all come to us
+        if (s_ipc_listened (address + 6)) {
+            ly_error (actor, "could not bind endpoint \"%s\" at \"%s\": another process "
+                      "listens there (another layersd on this data directory?)", name, address);
+            zstr_free (&address);
+            return -1;
+        }
+    }
+    if (rc == 0 && binder) {
         rc = zsock_bind (sock, "%s", address);
+        if (rc == 0 && ipc)
+            chmod (address + 6, 0600);
     }
     else
     if (rc == 0)

@@ -172,19 +172,74 @@ def test_an_endpoint_that_cannot_be_bound_stops_layersd_at_start(tmp_path):
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = free_endpoint_port()
-    cases = [(f"tcp://192.0.2.1:{port}", "cannot bind endpoint \"store\""),
-             (f"tcp://localhost:{port}", "is no IP address"),
-             (f"tcp://127.0.0.1:{taken.getsockname()[1]}", "Address already in use")]
+    long_dir = "/tmp/" + "d" * 120
+    cases = [(["store=tcp://192.0.2.1:%d" % port], "cannot bind endpoint \"store\""),
+             (["store=tcp://localhost:%d" % port], "is no IP address"),
+             (["store=tcp://127.0.0.1:%d" % taken.getsockname()[1]], "Address already in use"),
+             # two endpoints on one address: one of them would restart for ever
+             (["store=tcp://127.0.0.1:%d" % port, "api=tcp://127.0.0.1:%d" % port],
+              "are both at"),
+             (["store=ipc:///tmp/layers-same.ipc", "api=ipc:///tmp/layers-same.ipc"],
+              "are both at"),
+             # longer than a unix socket's path
+             (["store=ipc://" + long_dir + "/store"], "at most 107 bytes")]
     try:
-        for address, said in cases:
+        for links, said in cases:
             env = dict(os.environ, LAYERS_DATA_DIR=str(tmp_path / "data"),
                        LAYERS_HTTP_ADDR="127.0.0.1:%d" % free_endpoint_port())
             env.pop("LAYERS_DATABASE_URL", None)
-            out = subprocess.run([binary("layersd"), "--connect", "store=" + address], env=env,
+            args = [arg for link in links for arg in ("--connect", link)]
+            out = subprocess.run([binary("layersd")] + args, env=env,
                                  capture_output=True, text=True, timeout=30)
-            assert out.returncode != 0 and said in out.stderr, (address, out.stderr)
+            assert out.returncode != 0 and said in out.stderr, (links, out.stderr)
     finally:
         taken.close()
+
+
+def test_a_data_directory_too_long_for_unix_sockets_stops_layersd_at_start(tmp_path):
+    """Its actors could not bind their sockets and would restart for ever, the gateway
+    never listening: layersd names LAYERS_DATA_DIR and how long it may be."""
+    data = tmp_path / ("d" * (110 - len(str(tmp_path))))
+    env = dict(os.environ, LAYERS_DATA_DIR=str(data),
+               LAYERS_HTTP_ADDR="127.0.0.1:%d" % free_endpoint_port())
+    env.pop("LAYERS_DATABASE_URL", None)
+    out = subprocess.run([binary("layersd")], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode != 0, out.stderr
+    assert "choose a shorter LAYERS_DATA_DIR" in out.stderr, out.stderr
+
+
+def test_an_ipc_endpoint_keeps_its_directory_s_mode_and_is_ours_alone(tmp_path):
+    """An ipc endpoint in a directory that is there (a shared one, 1777 like /tmp) leaves
+    its mode alone, where the actor once made it 0700; the socket file itself is 0600,
+    as it carries raw personal data."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    socket_path = shared / "store.ipc"
+    with Layersd(args=["--connect", "store=ipc://%s" % socket_path]) as server:
+        status, _, body = post_events(server, {"event_id": "in-a-shared-dir", "name": "x"},
+                                      key=server.credentials()["sdk_key"])
+        assert status == 202, body
+        assert oct(os.stat(shared).st_mode & 0o7777) == oct(0o1777)
+        assert oct(os.stat(socket_path).st_mode & 0o777) == oct(0o600)
+
+
+def test_an_only_node_on_a_running_server_s_data_directory_is_refused():
+    """`layersd --only store` on the data directory of a running server: libzmq would
+    remove the running store's socket file and take its peers, the server broken once
+    it stopped. It stops at start instead, and the server goes on."""
+    with Layersd() as server:
+        store = server.actors()["store"]
+        env = dict(server.env)
+        out = subprocess.run([binary("layersd"), "--only", "store"], env=env,
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0, out.stderr
+        assert "another process listens there" in out.stderr, out.stderr
+        assert server.actors()["store"] == store
+        status, _, body = post_events(server, {"event_id": "after-the-only-node", "name": "x"},
+                                      key=server.credentials()["sdk_key"])
+        assert status == 202, body
 
 
 def test_node_without_the_cluster_certificate_is_refused():

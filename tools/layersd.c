@@ -179,9 +179,38 @@ static int
 s_check_endpoints (void)
 {
     int rc = 0;
+    //  A unix socket's path takes at most 107 bytes; each actor's tap is one too
+    char *tap_dir = ly_tap_dir ();
+    size_t tap_len = strlen (tap_dir) + strlen ("/gateway.4194304");
+    if (tap_len >= sizeof ((struct sockaddr_un *) 0)->sun_path) {
+        ly_error ("supervisor", "the data directory \"%s\" is too long a path for the unix "
+                  "sockets under it (at most %zu bytes): choose a shorter LAYERS_DATA_DIR",
+                  ly_config.data_dir, strlen (ly_config.data_dir)
+                  - (tap_len - sizeof ((struct sockaddr_un *) 0)->sun_path + 1));
+        rc = -1;
+    }
+    zstr_free (&tap_dir);
     for (size_t i = 0; rc == 0 && i < ly_topology_count (); i++) {
         const char *name = ly_topology_at (i)->name;
         char *address = ly_topology_address (name);
+        for (size_t j = 0; rc == 0 && j < i; j++) {
+            const char *other = ly_topology_at (j)->name;
+            char *other_address = ly_topology_address (other);
+            if (streq (address, other_address)) {
+                ly_error ("supervisor", "endpoints \"%s\" and \"%s\" are both at \"%s\": "
+                          "each needs an address of its own", other, name, address);
+                rc = -1;
+            }
+            zstr_free (&other_address);
+        }
+        if (rc == 0 && strncmp (address, "ipc://", 6) == 0
+        &&  strlen (address + 6) >= sizeof ((struct sockaddr_un *) 0)->sun_path) {
+            ly_error ("supervisor", "cannot bind endpoint \"%s\" at \"%s\": a unix socket's "
+                      "path takes at most %zu bytes (choose a shorter LAYERS_DATA_DIR, or "
+                      "--connect %s=ipc://SHORTER)", name, address,
+                      sizeof ((struct sockaddr_un *) 0)->sun_path - 1, name);
+            rc = -1;
+        }
         char host [256];
         const char *port = ly_topology_tcp_host (address, host, sizeof host);
         struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,

@@ -717,6 +717,27 @@ s_other_os (const text_t *given, const char *derived)
     return !streq (one, two);
 }
 
+//  Whether a value the User-Agent gave as a device field looks like personal data put
+//  there (an email, an IP address, a phone number: 7 digits or more with nothing but
+//  phone punctuation), which no model or brand is
+static bool
+s_personal (const char *value)
+{
+    unsigned char address [16];
+    if (strchr (value, '@') || inet_pton (AF_INET, value, address) == 1
+    ||  inet_pton (AF_INET6, value, address) == 1)
+        return true;
+    size_t digits = 0;
+    for (const char *c = value; *c; c++) {
+        if (*c >= '0' && *c <= '9')
+            digits++;
+        else
+        if (!strchr (" +-().", *c))
+            return false;
+    }
+    return digits >= 7;
+}
+
 //  Device fields from the User-Agent, which goes no further; the SDK's own values win,
 //  and a User-Agent of another OS than the SDK's device.os is not used at all.
 static void
@@ -754,8 +775,10 @@ s_user_agent (scrub_t *self)
                       uap->os_major, uap->os_minor, uap->os_patch);
         s_set_derived (self, COL_DEVICE_OS_VERSION, self->os_version);
     }
-    s_set_derived (self, COL_DEVICE_MODEL, uap->device_model);
-    s_set_derived (self, COL_DEVICE_BRAND, uap->device_brand);
+    if (!s_personal (uap->device_model))
+        s_set_derived (self, COL_DEVICE_MODEL, uap->device_model);
+    if (!s_personal (uap->device_brand))
+        s_set_derived (self, COL_DEVICE_BRAND, uap->device_brand);
 }
 
 

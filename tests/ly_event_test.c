@@ -1244,6 +1244,24 @@ s_test_user_agent (void)
     if (ACCEPT (event, &ctx, &out))
         EXPECT_COL (&out, "device_os", "Android");
     s_outcome_free (&out);
+    //  Personal data where a User-Agent names the model (an email, a phone, an IP
+    //  address) is not a device: dropped with the User-Agent
+    const char *personal [] = {
+        "Mozilla/5.0 (Linux; Android 14; jane.doe@example.com Build/UP1A) Chrome/120.0 Mobile",
+        "Mozilla/5.0 (Linux; Android 14; +44 7700 900123 Build/UP1A) Chrome/120.0 Mobile",
+        "Mozilla/5.0 (Linux; Android 14; 81.2.69.160 Build/UP1A) Chrome/120.0 Mobile",
+        "Mozilla/5.0 (Linux; Android 14; 2001:db8::1 Build/UP1A) Chrome/120.0 Mobile",
+        NULL
+    };
+    for (int i = 0; personal [i]; i++) {
+        ctx.user_agent = personal [i];
+        ctx.user_agent_len = strlen (personal [i]);
+        if (ACCEPT (event, &ctx, &out)) {
+            EXPECT_COL (&out, "device_os", "Android");
+            EXPECT_COL (&out, "device_model", NULL);
+        }
+        s_outcome_free (&out);
+    }
     //  No User-Agent, or an empty one
     ctx.user_agent = NULL;
     ctx.user_agent_len = 0;

@@ -18,11 +18,14 @@ def test_tools_up_serves_and_stops_on_ctrl_c():
     data = tempfile.mkdtemp(prefix="layers-up-")
     os.chmod(data, 0o755)
     port = free_port()
-    env = dict(os.environ, LAYERS_DATA_DIR=data, LAYERS_HTTP_ADDR=f"127.0.0.1:{port}")
+    # run from elsewhere with a relative data directory: taken from where tools/up ran
+    env = dict(os.environ, LAYERS_DATA_DIR=os.path.basename(data),
+               LAYERS_HTTP_ADDR=f"127.0.0.1:{port}")
     env.pop("LAYERS_DATABASE_URL", None)
     log_path = os.path.join(data, "up.log")
     with open(log_path, "wb") as log:
-        up = subprocess.Popen([os.path.join(SOURCE, "tools", "up")], cwd=SOURCE, env=env,
+        up = subprocess.Popen([os.path.join(os.path.abspath(SOURCE), "tools", "up")],
+                              cwd=os.path.dirname(data), env=env,
                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 840      # a first release build takes a while

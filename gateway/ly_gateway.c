@@ -698,6 +698,26 @@ s_target_path (const char *url)
     return path? path: "/";
 }
 
+//  libmicrohttpd hands the access handler a decoded path, cut at an encoded NUL: with
+//  DELETE /v1/projects/P%00/layers/meta the project went. The raw target is seen here
+//  first; a path with an encoded NUL or '/' (read as a separator) gets this mark as the
+//  request's first context, and a 400.
+static char s_encoded_path;
+
+static void *
+s_uri_log (void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void) cls;
+    (void) conn;
+    size_t path_len = strcspn (uri, "?");
+    for (size_t i = 0; i + 2 < path_len; i++)
+        if (uri [i] == '%'
+        &&  ((uri [i + 1] == '0' && uri [i + 2] == '0')
+          || (uri [i + 1] == '2' && (uri [i + 2] == 'f' || uri [i + 2] == 'F'))))
+            return &s_encoded_path;
+    return NULL;
+}
+
 //  Set by s_access_handler when it closes a connection on purpose (a body past
 //  S_DISCARD_MAX), so that libmicrohttpd's message about it, logged next in the same
 //  thread, is left out.
@@ -709,7 +729,8 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
                   size_t *upload_data_size, void **req_cls)
 {
     s_shared_t *shared = (s_shared_t *) cls;
-    s_request_t *request = (s_request_t *) *req_cls;
+    bool encoded_path = *req_cls == &s_encoded_path;
+    s_request_t *request = encoded_path? NULL: (s_request_t *) *req_cls;
     s_cut_on_purpose = false;
     if (!request) {
         request = (s_request_t *) calloc (1, sizeof (s_request_t));
@@ -747,6 +768,12 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         *req_cls = request;
         if (s_framing_error (request, version))
             return s_queue_answer (request);
+        if (encoded_path) {
+            s_answer_error (request, MHD_HTTP_BAD_REQUEST, "malformed",
+                            "the path holds an encoded NUL or slash (%00, %2F)");
+            request->close = true;
+            return s_queue_answer (request);
+        }
         const char *expect = MHD_lookup_connection_value (conn, MHD_HEADER_KIND,
                                                           MHD_HTTP_HEADER_EXPECT);
         if (request->too_large && s_takes_body (request)
@@ -859,7 +886,7 @@ static void
 s_request_completed (void *cls, struct MHD_Connection *conn, void **req_cls,
                      enum MHD_RequestTerminationCode code)
 {
-    s_request_t *request = (s_request_t *) *req_cls;
+    s_request_t *request = *req_cls == &s_encoded_path? NULL: (s_request_t *) *req_cls;
     if (request) {
         __atomic_sub_fetch (&((s_shared_t *) cls)->open_requests, 1, __ATOMIC_RELAXED);
         if (request->held_bytes)
@@ -949,6 +976,7 @@ s_start_http (self_t *self)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_CONNECTION_LIMIT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 30,
         MHD_OPTION_NOTIFY_COMPLETED, s_request_completed, &self->shared,
+        MHD_OPTION_URI_LOG_CALLBACK, s_uri_log, NULL,
         MHD_OPTION_END);
     freeaddrinfo (addresses);
     if (!daemon)

@@ -807,6 +807,29 @@ def test_a_nul_in_the_query_and_an_encoded_body_are_refused(server, orgs):
         assert status == 415 and got["error"]["code"] == "unsupported_encoding", got
 
 
+def test_an_encoded_nul_or_slash_in_the_path_is_refused(server, orgs):
+    """libmicrohttpd decodes the path and cut it at an encoded NUL: DELETE of a
+    project's layer with P%00 in the path deleted the project. A %00 or %2F in the path
+    is 400, the connection closed, and nothing is done."""
+    a, _ = orgs
+    status, _, body = a.call("owner", "POST", "/v1/projects", {"name": "kept"})
+    assert status == 201, body
+    project = body["project_id"]
+    for method, path in (("DELETE", "/v1/projects/%s%%00/layers/meta" % project),
+                         ("DELETE", "/v1/projects/%s%%00/sdk-keys/%s" % (project, a.key_id)),
+                         ("DELETE", "/v1/members/%s%%00x" % a.members["viewer"]),
+                         ("GET", "/v1/projects%%2F%s" % project),
+                         ("GET", "/v1/organization%%2f")):
+        status, headers, got = a.call("owner", method, path)
+        assert status == 400 and got["error"]["code"] == "malformed", (path, got)
+        assert headers.get("connection") == "close", headers
+    assert a.call("owner", "GET", "/v1/projects/%s" % project)[0] == 200
+    assert a.call("owner", "GET", "/v1/members/%s" % a.members["viewer"])[0] == 200
+    status, _, got = post_events(server, {"event_id": "after-an-encoded-path", "name": "x"},
+                                 key=a.sdk_key)
+    assert status == 202, got
+
+
 def test_a_cursor_works_only_for_the_list_that_gave_it(server, orgs):
     """A cursor of the members list is refused by the projects list, and a cursor of
     organization A's list by the same list of organization B (400 bad_cursor)."""

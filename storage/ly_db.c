@@ -445,6 +445,11 @@ ly_db_session_lost (PGconn *conn, const PGresult *res)
     if (PQstatus (conn) != CONNECTION_OK)
         return true;
     const char *state = res? PQresultErrorField (res, PG_DIAG_SQLSTATE): NULL;
+    //  An error the server did not send (no SQLSTATE) is libpq's own about the
+    //  connection: "server closed the connection unexpectedly", read on the first use of
+    //  a session the server ended (a restart) while the status still says CONNECTION_OK
+    if (res && !state && PQresultStatus (res) == PGRES_FATAL_ERROR)
+        return true;
     return state && (strncmp (state, "08", 2) == 0 || streq (state, "57P01")
                   || streq (state, "57P02") || streq (state, "57P03"));
 }

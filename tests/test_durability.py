@@ -163,6 +163,30 @@ def test_postgres_that_stops_without_a_clean_shut_down_is_started_again():
         check_all_stored_once(server, load.acked)
 
 
+def test_idle_sessions_the_database_ended_are_replaced_without_a_503():
+    """After a restart of PostgreSQL, each idle session's first use reads "server closed
+    the connection unexpectedly" while libpq still says the connection is fine: the
+    first partner API request and the first lookup of an SDK key got 503 though /readyz
+    said ready. They are sent again on a new session."""
+    with Layersd() as server:
+        creds = server.credentials()
+        token = creds["api_token"]
+        assert api_call(server, "GET", "/v1/me", token=token)[0] == 200
+        status, _, body = api_call(server, "POST", "/v1/projects/%s/sdk-keys" % creds["project_id"],
+                                   token=token, body={"name": "after the restart"})
+        assert status == 201, body
+        new_key = body["key"]
+        pg_ctl(server, "stop", "-m", "immediate")
+        wait_for(lambda: "runs again" in server.log(), 30, "PostgreSQL to be started again")
+        server.wait_ready()
+        time.sleep(1)
+        status, _, body = api_call(server, "GET", "/v1/me", token=token)
+        assert status == 200, body
+        status, _, body = post_events(server, {"event_id": "first-after-restart", "name": "x"},
+                                      key=new_key)
+        assert status == 202, body
+
+
 @contextlib.contextmanager
 def small_disk(megabytes):
     """A directory on a tmpfs of its own, as small as asked (root only)."""

@@ -10,6 +10,7 @@
 #include "ly_topology.h"
 
 #define S_ACTOR "api"
+#define S_ANSWER_MAX (LY_MSG_MAX_FRAME - 64 * 1024)   /* an answer body that fits a frame */
 
 typedef struct {
     zsock_t *pipe;          /* actor pipe, borrowed */
@@ -121,6 +122,18 @@ s_api_request (self_t *self, ly_msg_t *msg)
     };
     ly_api_response_t response = { 0 };
     ly_apiv1_handle (self->v1, &request, &response);
+    if (response.body_len > S_ANSWER_MAX) {
+        //  A frame this large would not go: the gateway would wait out its deadline
+        ly_warning (S_ACTOR, "request %s: the answer of %zu bytes is too large to send",
+                    request_id, response.body_len);
+        char *text = zsys_sprintf ("{\"error\":{\"code\":\"answer_too_large\",\"message\":"
+                                   "\"the answer would be %zu bytes, more than the %d the server "
+                                   "passes: ask for less\"}}", response.body_len, S_ANSWER_MAX);
+        ly_api_response_reset (&response);
+        response.status = 500;
+        response.body = text;
+        response.body_len = strlen (text);
+    }
     ly_msg_t *reply = ly_msg_new (LY_MSG_API_RESPONSE);
     ly_msg_set_uint (reply, LY_API_RESPONSE_REQUEST_ID, ly_msg_uint (msg, LY_API_REQUEST_REQUEST_ID));
     ly_msg_set_uint (reply, LY_API_RESPONSE_STATUS, response.status? response.status: 500);

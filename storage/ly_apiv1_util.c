@@ -8,6 +8,7 @@
 #include "ly_log.h"
 
 #define S_ACTOR LY_APIV1_ACTOR
+#define S_PAGE_BYTES (4 << 20)     /* a list page's items, in bytes of JSON, at most */
 
 //  --------------------------------------------------------------------------
 //  Answers
@@ -439,14 +440,26 @@ ly_apiv1_page_reply (ly_apiv1_ctx_t *ctx, const PGresult *res, char kind,
 {
     json_t *data = json_array ();
     int rows = PQntuples (res);
+    //  Items up to the limit, and no more than S_PAGE_BYTES of them (large items, as
+    //  1 MiB of metadata each, would pass the frame to the gateway): the rest is the
+    //  next page's
+    int taken = 0;
+    size_t bytes = 0;
     for (int row = 0; row < rows && row < page->limit; row++) {
         json_t *item = ly_apiv1_row (res, row);
         if (decorate)
             decorate (item);
+        size_t size = json_dumpb (item, NULL, 0, JSON_COMPACT);
+        if (taken > 0 && bytes + size > S_PAGE_BYTES) {
+            json_decref (item);
+            break;
+        }
+        bytes += size;
         json_array_append_new (data, item);
+        taken++;
     }
     json_t *next = json_null ();
-    const char *last = rows > page->limit? ly_apiv1_value (res, page->limit - 1, "_cursor"): NULL;
+    const char *last = taken > 0 && taken < rows? ly_apiv1_value (res, taken - 1, "_cursor"): NULL;
     if (last) {
         char *position = zsys_sprintf ("%c.%s", kind, last);
         char tag [17];

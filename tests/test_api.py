@@ -830,6 +830,36 @@ def test_an_encoded_nul_or_slash_in_the_path_is_refused(server, orgs):
     assert status == 202, got
 
 
+def test_a_page_of_large_items_is_cut_to_fit_and_continues_by_cursor(server, orgs):
+    """Ten ads with ~1 MiB of metadata each are more than one answer can carry to the
+    gateway (8 MiB): the list answered nothing and the client waited 30 s for a 503.
+    A page now holds as many items as fit in about 4 MiB, and next_cursor goes on."""
+    a, _ = orgs
+    made = set()
+    for i in range(10):
+        status, _, body = a.call("owner", "POST", "/v1/ads-content",
+                                 {"kind": "bulk_pages", "title": "big %d" % i,
+                                  "metadata": {"blob": "x" * 1000000}})
+        assert status == 201, body
+        made.add(body["ad_content_id"])
+    seen, cursor, pages = [], None, 0
+    while True:
+        query = "?kind=bulk_pages&limit=10" + ("&cursor=" + cursor if cursor else "")
+        started = time.monotonic()
+        status, _, body = a.call("viewer", "GET", "/v1/ads-content" + query)
+        assert status == 200, (status, body if not isinstance(body, bytes) else body[:200])
+        assert time.monotonic() - started < 10
+        pages += 1
+        assert 1 <= len(body["data"]) <= 4, len(body["data"])
+        seen += [item["ad_content_id"] for item in body["data"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert pages >= 3 and len(seen) == 10 and set(seen) == made
+    for ad in made:
+        assert a.call("owner", "DELETE", "/v1/ads-content/%s" % ad)[0] == 204
+
+
 def test_a_cursor_works_only_for_the_list_that_gave_it(server, orgs):
     """A cursor of the members list is refused by the projects list, and a cursor of
     organization A's list by the same list of organization B (400 bad_cursor)."""

@@ -11,6 +11,7 @@
 #define S_SECRET_KEY_ID "master"
 #define S_SECRET_KEY_VERSION "1"
 #define S_EVENT_MAP_MAX 100
+#define S_PUT_TURNS 4                /* insert / update turns of a PUT racing others */
 
 typedef struct {
     const char *name;           /* the layer */
@@ -359,39 +360,49 @@ ly_apiv1_layer_put (ly_apiv1_ctx_t *ctx)
         snprintf (enabled, sizeof enabled, "%s", body.enabled? "true": "false");
     const char *params [] = { project_id, layer->name, enabled [0]? enabled: NULL, config,
                               sealed, sealed? "{access_token}": NULL };
-    if (!exists) {
-        //  ON CONFLICT: a layer set by a request of the same moment, made since we looked,
-        //  is updated as if it had been there (a PUT sets or replaces)
-        res = ly_apiv1_exec (ctx,
-            "INSERT INTO project_layers (project_id, layer, enabled, config, secret_names,"
-            "                            secret_ciphertext, secret_key_id, secret_key_version,"
-            "                            secret_updated_at)"
-            " VALUES ($1, $2, coalesce ($3::boolean, true), $4::jsonb,"
-            "         coalesce ($6::text [], '{}'), decode ($5, 'hex'),"
-            "         CASE WHEN $5::text IS NULL THEN NULL ELSE '" S_SECRET_KEY_ID "' END,"
-            "         CASE WHEN $5::text IS NULL THEN NULL ELSE " S_SECRET_KEY_VERSION " END,"
-            "         CASE WHEN $5::text IS NULL THEN NULL ELSE now () END)"
-            " ON CONFLICT (project_id, layer) DO NOTHING"
-            " RETURNING " S_LAYER_COLUMNS, 6, params);
-        if (res && PQntuples (res) == 0) {
-            PQclear (res);
-            res = NULL;
-            exists = true;
-        }
+    //  Another request of the same moment (layersctl, another api node) may make the
+    //  layer after we looked (the INSERT then does nothing: update it as if it had been
+    //  there, a PUT sets or replaces), or delete it (the UPDATE then finds nothing: make
+    //  it again). A few turns settle it.
+    bool settled = false;
+    for (int turn = 0; turn < S_PUT_TURNS && !settled; turn++) {
+        PQclear (res);
+        if (!exists)
+            res = ly_apiv1_exec (ctx,
+                "INSERT INTO project_layers (project_id, layer, enabled, config, secret_names,"
+                "                            secret_ciphertext, secret_key_id, secret_key_version,"
+                "                            secret_updated_at)"
+                " VALUES ($1, $2, coalesce ($3::boolean, true), $4::jsonb,"
+                "         coalesce ($6::text [], '{}'), decode ($5, 'hex'),"
+                "         CASE WHEN $5::text IS NULL THEN NULL ELSE '" S_SECRET_KEY_ID "' END,"
+                "         CASE WHEN $5::text IS NULL THEN NULL ELSE " S_SECRET_KEY_VERSION " END,"
+                "         CASE WHEN $5::text IS NULL THEN NULL ELSE now () END)"
+                " ON CONFLICT (project_id, layer) DO NOTHING"
+                " RETURNING " S_LAYER_COLUMNS, 6, params);
+        else
+        if (sealed)
+            res = ly_apiv1_exec (ctx,
+                "UPDATE project_layers SET enabled = coalesce ($3::boolean, enabled),"
+                "       config = $4::jsonb, secret_names = $6::text [],"
+                "       secret_ciphertext = decode ($5, 'hex'), secret_key_id = '" S_SECRET_KEY_ID "',"
+                "       secret_key_version = " S_SECRET_KEY_VERSION ", secret_updated_at = now ()"
+                " WHERE project_id = $1 AND layer = $2 RETURNING " S_LAYER_COLUMNS, 6, params);
+        else
+            res = ly_apiv1_exec (ctx,
+                "UPDATE project_layers SET enabled = coalesce ($3::boolean, enabled),"
+                "       config = $4::jsonb"
+                " WHERE project_id = $1 AND layer = $2 RETURNING " S_LAYER_COLUMNS, 4, params);
+        if (!res)
+            goto cleanup;               //  answered
+        settled = PQntuples (res) == 1;
+        if (!settled)
+            exists = !exists;
     }
-    if (exists && sealed)
-        res = ly_apiv1_exec (ctx,
-            "UPDATE project_layers SET enabled = coalesce ($3::boolean, enabled),"
-            "       config = $4::jsonb, secret_names = $6::text [],"
-            "       secret_ciphertext = decode ($5, 'hex'), secret_key_id = '" S_SECRET_KEY_ID "',"
-            "       secret_key_version = " S_SECRET_KEY_VERSION ", secret_updated_at = now ()"
-            " WHERE project_id = $1 AND layer = $2 RETURNING " S_LAYER_COLUMNS, 6, params);
-    else
-    if (exists)
-        res = ly_apiv1_exec (ctx,
-            "UPDATE project_layers SET enabled = coalesce ($3::boolean, enabled),"
-            "       config = $4::jsonb"
-            " WHERE project_id = $1 AND layer = $2 RETURNING " S_LAYER_COLUMNS, 4, params);
+    if (!settled) {
+        ly_apiv1_error (ctx, 409, "conflict", "the layer was changed by other requests while "
+                        "this one set it; send it again");
+        goto cleanup;
+    }
     if (res && PQntuples (res) == 1) {
         json_t *row = ly_apiv1_row (res, 0);
         s_layer_decorate (row);

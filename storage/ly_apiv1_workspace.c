@@ -40,10 +40,21 @@ s_is_timezone (const char *text)
                                     "0123456789_+-/", 64)
     ||  !isupper ((unsigned char) text [0]) || streq (text, "Factory"))
         return false;
-    for (const char *sign = strpbrk (text, "+-"); sign; sign = strpbrk (sign + 1, "+-"))
-        if (isdigit ((unsigned char) sign [1]) && strncmp (text, "Etc/GMT", 7) != 0)
-            return false;               //  an offset: only Etc/GMT+N names carry one
-    return true;
+    if (!strpbrk (text, "0123456789"))
+        return true;
+    //  Digits: a POSIX spec ("UTC5", "Asia/Tokyo2": PostgreSQL takes them, the sign the
+    //  other way round) unless a zone's own name: Etc/GMT-14 to Etc/GMT+12, GMT0 and the
+    //  old US names
+    const char *named [] = { "EST5EDT", "CST6CDT", "MST7MDT", "PST8PDT", "GMT0", "GMT+0",
+                             "GMT-0", NULL };
+    for (int i = 0; named [i]; i++)
+        if (streq (text, named [i]))
+            return true;
+    const char *offset = strncmp (text, "Etc/GMT", 7) == 0? text + 7: NULL;
+    if (offset && (*offset == '+' || *offset == '-'))
+        offset++;
+    return offset && ly_apiv1_is_charset (offset, "0123456789", 2) && *offset
+        && atoi (offset) <= 14;
 }
 
 bool

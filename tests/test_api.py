@@ -667,13 +667,19 @@ def test_error_shapes_and_statuses(server, orgs):
                         ({"name": "x", "timezone": "posix/Europe/Paris"}, "timezone"),
                         ({"name": "x", "timezone": "localtime"}, "timezone"),
                         ({"name": "x", "timezone": "Factory"}, "timezone"),
+                        # POSIX specs without a sign, which PostgreSQL takes
+                        ({"name": "x", "timezone": "Asia/Tokyo2"}, "timezone"),
+                        ({"name": "x", "timezone": "UTC5"}, "timezone"),
+                        ({"name": "x", "timezone": "XYZ0ABC"}, "timezone"),
+                        ({"name": "x", "timezone": "Etc/GMT+99"}, "timezone"),
                         ({"name": "x", "default_country_code": "0049"}, "default_country_code"),
                         ({"name": "x", "app_store_id": "12a"}, "app_store_id"),
                         ({"name": "x", "brand": "calm"}, "brand"), ({"name": 7}, "name"),
                         ({"name": "x" * 201}, "name")):
         status, _, got = a.call("owner", "POST", p, body)
         assert status == 422 and got["error"]["field"] == field, (body, got)
-    for zone in ("UTC", "Etc/GMT+5", "America/Port-au-Prince", "America/Argentina/Buenos_Aires"):
+    for zone in ("UTC", "Etc/GMT+5", "Etc/GMT-14", "EST5EDT", "America/Port-au-Prince",
+                 "America/Argentina/Buenos_Aires"):
         status, _, got = a.call("owner", "POST", p, {"name": "tz", "timezone": zone})
         assert status == 201 and got["timezone"] == zone, (zone, got)
     check(*a.call("owner", "GET", p + "?limit=201")[::2], "bad_query", 400)

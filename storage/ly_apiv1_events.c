@@ -206,9 +206,10 @@ ly_apiv1_deliveries_replay (ly_apiv1_ctx_t *ctx)
         //  Dead letters only: delivered, pending, in-flight and skipped rows are left alone.
         const char *params [] = { project_id, destination, ids };
         PGresult *res = ly_apiv1_exec (ctx,
+            //  Like a new row: the retry window counts from the replay (created_at)
             "UPDATE relay_deliveries SET status = 'pending', attempts = 0,"
             "       next_attempt_at = now (), reason = 'replay', locked_by = NULL,"
-            "       locked_until = NULL, updated_at = now ()"
+            "       locked_until = NULL, created_at = now (), updated_at = now ()"
             " WHERE delivery_id IN ("
             "       SELECT delivery_id FROM relay_deliveries"
             "        WHERE project_id = $1 AND status = 'dead'"

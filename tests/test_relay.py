@@ -865,6 +865,28 @@ def test_permanent_errors_park_the_batch_and_replay_delivers_it(server, mock):
         assert sent.count(e["event_id"]) == 2       # refused once, delivered once
 
 
+def test_a_replayed_dead_letter_gets_a_whole_retry_window(server, mock):
+    """A token fixed days after its events were parked: the replay treats them like new
+    rows, so a passing 503 on the way is retried, not the end (the window counted from
+    when the row was first made, it expired at the first failure)."""
+    from lyserver import api_call
+    project, key = new_project(server, meta={"dataset_id": "42"}, meta_token=BAD_TOKEN)
+    e = event("purchase", device=IPHONE)
+    post(server, key, [e])
+    row = settled(server, project, 1)[(e["event_id"], "meta")]
+    assert (row["status"], row["reason"]) == ("dead", "auth")
+    set_layer(server, project, "meta", {"dataset_id": "42"}, META_TOKEN)
+    cur = server.db.cursor()
+    cur.execute("""UPDATE relay_deliveries SET created_at = created_at - interval '3 days'
+                    WHERE project_id = %s""", (project,))
+    mock.fault(service="meta", count=1, status=503)
+    status, _, body = api_call(server, "POST", "/v1/projects/%s/deliveries/replay" % project,
+                               token=server.credentials()["api_token"], body={})
+    assert status == 200, body
+    row = settled(server, project, 1)[(e["event_id"], "meta")]
+    assert row["status"] == "delivered", row
+
+
 @pytest.mark.parametrize("echo", ["as_is", "json_slash", "json_unicode", "url"])
 def test_secret_echoed_by_a_network_is_redacted(server, mock, echo):
     """However the network writes the token back (JSON may escape '/' as "\\/" or

@@ -116,8 +116,12 @@ ly_httpc_new (long timeout_ms)
     curl_multi_setopt (self->multi, CURLMOPT_TIMERFUNCTION, s_timer_cb);
     curl_multi_setopt (self->multi, CURLMOPT_TIMERDATA, self);
     curl_multi_setopt (self->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
-    curl_multi_setopt (self->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 16L);
-    curl_multi_setopt (self->multi, CURLMOPT_MAXCONNECTS, 64L);
+    //  As many connections to one host as requests a relay has in flight: a request
+    //  queued in curl for a connection counts its time against its timeout, and one
+    //  that starts late is cut off after the network took it (then sent twice). Over
+    //  HTTP/2 they share connections anyway.
+    curl_multi_setopt (self->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) LY_HTTPC_MAX_TRANSFERS);
+    curl_multi_setopt (self->multi, CURLMOPT_MAXCONNECTS, (long) LY_HTTPC_MAX_TRANSFERS);
     return self;
 }
 

@@ -26,6 +26,8 @@ typedef struct {
 
 #define LY_HTTPC_BODY_MAX (256 * 1024)  /* longer answers are cut here */
 #define LY_HTTPC_RETRY_AFTER_MAX 86400  /* a longer Retry-After is taken as this */
+#define LY_HTTPC_MAX_TRANSFERS 64       /* requests a relay has in flight at once, and
+                                           its connections to one host at most */
 
 typedef void (ly_httpc_done_fn) (void *arg, const ly_httpc_response_t *response);
 

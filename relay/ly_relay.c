@@ -53,7 +53,7 @@
 #define S_CLAIM_LAYERS 2                /* a claim takes LAYERS_RELAY_CLAIM rows this many
                                            times: with Meta and TikTok both enabled each
                                            still gets full requests */
-#define S_MAX_TRANSFERS 64              /* requests in flight at once */
+#define S_MAX_TRANSFERS LY_HTTPC_MAX_TRANSFERS     /* requests in flight at once */
 #define S_MAX_BACKOFF_MSEC (3600 * 1000)
 #define S_MAX_THROTTLE_MSEC (15 * 60 * 1000)
 #define S_LEASE_MARGIN_MSEC 500         /* a request must end this long before the lease */

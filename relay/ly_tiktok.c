@@ -144,10 +144,15 @@ s_properties (ly_jsonw_t *out, const char *properties)
         ly_jsonw_raw (out, text, strlen (text));
         free (text);
     }
-    if (json_is_string (ttclid)) {
+    char number [32];               //  an SDK that sent the click id as a JSON number
+    if (json_is_integer (ttclid))
+        snprintf (number, sizeof number, "%" JSON_INTEGER_FORMAT, json_integer_value (ttclid));
+    const char *callback = json_is_string (ttclid)? json_string_value (ttclid)
+                         : json_is_integer (ttclid)? number: NULL;
+    if (callback) {
         ly_jsonw_key (out, "ad");
         ly_jsonw_open (out, '{');
-        ly_jsonw_member_string (out, "callback", json_string_value (ttclid));
+        ly_jsonw_member_string (out, "callback", callback);
         ly_jsonw_close (out, '}');
     }
     json_decref (ttclid);

@@ -452,6 +452,18 @@ def test_event_text_reaches_both_networks_intact(server, mock):
     assert got["ad"] == {"callback": "E.C.P." + tricky}
 
 
+def test_a_click_id_sent_as_a_number_reaches_tiktok(server, mock):
+    """An SDK that sends ttclid as a JSON number: it went nowhere (dropped from the
+    properties, no ad.callback)."""
+    project, key = new_project(server, tiktok={"app_id": "7301234567890123456"})
+    e = event("purchase", device=ANDROID, properties={"ttclid": 123456789, "value": 1})
+    post(server, key, [e])
+    assert {r["status"] for r in settled(server, project, 1).values()} == {"delivered"}
+    [(_, tiktok)] = sent_events(mock, "tiktok")
+    assert tiktok["ad"] == {"callback": "123456789"}, tiktok
+    assert tiktok["properties"] == {"value": 1}
+
+
 def test_numbers_beyond_int64_reach_both_networks(server, mock):
     """An SDK's 1e19 comes back from PostgreSQL's jsonb as the integer 10000000000000000000,
     which jansson will not hold as an integer: the properties still reach TikTok (rewritten:

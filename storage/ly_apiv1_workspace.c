@@ -33,6 +33,14 @@ s_is_app_id (const char *text)
 //  what PostgreSQL takes besides: POSIX specs, whose sign is inverted (UTC+5 is five
 //  hours behind UTC), other case (utc), or files of the zone directory that are no
 //  zone (posix/..., localtime, Factory).
+//  Names: no control characters (a newline, a bell), as layersctl takes them
+#define S_PLAIN "text without control characters"
+static bool
+s_is_plain (const char *text)
+{
+    return ly_utf8_plain_chars (text) >= 0;
+}
+
 static bool
 s_is_timezone (const char *text)
 {
@@ -103,7 +111,7 @@ s_list (ly_apiv1_ctx_t *ctx, const char *sql, int nparams, const char *const *pa
 //  Organization, me, roles
 
 static const ly_apiv1_field_t s_org_fields [] = {
-    { "name", LY_FIELD_TEXT, 200, false, false, true, NULL, NULL },
+    { "name", LY_FIELD_TEXT, 200, false, false, true, s_is_plain, S_PLAIN },
 };
 
 static const ly_apiv1_resource_t s_org = {
@@ -169,7 +177,7 @@ ly_apiv1_roles_list (ly_apiv1_ctx_t *ctx)
     " app_store_id, brand, created_at, updated_at, " LY_APIV1_ETAG_SQL ("updated_at")
 
 static const ly_apiv1_field_t s_project_fields [] = {
-    { "name", LY_FIELD_TEXT, 200, false, false, true, NULL, NULL },
+    { "name", LY_FIELD_TEXT, 200, false, false, true, s_is_plain, S_PLAIN },
     { "timezone", LY_FIELD_TEXT, 64, false, false, false, s_is_timezone, "an IANA time zone name" },
     { "default_country_code", LY_FIELD_TEXT, 3, false, true, false, s_is_country_code,
       "an E.164 country calling code, digits only (\"1\", \"44\")" },
@@ -267,7 +275,7 @@ ly_apiv1_project_delete (ly_apiv1_ctx_t *ctx)
 
 static const ly_apiv1_field_t s_member_fields [] = {
     { "email", LY_FIELD_TEXT, 320, false, false, true, ly_apiv1_is_email, "an email address" },
-    { "display_name", LY_FIELD_TEXT, 200, true, true, false, NULL, NULL },
+    { "display_name", LY_FIELD_TEXT, 200, true, true, false, s_is_plain, S_PLAIN },
     { "role", LY_FIELD_TEXT, 16, false, false, true, s_is_role,
       "one of owner, admin, editor, viewer" },
 };
@@ -445,7 +453,7 @@ ly_apiv1_member_delete (ly_apiv1_ctx_t *ctx)
     "token_id, member_id, name, token_prefix, created_at, expires_at, last_used_at, revoked_at"
 
 static const ly_apiv1_field_t s_token_fields [] = {
-    { "name", LY_FIELD_TEXT, 200, true, false, false, NULL, NULL },
+    { "name", LY_FIELD_TEXT, 200, true, false, false, s_is_plain, S_PLAIN },
     { "member_id", LY_FIELD_TEXT, 36, false, false, false, ly_is_uuid, "a member id (UUID)" },
     { "expires_at", LY_FIELD_TEXT, 40, false, true, false, s_is_time, "an RFC 3339 date-time" },
 };
@@ -588,7 +596,7 @@ ly_apiv1_token_delete (ly_apiv1_ctx_t *ctx)
     "key_id, project_id, name, key_prefix, created_at, last_used_at, revoked_at"
 
 static const ly_apiv1_field_t s_key_fields [] = {
-    { "name", LY_FIELD_TEXT, 200, true, false, false, NULL, NULL },
+    { "name", LY_FIELD_TEXT, 200, true, false, false, s_is_plain, S_PLAIN },
 };
 
 void

@@ -675,7 +675,8 @@ def test_error_shapes_and_statuses(server, orgs):
                         ({"name": "x", "default_country_code": "0049"}, "default_country_code"),
                         ({"name": "x", "app_store_id": "12a"}, "app_store_id"),
                         ({"name": "x", "brand": "calm"}, "brand"), ({"name": 7}, "name"),
-                        ({"name": "x" * 201}, "name")):
+                        ({"name": "x" * 201}, "name"), ({"name": "\u0007bell"}, "name"),
+                        ({"name": "two\nlines"}, "name")):
         status, _, got = a.call("owner", "POST", p, body)
         assert status == 422 and got["error"]["field"] == field, (body, got)
     for zone in ("UTC", "Etc/GMT+5", "Etc/GMT-14", "EST5EDT", "America/Port-au-Prince",

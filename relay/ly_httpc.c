@@ -204,7 +204,10 @@ ly_httpc_post (ly_httpc_t *self, const char *url, struct curl_slist **headers_p,
                       self->timeout_ms < 10000? self->timeout_ms: 10000L);
     curl_easy_setopt (easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt (easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt (easy, CURLOPT_PIPEWAIT, 1L);
+    //  Waiting for a connection that may multiplex is worth it over TLS, where ALPN
+    //  tells at the handshake; over plain http:// curl knows only from the first answer,
+    //  and every other request to the host waited for it, its timeout running
+    curl_easy_setopt (easy, CURLOPT_PIPEWAIT, strncasecmp (url, "https://", 8) == 0? 1L: 0L);
     curl_easy_setopt (easy, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt (easy, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt (easy, CURLOPT_USERAGENT, "layers-relay/" LY_VERSION);

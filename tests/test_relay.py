@@ -877,6 +877,26 @@ def test_permanent_errors_park_the_batch_and_replay_delivers_it(server, mock):
         assert sent.count(e["event_id"]) == 2       # refused once, delivered once
 
 
+def test_many_slow_requests_at_once_are_not_cut_off_while_queued(server, mock):
+    """40 projects' events go out together to a slow but healthy plain-http network (0.8 s
+    answers, under the 1.2 s timeout). Every request but the first waited for the first
+    answer (curl's wait for a connection that might multiplex) or for one of 16
+    connections, its timeout running: cut off after the network had taken it, and sent
+    twice. Each is sent once now."""
+    events = []
+    for _ in range(40):
+        project, key = new_project(server, meta={"dataset_id": "42"})
+        events.append((project, key, event("purchase", device=IPHONE)))
+    mock.fault(service="meta", count=40, delay_ms=800)      # latency only: then 200
+    for project, key, e in events:
+        post(server, key, [e])
+    for project, _, e in events:
+        row = settled(server, project, 1)[(e["event_id"], "meta")]
+        assert row["status"] == "delivered", row
+    sent = meta_ids(mock)
+    assert sorted(sent) == sorted(e["event_id"] for _, _, e in events), len(sent)
+
+
 def test_a_replayed_dead_letter_gets_a_whole_retry_window(server, mock):
     """A token fixed days after its events were parked: the replay treats them like new
     rows, so a passing 503 on the way is retried, not the end (the window counted from

@@ -320,6 +320,17 @@ def initdb_processes(data_dir):
     return pids
 
 
+def max_wal_size(conn):
+    """The cluster's max_wal_size, a setting of layers.conf (so read, layers.conf is in
+    use); closes conn."""
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT current_setting('max_wal_size')")
+        return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
 def test_a_first_start_killed_during_initdb_is_made_again():
     """A first start killed while initdb makes the cluster (initdb, in a process group of
     its own, runs on to its end without the supervisor) leaves no cluster half made: the
@@ -342,13 +353,7 @@ def test_a_first_start_killed_during_initdb_is_made_again():
             assert time.monotonic() < deadline, "initdb did not end"
             time.sleep(0.05)
         s.start()
-        conn = db_connect(s)
-        try:
-            cur = conn.cursor()
-            cur.execute("SELECT current_setting('max_wal_size')")
-            assert cur.fetchone()[0] == "4GB"
-        finally:
-            conn.close()
+        assert max_wal_size(db_connect(s)) == "4GB"
         assert sorted(os.listdir(pg)) == ["data", "initdb.log", "log", "run"]
     finally:
         s.cleanup()
@@ -374,12 +379,7 @@ def test_a_data_directory_with_quotes_or_commas_in_its_path(name):
                 sockdir = f.read().splitlines()[4]
             assert os.path.exists(os.path.join(sockdir, ".s.PGSQL.5432")), sockdir
             conn = psycopg2.connect(host=sockdir, dbname="layers", user="postgres")
-            try:
-                cur = conn.cursor()
-                cur.execute("SELECT current_setting('max_wal_size')")
-                assert cur.fetchone()[0] == "4GB"
-            finally:
-                conn.close()
+            assert max_wal_size(conn) == "4GB"
             s.stop()
     finally:
         s.cleanup()

@@ -94,19 +94,18 @@ s_refresh_base_url (const char *path, char *err, size_t errlen)
     return rc;
 }
 
-//  Whether the database has the organization named in the credentials file at path
-//  (false too when the file names none); NULL on a database error, with err set.
-static const char *
+//  1 when the database has the organization named in the credentials file at path, 0
+//  when not (or the file names none), -1 on a database error, with err set.
+static int
 s_org_known (PGconn *conn, const char *path, char *err, size_t errlen)
 {
     json_t *json = json_load_file (path, 0, NULL);
-    const char *org_id = json_string_value (json_object_get (json, "org_id"));
-    const char *params [] = { org_id };
-    char *found = org_id? s_exec (conn, "SELECT EXISTS (SELECT FROM organizations WHERE "
-                                  "org_id::text = $1)::text", 1, params, err, errlen)
-                        : strdup ("false");
+    const char *params [] = { json_string_value (json_object_get (json, "org_id")) };
+    char *found = params [0]? s_exec (conn, "SELECT EXISTS (SELECT FROM organizations WHERE "
+                                      "org_id::text = $1)::text", 1, params, err, errlen)
+                            : strdup ("false");
     json_decref (json);
-    const char *known = !found? NULL: streq (found, "true")? "true": "false";
+    int known = found? streq (found, "true"): -1;
     zstr_free (&found);
     return known;
 }
@@ -120,13 +119,13 @@ ly_bootstrap_demo (PGconn *conn, char *err, size_t errlen)
     //  cut off between the two left it, and its workspace is there when it names one
     //  the database has
     if (access (path, F_OK) != 0 && access (fresh, F_OK) == 0) {
-        const char *known = s_org_known (conn, fresh, err, errlen);
-        if (!known) {
+        int known = s_org_known (conn, fresh, err, errlen);
+        if (known == -1) {
             zstr_free (&fresh);
             zstr_free (&path);
             return -1;
         }
-        if (streq (known, "true") && rename (fresh, path) == 0)
+        if (known && rename (fresh, path) == 0)
             ly_info ("supervisor", "%s restored from the start before, cut off as it wrote it",
                      path);
     }

@@ -268,6 +268,76 @@ s_calling_code (const char *default_cc)
     return default_cc;
 }
 
+//  How a country writes its national numbers where that differs from the rule for every
+//  other calling code: "a leading trunk 0 (removed), or at most 10 digits as written".
+typedef struct {
+    const char *cc;                 //  calling code
+    const char *trunk;              //  a trunk prefix besides 0, or NULL
+    size_t shortest;                //  fewest digits after that trunk prefix ...
+    size_t longest;                 //  ... and most, to tell it from a country code
+    bool zero_kept;                 //  a leading 0 belongs to the number: no trunk 0
+    const char *eleven;             //  11 digits written without a trunk prefix that begin
+                                    //  like this are national ('.' is any digit), or NULL
+} s_numbering_t;
+
+static const s_numbering_t s_numbering [] = {
+    { "7",   "8",  10, 10, false, NULL },   //  Russia, Kazakhstan: 8 (916) 123-45-67
+    { "36",  "06",  8,  9, false, NULL },   //  Hungary: 06 30 123 4567
+    { "370", "8",   8,  8, false, NULL },   //  Lithuania: 8 612 34567 (and 0 612 34567)
+    { "375", "80",  9,  9, false, NULL },   //  Belarus: 8 029 123-45-67
+    { "39",  NULL,  0,  0, true,  "0" },    //  Italy: 06 6988 3401, 0X XXXX XXXXX
+    { "378", NULL,  0,  0, true,  NULL },   //  San Marino: 0549 123456
+    { "379", NULL,  0,  0, true,  NULL },   //  Vatican City
+    { "225", NULL,  0,  0, true,  NULL },   //  Côte d'Ivoire: 07 07 12 34 56
+    { "242", NULL,  0,  0, true,  NULL },   //  Republic of the Congo: 06 123 4567
+    { "55",  NULL,  0,  0, false, "..9" },  //  Brazil: mobiles, 11 98765-4321
+    { "62",  NULL,  0,  0, false, "8" },    //  Indonesia: mobiles, 812-3456-7890
+    { "86",  NULL,  0,  0, false, "1" },    //  China: mobiles, 138 1234 5678
+};
+
+//  The numbering of calling code cc, or NULL for the common rule.
+static const s_numbering_t *
+s_numbering_of (const char *cc)
+{
+    for (size_t i = 0; i < sizeof s_numbering / sizeof s_numbering [0]; i++)
+        if (strcmp (s_numbering [i].cc, cc) == 0)
+            return &s_numbering [i];
+    return NULL;
+}
+
+//  Whether the count digits begin like pattern ('.' is any digit).
+static bool
+s_begins_like (const char *digits, size_t count, const char *pattern)
+{
+    size_t len = strlen (pattern);
+    if (count < len)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (pattern [i] != '.' && pattern [i] != digits [i])
+            return false;
+    return true;
+}
+
+//  Where the national number begins in the count digits written without '+' or "00"
+//  (after its trunk prefix), or -1 when they are an international number.
+static ssize_t
+s_national_start (const char *found, size_t count, const s_numbering_t *numbering)
+{
+    if (numbering && numbering->trunk) {
+        size_t trunk = strlen (numbering->trunk);
+        if (count >= trunk && memcmp (found, numbering->trunk, trunk) == 0
+        &&  count - trunk >= numbering->shortest && count - trunk <= numbering->longest)
+            return (ssize_t) trunk;
+    }
+    if (count > 0 && found [0] == '0' && !(numbering && numbering->zero_kept))
+        return 1;                       //  the trunk 0 ("00" was taken as international)
+    if (count <= 10
+    || (count == 11 && numbering && numbering->eleven
+    &&  s_begins_like (found, count, numbering->eleven)))
+        return 0;
+    return -1;
+}
+
 int
 ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
                         char digits [LY_PII_PHONE_MAX + 1])
@@ -302,11 +372,15 @@ ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
         if (!strchr (" \t-()./", c) || c == 0)
             goto done;                  //  letters, a second '+', anything else
     }
+    const char *cc = s_calling_code (default_cc);
     size_t start = 0;
     if (!international && count >= 2 && found [0] == '0' && found [1] == '0') {
         international = true;           //  "00" international prefix
         start = 2;
     }
+    ssize_t national = -1;              //  where the national number begins, past its
+    if (!international)                 //  trunk prefix; -1: written with its country code
+        national = s_national_start (found, count, cc ? s_numbering_of (cc) : NULL);
     size_t size = 0;
     if (international) {
         if (start == count || found [start] == '0')
@@ -317,13 +391,11 @@ ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
         memcpy (digits, found + start, size);
     }
     else
-    if (count > 0 && (found [0] == '0' || count <= 10)) {
+    if (national >= 0) {
         //  A national number: it needs the project's calling code.
-        const char *cc = s_calling_code (default_cc);
         if (!cc)
             goto done;
-        while (start < count && found [start] == '0')
-            start++;
+        start = (size_t) national;
         size_t cc_len = strlen (cc);
         if (start == count || cc_len + count - start > LY_PII_PHONE_MAX)
             goto done;

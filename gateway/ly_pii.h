@@ -23,8 +23,11 @@ int ly_pii_email_normalize (const char *email, size_t len, char out [LY_PII_EMAI
     parentheses, dashes, dots and slashes are dropped, as is a "(0)" after the country
     code. A national number (a leading trunk '0', or at most 10 digits without '+' or
     "00") gets default_cc (the project's calling code, "1".."999"; may be NULL) in front
-    of it, trunk zeros removed; without default_cc it is refused. Also refused: letters
-    or other characters, fewer than 7 or more than 15 digits in the result. 0 / -1. */
+    of it, its trunk '0' removed; without default_cc it is refused. Some calling codes
+    number otherwise: another trunk prefix (7: "8", 36: "06", 370: "8", 375: "80"), a
+    leading 0 that is part of the number (39, 378, 379, 225, 242), 11-digit mobiles
+    written without trunk prefix (55, 62, 86). Also refused: letters or other
+    characters, fewer than 7 or more than 15 digits in the result. 0 / -1. */
 int ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
                             char digits [LY_PII_PHONE_MAX + 1]);
 

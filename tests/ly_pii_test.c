@@ -74,6 +74,19 @@ s_check_phone (const char *input, const char *cc, const char *normalized,
     }
 }
 
+//  Checks the normalization alone.
+static void
+s_check_digits (const char *input, const char *cc, const char *normalized)
+{
+    char digits [LY_PII_PHONE_MAX + 1];
+    int rc = ly_pii_phone_normalize (input, strlen (input), cc, digits);
+    if (rc != 0 || strcmp (digits, normalized) != 0) {
+        printf ("phone \"%s\" (cc %s): normalized to \"%s\" (rc %d), wanted \"%s\"\n",
+                input, cc, digits, rc, normalized);
+        s_failures++;
+    }
+}
+
 static void
 s_test_email (void)
 {
@@ -195,6 +208,34 @@ s_test_phone (void)
     s_check_phone ("020\xC2\xA0" "7946\xC2\xA0" "0958", "44", "442079460958", H_UK, H_UK_E164);
     s_check_phone ("+44\xE2\x80\xAF" "20\xE2\x80\xAF" "7946\xE2\x80\xAF" "0958\xC2\xA0", NULL,
                    "442079460958", H_UK, H_UK_E164);
+    //  Countries whose national numbers the common rule (a trunk 0, or at most 10 digits)
+    //  would misread: another trunk prefix, a leading 0 that belongs to the number, and
+    //  11-digit mobiles written without a trunk prefix.
+    s_check_digits ("8 (916) 123-45-67", "7", "79161234567");
+    s_check_digits ("79161234567", "7", "79161234567");
+    s_check_digits ("916 123 45 67", "7", "79161234567");
+    s_check_digits ("06 30 123 4567", "36", "36301234567");
+    s_check_digits ("06 1 234 5678", "36", "3612345678");
+    s_check_digits ("8 612 34567", "370", "37061234567");
+    s_check_digits ("0 612 34567", "370", "37061234567");
+    s_check_digits ("8 029 123-45-67", "375", "375291234567");
+    s_check_digits ("06 6988 3401", "39", "390669883401");
+    s_check_digits ("0471 123 4567", "39", "3904711234567");
+    s_check_digits ("333 123 4567", "39", "393331234567");
+    s_check_digits ("07 07 12 34 56", "225", "2250707123456");
+    s_check_digits ("(11) 98765-4321", "55", "5511987654321");
+    s_check_digits ("0 11 98765-4321", "55", "5511987654321");
+    s_check_digits ("0812-3456-7890", "62", "6281234567890");
+    s_check_digits ("812-3456-7890", "62", "6281234567890");
+    s_check_digits ("138 1234 5678", "86", "8613812345678");
+    //  ... while other 11-digit numbers keep being read as written with a country code,
+    //  the same numbers elsewhere keep the common rule, and the prefix is taken once.
+    s_check_digits ("16505551212", "55", "16505551212");
+    s_check_digits ("16505551212", "39", "16505551212");
+    s_check_digits ("13812345678", "1", "13812345678");
+    s_check_digits ("89161234567", "81", "89161234567");
+    s_check_digits ("8 916 123-45-6", "7", "78916123456");
+    s_check_digits ("06 6988 3401", "44", "44669883401");
     //  ... and without one they are refused: the country code is missing.
     s_check_phone ("020 7946 0958", NULL, NULL, NULL, NULL);
     s_check_phone ("650.555.1212", NULL, NULL, NULL, NULL);

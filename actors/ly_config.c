@@ -476,6 +476,23 @@ s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
             return s_fail (err, errlen, "%s entry \"%.*s\" is not an IP address or CIDR range",
                            name, (int) (len < S_VALUE_MAX? len: S_VALUE_MAX), entry);
         }
+        //  "10.0.0.1/8" trusts all of 10/8: likely one proxy meant, never what is written
+        const char *slash = (const char *) memchr (entry, '/', len);
+        uint8_t written [16];
+        if (slash && ly_netaddr_parse (entry, (size_t) (slash - entry), written) == 0
+        &&  memcmp (written, ranges [count - 1].bytes, sizeof written) != 0) {
+            char network [INET6_ADDRSTRLEN];
+            ly_netaddr_format (ranges [count - 1].bytes, network);
+            int written_len = (int) (slash - entry);
+            int bits_len = (int) (last - slash);
+            s_fail (err, errlen, "%s entry \"%.*s\" has address bits past its prefix: write"
+                    " %s%.*s for the range, or %.*s alone for one proxy", name,
+                    (int) (len < S_VALUE_MAX? len: S_VALUE_MAX), entry, network, bits_len, slash,
+                    written_len, entry);
+            free (list);
+            free (ranges);
+            return -1;
+        }
         if (size)
             list [size++] = ',';
         memcpy (list + size, entry, len);

@@ -425,17 +425,14 @@ s_takes_body (const s_request_t *request)
 
 //  Prepares an /l/events request on the HTTP thread: auth header, body. Returns false
 //  when the request was answered here.
+//  The checks of an event request that need only its headers: an SDK key of a plausible
+//  length, the content type and encoding. Returns false when answered here.
 static bool
-s_prepare_events (s_shared_t *shared, s_request_t *request)
+s_events_headers_ok (s_request_t *request)
 {
     struct MHD_Connection *conn = request->conn;
-    if (request->too_large) {
-        s_answer_too_large (request);
-        return false;
-    }
     size_t key_len;
-    const char *key = s_bearer (conn, &key_len);
-    if (!key) {
+    if (!s_bearer (conn, &key_len)) {
         s_answer_error (request, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                         "an SDK key is required: Authorization: Bearer <sdk key>");
         return false;
@@ -444,6 +441,29 @@ s_prepare_events (s_shared_t *shared, s_request_t *request)
         s_answer_error (request, MHD_HTTP_UNAUTHORIZED, "unauthorized", "unknown SDK key");
         return false;
     }
+    ly_sdkbody_error_t error;
+    if (ly_sdkbody_check_headers (
+            MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+            MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING),
+            &error)) {
+        s_answer_error (request, error.status, error.code, error.message);
+        return false;
+    }
+    return true;
+}
+
+static bool
+s_prepare_events (s_shared_t *shared, s_request_t *request)
+{
+    struct MHD_Connection *conn = request->conn;
+    if (request->too_large) {
+        s_answer_too_large (request);
+        return false;
+    }
+    if (!s_events_headers_ok (request))
+        return false;
+    size_t key_len;
+    const char *key = s_bearer (conn, &key_len);
     ly_sha256_hex (key, key_len, request->key_hash);
 
     ly_sdkbody_error_t error;
@@ -787,6 +807,11 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
             s_answer_too_large (request);
             return s_queue_answer (request);
         }
+        if (expect && strcasecmp (expect, "100-continue") == 0
+        &&  request->route && request->route->id == S_EVENTS && request->method_ok
+        &&  !s_events_headers_ok (request))
+            return s_queue_answer (request);    //  no key, or a body we would refuse:
+                                                //  said before the client sends it
         return MHD_YES;     //  answer once the whole request is in: keeps keep-alive
     }
     if (request->status)                //  answered, possibly after a resume

@@ -799,11 +799,9 @@ s_free_reasons (char ***reasons_p, size_t count)
 }
 
 int
-ly_sdkbody_parse (const char *content_type, const char *content_encoding,
-                  const void *body, size_t size, ly_sdkbody_t *out,
-                  ly_sdkbody_error_t *error)
+ly_sdkbody_check_headers (const char *content_type, const char *content_encoding,
+                          ly_sdkbody_error_t *error)
 {
-    memset (out, 0, sizeof *out);
     ly_jsonr_type_t type = ly_jsonr_content_type (content_type);
     if (type == LY_JSONR_NOT_JSON)
         return s_fail (error, 415, "unsupported_media_type",
@@ -811,13 +809,24 @@ ly_sdkbody_parse (const char *content_type, const char *content_encoding,
     if (type == LY_JSONR_NOT_UTF8)
         return s_fail (error, 415, "unsupported_media_type",
                        "the body must be UTF-8 (Content-Type: application/json; charset=utf-8)");
+    if (content_encoding && s_content_coding (content_encoding) < 0)
+        return s_fail (error, 415, "unsupported_encoding",
+                       "Content-Encoding must be gzip or identity");
+    return 0;
+}
+
+int
+ly_sdkbody_parse (const char *content_type, const char *content_encoding,
+                  const void *body, size_t size, ly_sdkbody_t *out,
+                  ly_sdkbody_error_t *error)
+{
+    memset (out, 0, sizeof *out);
+    if (ly_sdkbody_check_headers (content_type, content_encoding, error))
+        return -1;
     if (size > LY_SDKBODY_MAX_BYTES)
         return s_fail (error, 413, "too_large", "the body exceeds %d bytes", LY_SDKBODY_MAX_BYTES);
     char *inflated = NULL;
     int coding = content_encoding? s_content_coding (content_encoding): 0;
-    if (coding < 0)
-        return s_fail (error, 415, "unsupported_encoding",
-                       "Content-Encoding must be gzip or identity");
     if (coding) {
         if (s_inflate (body, size, &inflated, &size, error))
             return -1;

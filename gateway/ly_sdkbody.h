@@ -35,6 +35,11 @@ int ly_sdkbody_parse (const char *content_type, const char *content_encoding,
                       ly_sdkbody_error_t *error);
 void ly_sdkbody_free (ly_sdkbody_t *body);
 
+/*  The checks of ly_sdkbody_parse that need only the headers (content type, encoding),
+    for an answer before the body is sent. 0, or -1 with *error (415). */
+int ly_sdkbody_check_headers (const char *content_type, const char *content_encoding,
+                              ly_sdkbody_error_t *error);
+
 /*  The two readers of the JSON text behind ly_sdkbody_parse (the body inflated, without
     its byte order mark). ly_sdkbody_parse_json is the reference: jansson, every message.
     ly_sdkbody_parse_fast writes the msgpack in one pass for the common bodies (one event,

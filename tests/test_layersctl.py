@@ -170,6 +170,13 @@ def test_every_command_takes_help_and_only_migrate_makes_a_master_key(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "master key" in out.stderr, out.stderr
     assert not (tmp_path / "var" / "master.key").exists()
+    # migrate on the embedded PostgreSQL (no LAYERS_DATABASE_URL) needs layersd's key too:
+    # a mistyped LAYERS_DATA_DIR is not made
+    out = subprocess.run([binary("layersctl"), "migrate"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "master key" in out.stderr, out.stderr
+    assert "LAYERS_DATA_DIR" in out.stderr, out.stderr
+    assert not (tmp_path / "var").exists()
 
 
 def test_messages_say_what_is_wrong(server):

@@ -51,12 +51,14 @@ s_usage (FILE *out)
 "The database is LAYERS_DATABASE_URL (an admin account: a superuser, or an owner with\n"
 "CREATEROLE); when unset, the embedded PostgreSQL of a running layersd under\n"
 "LAYERS_DATA_DIR (./var). Role passwords derive from the master key\n"
-"(LAYERS_MASTER_KEY_FILE, default $LAYERS_DATA_DIR/master.key): migrate creates it\n"
-"when missing; the other commands need the server's. COMMAND --help shows this help.\n");
+"(LAYERS_MASTER_KEY_FILE, default $LAYERS_DATA_DIR/master.key): migrate with\n"
+"LAYERS_DATABASE_URL creates it when missing; the other commands, and migrate on the\n"
+"embedded PostgreSQL, need the server's. COMMAND --help shows this help.\n");
 }
 
-//  An admin session. Only migrate (the first command of an installation on its own
-//  PostgreSQL) may create the master key; any other command needs the server's, and a
+//  An admin session. Only migrate on LAYERS_DATABASE_URL (the first command of an
+//  installation on its own PostgreSQL) may create the master key (and the data directory
+//  that holds it); any other command needs the server's, and a
 //  new one would not match the database's role passwords and sealed secrets.
 static PGconn *
 s_admin_connect (bool create_key)
@@ -370,7 +372,9 @@ s_migrate (int argc, char *argv [])
         fprintf (stderr, "layersctl: migrate takes no argument but --list\n");
         return 2;
     }
-    PGconn *conn = s_admin_connect (true);
+    //  The embedded PostgreSQL is layersd's, made with its master key: a key made here
+    //  (a mistyped LAYERS_DATA_DIR) could only leave a stray directory behind
+    PGconn *conn = s_admin_connect (ly_config.database_url != NULL);
     if (!conn)
         return 1;
     char err [2048];

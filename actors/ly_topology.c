@@ -11,6 +11,7 @@
 #include "ly_config.h"
 #include "ly_log.h"
 #include "ly_msg.h"
+#include <netdb.h>
 
 static const ly_endpoint_t s_endpoints [] = {
     /* name     binder   bind type   connectors  connect type  hwm   purpose */
@@ -255,6 +256,27 @@ s_ipc_listened (const char *path)
     return listened;
 }
 
+//  A tcp address whose host does not resolve is taken by zsock_connect all the same
+//  (libzmq resolves it in the background and tries again for ever): say so once here,
+//  where a mistyped --connect host would otherwise leave no trace.
+static void
+s_warn_unresolved (const char *actor, const char *name, const char *address)
+{
+    char host [256];
+    const char *port = ly_topology_tcp_host (address, host, sizeof host);
+    if (!port)
+        return;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *found = NULL;
+    int error = getaddrinfo (host, port, &hints, &found);
+    if (error)
+        ly_warning (actor, "endpoint \"%s\" at \"%s\": host \"%s\" does not resolve (%s);"
+                    " connecting is retried in the background", name, address, host,
+                    gai_strerror (error));
+    else
+        freeaddrinfo (found);
+}
+
 zsock_t *
 ly_topology_open_as (const char *actor, const char *name, const char *routing_id)
 {
@@ -327,8 +349,10 @@ ly_topology_attach (const char *actor, const char *name, zsock_t *sock)
             chmod (address + 6, 0600);
     }
     else
-    if (rc == 0)
+    if (rc == 0) {
+        s_warn_unresolved (actor, name, address);
         rc = zsock_connect (sock, "%s", address);
+    }
     if (rc == -1)
         ly_error (actor, "could not %s endpoint \"%s\" at \"%s\": %s",
                   binder? "bind": "connect", name, address, zmq_strerror (zmq_errno ()));

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import select
 import signal
 import subprocess
 import tempfile
@@ -194,6 +195,31 @@ def test_an_endpoint_that_cannot_be_bound_stops_layersd_at_start(tmp_path):
             assert out.returncode != 0 and said in out.stderr, (links, out.stderr)
     finally:
         taken.close()
+
+
+def test_a_connect_host_that_does_not_resolve_is_named_in_the_log():
+    """libzmq takes tcp://no-such-host:PORT and retries in the background for ever: the
+    actor says at start that the host does not resolve (and keeps running)."""
+    with Layersd() as server:
+        env = dict(server.env, LAYERS_LOG_LEVEL="info")
+        node = subprocess.Popen([binary("layersd"), "--only", "relay", "--connect",
+                                 "metrics=tcp://no-such-host.invalid:7609"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            said = ""
+            deadline = time.monotonic() + 20
+            while "does not resolve" not in said and time.monotonic() < deadline:
+                if select.select([node.stderr], [], [], 0.5)[0]:
+                    chunk = os.read(node.stderr.fileno(), 65536)
+                    if not chunk:
+                        break
+                    said += chunk.decode(errors="replace")
+            assert 'endpoint "metrics" at "tcp://no-such-host.invalid:7609": host ' \
+                   '"no-such-host.invalid" does not resolve' in said, said
+            assert node.poll() is None, said
+        finally:
+            node.send_signal(signal.SIGTERM)
+            node.wait(15)
 
 
 def test_a_data_directory_too_long_for_unix_sockets_stops_layersd_at_start(tmp_path):

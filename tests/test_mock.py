@@ -154,6 +154,11 @@ def test_help_lists_routes_and_faults():
     bad = subprocess.run([binary("layers-mock"), "--listen", "nonsense"], capture_output=True,
                          text=True, timeout=10)
     assert bad.returncode == 2 and "--listen" in bad.stderr
+    # HOST:PORT, but a host that does not resolve: said so, not "is not HOST:PORT"
+    bad = subprocess.run([binary("layers-mock"), "--listen", "no-such-host.invalid:8090"],
+                         capture_output=True, text=True, timeout=10)
+    assert bad.returncode == 2 and 'host "no-such-host.invalid" does not resolve' in bad.stderr, \
+        bad.stderr
 
 
 def test_healthz(mock):

@@ -542,9 +542,11 @@ s_mhd_log (void *cls, const char *format, va_list args)
 }
 
 //  Resolves "HOST:PORT" (IPv6 in brackets). Caller frees *result with freeaddrinfo.
+//  0; -1: not HOST:PORT; -2: the host does not resolve (said on stderr).
 static int
 s_resolve (const char *listen, struct addrinfo **result)
 {
+    const char *text = listen;
     const char *colon = strrchr (listen, ':');
     if (!colon || colon == listen || !colon [1] || strspn (colon + 1, "0123456789") != strlen (colon + 1)
     ||  strlen (colon + 1) > 5 || atoi (colon + 1) > 65535)
@@ -563,7 +565,11 @@ s_resolve (const char *listen, struct addrinfo **result)
     host [len] = 0;
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-    return getaddrinfo (host, colon + 1, &hints, result) == 0? 0: -1;
+    int error = getaddrinfo (host, colon + 1, &hints, result);
+    if (error)
+        fprintf (stderr, "layers-mock: --listen \"%s\": host \"%s\" does not resolve (%s)\n",
+                 text, host, gai_strerror (error));
+    return error? -2: 0;
 }
 
 static int
@@ -629,7 +635,10 @@ main (int argc, char *argv [])
     }
     ly_log_init (verbose? LY_LOG_DEBUG: level, S_ACTOR);
     struct addrinfo *address = NULL;
-    if (s_resolve (listen, &address)) {
+    int resolved = s_resolve (listen, &address);
+    if (resolved == -2)
+        return 2;
+    if (resolved) {
         fprintf (stderr, "layers-mock: --listen \"%s\" is not HOST:PORT (write an IPv6 address "
                  "in brackets, as in [::1]:8090)\n", listen);
         return 2;

@@ -32,11 +32,89 @@ s_fail (char *err, size_t errlen, const char *format, ...)
     return -1;
 }
 
+#define S_SETTINGS_MAX 64
+
+static const char *s_settings [S_SETTINGS_MAX];    //  names asked for, static strings
+static size_t s_setting_count = 0;
+static pthread_mutex_t s_settings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+const char *
+ly_config_getenv (const char *name)
+{
+    pthread_mutex_lock (&s_settings_lock);
+    size_t i = 0;
+    while (i < s_setting_count && strcmp (s_settings [i], name) != 0)
+        i++;
+    if (i == s_setting_count && s_setting_count < S_SETTINGS_MAX)
+        s_settings [s_setting_count++] = name;
+    pthread_mutex_unlock (&s_settings_lock);
+    return getenv (name);
+}
+
+//  Edits (insert, delete, replace, swap of neighbours) from a to b, up to 9
+static size_t
+s_distance (const char *a, const char *b)
+{
+    size_t la = strlen (a), lb = strlen (b);
+    if (la > 64 || lb > 64 || (la > lb? la - lb: lb - la) > 9)
+        return 10;
+    size_t d [65][65];
+    for (size_t i = 0; i <= la; i++)
+        d [i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d [0][j] = j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            size_t best = d [i - 1][j - 1] + (a [i - 1] != b [j - 1]);
+            if (d [i - 1][j] + 1 < best)
+                best = d [i - 1][j] + 1;
+            if (d [i][j - 1] + 1 < best)
+                best = d [i][j - 1] + 1;
+            if (i > 1 && j > 1 && a [i - 1] == b [j - 2] && a [i - 2] == b [j - 1]
+            &&  d [i - 2][j - 2] + 1 < best)
+                best = d [i - 2][j - 2] + 1;
+            d [i][j] = best;
+        }
+    return d [la][lb];
+}
+
+bool
+ly_config_unread (size_t *cursor, char *name, size_t size, const char **closest)
+{
+    extern char **environ;
+    for (; environ [*cursor]; (*cursor)++) {
+        const char *entry = environ [*cursor];
+        const char *equals = strchr (entry, '=');
+        if (strncmp (entry, "LAYERS_", 7) != 0 || !equals)
+            continue;
+        size_t len = (size_t) (equals - entry);
+        snprintf (name, size, "%.*s", (int) len, entry);
+        pthread_mutex_lock (&s_settings_lock);
+        bool known = false;
+        size_t nearest = 4;             //  at most 3 edits away to be named
+        *closest = NULL;
+        for (size_t i = 0; i < s_setting_count && !known; i++) {
+            known = strcmp (s_settings [i], name) == 0;
+            size_t distance = s_distance (s_settings [i], name);
+            if (distance < nearest) {
+                nearest = distance;
+                *closest = s_settings [i];
+            }
+        }
+        pthread_mutex_unlock (&s_settings_lock);
+        if (!known) {
+            (*cursor)++;
+            return true;
+        }
+    }
+    return false;
+}
+
 //  The variable's value, or NULL when it is unset or empty
 static const char *
 s_env (const char *name)
 {
-    const char *value = getenv (name);
+    const char *value = ly_config_getenv (name);
     return value && *value? value: NULL;
 }
 

@@ -43,6 +43,16 @@ void ly_config_free (ly_config_t *cfg);
     not resolve (logged under actor). */
 struct addrinfo *ly_config_http_address (const char *actor);
 
+/*  getenv (name), name remembered as a setting this process reads (name must be a
+    static string): ly_config_load and every other reader of a LAYERS_* variable use it. */
+const char *ly_config_getenv (const char *name);
+
+/*  The next LAYERS_* variable of the environment, from *cursor on (0 to begin), that no
+    ly_config_getenv asked for (a misspelled or retired setting, which nothing reads):
+    its name into name, and in *closest the setting at most 3 edits from it, or NULL.
+    false when there is none left. */
+bool ly_config_unread (size_t *cursor, char *name, size_t size, const char **closest);
+
 /*  The process-wide configuration, set once by main via ly_config_load. */
 extern ly_config_t ly_config;
 

@@ -224,7 +224,7 @@ static int
 s_knob_read (s_knob_t knob, long *value, char *err, size_t errlen)
 {
     *value = s_knobs [knob].fallback;
-    const char *text = getenv (s_knobs [knob].name);
+    const char *text = ly_config_getenv (s_knobs [knob].name);
     if (!text || !*text)
         return 0;
     char *end = NULL;

@@ -684,6 +684,23 @@ def test_s3_media_says_at_start_that_it_is_not_implemented():
         s.cleanup()
 
 
+def test_a_misspelled_setting_is_named_at_start():
+    """A LAYERS_* variable that nothing reads (a typo, a retired name) would be ignored
+    without a word: layersd names it once, with the setting it is closest to, and says
+    nothing of the ones it reads (the relay's knobs among them)."""
+    s = Layersd(env={"LAYERS_GEOIP_DBB": "/nowhere.mmdb", "LAYERS_FROBNICATE": "1",
+                     "LAYERS_RELAY_POLL_MS": "200", "LAYERS_EVENT_MAX_AGE": "3600"}).start()
+    try:
+        lines = [l for l in s.log().splitlines() if "no setting of layersd" in l]
+        assert len(lines) == 2, lines
+        assert any("LAYERS_GEOIP_DBB is no setting of layersd and is ignored (did you mean "
+                   "LAYERS_GEOIP_DB?)" in l for l in lines), lines
+        assert any("LAYERS_FROBNICATE is no setting of layersd and is ignored" in l
+                   and "did you mean" not in l for l in lines), lines
+    finally:
+        s.cleanup()
+
+
 def test_an_endpoint_that_cannot_bind_is_named_in_the_log():
     """An address no interface has (192.0.2.1, TEST-NET) cannot be bound: layersd stops
     at start, and its message names the address (the server's own, not masked as a

@@ -374,6 +374,12 @@ main (int argc, char *argv [])
         ly_geoip_destroy (&geoip);
     }
     ly_log_init (ly_config.log_level, only? only: "supervisor");
+    char unread [128];
+    const char *closest;
+    for (size_t cursor = 0; heartbeat_fd == -1
+                         && ly_config_unread (&cursor, unread, sizeof unread, &closest); )
+        ly_warning (only? only: "supervisor", "%s is no setting of layersd and is ignored%s%s%s",
+                    unread, closest? " (did you mean ": "", closest? closest: "", closest? "?)": "");
     if (!only && strncmp (ly_config.media_url, "s3://", 5) == 0)
         ly_warning ("supervisor", "LAYERS_MEDIA_URL is s3://, which this version does not "
                     "read or write yet: media routes answer 501");

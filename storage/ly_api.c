@@ -1,6 +1,8 @@
 /*  ly_api.c: the api actor (see ly_api.h). Database sessions are opened on demand and
     re-opened at most once a second after a failure; while the database is down, lookups
-    answer "unavailable" so the gateway can say 503 rather than 401. */
+    answer "unavailable" so the gateway can say 503 rather than 401. The workers are
+    served as a broker serves them: each says READY, gets one request, answers it, and
+    is free again; requests wait in arrival order while all are busy. */
 #include "ly_api.h"
 #include "ly_apiv1.h"
 #include "ly_actor.h"
@@ -11,13 +13,18 @@
 
 #define S_ACTOR "api"
 #define S_ANSWER_MAX (LY_MSG_MAX_FRAME - 64 * 1024)   /* an answer body that fits a frame */
+#define S_WORKERS 4                 /* partner API requests served at once */
+#define S_QUEUE_MAX 10000           /* requests waiting for a worker; more get 503 */
 
 typedef struct {
     zsock_t *pipe;          /* actor pipe, borrowed */
     zsock_t *router;        /* "api" endpoint, owned */
     ly_tap_t *tap;          /* debug publisher, owned */
     ly_db_session_t *auth;  /* session as layers_auth, owned */
-    ly_apiv1_t *v1;         /* partner API handlers, owned */
+    zsock_t *workers;       /* inproc ROUTER the workers connect to, owned */
+    zactor_t *worker [S_WORKERS];   /* partner API workers, owned */
+    zlistx_t *idle;         /* routing ids (zframe_t) of the workers free for a request */
+    zlistx_t *queue;        /* requests (zmsg_t: gateway id, request frame) waiting */
     bool verbose;           /* log every request */
 } self_t;
 
@@ -26,10 +33,15 @@ s_self_destroy (self_t **self_p)
 {
     self_t *self = *self_p;
     if (self) {
+        //  Each worker ends its request first (a statement ends within 20 s)
+        for (size_t i = 0; i < S_WORKERS; i++)
+            zactor_destroy (&self->worker [i]);
+        zsock_destroy (&self->workers);
+        zlistx_destroy (&self->idle);
+        zlistx_destroy (&self->queue);
         zsock_destroy (&self->router);
         ly_tap_destroy (&self->tap);
         ly_db_session_destroy (&self->auth);
-        ly_apiv1_destroy (&self->v1);
         free (self);
         *self_p = NULL;
     }
@@ -50,6 +62,20 @@ s_auth_setup (void *arg)
         " SELECT org_id, project_id, cc FROM found");
 }
 
+static void s_worker (zsock_t *pipe, void *args);
+
+static void
+s_frame_destroy (void **item)
+{
+    zframe_destroy ((zframe_t **) item);
+}
+
+static void
+s_zmsg_destroy (void **item)
+{
+    zmsg_destroy ((zmsg_t **) item);
+}
+
 static self_t *
 s_self_new (zsock_t *pipe)
 {
@@ -58,8 +84,20 @@ s_self_new (zsock_t *pipe)
     self->router = ly_topology_open (S_ACTOR, "api");
     self->tap = ly_tap_new (S_ACTOR);
     self->auth = ly_db_session_new (LY_DB_AUTH, S_ACTOR, s_auth_setup, NULL);
-    self->v1 = ly_apiv1_new ();
-    if (!self->router || !self->tap)
+    self->idle = zlistx_new ();
+    self->queue = zlistx_new ();
+    zlistx_set_destructor (self->idle, s_frame_destroy);
+    zlistx_set_destructor (self->queue, s_zmsg_destroy);
+    //  One endpoint per actor: --threads runs one api actor per process, tests several
+    char endpoint [64];
+    snprintf (endpoint, sizeof endpoint, "inproc://layers-api-workers-%p", (void *) self);
+    self->workers = zsock_new_router (endpoint);
+    for (size_t i = 0; self->workers && i < S_WORKERS; i++)
+        if (!(self->worker [i] = zactor_new (s_worker, endpoint))) {
+            ly_error (S_ACTOR, "could not start partner API worker %zu", i);
+            zsock_destroy (&self->workers);
+        }
+    if (!self->router || !self->tap || !self->workers)
         s_self_destroy (&self);
     return self;
 }
@@ -102,7 +140,7 @@ s_key_lookup (self_t *self, ly_msg_t *request)
 
 //  Serves one partner API request with the /v1 handlers.
 static ly_msg_t *
-s_api_request (self_t *self, ly_msg_t *msg)
+s_api_request (ly_apiv1_t *v1, ly_msg_t *msg)
 {
     char request_id [32];
     snprintf (request_id, sizeof request_id, LY_REQUEST_ID_FORMAT, ly_msg_uint (msg, LY_API_REQUEST_REQUEST_ID));
@@ -121,7 +159,7 @@ s_api_request (self_t *self, ly_msg_t *msg)
         .body_len = body_len,
     };
     ly_api_response_t response = { 0 };
-    ly_apiv1_handle (self->v1, &request, &response);
+    ly_apiv1_handle (v1, &request, &response);
     if (response.body_len > S_ANSWER_MAX) {
         //  A frame this large would not go: the gateway would wait out its deadline
         ly_warning (S_ACTOR, "request %s: the answer of %zu bytes is too large to send",
@@ -148,10 +186,125 @@ s_api_request (self_t *self, ly_msg_t *msg)
     return reply;
 }
 
+//  An error answer to the partner API request msg
+static ly_msg_t *
+s_failed (ly_msg_t *msg, unsigned status, const char *code, const char *message)
+{
+    ly_msg_t *reply = ly_msg_new (LY_MSG_API_RESPONSE);
+    ly_msg_set_uint (reply, LY_API_RESPONSE_REQUEST_ID, ly_msg_uint (msg, LY_API_REQUEST_REQUEST_ID));
+    ly_msg_set_uint (reply, LY_API_RESPONSE_STATUS, status);
+    ly_msg_set_str (reply, LY_API_RESPONSE_CONTENT_TYPE, "application/json");
+    char *body = zsys_sprintf ("{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
+                               code, message);
+    ly_msg_set_bin (reply, LY_API_RESPONSE_BODY, body, strlen (body));
+    zstr_free (&body);
+    return reply;
+}
+
+//  A partner API worker: its own sessions (ly_apiv1), one request at a time, so that a
+//  slow request holds neither the others nor the SDK key lookups. It says READY once,
+//  then answers each [gateway id, request frame] with [gateway id, answer frame].
+static void
+s_worker (zsock_t *pipe, void *args)
+{
+    zsock_t *broker = zsock_new_dealer ((const char *) args);
+    ly_apiv1_t *v1 = ly_apiv1_new ();
+    zpoller_t *poller = broker && v1? zpoller_new (pipe, broker, NULL): NULL;
+    zsock_signal (pipe, poller? 0: 1);
+    if (poller)
+        zstr_send (broker, "READY");
+    while (poller) {
+        void *which = zpoller_wait (poller, -1);
+        if (which == pipe || !which) {
+            char *command = which? zstr_recv (pipe): NULL;
+            bool term = !which || !command || streq (command, "$TERM");
+            zstr_free (&command);
+            if (term && (which || zpoller_terminated (poller)))
+                break;
+            continue;
+        }
+        zmsg_t *job = zmsg_recv (broker);
+        zframe_t *gateway = job? zmsg_pop (job): NULL;
+        zframe_t *frame = job? zmsg_pop (job): NULL;
+        char reason [256] = "";
+        ly_msg_t *msg = frame? ly_msg_decode (zframe_data (frame), zframe_size (frame),
+                                              reason, sizeof reason): NULL;
+        ly_msg_t *reply = msg? s_api_request (v1, msg): NULL;
+        zframe_t *answer = reply? ly_msg_encode_frame (reply, false): NULL;
+        if (!answer && msg) {
+            ly_msg_destroy (&reply);
+            reply = s_failed (msg, 500, "internal", "the answer could not be encoded");
+            answer = ly_msg_encode_frame (reply, false);
+        }
+        if (!answer)
+            ly_warning (S_ACTOR, "dropped a request the worker could not read: %s", reason);
+        zmsg_t *out = zmsg_new ();
+        zmsg_append (out, &gateway);
+        if (answer)
+            zmsg_append (out, &answer);
+        zmsg_send (&out, broker);       //  [gateway, answer], or [gateway]: free again
+        ly_msg_destroy (&reply);
+        ly_msg_destroy (&msg);
+        zframe_destroy (&frame);
+        zframe_destroy (&gateway);
+        zmsg_destroy (&job);
+    }
+    zpoller_destroy (&poller);
+    ly_apiv1_destroy (&v1);
+    zsock_destroy (&broker);
+}
+
+//  Hands the oldest waiting request to a free worker, while there are both.
+static void
+s_dispatch (self_t *self)
+{
+    while (zlistx_size (self->idle) && zlistx_size (self->queue)) {
+        zframe_t *worker = (zframe_t *) zlistx_detach (self->idle, NULL);
+        zmsg_t *job = (zmsg_t *) zlistx_detach (self->queue, NULL);
+        zmsg_prepend (job, &worker);
+        zmsg_send (&job, self->workers);
+    }
+}
+
+//  An answer of a worker (or its READY): to the gateway, and the worker is free again.
+static void
+s_handle_worker (self_t *self)
+{
+    zmsg_t *answer = zmsg_recv (self->workers);
+    zframe_t *worker = answer? zmsg_pop (answer): NULL;
+    if (!worker) {
+        zmsg_destroy (&answer);
+        return;
+    }
+    if (zmsg_size (answer) == 2) {
+        zframe_t *gateway = zmsg_pop (answer);
+        zframe_t *frame = zmsg_pop (answer);
+        char reason [256] = "";
+        ly_msg_t *reply = ly_msg_decode (zframe_data (frame), zframe_size (frame),
+                                         reason, sizeof reason);
+        if (reply) {
+            if (self->verbose)
+                ly_info (S_ACTOR, "answered %s", ly_msg_type_name (ly_msg_type (reply)));
+            ly_send (self->router, self->tap, gateway, &reply);
+        }
+        else
+            ly_warning (S_ACTOR, "dropped a worker's answer: %s", reason);
+        zframe_destroy (&gateway);
+        zframe_destroy (&frame);
+    }
+    zlistx_add_end (self->idle, worker);
+    zmsg_destroy (&answer);
+    s_dispatch (self);
+}
+
 static void
 s_handle_request (void *self_, zsock_t *sock)
 {
     self_t *self = (self_t *) self_;
+    if (sock == self->workers) {
+        s_handle_worker (self);
+        return;
+    }
     zframe_t *routing_id = NULL;
     ly_msg_t *msg = ly_recv (self->router, self->tap, S_ACTOR, &routing_id);
     if (!msg)
@@ -160,8 +313,22 @@ s_handle_request (void *self_, zsock_t *sock)
     if (ly_msg_type (msg) == LY_MSG_KEY_LOOKUP)
         reply = s_key_lookup (self, msg);
     else
+    if (ly_msg_type (msg) == LY_MSG_API_REQUEST && zlistx_size (self->queue) < S_QUEUE_MAX) {
+        zframe_t *frame = ly_msg_encode_frame (msg, false);
+        if (frame) {
+            zmsg_t *job = zmsg_new ();
+            zmsg_append (job, &routing_id);
+            zmsg_append (job, &frame);
+            zlistx_add_end (self->queue, job);
+            s_dispatch (self);
+            ly_msg_destroy (&msg);
+            return;
+        }
+        reply = s_failed (msg, 500, "internal", "out of memory");
+    }
+    else
     if (ly_msg_type (msg) == LY_MSG_API_REQUEST)
-        reply = s_api_request (self, msg);
+        reply = s_failed (msg, 503, "overloaded", "too many partner API requests waiting; retry later");
     else
     if (ly_msg_type (msg) == LY_MSG_PING) {
         reply = ly_msg_new (LY_MSG_PONG);
@@ -201,6 +368,6 @@ ly_api_actor (zsock_t *pipe, void *args)
         return;
     ly_db_session_get (self->auth);
     ly_actor_loop (pipe, S_ACTOR, self->tap, &self->verbose, s_status, self,
-                   s_handle_request, self->router, NULL);
+                   s_handle_request, self->router, self->workers, NULL);
     s_self_destroy (&self);
 }

@@ -1085,6 +1085,51 @@ def test_a_layer_set_at_the_same_moment_is_replaced_not_a_conflict(server, orgs)
     assert status == 200 and body["enabled"] is True, body
 
 
+def test_a_stuck_request_holds_neither_other_tenants_nor_sdk_key_lookups(server, orgs):
+    """Partner API requests are served by several workers, SDK key lookups beside them:
+    one request stuck behind a lock (here on ads_content, held by the test) leaves
+    another organization's requests and a new SDK key's first events alone, and is
+    answered itself once the lock goes."""
+    import threading
+    import psycopg2
+    a, b = orgs
+    status, _, got = a.call("admin", "POST", "/v1/projects/%s/sdk-keys" % a.project,
+                            {"name": "fresh"})
+    assert status == 201, got
+    fresh_key = got["key"]
+    locker = psycopg2.connect(host=os.path.join(server.data_dir, "pg", "run"),
+                              dbname="layers", user="postgres")
+    stuck = []
+    try:
+        locker.cursor().execute("LOCK TABLE ads_content IN ACCESS EXCLUSIVE MODE")
+        waiter = threading.Thread(target=lambda: stuck.append(
+            a.call("viewer", "GET", "/v1/ads-content")))
+        waiter.start()
+        cur = server.db.cursor()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'layers_api'"
+                        " AND wait_event_type = 'Lock'")
+            if cur.fetchone()[0]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the request did not wait for the lock")
+        started = time.monotonic()
+        status, _, body = b.call("viewer", "GET", "/v1/projects")
+        assert status == 200, body
+        status, _, body = post_events(server, {"event_id": "fresh-" + uuid.uuid4().hex,
+                                               "name": "app_open"}, key=fresh_key)
+        assert status == 202, body
+        assert time.monotonic() - started < 5
+        assert not stuck, "the stuck request was answered while the lock was held"
+    finally:
+        locker.rollback()
+        locker.close()
+    waiter.join(30)
+    assert stuck and stuck[0][0] == 200, stuck
+
+
 def test_idempotency_keys_are_forgotten_after_a_day_without_a_request(server, orgs):
     """The store's minutely chore (ly_expire_event_ids) forgets stored answers older than
     24 hours, sealed tokens among them, even for an organization that sends no more

@@ -268,67 +268,110 @@ s_calling_code (const char *default_cc)
     return default_cc;
 }
 
-//  How a country writes its national numbers where that differs from the rule for every
-//  other calling code: "a leading trunk 0 (removed), or at most 10 digits as written".
+//  A prefix a number may begin with: digits, '.' for any digit, "[3-9]" for a range; the
+//  first `strip` digits go, and the digits left must number shortest..longest.
+typedef struct {
+    const char *pattern;            //  what the number begins with, or NULL
+    size_t strip;                   //  digits of it that go
+    size_t shortest;                //  fewest digits left after them ...
+    size_t longest;                 //  ... and most, to tell it from a country code
+} s_prefix_t;
+
+//  How a country writes numbers where that differs from the rule for every other calling
+//  code: "+" or "00" before an international number, else a leading trunk 0 (removed),
+//  or at most 10 digits as written, for a national one.
 typedef struct {
     const char *cc;                 //  calling code
-    const char *trunk;              //  a trunk prefix besides 0, or NULL
-    size_t shortest;                //  fewest digits after that trunk prefix ...
-    size_t longest;                 //  ... and most, to tell it from a country code
+    s_prefix_t idd [2];             //  international prefixes besides "00", tried first
+    s_prefix_t trunk [2];           //  trunk prefixes besides 0, tried next
     bool zero_kept;                 //  a leading 0 belongs to the number: no trunk 0
     const char *eleven;             //  11 digits written without a trunk prefix that begin
-                                    //  like this are national ('.' is any digit), or NULL
+                                    //  like this are national, or NULL
 } s_numbering_t;
 
+#define S_NO_PREFIX { NULL, 0, 0, 0 }
+
 static const s_numbering_t s_numbering [] = {
-    { "7",   "8",  10, 10, false, NULL },   //  Russia, Kazakhstan: 8 (916) 123-45-67
-    { "36",  "06",  8,  9, false, NULL },   //  Hungary: 06 30 123 4567
-    { "370", "8",   8,  8, false, NULL },   //  Lithuania: 8 612 34567 (and 0 612 34567)
-    { "375", "80",  9,  9, false, NULL },   //  Belarus: 8 029 123-45-67
-    { "39",  NULL,  0,  0, true,  "0" },    //  Italy: 06 6988 3401, 0X XXXX XXXXX
-    { "378", NULL,  0,  0, true,  NULL },   //  San Marino: 0549 123456
-    { "379", NULL,  0,  0, true,  NULL },   //  Vatican City
-    { "225", NULL,  0,  0, true,  NULL },   //  Côte d'Ivoire: 07 07 12 34 56
-    { "242", NULL,  0,  0, true,  NULL },   //  Republic of the Congo: 06 123 4567
-    { "55",  NULL,  0,  0, false, "..9" },  //  Brazil: mobiles, 11 98765-4321
-    { "62",  NULL,  0,  0, false, "8" },    //  Indonesia: mobiles, 812-3456-7890
-    { "86",  NULL,  0,  0, false, "1" },    //  China: mobiles, 138 1234 5678
+    //  USA, Canada: 011 44 20 ... dialled abroad
+    { "1",   { { "011", 3, 1, 15 } }, { S_NO_PREFIX }, false, NULL },
+    //  Russia, Kazakhstan: 8 (916) 123-45-67; 8 10 44 ... abroad. No area code begins
+    //  with 1 or 2, so 81 (Japan) and 82 (Korea) numbers written without '+' stay theirs
+    { "7",   { { "810", 3, 1, 15 } }, { { "8[3-9]", 1, 10, 10 } }, false, NULL },
+    //  Hungary: 06 30 123 4567
+    { "36",  { S_NO_PREFIX }, { { "06", 2, 8, 9 } }, false, NULL },
+    //  Lithuania: 8 612 34567 (and 0 612 34567)
+    { "370", { S_NO_PREFIX }, { { "8", 1, 8, 8 } }, false, NULL },
+    //  Belarus: 8 029 123-45-67, 8 (29) 123-45-67; 8 10 ... abroad
+    { "375", { { "810", 3, 1, 15 } }, { { "80", 2, 9, 9 }, { "8[1-9]", 1, 9, 9 } }, false, NULL },
+    //  Italy: 06 6988 3401, 0X XXXX XXXXX; the 0 stays
+    { "39",  { S_NO_PREFIX }, { S_NO_PREFIX }, true, "0" },
+    { "378", { S_NO_PREFIX }, { S_NO_PREFIX }, true, NULL },      //  San Marino: 0549 123456
+    { "379", { S_NO_PREFIX }, { S_NO_PREFIX }, true, NULL },      //  Vatican City
+    { "225", { S_NO_PREFIX }, { S_NO_PREFIX }, true, NULL },      //  Côte d'Ivoire: 07 07 12 34 56
+    { "242", { S_NO_PREFIX }, { S_NO_PREFIX }, true, NULL },      //  Congo: 06 123 4567
+    //  Brazil: mobiles (11) 98765-4321; 0 15 11 98765-4321 with a carrier code
+    { "55",  { S_NO_PREFIX }, { { "0[1-9][1-9]", 3, 10, 11 } }, false, "[1-9][1-9]9" },
+    //  Australia: 0011 44 20 ... abroad
+    { "61",  { { "0011", 4, 1, 15 } }, { S_NO_PREFIX }, false, NULL },
+    //  Japan: 010 44 20 ... abroad
+    { "81",  { { "010", 3, 1, 15 } }, { S_NO_PREFIX }, false, NULL },
+    //  South Korea: 001 44 20 ..., 002 ... abroad (a carrier's digit after 00)
+    { "82",  { { "00[1-9]", 3, 1, 15 } }, { S_NO_PREFIX }, false, NULL },
+    //  China: mobiles 138 1234 5678
+    { "86",  { S_NO_PREFIX }, { S_NO_PREFIX }, false, "1[3-9]" },
 };
 
 //  The numbering of calling code cc, or NULL for the common rule.
 static const s_numbering_t *
 s_numbering_of (const char *cc)
 {
-    for (size_t i = 0; i < sizeof s_numbering / sizeof s_numbering [0]; i++)
+    for (size_t i = 0; cc && i < sizeof s_numbering / sizeof s_numbering [0]; i++)
         if (strcmp (s_numbering [i].cc, cc) == 0)
             return &s_numbering [i];
     return NULL;
 }
 
-//  Whether the count digits begin like pattern ('.' is any digit).
+//  Whether the count digits begin like pattern (digits, '.' any digit, "[a-b]" a range).
 static bool
 s_begins_like (const char *digits, size_t count, const char *pattern)
 {
-    size_t len = strlen (pattern);
-    if (count < len)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (pattern [i] != '.' && pattern [i] != digits [i])
+    size_t at = 0;
+    for (const char *p = pattern; *p; p++, at++) {
+        if (at == count)
             return false;
+        if (*p == '[') {
+            if (digits [at] < p [1] || digits [at] > p [3])
+                return false;
+            p += 4;                     //  "[a-b" read; the loop steps over ']'
+        }
+        else
+        if (*p != '.' && *p != digits [at])
+            return false;
+    }
     return true;
 }
 
-//  Where the national number begins in the count digits written without '+' or "00"
-//  (after its trunk prefix), or -1 when they are an international number.
+//  The digits of the first prefix of prefixes [2] the count digits begin with, leaving
+//  as many as it wants, or 0.
+static size_t
+s_prefix_strip (const s_prefix_t prefixes [2], const char *found, size_t count)
+{
+    for (size_t i = 0; i < 2 && prefixes [i].pattern; i++)
+        if (count > prefixes [i].strip && s_begins_like (found, count, prefixes [i].pattern)
+        &&  count - prefixes [i].strip >= prefixes [i].shortest
+        &&  count - prefixes [i].strip <= prefixes [i].longest)
+            return prefixes [i].strip;
+    return 0;
+}
+
+//  Where the national number begins in the count digits written without an international
+//  prefix (after its trunk prefix), or -1 when they are an international number.
 static ssize_t
 s_national_start (const char *found, size_t count, const s_numbering_t *numbering)
 {
-    if (numbering && numbering->trunk) {
-        size_t trunk = strlen (numbering->trunk);
-        if (count >= trunk && memcmp (found, numbering->trunk, trunk) == 0
-        &&  count - trunk >= numbering->shortest && count - trunk <= numbering->longest)
-            return (ssize_t) trunk;
-    }
+    size_t trunk = numbering? s_prefix_strip (numbering->trunk, found, count): 0;
+    if (trunk)
+        return (ssize_t) trunk;
     if (count > 0 && found [0] == '0' && !(numbering && numbering->zero_kept))
         return 1;                       //  the trunk 0 ("00" was taken as international)
     if (count <= 10
@@ -373,14 +416,19 @@ ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
             goto done;                  //  letters, a second '+', anything else
     }
     const char *cc = s_calling_code (default_cc);
+    const s_numbering_t *numbering = s_numbering_of (cc);
     size_t start = 0;
+    if (!international && numbering
+    &&  (start = s_prefix_strip (numbering->idd, found, count)) > 0)
+        international = true;           //  the country's own international prefix
+    else
     if (!international && count >= 2 && found [0] == '0' && found [1] == '0') {
         international = true;           //  "00" international prefix
         start = 2;
     }
     ssize_t national = -1;              //  where the national number begins, past its
     if (!international)                 //  trunk prefix; -1: written with its country code
-        national = s_national_start (found, count, cc ? s_numbering_of (cc) : NULL);
+        national = s_national_start (found, count, numbering);
     size_t size = 0;
     if (international) {
         if (start == count || found [start] == '0')
@@ -404,8 +452,8 @@ ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
         size = cc_len + count - start;
     }
     else {
-        if (count > LY_PII_PHONE_MAX)
-            goto done;
+        if (count > LY_PII_PHONE_MAX || found [0] == '0')
+            goto done;                  //  no country code starts with 0
         memcpy (digits, found, count);
         size = count;
     }

@@ -24,10 +24,11 @@ int ly_pii_email_normalize (const char *email, size_t len, char out [LY_PII_EMAI
     code. A national number (a leading trunk '0', or at most 10 digits without '+' or
     "00") gets default_cc (the project's calling code, "1".."999"; may be NULL) in front
     of it, its trunk '0' removed; without default_cc it is refused. Some calling codes
-    number otherwise: another trunk prefix (7: "8", 36: "06", 370: "8", 375: "80"), a
-    leading 0 that is part of the number (39, 378, 379, 225, 242), 11-digit mobiles
-    written without trunk prefix (55, 62, 86). Also refused: letters or other
-    characters, fewer than 7 or more than 15 digits in the result. 0 / -1. */
+    number otherwise (s_numbering in ly_pii.c): other trunk prefixes (7, 36, 370, 375,
+    55), a leading 0 that is part of the number (39, 378, 379, 225, 242), 11-digit
+    mobiles written without trunk prefix (55, 86), international prefixes besides "00"
+    (1, 7, 375, 61, 81, 82). Also refused: letters or other characters, fewer than 7 or
+    more than 15 digits in the result, a country code that would start with 0. 0 / -1. */
 int ly_pii_phone_normalize (const char *phone, size_t len, const char *default_cc,
                             char digits [LY_PII_PHONE_MAX + 1]);
 

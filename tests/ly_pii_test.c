@@ -226,8 +226,20 @@ s_test_phone (void)
     s_check_digits ("(11) 98765-4321", "55", "5511987654321");
     s_check_digits ("0 11 98765-4321", "55", "5511987654321");
     s_check_digits ("0812-3456-7890", "62", "6281234567890");
-    s_check_digits ("812-3456-7890", "62", "6281234567890");
     s_check_digits ("138 1234 5678", "86", "8613812345678");
+    s_check_digits ("8 (29) 123-45-67", "375", "375291234567");
+    s_check_digits ("0 15 11 98765 4321", "55", "5511987654321");
+    s_check_digits ("0 21 11 3456 7890", "55", "551134567890");
+    //  International prefixes of the country itself, before "00"
+    s_check_digits ("011 44 20 7946 0958", "1", "442079460958");
+    s_check_digits ("8 10 44 20 7946 0958", "7", "442079460958");
+    s_check_digits ("8 10 44 20 7946 0958", "375", "442079460958");
+    s_check_digits ("0011 44 20 7946 0958", "61", "442079460958");
+    s_check_digits ("010 44 20 7946 0958", "81", "442079460958");
+    s_check_digits ("090-1234-5678", "81", "819012345678");
+    s_check_digits ("001 44 20 7946 0958", "82", "442079460958");
+    s_check_digits ("010-1234-5678", "82", "821012345678");
+    s_check_digits ("00 44 20 7946 0958", "1", "442079460958");
     //  ... while other 11-digit numbers keep being read as written with a country code,
     //  the same numbers elsewhere keep the common rule, and the prefix is taken once.
     s_check_digits ("16505551212", "55", "16505551212");
@@ -236,6 +248,15 @@ s_test_phone (void)
     s_check_digits ("89161234567", "81", "89161234567");
     s_check_digits ("8 916 123-45-6", "7", "78916123456");
     s_check_digits ("06 6988 3401", "44", "44669883401");
+    s_check_digits ("81 3 1234 5678", "7", "81312345678");     //  Japan, not 8 + 13...
+    s_check_digits ("82 2 1234 5678", "7", "82212345678");     //  Korea
+    s_check_digits ("81 3 1234 5678", "62", "81312345678");
+    s_check_digits ("12025550123", "86", "12025550123");       //  no mobile begins 12
+    //  Too long to be national where a leading 0 belongs to the number, and no country
+    //  code starts with 0: refused, never hashed with a leading 0
+    s_check_phone ("06 6988 3401 23", "39", NULL, NULL, NULL);
+    s_check_phone ("07 07 12 34 56 7", "225", NULL, NULL, NULL);
+    s_check_phone ("0549 1234567", "378", NULL, NULL, NULL);
     //  ... and without one they are refused: the country code is missing.
     s_check_phone ("020 7946 0958", NULL, NULL, NULL, NULL);
     s_check_phone ("650.555.1212", NULL, NULL, NULL, NULL);

@@ -560,7 +560,10 @@ s_load_trusted_proxies (ly_config_t *cfg, char *err, size_t errlen)
         if (slash && ly_netaddr_parse (entry, (size_t) (slash - entry), written) == 0
         &&  memcmp (written, ranges [count - 1].bytes, sizeof written) != 0) {
             char network [INET6_ADDRSTRLEN];
-            ly_netaddr_format (ranges [count - 1].bytes, network);
+            if (memchr (entry, ':', (size_t) (slash - entry)))  //  as written: ::ffff:10.0.0.0
+                inet_ntop (AF_INET6, ranges [count - 1].bytes, network, sizeof network);
+            else
+                ly_netaddr_format (ranges [count - 1].bytes, network);
             int written_len = (int) (slash - entry);
             int bits_len = (int) (last - slash);
             s_fail (err, errlen, "%s entry \"%.*s\" has address bits past its prefix: write"

@@ -367,6 +367,7 @@ s_test_trusted_proxies (void)
     s_load_fails (name, "10.0.0.1/8", "entry \"10.0.0.1/8\" has address bits past its prefix:"
                   " write 10.0.0.0/8 for the range, or 10.0.0.1 alone for one proxy");
     s_load_fails (name, "10.0.0.0/8, 2001:db8::1/32", "write 2001:db8::/32 for the range");
+    s_load_fails (name, "::ffff:10.0.0.1/104", "write ::ffff:10.0.0.0/104 for the range");
     cfg = s_load_ok (name, "10.0.0.0/8, 2001:db8::/32, ::ffff:10.0.0.0/104, 0.0.0.0/0");
     ly_config_free (&cfg);
     s_load_fails (name, "10.0.0.0/33", "entry \"10.0.0.0/33\" is not an IP address or CIDR range");

@@ -257,24 +257,71 @@ s_ipc_listened (const char *path)
 }
 
 //  A tcp address whose host does not resolve is taken by zsock_connect all the same
-//  (libzmq resolves it in the background and tries again for ever): say so once here,
-//  where a mistyped --connect host would otherwise leave no trace.
+//  (libzmq resolves it in the background and tries again for ever): say so once, where
+//  a mistyped --connect host would otherwise leave no trace. On a thread of its own: a
+//  resolver that does not answer must not hold the actor's start.
+typedef struct {
+    char *actor;                    //  who connects, for the log line
+    char *name;                     //  the endpoint's name
+    char *address;                  //  its address
+    char host [256];                //  the host in it
+    char port [8];                  //  the port in it
+} s_lookup_t;
+
+static void *
+s_lookup_run (void *arg)
+{
+    s_lookup_t *lookup = (s_lookup_t *) arg;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *found = NULL;
+    int error = getaddrinfo (lookup->host, lookup->port, &hints, &found);
+    if (error)
+        ly_warning (lookup->actor, "endpoint \"%s\" at \"%s\": host \"%s\" does not resolve"
+                    " (%s); connecting is retried in the background", lookup->name,
+                    lookup->address, lookup->host, gai_strerror (error));
+    else
+        freeaddrinfo (found);
+    free (lookup->actor);
+    free (lookup->name);
+    free (lookup->address);
+    free (lookup);
+    return NULL;
+}
+
 static void
 s_warn_unresolved (const char *actor, const char *name, const char *address)
 {
     char host [256];
     const char *port = ly_topology_tcp_host (address, host, sizeof host);
-    if (!port)
+    if (!port || strlen (port) >= sizeof ((s_lookup_t *) 0)->port)
         return;
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
     struct addrinfo *found = NULL;
-    int error = getaddrinfo (host, port, &hints, &found);
-    if (error)
-        ly_warning (actor, "endpoint \"%s\" at \"%s\": host \"%s\" does not resolve (%s);"
-                    " connecting is retried in the background", name, address, host,
-                    gai_strerror (error));
-    else
-        freeaddrinfo (found);
+    if (getaddrinfo (host, port, &hints, &found) == 0) {
+        freeaddrinfo (found);           //  an address: nothing to resolve
+        return;
+    }
+    s_lookup_t *lookup = (s_lookup_t *) calloc (1, sizeof (s_lookup_t));
+    if (!lookup)
+        return;
+    lookup->actor = strdup (actor);
+    lookup->name = strdup (name);
+    lookup->address = strdup (address);
+    snprintf (lookup->host, sizeof lookup->host, "%s", host);
+    snprintf (lookup->port, sizeof lookup->port, "%s", port);
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init (&attr);
+    pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+    if (!lookup->actor || !lookup->name || !lookup->address
+    ||  pthread_create (&thread, &attr, s_lookup_run, lookup) != 0) {
+        free (lookup->actor);
+        free (lookup->name);
+        free (lookup->address);
+        free (lookup);
+    }
+    pthread_attr_destroy (&attr);
 }
 
 zsock_t *

@@ -44,15 +44,6 @@ s_content_coding (const char *value)
     return gzips <= 1? gzips: -1;
 }
 
-static bool
-s_all_zero (const uint8_t *bytes, size_t size)
-{
-    for (size_t i = 0; i < size; i++)
-        if (bytes [i])
-            return false;
-    return true;
-}
-
 //  Inflates a gzip body into a new buffer of at most LY_SDKBODY_MAX_BYTES.
 static int
 s_inflate (const void *data, size_t size, char **out, size_t *out_size, ly_sdkbody_error_t *error)
@@ -81,10 +72,15 @@ s_inflate (const void *data, size_t size, char **out, size_t *out_size, ly_sdkbo
         rc = inflate (&zs, Z_NO_FLUSH);
         used = cap - zs.avail_out;
         //  RFC 1952: a gzip file may hold several members, one after the other; zero
-        //  bytes after the last are padding (gzip(1) and Python's gzip skip them too)
-        if (rc == Z_STREAM_END && zs.avail_in > 0
-        &&  !s_all_zero (zs.next_in, zs.avail_in))
-            rc = inflateReset (&zs);
+        //  bytes after a member are padding (gzip(1) and Python's gzip skip them too)
+        if (rc == Z_STREAM_END) {
+            while (zs.avail_in > 0 && *zs.next_in == 0) {
+                zs.next_in++;
+                zs.avail_in--;
+            }
+            if (zs.avail_in > 0)
+                rc = inflateReset (&zs);
+        }
     }
     inflateEnd (&zs);
     if (used > LY_SDKBODY_MAX_BYTES) {

@@ -362,6 +362,13 @@ def test_gzip_body(server):
     status, _, body = post_events(server, raw + bytes(10) + b"x", key=server.key,
                                   headers={"Content-Encoding": "gzip"})
     assert status == 400 and body["error"]["message"] == "the body is not valid gzip", body
+    # ... and padding between members, as gzip -dc and Python read it
+    ids = [eid(), eid()]
+    text = json.dumps({"events": [{"event_id": i, "name": "app_open"} for i in ids]}).encode()
+    cut = len(text) // 2
+    raw = gzip.compress(text[:cut]) + bytes(100) + gzip.compress(text[cut:]) + bytes(7)
+    status, _, body = post_events(server, raw, key=server.key, headers={"Content-Encoding": "gzip"})
+    assert status == 202 and body["accepted"] == 2, body
 
 
 @pytest.mark.parametrize("encoding, status", [

@@ -51,7 +51,7 @@ ly_config_getenv (const char *name)
     return getenv (name);
 }
 
-//  Edits (insert, delete, replace, swap of neighbours) from a to b, up to 9
+//  Edits (insert, delete, replace, swap of neighbours) from a to b, case aside, up to 9
 static size_t
 s_distance (const char *a, const char *b)
 {
@@ -65,12 +65,14 @@ s_distance (const char *a, const char *b)
         d [0][j] = j;
     for (size_t i = 1; i <= la; i++)
         for (size_t j = 1; j <= lb; j++) {
-            size_t best = d [i - 1][j - 1] + (a [i - 1] != b [j - 1]);
+            size_t best = d [i - 1][j - 1] + (toupper ((unsigned char) a [i - 1])
+                                              != toupper ((unsigned char) b [j - 1]));
             if (d [i - 1][j] + 1 < best)
                 best = d [i - 1][j] + 1;
             if (d [i][j - 1] + 1 < best)
                 best = d [i][j - 1] + 1;
-            if (i > 1 && j > 1 && a [i - 1] == b [j - 2] && a [i - 2] == b [j - 1]
+            if (i > 1 && j > 1 && toupper ((unsigned char) a [i - 1]) == toupper ((unsigned char) b [j - 2])
+            &&  toupper ((unsigned char) a [i - 2]) == toupper ((unsigned char) b [j - 1])
             &&  d [i - 2][j - 2] + 1 < best)
                 best = d [i - 2][j - 2] + 1;
             d [i][j] = best;

@@ -689,10 +689,13 @@ def test_a_misspelled_setting_is_named_at_start():
     without a word: layersd names it once, with the setting it is closest to, and says
     nothing of the ones it reads (the relay's knobs among them)."""
     s = Layersd(env={"LAYERS_GEOIP_DBB": "/nowhere.mmdb", "LAYERS_FROBNICATE": "1",
-                     "LAYERS_RELAY_POLL_MS": "200", "LAYERS_EVENT_MAX_AGE": "3600"}).start()
+                     "LAYERS_RELAY_POLL_MS": "200", "LAYERS_EVENT_MAX_AGE": "3600",
+                     "LAYERS_Project_Event_Rate": "5"}).start()
     try:
         lines = [l for l in s.log().splitlines() if "no setting of layersd" in l]
-        assert len(lines) == 2, lines
+        assert len(lines) == 3, lines
+        assert any("LAYERS_Project_Event_Rate is no setting of layersd and is ignored (did you "
+                   "mean LAYERS_PROJECT_EVENT_RATE?)" in l for l in lines), lines
         assert any("LAYERS_GEOIP_DBB is no setting of layersd and is ignored (did you mean "
                    "LAYERS_GEOIP_DB?)" in l for l in lines), lines
         assert any("LAYERS_FROBNICATE is no setting of layersd and is ignored" in l

@@ -639,8 +639,8 @@ main (int argc, char *argv [])
     if (resolved == -2)
         return 2;
     if (resolved) {
-        fprintf (stderr, "layers-mock: --listen \"%s\" is not HOST:PORT (write an IPv6 address "
-                 "in brackets, as in [::1]:8090)\n", listen);
+        fprintf (stderr, "layers-mock: --listen \"%s\" is not HOST:PORT (PORT from 0 to 65535;"
+                 " an IPv6 address in brackets, as in [::1]:8090)\n", listen);
         return 2;
     }
 

@@ -117,6 +117,7 @@ struct _s_request_t {
     char client_ip [INET6_ADDRSTRLEN];  /* raw personal data: only until submitted */
     char *user_agent;               /* raw personal data, owned: only until submitted */
     s_request_t *prev, *next;       /* hand-off queue, or deadline list in the loop */
+    bool submitted;                 /* events: sent to an ingest actor, the ack awaited */
     bool store_ponged;              /* readiness: the store answered */
     bool api_ponged;                /* readiness: the api actor answered */
     size_t held_bytes;              /* in in_flight_bytes till completion: upload's room, then the events too */
@@ -174,6 +175,7 @@ typedef struct {
     zsock_t *metrics;               /* PULL: other processes' METRICS_REPORT, owned */
     zsock_t *ingest;                /* PUSH to the ingest actors, owned */
     zactor_t *ingest_monitor;       /* zmonitor on ingest: counts connected actors, owned */
+    zactor_t *store_monitor;        /* zmonitor on store: tells when it went away, owned */
     int ingest_peers;               /* ingest actors connected now */
     int64_t events_timed_out;       /* monotonic msec an event request last went
                                        unanswered to its deadline; 0 once one is answered */
@@ -1376,6 +1378,7 @@ s_submit (self_t *self, s_request_t *request, const s_key_t *key)
         request->user_agent = NULL;
     }
     ly_sdkbody_free (&request->events);
+    request->submitted = true;
     if (ly_send (self->ingest, self->tap, NULL, &submit)) {
         if (self->ingest_peers <= 0)        //  not overload: every ingest actor is gone
             s_answer_unavailable (request, "unavailable",
@@ -1730,6 +1733,7 @@ s_self_destroy (self_t **self_p)
     zsock_destroy (&self->api);
     zsock_destroy (&self->metrics);
     zactor_destroy (&self->ingest_monitor);
+    zactor_destroy (&self->store_monitor);
     zsock_destroy (&self->ingest);
     ly_tap_destroy (&self->tap);
     if (self->shared.wake_fd >= 0)
@@ -1789,6 +1793,12 @@ s_self_new (zsock_t *pipe)
                                      "Event requests refused with 429: the project was over"
                                      " LAYERS_PROJECT_EVENT_RATE", NULL);
     self->store = ly_topology_open_as (S_ACTOR, "store", self->routing_id);
+    if (self->store) {
+        self->store_monitor = zactor_new (zmonitor, self->store);
+        zstr_sendx (self->store_monitor, "LISTEN", "DISCONNECTED", NULL);
+        zstr_sendx (self->store_monitor, "START", NULL);
+        zsock_wait (self->store_monitor);
+    }
     self->api = ly_topology_open (S_ACTOR, "api");
     self->metrics = ly_topology_open (S_ACTOR, "metrics");
     //  Watch the ingest socket before it binds, so no connection goes uncounted.
@@ -1803,7 +1813,7 @@ s_self_new (zsock_t *pipe)
     }
     self->tap = ly_tap_new (S_ACTOR);
     if (self->shared.wake_fd < 0 || !self->store || !self->api || !self->ingest || !self->tap
-    ||  !self->metrics
+    ||  !self->metrics || !self->store_monitor
     || !(self->daemon = s_start_http (self)))
         s_self_destroy (&self);
     return self;
@@ -1868,6 +1878,31 @@ s_handle_pong (self_t *self, ly_msg_t *msg)
     }
 }
 
+//  Answers 503 at once to the event requests whose acknowledgement will not come: the
+//  store, or the last ingest actor, went away with them. Their events may have been
+//  stored all the same; a retry counts those as duplicates.
+static void
+s_fail_submitted (self_t *self, const char *who)
+{
+    size_t failed = 0;
+    s_request_t *request = self->events_fifo.head;
+    while (request) {
+        s_request_t *next = request->next;
+        if (request->submitted) {
+            char *why = zsys_sprintf ("the %s went away before the events were acknowledged;"
+                                      " they may have been stored: retry", who);
+            s_answer_unavailable (request, "unavailable", why, 1);
+            zstr_free (&why);
+            s_finish (self, request);
+            failed++;
+        }
+        request = next;
+    }
+    if (failed)
+        ly_warning (S_ACTOR, "the %s went away: answered 503 to the %zu event requests it held",
+                    who, failed);
+}
+
 static void
 s_handle_monitor (self_t *self)
 {
@@ -1876,8 +1911,20 @@ s_handle_monitor (self_t *self)
     if (name && streq (name, "ACCEPTED"))
         self->ingest_peers++;
     else
-    if (name && streq (name, "DISCONNECTED") && self->ingest_peers > 0)
-        self->ingest_peers--;
+    if (name && streq (name, "DISCONNECTED") && self->ingest_peers > 0
+    &&  --self->ingest_peers == 0)
+        s_fail_submitted (self, "ingest actor");
+    zstr_free (&name);
+    zmsg_destroy (&event);
+}
+
+static void
+s_handle_store_monitor (self_t *self)
+{
+    zmsg_t *event = zmsg_recv (self->store_monitor);
+    char *name = event? zmsg_popstr (event): NULL;
+    if (name && streq (name, "DISCONNECTED"))
+        s_fail_submitted (self, "store");
     zstr_free (&name);
     zmsg_destroy (&event);
 }
@@ -2007,6 +2054,7 @@ ly_gateway_actor (zsock_t *pipe, void *args)
             { NULL, self->shared.wake_fd, ZMQ_POLLIN, 0 },
             { zsock_resolve (self->ingest_monitor), 0, ZMQ_POLLIN, 0 },
             { zsock_resolve (self->metrics), 0, ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->store_monitor), 0, ZMQ_POLLIN, 0 },
         };
         long timeout = s_expire (self);
         long resend = s_lookups_tick (self);
@@ -2014,7 +2062,7 @@ ly_gateway_actor (zsock_t *pipe, void *args)
             timeout = resend;
         if (self->drain_until && (timeout < 0 || timeout > S_DRAIN_POLL_MSEC))
             timeout = S_DRAIN_POLL_MSEC;    //  requests complete on the HTTP threads
-        if (zmq_poll (items, 7, timeout) == -1) {
+        if (zmq_poll (items, 8, timeout) == -1) {
             if (errno == EINTR)
                 continue;
             break;
@@ -2038,6 +2086,8 @@ ly_gateway_actor (zsock_t *pipe, void *args)
             s_handle_monitor (self);
         if (items [6].revents & ZMQ_POLLIN)
             s_handle_metrics (self);
+        if (items [7].revents & ZMQ_POLLIN)
+            s_handle_store_monitor (self);
         if (self->drain_until
         &&  (__atomic_load_n (&self->shared.open_requests, __ATOMIC_RELAXED) == 0
         ||   ly_mono_msec () >= self->drain_until))

@@ -599,6 +599,41 @@ def test_requests_while_no_ingest_actor_is_connected_are_unavailable_not_overloa
         wait_for_202(server, post)
 
 
+@pytest.mark.parametrize("role", ["store", "ingest"])
+def test_requests_a_dead_actor_held_are_answered_at_once(role):
+    """The store (or the only ingest actor) dies holding requests: their acknowledgement
+    will not come, and the gateway answers 503 at once (the events may have been stored:
+    the retry counts them as duplicates), not at its 10 s deadline."""
+    with Layersd() as server:
+        key = server.credentials()["sdk_key"]
+        post = timed_post(server, key)
+        assert post()[0] == 202
+        actor = server.actors()[role]
+        os.kill(actor, signal.SIGSTOP)
+        event = {"event_id": str(uuid.uuid4()), "name": "purchase"}
+        answers = []
+        thread = threading.Thread(target=lambda: answers.append(
+            post_events(server, event, key=key, timeout=15)))
+        try:
+            thread.start()
+            time.sleep(1.0)                 # with the stopped actor now
+            assert not answers, answers
+            killed = time.monotonic()
+            os.kill(actor, signal.SIGKILL)
+            thread.join(15)
+            took = time.monotonic() - killed
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(actor, signal.SIGKILL)
+        status, headers, body = answers[0]
+        assert status == 503 and body["error"]["code"] == "unavailable", body
+        assert "went away" in body["error"]["message"], body
+        assert took < 4, took
+        wait_for_202(server, post)
+        status, _, body = post_events(server, event, key=key)
+        assert status == 202 and body["accepted"] + body["duplicates"] == 1, body
+
+
 def test_an_actor_that_stops_answering_is_killed_and_started_again():
     """An actor process that stops answering (SIGSTOP here; a deadlock or a hung system
     call alike) is killed by the supervisor after LAYERS_ACTOR_TIMEOUT and started

@@ -1918,13 +1918,20 @@ s_handle_monitor (self_t *self)
     zmsg_destroy (&event);
 }
 
+static void s_handle_store (self_t *self);
+
 static void
 s_handle_store_monitor (self_t *self)
 {
     zmsg_t *event = zmsg_recv (self->store_monitor);
     char *name = event? zmsg_popstr (event): NULL;
-    if (name && streq (name, "DISCONNECTED"))
+    if (name && streq (name, "DISCONNECTED")) {
+        //  What the store sent before it went (a clean stop acknowledges its batches)
+        //  is read first: only the requests left without an answer fail
+        while (zsock_events (self->store) & ZMQ_POLLIN)
+            s_handle_store (self);
         s_fail_submitted (self, "store");
+    }
     zstr_free (&name);
     zmsg_destroy (&event);
 }

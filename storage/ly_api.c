@@ -22,6 +22,8 @@ typedef struct {
     ly_tap_t *tap;          /* debug publisher, owned */
     ly_db_session_t *auth;  /* session as layers_auth, owned */
     zsock_t *workers;       /* inproc ROUTER the workers connect to, owned */
+    char endpoint [64];     /* its address */
+    ly_apiv1_t *v1 [S_WORKERS];     /* each worker's handlers and sessions, owned */
     zactor_t *worker [S_WORKERS];   /* partner API workers, owned */
     zlistx_t *idle;         /* routing ids (zframe_t) of the workers free for a request */
     zlistx_t *queue;        /* requests (zmsg_t: gateway id, request frame) waiting */
@@ -33,9 +35,15 @@ s_self_destroy (self_t **self_p)
 {
     self_t *self = *self_p;
     if (self) {
-        //  Each worker ends its request first (a statement ends within 20 s)
+        //  A worker's statement is cancelled, and its request fails at its next one
+        //  (503): each then sees $TERM at once
         for (size_t i = 0; i < S_WORKERS; i++)
+            if (self->v1 [i])
+                ly_apiv1_cancel (self->v1 [i]);
+        for (size_t i = 0; i < S_WORKERS; i++) {
             zactor_destroy (&self->worker [i]);
+            ly_apiv1_destroy (&self->v1 [i]);
+        }
         zsock_destroy (&self->workers);
         zlistx_destroy (&self->idle);
         zlistx_destroy (&self->queue);
@@ -51,18 +59,30 @@ static char *
 s_auth_setup (void *arg)
 {
     //  A key found is stamped last_used_at: the gateway asks again every 5 s while the
-    //  key is in use, so the stamp is at most that far behind.
-    return strdup ("PREPARE key_lookup AS"
+    //  key is in use, so the stamp is at most that far behind. This session serves the
+    //  actor's own thread (every lookup, readiness, the workers' answers): the stamp
+    //  skips a row another transaction holds (a project being deleted, a revocation)
+    //  rather than wait for it, and a statement that waits anyway (a table a migration
+    //  locked) gives up after 2 s: the gateway then says 503, or serves the key it knew.
+    return strdup ("SET statement_timeout = '2s';"
+        " PREPARE key_lookup AS"
         " WITH found AS ("
         "  SELECT k.key_id, k.org_id, k.project_id, coalesce (p.default_country_code, '') AS cc"
         "    FROM sdk_keys k JOIN projects p ON p.project_id = k.project_id"
         "   WHERE k.key_sha256 = decode ($1, 'hex') AND k.revoked_at IS NULL),"
         " touch AS ("
-        "  UPDATE sdk_keys SET last_used_at = now () WHERE key_id IN (SELECT key_id FROM found))"
+        "  UPDATE sdk_keys SET last_used_at = now ()"
+        "   WHERE key_id IN (SELECT k.key_id FROM sdk_keys k JOIN found f USING (key_id)"
+        "                     FOR UPDATE OF k SKIP LOCKED))"
         " SELECT org_id, project_id, cc FROM found");
 }
 
 static void s_worker (zsock_t *pipe, void *args);
+
+typedef struct {
+    const char *endpoint;   /* the broker's inproc address, borrowed */
+    ly_apiv1_t *v1;         /* the worker's handlers, borrowed */
+} s_worker_args_t;
 
 static void
 s_frame_destroy (void **item)
@@ -89,14 +109,18 @@ s_self_new (zsock_t *pipe)
     zlistx_set_destructor (self->idle, s_frame_destroy);
     zlistx_set_destructor (self->queue, s_zmsg_destroy);
     //  One endpoint per actor: --threads runs one api actor per process, tests several
-    char endpoint [64];
-    snprintf (endpoint, sizeof endpoint, "inproc://layers-api-workers-%p", (void *) self);
-    self->workers = zsock_new_router (endpoint);
-    for (size_t i = 0; self->workers && i < S_WORKERS; i++)
-        if (!(self->worker [i] = zactor_new (s_worker, endpoint))) {
+    snprintf (self->endpoint, sizeof self->endpoint, "inproc://layers-api-workers-%p",
+              (void *) self);
+    self->workers = zsock_new_router (self->endpoint);
+    for (size_t i = 0; self->workers && i < S_WORKERS; i++) {
+        self->v1 [i] = ly_apiv1_new ();
+        s_worker_args_t args = { self->endpoint, self->v1 [i] };
+        //  zactor_new returns once the worker has read its arguments and signalled
+        if (!self->v1 [i] || !(self->worker [i] = zactor_new (s_worker, &args))) {
             ly_error (S_ACTOR, "could not start partner API worker %zu", i);
             zsock_destroy (&self->workers);
         }
+    }
     if (!self->router || !self->tap || !self->workers)
         s_self_destroy (&self);
     return self;
@@ -205,11 +229,12 @@ s_failed (ly_msg_t *msg, unsigned status, const char *code, const char *message)
 //  slow request holds neither the others nor the SDK key lookups. It says READY once,
 //  then answers each [gateway id, request frame] with [gateway id, answer frame].
 static void
-s_worker (zsock_t *pipe, void *args)
+s_worker (zsock_t *pipe, void *args_)
 {
-    zsock_t *broker = zsock_new_dealer ((const char *) args);
-    ly_apiv1_t *v1 = ly_apiv1_new ();
-    zpoller_t *poller = broker && v1? zpoller_new (pipe, broker, NULL): NULL;
+    s_worker_args_t *args = (s_worker_args_t *) args_;
+    zsock_t *broker = zsock_new_dealer (args->endpoint);
+    ly_apiv1_t *v1 = args->v1;
+    zpoller_t *poller = broker? zpoller_new (pipe, broker, NULL): NULL;
     zsock_signal (pipe, poller? 0: 1);
     if (poller)
         zstr_send (broker, "READY");
@@ -250,7 +275,6 @@ s_worker (zsock_t *pipe, void *args)
         zmsg_destroy (&job);
     }
     zpoller_destroy (&poller);
-    ly_apiv1_destroy (&v1);
     zsock_destroy (&broker);
 }
 

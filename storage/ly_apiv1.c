@@ -181,7 +181,19 @@ static const s_route_t s_routes [] = {
 struct _ly_apiv1_t {
     ly_db_session_t *auth;      /* layers_auth: token lookups, owned */
     ly_db_session_t *api;       /* layers_api: the requests' transactions, owned */
+    pthread_mutex_t lock;       /* guards cancel and cancel_pid (ly_apiv1_cancel) */
+    PGcancel *cancel;           /* cancels the api session's statement, owned; or NULL */
+    int cancel_pid;             /* the backend cancel is for */
+    bool cancelled;             /* ly_apiv1_cancel was called (atomic) */
 };
+
+static char *
+s_auth_setup (void *arg)
+{
+    //  A token lookup is one quick statement: one that waits (a table locked by a
+    //  migration) gives up rather than hold the worker
+    return strdup ("SET statement_timeout = '5s'");
+}
 
 static char *
 s_api_setup (void *arg)
@@ -199,9 +211,36 @@ ly_apiv1_new (void)
     ly_apiv1_t *self = (ly_apiv1_t *) calloc (1, sizeof (ly_apiv1_t));
     if (!self)
         return NULL;
-    self->auth = ly_db_session_new (LY_DB_AUTH, S_ACTOR, NULL, NULL);
+    self->auth = ly_db_session_new (LY_DB_AUTH, S_ACTOR, s_auth_setup, NULL);
     self->api = ly_db_session_new (LY_DB_API, S_ACTOR, s_api_setup, NULL);
+    pthread_mutex_init (&self->lock, NULL);
     return self;
+}
+
+void
+ly_apiv1_cancel (ly_apiv1_t *self)
+{
+    __atomic_store_n (&self->cancelled, true, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock (&self->lock);
+    char err [256];
+    if (self->cancel && !PQcancel (self->cancel, err, sizeof err))
+        ly_warning (S_ACTOR, "could not cancel a statement: %s", err);
+    pthread_mutex_unlock (&self->lock);
+}
+
+//  Keeps the cancel handle for the api session's connection (it changes on reconnect)
+static void
+s_cancel_follow (ly_apiv1_t *self, PGconn *db)
+{
+    int pid = PQbackendPID (db);
+    pthread_mutex_lock (&self->lock);
+    if (pid != self->cancel_pid || !self->cancel) {
+        if (self->cancel)
+            PQfreeCancel (self->cancel);
+        self->cancel = PQgetCancel (db);
+        self->cancel_pid = pid;
+    }
+    pthread_mutex_unlock (&self->lock);
 }
 
 void
@@ -211,6 +250,9 @@ ly_apiv1_destroy (ly_apiv1_t **self_p)
     if (self) {
         ly_db_session_destroy (&self->auth);
         ly_db_session_destroy (&self->api);
+        if (self->cancel)
+            PQfreeCancel (self->cancel);
+        pthread_mutex_destroy (&self->lock);
         free (self);
         *self_p = NULL;
     }
@@ -469,10 +511,21 @@ s_authenticate (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
         return -1;
     }
     const char *params [] = { hash };
+    //  last_used_at is stamped here, outside the request's transaction, at most once a
+    //  minute, and never waiting for the row: a long request holding it would make the
+    //  token's every other request wait (and its revocation)
     PGresult *res = ly_db_session_read (self->auth, NULL,
-        "SELECT token_id, org_id, member_id FROM api_tokens"
-        " WHERE token_sha256 = decode ($1, 'hex') AND revoked_at IS NULL"
-        "   AND (expires_at IS NULL OR expires_at > now ())", 1, params);
+        "WITH found AS ("
+        "  SELECT token_id, org_id, member_id, last_used_at FROM api_tokens"
+        "   WHERE token_sha256 = decode ($1, 'hex') AND revoked_at IS NULL"
+        "     AND (expires_at IS NULL OR expires_at > now ())),"
+        " touch AS ("
+        "  UPDATE api_tokens SET last_used_at = now ()"
+        "   WHERE token_id IN (SELECT t.token_id FROM api_tokens t JOIN found f USING (token_id)"
+        "                       WHERE f.last_used_at IS NULL"
+        "                          OR f.last_used_at < now () - interval '1 minute'"
+        "                         FOR UPDATE OF t SKIP LOCKED))"
+        " SELECT token_id, org_id, member_id FROM found", 1, params);
     if (!res) {
         ly_apiv1_error (ctx, 503, "unavailable", "the database is unavailable; retry later");
         return -1;
@@ -509,6 +562,8 @@ s_begin (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
     bool begun = PQresultStatus (res) == PGRES_COMMAND_OK;
     PQclear (res);
     ctx->db = begun? ly_db_session_get (self->api): NULL;
+    if (ctx->db)
+        s_cancel_follow (self, ctx->db);
     if (!ctx->db) {
         ly_apiv1_error (ctx, 503, "unavailable", "the database is unavailable; retry later");
         return -1;
@@ -526,10 +581,6 @@ s_begin (ly_apiv1_t *self, ly_apiv1_ctx_t *ctx)
     else {
         const char *token [] = { ctx->token_id };
         res = ly_apiv1_exec (ctx,
-        "WITH touch AS ("
-        "    UPDATE api_tokens SET last_used_at = now ()"
-        "     WHERE token_id = $1"
-        "       AND (last_used_at IS NULL OR last_used_at < now () - interval '1 minute'))"
         "SELECT m.role FROM api_tokens t JOIN members m ON m.member_id = t.member_id"
         " WHERE t.token_id = $1 AND t.revoked_at IS NULL"
         "   AND (t.expires_at IS NULL OR t.expires_at > now ())", 1, token);
@@ -801,7 +852,7 @@ s_handle (ly_apiv1_t *self, const ly_api_request_t *req, ly_api_response_t *resp
           const char *org_id, const char *member_id)
 {
     int64_t started = ly_now_usec ();
-    ly_apiv1_ctx_t ctx = { .req = req, .resp = resp };
+    ly_apiv1_ctx_t ctx = { .req = req, .resp = resp, .cancelled = &self->cancelled };
     if (org_id && member_id) {
         ctx.trusted = true;
         snprintf (ctx.org_id, sizeof ctx.org_id, "%s", org_id);

@@ -46,6 +46,9 @@ void ly_apiv1_handle (ly_apiv1_t *self, const ly_api_request_t *req, ly_api_resp
     member of that organization, with the same tenancy, permissions and validation. */
 void ly_apiv1_handle_as (ly_apiv1_t *self, const char *org_id, const char *member_id,
                          const ly_api_request_t *req, ly_api_response_t *resp);
+/*  Stops self for good, from any thread: the statement its request runs now is
+    cancelled, and every later one fails at once (503). For a quick shutdown. */
+void ly_apiv1_cancel (ly_apiv1_t *self);
 /*  Frees what resp holds and zeroes it. */
 void ly_api_response_reset (ly_api_response_t *resp);
 

@@ -59,6 +59,7 @@ typedef struct {
     bool failed;                        /* a statement failed: roll back */
     bool db_broken;                     /* the connection broke: the session reconnects */
     bool trusted;                       /* org and member given by layersctl, no token */
+    const bool *cancelled;              /* ly_apiv1_cancel was called (atomic); borrowed */
 } ly_apiv1_ctx_t;
 
 typedef void (ly_apiv1_handler_fn) (ly_apiv1_ctx_t *ctx);

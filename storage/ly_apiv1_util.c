@@ -111,6 +111,11 @@ ly_apiv1_exec (ly_apiv1_ctx_t *ctx, const char *sql, int nparams, const char *co
         ctx->failed = true;
         return NULL;
     }
+    if (ctx->cancelled && __atomic_load_n (ctx->cancelled, __ATOMIC_SEQ_CST)) {
+        ly_apiv1_error (ctx, 503, "shutting_down", "the server is shutting down; retry later");
+        ctx->failed = true;
+        return NULL;
+    }
     PGresult *res = PQexecParams (ctx->db, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType status = PQresultStatus (res);
     if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK)

@@ -1130,6 +1130,50 @@ def test_a_stuck_request_holds_neither_other_tenants_nor_sdk_key_lookups(server,
     assert stuck and stuck[0][0] == 200, stuck
 
 
+def test_a_held_key_or_token_row_stalls_neither_lookups_nor_requests(server, orgs):
+    """Stamping last_used_at never waits for the row: with an SDK key's row and an API
+    token's row held by another transaction (a project being deleted, a revocation, an
+    administrator's session), the key's events, readiness, the token's requests and
+    other organizations' requests are all answered at once."""
+    import psycopg2
+    a, b = orgs
+    status, _, got = a.call("admin", "POST", "/v1/projects/%s/sdk-keys" % a.project,
+                            {"name": "held"})
+    assert status == 201, got
+    key, key_id = got["key"], got["key_id"]
+    status, _, got = a.call("owner", "POST", "/v1/tokens",
+                            {"member_id": a.members["viewer"], "name": "held"})
+    assert status == 201, got
+    token, token_id = got["token"], got["token_id"]
+    cur = server.db.cursor()
+    cur.execute("UPDATE api_tokens SET last_used_at = now () - interval '2 minutes'"
+                " WHERE token_id = %s", (token_id,))
+    locker = psycopg2.connect(host=os.path.join(server.data_dir, "pg", "run"),
+                              dbname="layers", user="postgres")
+    try:
+        held = locker.cursor()
+        held.execute("SELECT 1 FROM sdk_keys WHERE key_id = %s FOR UPDATE", (key_id,))
+        held.execute("SELECT 1 FROM api_tokens WHERE token_id = %s FOR UPDATE", (token_id,))
+        started = time.monotonic()
+        status, _, body = post_events(server, {"event_id": "held-" + uuid.uuid4().hex,
+                                               "name": "app_open"}, key=key, timeout=10)
+        assert status == 202, body
+        assert http("GET", server.base + "/readyz", timeout=10)[0] == 200
+        status, _, body = a.call(None, "GET", "/v1/me", token=token)
+        assert status == 200, body
+        status, _, body = b.call("viewer", "GET", "/v1/projects")
+        assert status == 200, body
+        assert time.monotonic() - started < 4
+    finally:
+        locker.rollback()
+        locker.close()
+    # the stamp skipped the held row; the next request after the lock stamps it
+    assert a.call(None, "GET", "/v1/me", token=token)[0] == 200
+    cur.execute("SELECT last_used_at > now () - interval '1 minute' FROM api_tokens"
+                " WHERE token_id = %s", (token_id,))
+    assert cur.fetchone()[0] is True
+
+
 def test_idempotency_keys_are_forgotten_after_a_day_without_a_request(server, orgs):
     """The store's minutely chore (ly_expire_event_ids) forgets stored answers older than
     24 hours, sealed tokens among them, even for an organization that sends no more

@@ -131,6 +131,7 @@ struct _s_shared_t {
     uint64_t next_id;               /* request id sequence */
     size_t in_flight_bytes;         /* bodies held, being read or with the loop (atomic) */
     size_t open_requests;           /* requests begun and not yet completed (atomic) */
+    bool stopping;                  /* the loop takes no more requests (under lock) */
 };
 
 typedef struct {
@@ -286,10 +287,19 @@ s_queue_answer (s_request_t *request)
 }
 
 //  Hands a suspended request to the actor loop.
-static void
+//  Hands a request to the actor loop, its connection suspended until the answer; false
+//  when the loop takes no more (stopping: answer it at once). Under the lock, so that
+//  no connection is suspended after the loop emptied the queue for the last time
+//  (libmicrohttpd aborts the process when it stops with a suspended connection).
+static bool
 s_hand_off (s_shared_t *shared, s_request_t *request)
 {
     pthread_mutex_lock (&shared->lock);
+    if (shared->stopping) {
+        pthread_mutex_unlock (&shared->lock);
+        return false;
+    }
+    MHD_suspend_connection (request->conn);
     request->next = NULL;
     if (shared->tail)
         shared->tail->next = request;
@@ -300,6 +310,7 @@ s_hand_off (s_shared_t *shared, s_request_t *request)
     uint64_t one = 1;
     if (write (shared->wake_fd, &one, sizeof one) != sizeof one)
         ly_error (S_ACTOR, "could not wake the gateway loop: %s", strerror (errno));
+    return true;
 }
 
 static bool
@@ -904,8 +915,11 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         return s_queue_answer (request);
     }
     request->held_bytes += held;
-    MHD_suspend_connection (conn);
-    s_hand_off (shared, request);
+    if (!s_hand_off (shared, request)) {
+        s_answer_unavailable (request, "shutting_down", "the server is shutting down", 1);
+        request->close = true;
+        return s_queue_answer (request);
+    }
     return MHD_YES;
 }
 
@@ -1694,8 +1708,10 @@ s_self_destroy (self_t **self_p)
     if (!self)
         return;
     if (self->daemon) {
-        //  Every suspended connection must be resumed before the daemon stops.
+        //  Every suspended connection must be resumed before the daemon stops, and no
+        //  request that comes on a kept-alive connection meanwhile may be suspended.
         pthread_mutex_lock (&self->shared.lock);
+        self->shared.stopping = true;
         s_request_t *queued = self->shared.head;
         self->shared.head = self->shared.tail = NULL;
         pthread_mutex_unlock (&self->shared.lock);

@@ -684,6 +684,66 @@ def test_s3_media_says_at_start_that_it_is_not_implemented():
         s.cleanup()
 
 
+def test_stopping_with_a_stuck_request_and_a_kept_alive_client_is_clean():
+    """SIGTERM while a partner API request waits for a lock and a client keeps sending on
+    a kept-alive connection: requests that come after the gateway's last look at its
+    queue are answered 503 at once instead of being suspended (libmicrohttpd aborted
+    the gateway when it stopped with one), and the api actor's worker stuck in its
+    statement is cancelled, so every actor stops by itself."""
+    import threading
+    import psycopg2
+    import requests
+    s = Layersd().start()
+    locker = None
+    stop = threading.Event()
+    try:
+        token = s.credentials()["api_token"]
+        headers = {"Authorization": "Bearer " + token}
+        locker = psycopg2.connect(host=os.path.join(s.data_dir, "pg", "run"),
+                                  dbname="layers", user="postgres")
+        locker.cursor().execute("LOCK TABLE ads_content IN ACCESS EXCLUSIVE MODE")
+        stuck = threading.Thread(target=lambda: http("GET", s.base + "/v1/ads-content",
+                                                     headers=headers, timeout=40),
+                                 daemon=True)
+        stuck.start()
+
+        def keep_sending():
+            with requests.Session() as session:
+                while not stop.is_set():
+                    try:
+                        session.get(s.base + "/v1/me", headers=headers, timeout=10)
+                    except requests.RequestException:
+                        time.sleep(0.01)
+        senders = [threading.Thread(target=keep_sending, daemon=True) for _ in range(3)]
+        for sender in senders:
+            sender.start()
+        db = db_connect(s)
+        cur = db.cursor()
+        deadline = time.monotonic() + 10
+        while True:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'layers_api'"
+                        " AND wait_event_type = 'Lock'")
+            if cur.fetchone()[0] or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        db.close()
+        time.sleep(0.5)
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(40) == 0, s.log()[-3000:]
+        stop.set()
+        log = s.log()
+        assert "Fatal error" not in log and "signal 6" not in log, log[-3000:]
+        assert "did not stop" not in log, log[-3000:]
+    finally:
+        stop.set()
+        if locker:
+            try:
+                locker.close()              # PostgreSQL stopped with layersd
+            except psycopg2.Error:
+                pass
+        s.cleanup()
+
+
 def test_a_misspelled_setting_is_named_at_start():
     """A LAYERS_* variable that nothing reads (a typo, a retired name) would be ignored
     without a word: layersd names it once, with the setting it is closest to, and says

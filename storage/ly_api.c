@@ -2,7 +2,7 @@
     re-opened at most once a second after a failure; while the database is down, lookups
     answer "unavailable" so the gateway can say 503 rather than 401. The workers are
     served as a broker serves them: each says READY, gets one request, answers it, and
-    is free again; requests wait in arrival order while all are busy. */
+    is free again; requests wait in arrival order while all are busy (s_dispatch). */
 #include "ly_api.h"
 #include "ly_apiv1.h"
 #include "ly_actor.h"
@@ -14,7 +14,19 @@
 #define S_ACTOR "api"
 #define S_ANSWER_MAX (LY_MSG_MAX_FRAME - 64 * 1024)   /* an answer body that fits a frame */
 #define S_WORKERS 4                 /* partner API requests served at once */
-#define S_QUEUE_MAX 10000           /* requests waiting for a worker; more get 503 */
+#define S_QUEUE_MAX 1000            /* requests waiting for a worker; more get 503 */
+#define S_QUEUE_WAIT_MSEC 30000     /* the gateway's deadline: a request that waited this
+                                       long was answered 503 there, and is dropped */
+#define S_PER_TOKEN (S_WORKERS - 1) /* workers one API token may hold at once: one is left
+                                       for everybody else's requests */
+
+//  A partner API request waiting for a worker
+typedef struct {
+    zframe_t *gateway;      /* routing id of the gateway that sent it, owned */
+    zframe_t *request;      /* the API_REQUEST frame, owned */
+    char token [65];        /* its token's SHA-256 hex, "" without one */
+    int64_t queued;         /* monotonic msec it came */
+} s_job_t;
 
 typedef struct {
     zsock_t *pipe;          /* actor pipe, borrowed */
@@ -25,8 +37,9 @@ typedef struct {
     char endpoint [64];     /* its address */
     ly_apiv1_t *v1 [S_WORKERS];     /* each worker's handlers and sessions, owned */
     zactor_t *worker [S_WORKERS];   /* partner API workers, owned */
-    zlistx_t *idle;         /* routing ids (zframe_t) of the workers free for a request */
-    zlistx_t *queue;        /* requests (zmsg_t: gateway id, request frame) waiting */
+    bool idle [S_WORKERS];  /* the worker is free for a request */
+    char serving [S_WORKERS][65];   /* the token of the request each worker serves */
+    zlistx_t *queue;        /* requests (s_job_t) waiting, oldest first */
     bool verbose;           /* log every request */
 } self_t;
 
@@ -45,7 +58,6 @@ s_self_destroy (self_t **self_p)
             ly_apiv1_destroy (&self->v1 [i]);
         }
         zsock_destroy (&self->workers);
-        zlistx_destroy (&self->idle);
         zlistx_destroy (&self->queue);
         zsock_destroy (&self->router);
         ly_tap_destroy (&self->tap);
@@ -82,18 +94,19 @@ static void s_worker (zsock_t *pipe, void *args);
 typedef struct {
     const char *endpoint;   /* the broker's inproc address, borrowed */
     ly_apiv1_t *v1;         /* the worker's handlers, borrowed */
+    size_t index;           /* its place: its routing id is "w<index>" */
 } s_worker_args_t;
 
 static void
-s_frame_destroy (void **item)
+s_job_destroy (void **item)
 {
-    zframe_destroy ((zframe_t **) item);
-}
-
-static void
-s_zmsg_destroy (void **item)
-{
-    zmsg_destroy ((zmsg_t **) item);
+    s_job_t *job = *(s_job_t **) item;
+    if (job) {
+        zframe_destroy (&job->gateway);
+        zframe_destroy (&job->request);
+        free (job);
+        *item = NULL;
+    }
 }
 
 static self_t *
@@ -104,17 +117,15 @@ s_self_new (zsock_t *pipe)
     self->router = ly_topology_open (S_ACTOR, "api");
     self->tap = ly_tap_new (S_ACTOR);
     self->auth = ly_db_session_new (LY_DB_AUTH, S_ACTOR, s_auth_setup, NULL);
-    self->idle = zlistx_new ();
     self->queue = zlistx_new ();
-    zlistx_set_destructor (self->idle, s_frame_destroy);
-    zlistx_set_destructor (self->queue, s_zmsg_destroy);
+    zlistx_set_destructor (self->queue, s_job_destroy);
     //  One endpoint per actor: --threads runs one api actor per process, tests several
     snprintf (self->endpoint, sizeof self->endpoint, "inproc://layers-api-workers-%p",
               (void *) self);
     self->workers = zsock_new_router (self->endpoint);
     for (size_t i = 0; self->workers && i < S_WORKERS; i++) {
         self->v1 [i] = ly_apiv1_new ();
-        s_worker_args_t args = { self->endpoint, self->v1 [i] };
+        s_worker_args_t args = { self->endpoint, self->v1 [i], i };
         //  zactor_new returns once the worker has read its arguments and signalled
         if (!self->v1 [i] || !(self->worker [i] = zactor_new (s_worker, &args))) {
             ly_error (S_ACTOR, "could not start partner API worker %zu", i);
@@ -232,7 +243,14 @@ static void
 s_worker (zsock_t *pipe, void *args_)
 {
     s_worker_args_t *args = (s_worker_args_t *) args_;
-    zsock_t *broker = zsock_new_dealer (args->endpoint);
+    zsock_t *broker = zsock_new (ZMQ_DEALER);
+    if (broker) {
+        char name [16];
+        snprintf (name, sizeof name, "w%zu", args->index);
+        zsock_set_identity (broker, name);
+        if (zsock_connect (broker, "%s", args->endpoint))
+            zsock_destroy (&broker);
+    }
     ly_apiv1_t *v1 = args->v1;
     zpoller_t *poller = broker? zpoller_new (pipe, broker, NULL): NULL;
     zsock_signal (pipe, poller? 0: 1);
@@ -278,15 +296,53 @@ s_worker (zsock_t *pipe, void *args_)
     zsock_destroy (&broker);
 }
 
-//  Hands the oldest waiting request to a free worker, while there are both.
+//  Workers serving requests with this token now
+static size_t
+s_serving (self_t *self, const char *token)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < S_WORKERS; i++)
+        count += !self->idle [i] && streq (self->serving [i], token);
+    return count;
+}
+
+//  Hands waiting requests to free workers, oldest first, but never more than
+//  S_PER_TOKEN of them to one token: one integration's slow requests leave a worker to
+//  everybody else. Requests the gateway gave up on meanwhile are dropped.
 static void
 s_dispatch (self_t *self)
 {
-    while (zlistx_size (self->idle) && zlistx_size (self->queue)) {
-        zframe_t *worker = (zframe_t *) zlistx_detach (self->idle, NULL);
-        zmsg_t *job = (zmsg_t *) zlistx_detach (self->queue, NULL);
-        zmsg_prepend (job, &worker);
-        zmsg_send (&job, self->workers);
+    int64_t now = ly_mono_msec ();
+    size_t dropped = 0;
+    s_job_t *job = (s_job_t *) zlistx_first (self->queue);
+    while (job && now - job->queued >= S_QUEUE_WAIT_MSEC) {
+        zlistx_delete (self->queue, zlistx_cursor (self->queue));
+        dropped++;
+        job = (s_job_t *) zlistx_first (self->queue);
+    }
+    if (dropped)
+        ly_warning (S_ACTOR, "dropped %zu partner API requests that waited %d s for a worker"
+                    " (the gateway answered them 503)", dropped, S_QUEUE_WAIT_MSEC / 1000);
+    for (job = (s_job_t *) zlistx_first (self->queue); job; ) {
+        size_t worker = 0;
+        while (worker < S_WORKERS && !self->idle [worker])
+            worker++;
+        if (worker == S_WORKERS)
+            break;
+        if (s_serving (self, job->token) >= S_PER_TOKEN) {
+            job = (s_job_t *) zlistx_next (self->queue);
+            continue;
+        }
+        job = (s_job_t *) zlistx_detach_cur (self->queue);
+        zmsg_t *out = zmsg_new ();
+        zmsg_addstrf (out, "w%zu", worker);
+        zmsg_append (out, &job->gateway);
+        zmsg_append (out, &job->request);
+        zmsg_send (&out, self->workers);
+        self->idle [worker] = false;
+        snprintf (self->serving [worker], sizeof self->serving [worker], "%s", job->token);
+        s_job_destroy ((void **) &job);
+        job = (s_job_t *) zlistx_next (self->queue);
     }
 }
 
@@ -295,8 +351,10 @@ static void
 s_handle_worker (self_t *self)
 {
     zmsg_t *answer = zmsg_recv (self->workers);
-    zframe_t *worker = answer? zmsg_pop (answer): NULL;
-    if (!worker) {
+    char *worker = answer? zmsg_popstr (answer): NULL;
+    size_t index = worker && worker [0] == 'w'? (size_t) atoi (worker + 1): S_WORKERS;
+    zstr_free (&worker);
+    if (index >= S_WORKERS) {
         zmsg_destroy (&answer);
         return;
     }
@@ -316,7 +374,8 @@ s_handle_worker (self_t *self)
         zframe_destroy (&gateway);
         zframe_destroy (&frame);
     }
-    zlistx_add_end (self->idle, worker);
+    self->idle [index] = true;
+    self->serving [index][0] = 0;
     zmsg_destroy (&answer);
     s_dispatch (self);
 }
@@ -338,16 +397,21 @@ s_handle_request (void *self_, zsock_t *sock)
         reply = s_key_lookup (self, msg);
     else
     if (ly_msg_type (msg) == LY_MSG_API_REQUEST && zlistx_size (self->queue) < S_QUEUE_MAX) {
-        zframe_t *frame = ly_msg_encode_frame (msg, false);
+        s_job_t *job = (s_job_t *) calloc (1, sizeof (s_job_t));
+        zframe_t *frame = job? ly_msg_encode_frame (msg, false): NULL;
         if (frame) {
-            zmsg_t *job = zmsg_new ();
-            zmsg_append (job, &routing_id);
-            zmsg_append (job, &frame);
+            const char *token = ly_msg_str (msg, LY_API_REQUEST_TOKEN_SHA256);
+            snprintf (job->token, sizeof job->token, "%s", token? token: "");
+            job->gateway = routing_id;
+            job->request = frame;
+            job->queued = ly_mono_msec ();
+            routing_id = NULL;
             zlistx_add_end (self->queue, job);
             s_dispatch (self);
             ly_msg_destroy (&msg);
             return;
         }
+        free (job);
         reply = s_failed (msg, 500, "internal", "out of memory");
     }
     else

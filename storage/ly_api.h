@@ -3,7 +3,8 @@
     which can read credentials by hash across tenants and nothing else, and hands the
     partner API (API_REQUEST, see ly_apiv1.h) to a pool of worker threads, each with its
     own layers_api session (tenant set per request): a slow request holds only its
-    worker, never the key lookups; while all four are busy, other requests wait. */
+    worker, never the key lookups; one token holds at most all workers but one, so
+    that one integration's slow requests leave a worker to everybody else. */
 #ifndef LY_API_H
 #define LY_API_H
 

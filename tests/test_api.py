@@ -1086,10 +1086,11 @@ def test_a_layer_set_at_the_same_moment_is_replaced_not_a_conflict(server, orgs)
 
 
 def test_a_stuck_request_holds_neither_other_tenants_nor_sdk_key_lookups(server, orgs):
-    """Partner API requests are served by several workers, SDK key lookups beside them:
-    one request stuck behind a lock (here on ads_content, held by the test) leaves
-    another organization's requests and a new SDK key's first events alone, and is
-    answered itself once the lock goes."""
+    """Partner API requests are served by several workers, SDK key lookups beside them,
+    and one token holds at most all workers but one: five requests of one token stuck
+    behind a lock (here on ads_content, held by the test) leave another organization's
+    requests and a new SDK key's first events alone, and are answered themselves once
+    the lock goes."""
     import threading
     import psycopg2
     a, b = orgs
@@ -1100,21 +1101,22 @@ def test_a_stuck_request_holds_neither_other_tenants_nor_sdk_key_lookups(server,
     locker = psycopg2.connect(host=os.path.join(server.data_dir, "pg", "run"),
                               dbname="layers", user="postgres")
     stuck = []
+    waiters = [threading.Thread(target=lambda: stuck.append(
+        a.call("viewer", "GET", "/v1/ads-content"))) for _ in range(5)]
     try:
         locker.cursor().execute("LOCK TABLE ads_content IN ACCESS EXCLUSIVE MODE")
-        waiter = threading.Thread(target=lambda: stuck.append(
-            a.call("viewer", "GET", "/v1/ads-content")))
-        waiter.start()
+        for waiter in waiters:
+            waiter.start()
         cur = server.db.cursor()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def waiting():
             cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'layers_api'"
                         " AND wait_event_type = 'Lock'")
-            if cur.fetchone()[0]:
-                break
+            return cur.fetchone()[0]
+        deadline = time.monotonic() + 10
+        while waiting() < 3:
+            assert time.monotonic() < deadline, "the requests did not wait for the lock"
             time.sleep(0.05)
-        else:
-            pytest.fail("the request did not wait for the lock")
         started = time.monotonic()
         status, _, body = b.call("viewer", "GET", "/v1/projects")
         assert status == 200, body
@@ -1122,12 +1124,14 @@ def test_a_stuck_request_holds_neither_other_tenants_nor_sdk_key_lookups(server,
                                                "name": "app_open"}, key=fresh_key)
         assert status == 202, body
         assert time.monotonic() - started < 5
-        assert not stuck, "the stuck request was answered while the lock was held"
+        assert waiting() == 3, "one token held more than all workers but one"
+        assert not stuck, "a stuck request was answered while the lock was held"
     finally:
         locker.rollback()
         locker.close()
-    waiter.join(30)
-    assert stuck and stuck[0][0] == 200, stuck
+    for waiter in waiters:
+        waiter.join(30)
+    assert len(stuck) == 5 and all(answer[0] == 200 for answer in stuck), stuck
 
 
 def test_a_held_key_or_token_row_stalls_neither_lookups_nor_requests(server, orgs):

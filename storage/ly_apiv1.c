@@ -694,14 +694,29 @@ s_idem_claim (ly_apiv1_ctx_t *ctx)
     if (!res)
         return S_IDEM_ANSWERED;
     PQclear (res);
+    //  A request with this key that still runs holds its claim: the insert would wait
+    //  for it to end (up to its 20 s) and hold a worker meanwhile; a short lock wait
+    //  tells instead, and the answer is 409, as documented
+    res = ly_apiv1_exec (ctx, "SET LOCAL lock_timeout = '200ms'", 0, NULL);
+    if (!res)
+        return S_IDEM_ANSWERED;
+    PQclear (res);
     const char *params [] = { key, req->method, req->path, hash };
     res = ly_apiv1_exec (ctx,
         "INSERT INTO api_idempotency (idempotency_key, method, path, request_sha256)"
         " VALUES ($1, $2, $3, decode ($4, 'hex'))"
         " ON CONFLICT (org_id, idempotency_key) DO NOTHING RETURNING 1", 4, params);
+    if (!res) {
+        if (ctx->resp->status == 409)
+            ly_apiv1_error (ctx, 409, "idempotency_conflict",
+                            "the Idempotency-Key is in use by a request still running; retry");
+        return S_IDEM_ANSWERED;
+    }
+    bool claimed = PQntuples (res) == 1;
+    PQclear (res);
+    res = ly_apiv1_exec (ctx, "SET LOCAL lock_timeout = DEFAULT", 0, NULL);
     if (!res)
         return S_IDEM_ANSWERED;
-    bool claimed = PQntuples (res) == 1;
     PQclear (res);
     if (claimed)
         return S_IDEM_CLAIMED;

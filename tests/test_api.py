@@ -1178,6 +1178,47 @@ def test_a_held_key_or_token_row_stalls_neither_lookups_nor_requests(server, org
     assert cur.fetchone()[0] is True
 
 
+def test_an_idempotency_key_in_use_by_a_running_request_gets_409_at_once(server, orgs):
+    """A retry with the Idempotency-Key of a request still running (here held by a lock
+    on ads_content) is told 409 idempotency_conflict at once, not made to wait for the
+    first one (holding a worker); once that one is done, the retry gets its answer."""
+    import threading
+    import psycopg2
+    a, _ = orgs
+    key = "in-use-" + uuid.uuid4().hex
+    ad = {"kind": "video", "title": "In use", "body": "Wait", "metadata": {}}
+    locker = psycopg2.connect(host=os.path.join(server.data_dir, "pg", "run"),
+                              dbname="layers", user="postgres")
+    first = []
+    thread = threading.Thread(target=lambda: first.append(a.call(
+        "editor", "POST", "/v1/ads-content", ad, headers={"Idempotency-Key": key})))
+    try:
+        locker.cursor().execute("LOCK TABLE ads_content IN ACCESS EXCLUSIVE MODE")
+        thread.start()
+        cur = server.db.cursor()
+        deadline = time.monotonic() + 10
+        while True:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'layers_api'"
+                        " AND wait_event_type = 'Lock'")
+            if cur.fetchone()[0]:
+                break
+            assert time.monotonic() < deadline, "the first request did not wait for the lock"
+            time.sleep(0.05)
+        started = time.monotonic()
+        status, _, body = a.call("editor", "POST", "/v1/ads-content", ad,
+                                 headers={"Idempotency-Key": key})
+        assert status == 409 and body["error"]["code"] == "idempotency_conflict", body
+        assert time.monotonic() - started < 3
+    finally:
+        locker.rollback()
+        locker.close()
+    thread.join(30)
+    status, _, body = first[0]
+    assert status == 201, body
+    again = a.call("editor", "POST", "/v1/ads-content", ad, headers={"Idempotency-Key": key})
+    assert again[0] == 201 and again[2] == body
+
+
 def test_idempotency_keys_are_forgotten_after_a_day_without_a_request(server, orgs):
     """The store's minutely chore (ly_expire_event_ids) forgets stored answers older than
     24 hours, sealed tokens among them, even for an organization that sends no more

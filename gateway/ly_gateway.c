@@ -286,7 +286,6 @@ s_queue_answer (s_request_t *request)
     return rc;
 }
 
-//  Hands a suspended request to the actor loop.
 //  Hands a request to the actor loop, its connection suspended until the answer; false
 //  when the loop takes no more (stopping: answer it at once). Under the lock, so that
 //  no connection is suspended after the loop emptied the queue for the last time
@@ -436,8 +435,6 @@ s_takes_body (const s_request_t *request)
     return request->method_ok && (request->route->id == S_EVENTS || request->route->id == S_API);
 }
 
-//  Prepares an /l/events request on the HTTP thread: auth header, body. Returns false
-//  when the request was answered here.
 //  The checks of an event request that need only its headers: an SDK key of a plausible
 //  length, the content type and encoding. Returns false when answered here.
 static bool
@@ -465,6 +462,8 @@ s_events_headers_ok (s_request_t *request)
     return true;
 }
 
+//  Prepares an /l/events request on the HTTP thread: auth header, body. Returns false
+//  when the request was answered here.
 static bool
 s_prepare_events (s_shared_t *shared, s_request_t *request)
 {

@@ -435,22 +435,29 @@ s_takes_body (const s_request_t *request)
     return request->method_ok && (request->route->id == S_EVENTS || request->route->id == S_API);
 }
 
-//  The checks of an event request that need only its headers: an SDK key of a plausible
-//  length, the content type and encoding. Returns false when answered here.
-static bool
-s_events_headers_ok (s_request_t *request)
+//  The SDK key of an event request (len bytes), or NULL when it has none of a plausible
+//  length: answered 401 here.
+static const char *
+s_events_key (s_request_t *request, size_t *len)
 {
-    struct MHD_Connection *conn = request->conn;
-    size_t key_len;
-    if (!s_bearer (conn, &key_len)) {
+    const char *key = s_bearer (request->conn, len);
+    if (!key)
         s_answer_error (request, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                         "an SDK key is required: Authorization: Bearer <sdk key>");
-        return false;
-    }
-    if (key_len > 256) {
+    else
+    if (*len > 256) {
         s_answer_error (request, MHD_HTTP_UNAUTHORIZED, "unauthorized", "unknown SDK key");
-        return false;
+        key = NULL;
     }
+    return key;
+}
+
+//  Whether an event request's content type and encoding are ones the body parser takes
+//  (before the body is in: a client waiting for 100 Continue); else answered 415 here.
+static bool
+s_events_type_ok (s_request_t *request)
+{
+    struct MHD_Connection *conn = request->conn;
     ly_sdkbody_error_t error;
     if (ly_sdkbody_check_headers (
             MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
@@ -462,8 +469,9 @@ s_events_headers_ok (s_request_t *request)
     return true;
 }
 
-//  Prepares an /l/events request on the HTTP thread: auth header, body. Returns false
-//  when the request was answered here.
+//  Prepares an /l/events request on the HTTP thread: auth header, body (its content
+//  type and encoding are checked by the parser). Returns false when the request was
+//  answered here.
 static bool
 s_prepare_events (s_shared_t *shared, s_request_t *request)
 {
@@ -472,10 +480,10 @@ s_prepare_events (s_shared_t *shared, s_request_t *request)
         s_answer_too_large (request);
         return false;
     }
-    if (!s_events_headers_ok (request))
-        return false;
     size_t key_len;
-    const char *key = s_bearer (conn, &key_len);
+    const char *key = s_events_key (request, &key_len);
+    if (!key)
+        return false;
     ly_sha256_hex (key, key_len, request->key_hash);
 
     ly_sdkbody_error_t error;
@@ -821,7 +829,7 @@ s_access_handler (void *cls, struct MHD_Connection *conn, const char *url,
         }
         if (expect && strcasecmp (expect, "100-continue") == 0
         &&  request->route && request->route->id == S_EVENTS && request->method_ok
-        &&  !s_events_headers_ok (request))
+        &&  (!s_events_key (request, &key_len) || !s_events_type_ok (request)))
             return s_queue_answer (request);    //  no key, or a body we would refuse:
                                                 //  said before the client sends it
         return MHD_YES;     //  answer once the whole request is in: keeps keep-alive

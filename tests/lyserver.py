@@ -1,5 +1,6 @@
 """Black-box harness: runs the real layersd against a throwaway data directory (embedded
 PostgreSQL by default) and checks, when it stops, that no sanitizer complained."""
+import contextlib
 import json
 import os
 import signal
@@ -189,6 +190,41 @@ def db_connect(server, dbname="layers", user="postgres"):
                             dbname=dbname, user=user)
     conn.autocommit = True
     return conn
+
+
+@contextlib.contextmanager
+def held(server, statement, params=()):
+    """An admin transaction that runs statement (a LOCK TABLE, a SELECT ... FOR UPDATE)
+    and holds what it took until the block ends (the connection is yielded, for more)."""
+    import psycopg2
+    conn = db_connect(server)
+    conn.autocommit = False
+    try:
+        conn.cursor().execute(statement, params)
+        yield conn
+    finally:
+        try:
+            conn.rollback()
+            conn.close()
+        except psycopg2.Error:
+            pass                            # PostgreSQL stopped meanwhile (with layersd)
+
+
+def lock_waits(conn, role):
+    """How many sessions of role wait on a lock now (conn: an admin session)."""
+    cur = conn.cursor()
+    cur.execute("SELECT count (*) FROM pg_stat_activity"
+                " WHERE usename = %s AND wait_event_type = 'Lock'", (role,))
+    return cur.fetchone()[0]
+
+
+def wait_for_lock_waits(conn, role, count=1, what="no session waited for the lock",
+                        timeout=10):
+    """Waits until at least count sessions of role wait on a lock; fails with what."""
+    deadline = time.monotonic() + timeout
+    while lock_waits(conn, role) < count:
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def files_containing(root, needles):

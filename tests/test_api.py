@@ -22,7 +22,8 @@ import uuid
 
 import pytest
 
-from lyserver import Layersd, api_call, db_connect, http, layersctl_for, post_events
+from lyserver import (Layersd, api_call, db_connect, held, http, layersctl_for, lock_waits,
+                      post_events, wait_for_lock_waits)
 
 SRC = os.environ.get("LY_SOURCE_DIR") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROLES = ["owner", "admin", "editor", "viewer"]
@@ -1067,9 +1068,8 @@ def test_a_layer_set_at_the_same_moment_is_replaced_not_a_conflict(server, orgs)
     import threading
     a, _ = orgs
     project = a.new_project()
-    import psycopg2
-    other = psycopg2.connect(host=os.path.join(server.data_dir, "pg", "run"), dbname="layers",
-                             user="postgres")
+    other = db_connect(server)
+    other.autocommit = False
     cur = other.cursor()
     cur.execute("INSERT INTO project_layers (org_id, project_id, layer, enabled, config)"
                 " VALUES (%s, %s, 'apple_search_ads', false, '{}')", (a.id, project))
@@ -1092,31 +1092,18 @@ def test_a_stuck_request_holds_neither_other_tenants_nor_sdk_key_lookups(server,
     requests and a new SDK key's first events alone, and are answered themselves once
     the lock goes."""
     import threading
-    import psycopg2
     a, b = orgs
     status, _, got = a.call("admin", "POST", "/v1/projects/%s/sdk-keys" % a.project,
                             {"name": "fresh"})
     assert status == 201, got
     fresh_key = got["key"]
-    locker = psycopg2.connect(host=os.path.join(server.data_dir, "pg", "run"),
-                              dbname="layers", user="postgres")
     stuck = []
     waiters = [threading.Thread(target=lambda: stuck.append(
         a.call("viewer", "GET", "/v1/ads-content"))) for _ in range(5)]
-    try:
-        locker.cursor().execute("LOCK TABLE ads_content IN ACCESS EXCLUSIVE MODE")
+    with held(server, "LOCK TABLE ads_content IN ACCESS EXCLUSIVE MODE"):
         for waiter in waiters:
             waiter.start()
-        cur = server.db.cursor()
-
-        def waiting():
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'layers_api'"
-                        " AND wait_event_type = 'Lock'")
-            return cur.fetchone()[0]
-        deadline = time.monotonic() + 10
-        while waiting() < 3:
-            assert time.monotonic() < deadline, "the requests did not wait for the lock"
-            time.sleep(0.05)
+        wait_for_lock_waits(server.db, "layers_api", 3, "the requests did not wait for the lock")
         started = time.monotonic()
         status, _, body = b.call("viewer", "GET", "/v1/projects")
         assert status == 200, body
@@ -1124,11 +1111,9 @@ def test_a_stuck_request_holds_neither_other_tenants_nor_sdk_key_lookups(server,
                                                "name": "app_open"}, key=fresh_key)
         assert status == 202, body
         assert time.monotonic() - started < 5
-        assert waiting() == 3, "one token held more than all workers but one"
+        assert lock_waits(server.db, "layers_api") == 3, \
+            "one token held more than all workers but one"
         assert not stuck, "a stuck request was answered while the lock was held"
-    finally:
-        locker.rollback()
-        locker.close()
     for waiter in waiters:
         waiter.join(30)
     assert len(stuck) == 5 and all(answer[0] == 200 for answer in stuck), stuck
@@ -1139,7 +1124,6 @@ def test_a_held_key_or_token_row_stalls_neither_lookups_nor_requests(server, org
     token's row held by another transaction (a project being deleted, a revocation, an
     administrator's session), the key's events, readiness, the token's requests and
     other organizations' requests are all answered at once."""
-    import psycopg2
     a, b = orgs
     status, _, got = a.call("admin", "POST", "/v1/projects/%s/sdk-keys" % a.project,
                             {"name": "held"})
@@ -1152,12 +1136,9 @@ def test_a_held_key_or_token_row_stalls_neither_lookups_nor_requests(server, org
     cur = server.db.cursor()
     cur.execute("UPDATE api_tokens SET last_used_at = now () - interval '2 minutes'"
                 " WHERE token_id = %s", (token_id,))
-    locker = psycopg2.connect(host=os.path.join(server.data_dir, "pg", "run"),
-                              dbname="layers", user="postgres")
-    try:
-        held = locker.cursor()
-        held.execute("SELECT 1 FROM sdk_keys WHERE key_id = %s FOR UPDATE", (key_id,))
-        held.execute("SELECT 1 FROM api_tokens WHERE token_id = %s FOR UPDATE", (token_id,))
+    with held(server, "SELECT 1 FROM sdk_keys WHERE key_id = %s FOR UPDATE", (key_id,)) as locker:
+        locker.cursor().execute("SELECT 1 FROM api_tokens WHERE token_id = %s FOR UPDATE",
+                                (token_id,))
         started = time.monotonic()
         status, _, body = post_events(server, {"event_id": "held-" + uuid.uuid4().hex,
                                                "name": "app_open"}, key=key, timeout=10)
@@ -1168,9 +1149,6 @@ def test_a_held_key_or_token_row_stalls_neither_lookups_nor_requests(server, org
         status, _, body = b.call("viewer", "GET", "/v1/projects")
         assert status == 200, body
         assert time.monotonic() - started < 4
-    finally:
-        locker.rollback()
-        locker.close()
     # the stamp skipped the held row; the next request after the lock stamps it
     assert a.call(None, "GET", "/v1/me", token=token)[0] == 200
     cur.execute("SELECT last_used_at > now () - interval '1 minute' FROM api_tokens"
@@ -1183,35 +1161,21 @@ def test_an_idempotency_key_in_use_by_a_running_request_gets_409_at_once(server,
     on ads_content) is told 409 idempotency_conflict at once, not made to wait for the
     first one (holding a worker); once that one is done, the retry gets its answer."""
     import threading
-    import psycopg2
     a, _ = orgs
     key = "in-use-" + uuid.uuid4().hex
     ad = {"kind": "video", "title": "In use", "body": "Wait", "metadata": {}}
-    locker = psycopg2.connect(host=os.path.join(server.data_dir, "pg", "run"),
-                              dbname="layers", user="postgres")
     first = []
     thread = threading.Thread(target=lambda: first.append(a.call(
         "editor", "POST", "/v1/ads-content", ad, headers={"Idempotency-Key": key})))
-    try:
-        locker.cursor().execute("LOCK TABLE ads_content IN ACCESS EXCLUSIVE MODE")
+    with held(server, "LOCK TABLE ads_content IN ACCESS EXCLUSIVE MODE"):
         thread.start()
-        cur = server.db.cursor()
-        deadline = time.monotonic() + 10
-        while True:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'layers_api'"
-                        " AND wait_event_type = 'Lock'")
-            if cur.fetchone()[0]:
-                break
-            assert time.monotonic() < deadline, "the first request did not wait for the lock"
-            time.sleep(0.05)
+        wait_for_lock_waits(server.db, "layers_api", 1,
+                            "the first request did not wait for the lock")
         started = time.monotonic()
         status, _, body = a.call("editor", "POST", "/v1/ads-content", ad,
                                  headers={"Idempotency-Key": key})
         assert status == 409 and body["error"]["code"] == "idempotency_conflict", body
         assert time.monotonic() - started < 3
-    finally:
-        locker.rollback()
-        locker.close()
     thread.join(30)
     status, _, body = first[0]
     assert status == 201, body

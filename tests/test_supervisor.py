@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from lyserver import Layersd, binary, http, alive, children_of, cmdline, db_connect, free_port, post_events
+from lyserver import (Layersd, binary, http, alive, children_of, cmdline, db_connect, free_port,
+                      held, post_events, wait_for_lock_waits)
 
 
 @pytest.fixture(scope="module")
@@ -320,15 +321,18 @@ def initdb_processes(data_dir):
     return pids
 
 
-def max_wal_size(conn):
-    """The cluster's max_wal_size, a setting of layers.conf (so read, layers.conf is in
-    use); closes conn."""
+def one_value(conn, sql):
+    """The first column of sql's first row; closes conn."""
     try:
         cur = conn.cursor()
-        cur.execute("SELECT current_setting('max_wal_size')")
+        cur.execute(sql)
         return cur.fetchone()[0]
     finally:
         conn.close()
+
+
+# max_wal_size is a setting of layers.conf: read as written there, layers.conf is in use
+MAX_WAL_SIZE = "SELECT current_setting('max_wal_size')"
 
 
 def test_a_first_start_killed_during_initdb_is_made_again():
@@ -353,7 +357,7 @@ def test_a_first_start_killed_during_initdb_is_made_again():
             assert time.monotonic() < deadline, "initdb did not end"
             time.sleep(0.05)
         s.start()
-        assert max_wal_size(db_connect(s)) == "4GB"
+        assert one_value(db_connect(s), MAX_WAL_SIZE) == "4GB"
         assert sorted(os.listdir(pg)) == ["data", "initdb.log", "log", "run"]
     finally:
         s.cleanup()
@@ -379,7 +383,7 @@ def test_a_data_directory_with_quotes_or_commas_in_its_path(name):
                 sockdir = f.read().splitlines()[4]
             assert os.path.exists(os.path.join(sockdir, ".s.PGSQL.5432")), sockdir
             conn = psycopg2.connect(host=sockdir, dbname="layers", user="postgres")
-            assert max_wal_size(conn) == "4GB"
+            assert one_value(conn, MAX_WAL_SIZE) == "4GB"
             s.stop()
     finally:
         s.cleanup()
@@ -452,13 +456,7 @@ def test_a_cluster_the_postgres_user_cannot_reach_is_not_replaced_by_an_empty_on
         assert not os.path.exists(fallback)
         os.chmod(s.data_dir, 0o711)
         s.start()
-        conn = db_connect(s)
-        try:
-            cur = conn.cursor()
-            cur.execute("SELECT to_regclass('still_here') IS NOT NULL")
-            assert cur.fetchone()[0]
-        finally:
-            conn.close()
+        assert one_value(db_connect(s), "SELECT to_regclass('still_here') IS NOT NULL")
     finally:
         s.cleanup()
         subprocess.run(["rm", "-rf", fallback])
@@ -691,56 +689,42 @@ def test_stopping_with_a_stuck_request_and_a_kept_alive_client_is_clean():
     the gateway when it stopped with one), and the api actor's worker stuck in its
     statement is cancelled, so every actor stops by itself."""
     import threading
-    import psycopg2
     import requests
     s = Layersd().start()
-    locker = None
     stop = threading.Event()
     try:
         token = s.credentials()["api_token"]
         headers = {"Authorization": "Bearer " + token}
-        locker = psycopg2.connect(host=os.path.join(s.data_dir, "pg", "run"),
-                                  dbname="layers", user="postgres")
-        locker.cursor().execute("LOCK TABLE ads_content IN ACCESS EXCLUSIVE MODE")
-        stuck = threading.Thread(target=lambda: http("GET", s.base + "/v1/ads-content",
-                                                     headers=headers, timeout=40),
-                                 daemon=True)
-        stuck.start()
+        with held(s, "LOCK TABLE ads_content IN ACCESS EXCLUSIVE MODE"):
+            stuck = threading.Thread(target=lambda: http("GET", s.base + "/v1/ads-content",
+                                                         headers=headers, timeout=40),
+                                     daemon=True)
+            stuck.start()
 
-        def keep_sending():
-            with requests.Session() as session:
-                while not stop.is_set():
-                    try:
-                        session.get(s.base + "/v1/me", headers=headers, timeout=10)
-                    except requests.RequestException:
-                        time.sleep(0.01)
-        senders = [threading.Thread(target=keep_sending, daemon=True) for _ in range(3)]
-        for sender in senders:
-            sender.start()
-        db = db_connect(s)
-        cur = db.cursor()
-        deadline = time.monotonic() + 10
-        while True:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'layers_api'"
-                        " AND wait_event_type = 'Lock'")
-            if cur.fetchone()[0] or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        db.close()
-        time.sleep(0.5)
-        s.proc.send_signal(signal.SIGTERM)
-        assert s.proc.wait(40) == 0, s.log()[-3000:]
+            def keep_sending():
+                with requests.Session() as session:
+                    while not stop.is_set():
+                        try:
+                            session.get(s.base + "/v1/me", headers=headers, timeout=10)
+                        except requests.RequestException:
+                            time.sleep(0.01)
+            senders = [threading.Thread(target=keep_sending, daemon=True) for _ in range(3)]
+            for sender in senders:
+                sender.start()
+            db = db_connect(s)
+            try:
+                wait_for_lock_waits(db, "layers_api", 1, "the request did not wait for the lock")
+            finally:
+                db.close()
+            time.sleep(0.5)
+            s.proc.send_signal(signal.SIGTERM)
+            assert s.proc.wait(40) == 0, s.log()[-3000:]
         stop.set()
         log = s.log()
         assert "Fatal error" not in log and "signal 6" not in log, log[-3000:]
         assert "did not stop" not in log, log[-3000:]
     finally:
         stop.set()
-        if locker:
-            try:
-                locker.close()              # PostgreSQL stopped with layersd
-            except psycopg2.Error:
-                pass
         s.cleanup()
 
 

@@ -239,6 +239,38 @@ s_failed (ly_msg_t *msg, unsigned status, const char *code, const char *message)
 //  A partner API worker: its own sessions (ly_apiv1), one request at a time, so that a
 //  slow request holds neither the others nor the SDK key lookups. It says READY once,
 //  then answers each [gateway id, request frame] with [gateway id, answer frame].
+//  Serves the request a worker was given: [gateway id, request frame] in, [gateway id,
+//  answer frame] out, or [gateway id] alone for a request it could not read.
+static void
+s_worker_serve (zsock_t *broker, ly_apiv1_t *v1)
+{
+    zmsg_t *job = zmsg_recv (broker);
+    zframe_t *gateway = job? zmsg_pop (job): NULL;
+    zframe_t *frame = job? zmsg_pop (job): NULL;
+    char reason [256] = "";
+    ly_msg_t *msg = frame? ly_msg_decode (zframe_data (frame), zframe_size (frame),
+                                          reason, sizeof reason): NULL;
+    ly_msg_t *reply = msg? s_api_request (v1, msg): NULL;
+    zframe_t *answer = reply? ly_msg_encode_frame (reply, false): NULL;
+    if (!answer && msg) {
+        ly_msg_destroy (&reply);
+        reply = s_failed (msg, 500, "internal", "the answer could not be encoded");
+        answer = ly_msg_encode_frame (reply, false);
+    }
+    if (!answer)
+        ly_warning (S_ACTOR, "dropped a request the worker could not read: %s", reason);
+    zmsg_t *out = zmsg_new ();
+    zmsg_append (out, &gateway);
+    if (answer)
+        zmsg_append (out, &answer);
+    zmsg_send (&out, broker);           //  either way, the worker is free again
+    ly_msg_destroy (&reply);
+    ly_msg_destroy (&msg);
+    zframe_destroy (&frame);
+    zframe_destroy (&gateway);
+    zmsg_destroy (&job);
+}
+
 static void
 s_worker (zsock_t *pipe, void *args_)
 {
@@ -256,41 +288,15 @@ s_worker (zsock_t *pipe, void *args_)
     zsock_signal (pipe, poller? 0: 1);
     if (poller)
         zstr_send (broker, "READY");
+    bool verbose = false;               //  (the actor logs the answers)
     while (poller) {
         void *which = zpoller_wait (poller, -1);
-        if (which == pipe || !which) {
-            char *command = which? zstr_recv (pipe): NULL;
-            bool term = !which || !command || streq (command, "$TERM");
-            zstr_free (&command);
-            if (term && (which || zpoller_terminated (poller)))
-                break;
-            continue;
-        }
-        zmsg_t *job = zmsg_recv (broker);
-        zframe_t *gateway = job? zmsg_pop (job): NULL;
-        zframe_t *frame = job? zmsg_pop (job): NULL;
-        char reason [256] = "";
-        ly_msg_t *msg = frame? ly_msg_decode (zframe_data (frame), zframe_size (frame),
-                                              reason, sizeof reason): NULL;
-        ly_msg_t *reply = msg? s_api_request (v1, msg): NULL;
-        zframe_t *answer = reply? ly_msg_encode_frame (reply, false): NULL;
-        if (!answer && msg) {
-            ly_msg_destroy (&reply);
-            reply = s_failed (msg, 500, "internal", "the answer could not be encoded");
-            answer = ly_msg_encode_frame (reply, false);
-        }
-        if (!answer)
-            ly_warning (S_ACTOR, "dropped a request the worker could not read: %s", reason);
-        zmsg_t *out = zmsg_new ();
-        zmsg_append (out, &gateway);
-        if (answer)
-            zmsg_append (out, &answer);
-        zmsg_send (&out, broker);       //  [gateway, answer], or [gateway]: free again
-        ly_msg_destroy (&reply);
-        ly_msg_destroy (&msg);
-        zframe_destroy (&frame);
-        zframe_destroy (&gateway);
-        zmsg_destroy (&job);
+        if (which == broker)
+            s_worker_serve (broker, v1);
+        else
+        if (which == pipe? ly_actor_pipe (pipe, S_ACTOR, &verbose, NULL, NULL) != 0
+                         : zpoller_terminated (poller))
+            break;
     }
     zpoller_destroy (&poller);
     zsock_destroy (&broker);
@@ -359,18 +365,20 @@ s_handle_worker (self_t *self)
         return;
     }
     if (zmsg_size (answer) == 2) {
+        //  Encoded by the worker: sent on as it is, decoded only for a debug tap
         zframe_t *gateway = zmsg_pop (answer);
         zframe_t *frame = zmsg_pop (answer);
-        char reason [256] = "";
-        ly_msg_t *reply = ly_msg_decode (zframe_data (frame), zframe_size (frame),
-                                         reason, sizeof reason);
-        if (reply) {
-            if (self->verbose)
-                ly_info (S_ACTOR, "answered %s", ly_msg_type_name (ly_msg_type (reply)));
-            ly_send (self->router, self->tap, gateway, &reply);
+        if (ly_tap_active (self->tap)) {
+            char reason [256];
+            ly_msg_t *reply = ly_msg_decode (zframe_data (frame), zframe_size (frame),
+                                             reason, sizeof reason);
+            if (reply)
+                ly_tap_publish (self->tap, "out", reply);
+            ly_msg_destroy (&reply);
         }
-        else
-            ly_warning (S_ACTOR, "dropped a worker's answer: %s", reason);
+        if (self->verbose)
+            ly_info (S_ACTOR, "answered %s", ly_msg_type_name (LY_MSG_API_RESPONSE));
+        ly_send_frame (self->router, gateway, frame, ZFRAME_DONTWAIT);
         zframe_destroy (&gateway);
         zframe_destroy (&frame);
     }

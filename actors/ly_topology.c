@@ -268,6 +268,15 @@ typedef struct {
     char port [8];                  //  the port in it
 } s_lookup_t;
 
+static void
+s_lookup_destroy (s_lookup_t *lookup)
+{
+    free (lookup->actor);
+    free (lookup->name);
+    free (lookup->address);
+    free (lookup);
+}
+
 static void *
 s_lookup_run (void *arg)
 {
@@ -281,10 +290,7 @@ s_lookup_run (void *arg)
                     lookup->address, lookup->host, gai_strerror (error));
     else
         freeaddrinfo (found);
-    free (lookup->actor);
-    free (lookup->name);
-    free (lookup->address);
-    free (lookup);
+    s_lookup_destroy (lookup);
     return NULL;
 }
 
@@ -315,12 +321,8 @@ s_warn_unresolved (const char *actor, const char *name, const char *address)
     pthread_attr_init (&attr);
     pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
     if (!lookup->actor || !lookup->name || !lookup->address
-    ||  pthread_create (&thread, &attr, s_lookup_run, lookup) != 0) {
-        free (lookup->actor);
-        free (lookup->name);
-        free (lookup->address);
-        free (lookup);
-    }
+    ||  pthread_create (&thread, &attr, s_lookup_run, lookup) != 0)
+        s_lookup_destroy (lookup);
     pthread_attr_destroy (&attr);
 }
 

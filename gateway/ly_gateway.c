@@ -1908,19 +1908,19 @@ static void
 s_fail_submitted (self_t *self, const char *who)
 {
     size_t failed = 0;
+    char *why = zsys_sprintf ("the %s went away before the events were acknowledged;"
+                              " they may have been stored: retry", who);
     s_request_t *request = self->events_fifo.head;
     while (request) {
         s_request_t *next = request->next;
         if (request->submitted) {
-            char *why = zsys_sprintf ("the %s went away before the events were acknowledged;"
-                                      " they may have been stored: retry", who);
             s_answer_unavailable (request, "unavailable", why, 1);
-            zstr_free (&why);
             s_finish (self, request);
             failed++;
         }
         request = next;
     }
+    zstr_free (&why);
     if (failed)
         ly_warning (S_ACTOR, "the %s went away: answered 503 to the %zu event requests it held",
                     who, failed);
